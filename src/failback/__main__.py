@@ -1,0 +1,5 @@
+"""``python -m failback`` runs the CLI."""
+
+from .cli import main
+
+main()

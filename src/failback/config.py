@@ -1,0 +1,144 @@
+"""failback.toml: the pydantic model, loading with one-line errors, and path resolution.
+
+Relative paths are relative to the folder that holds failback.toml. Unknown keys are errors (a typo must
+not silently disable a safety setting). docs/config.md is generated from this model.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from .errors import ConfigError
+
+DEFAULT_NAME = "failback.toml"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class SourceConfig(_Section):
+    path: Path = Field(description="The live native (GRDB) SQLite database. Only ever read.")
+
+
+class TargetConfig(_Section):
+    path: Path = Field(description="The sql.js database file the app loads; replaced by the converted one.")
+    profile: str = Field("sqljs-1.16.0", description="Capability profile of the target engine (name or file).")
+
+
+class AppConfig(_Section):
+    config: Path = Field(description="The app's provider configuration file (.env or .json).")
+    key: str = Field("DATABASE_PROVIDER", description="The key that selects the provider.")
+    native_value: str = Field("native", description="The value that selects the native provider.")
+    rollback_value: str = Field("sqljs", description="The value written on rollback.")
+
+
+class BackupConfig(_Section):
+    dir: Path = Field(Path(".failback/backups"), description="Primary backup folder.")
+    mirrors: list[Path] = Field([], description="Further folders that receive a verified copy of each backup.")
+    min_layers: int = Field(1, ge=1, description="Verified copies required before a rollback continues.")
+    zstd_level: int = Field(3, ge=1, le=22, description="zstd compression level.")
+    threads: int = Field(2, ge=0, description="Compression threads (0 = one, in the calling thread).")
+
+
+class ConvertConfig(_Section):
+    collations: dict[str, str] = Field(
+        {},
+        description="Collation the target lacks -> collation to use instead. Unlisted ones become NOCASE "
+        "when their name says case-insensitive, else BINARY.",
+    )
+    fts: dict[str, Literal["fts4", "plain"]] = Field(
+        {}, description="FTS5 table -> 'fts4' (default: an FTS4 index) or 'plain' (text kept, no index)."
+    )
+    allow_drop: list[str] = Field(
+        [], description="Objects the target cannot hold that may be dropped (otherwise the run stops)."
+    )
+    page_size: int | None = Field(None, description="Page size of the target (default: the source's).")
+
+
+class VerifyConfig(_Section):
+    fts_queries: list[str] = Field([], description="FTS MATCH queries whose hits must be equal in both engines.")
+    sample_terms: int = Field(5, ge=0, description="Terms drawn from the data and searched in both engines.")
+    queries: list[str] = Field([], description="The app's own queries; results must match in both engines.")
+
+
+class AssessConfig(_Section):
+    memory_warn_mb: int = Field(256, description="Target size that sql.js in a browser may struggle to load.")
+    memory_critical_mb: int = Field(1024, description="Target size sql.js in a browser cannot load.")
+
+
+class Config(_Section):
+    """The whole failback.toml."""
+
+    source: SourceConfig
+    target: TargetConfig
+    app: AppConfig
+    backup: BackupConfig = BackupConfig()
+    convert: ConvertConfig = ConvertConfig()
+    verify: VerifyConfig = VerifyConfig()
+    assess: AssessConfig = AssessConfig()
+    state_dir: Path = Field(Path(".failback"), description="Run directories, audit log and lock.")
+    base: Path = Field(Path("."), exclude=True, description="Folder of failback.toml (set when loaded).")
+
+    @field_validator("state_dir")
+    @classmethod
+    def _not_empty(cls, v: Path) -> Path:
+        if not str(v).strip():
+            raise ValueError("must not be empty")
+        return v
+
+    def resolve(self, p: Path) -> Path:
+        """An absolute path for a path from the config (relative ones are relative to failback.toml)."""
+        return p if p.is_absolute() else (self.base / p)
+
+    @property
+    def source_path(self) -> Path:
+        return self.resolve(self.source.path)
+
+    @property
+    def target_path(self) -> Path:
+        return self.resolve(self.target.path)
+
+    @property
+    def app_config_path(self) -> Path:
+        return self.resolve(self.app.config)
+
+    @property
+    def state_path(self) -> Path:
+        return self.resolve(self.state_dir)
+
+    @property
+    def backup_layers(self) -> list[Path]:
+        return [self.resolve(self.backup.dir), *(self.resolve(m) for m in self.backup.mirrors)]
+
+
+def load_config(path: Path | str = DEFAULT_NAME) -> Config:
+    """Load and validate failback.toml; every problem becomes a one-line ConfigError."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(
+            f"{path}: no such config file", "create failback.toml (see docs/config.md) or pass -c PATH"
+        ) from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: is a folder, not a config file") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise ConfigError(f"{path}: cannot read ({getattr(err, 'strerror', None) or err})") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(f"{path}: not valid TOML ({err})") from None
+    try:
+        cfg = Config.model_validate(data)
+    except ValidationError as err:
+        first = err.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        more = f" (and {err.error_count() - 1} more)" if err.error_count() > 1 else ""
+        raise ConfigError(f"{path}: {where}: {first['msg']}{more}") from None
+    cfg.base = path.resolve().parent
+    return cfg

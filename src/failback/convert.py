@@ -1,0 +1,594 @@
+"""The conversion planner (pure): schema model + capability profile + options → a plan.
+
+One decision per schema object, each with its reason, and the exact statements that build the target.
+Nothing here touches a file; ``export.py`` carries a plan out and ``verify.py`` proves it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from . import sqltext
+from .config import ConvertConfig
+from .digest import DigestSpec
+from .profiles import Profile
+from .schema import Schema, Table, digest_spec
+from .sqlite import quote
+from .sqltext import string_literal
+
+FTS5_COMMANDS = {"delete", "delete-all", "rebuild", "optimize", "merge", "integrity-check", "automerge"}
+CASE_INSENSITIVE_WORDS = ("caseinsensitive", "nocase", "unicase", "localized")
+
+
+class Action(StrEnum):
+    KEEP = "keep"
+    CONVERT = "convert"
+    DROP = "drop"
+    SKIP = "skip"
+    REFUSE = "refuse"
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What happens to one schema object, and why."""
+
+    kind: str
+    name: str
+    action: Action
+    reason: str
+    severity: str = "info"  # info, warn, high, critical
+
+    def to_json(self) -> dict[str, str]:
+        return {
+            "kind": self.kind,
+            "name": self.name,
+            "action": self.action.value,
+            "reason": self.reason,
+            "severity": self.severity,
+        }
+
+
+@dataclass(frozen=True)
+class Copy:
+    """Move one table's rows from the attached source (``src``) into the target, inside SQLite."""
+
+    table: str
+    sql: str
+    xfer: bool
+
+
+@dataclass(frozen=True)
+class SearchPair:
+    """An FTS table in the source and its searchable counterpart in the target; ``content`` is the table
+    whose sync triggers keep the target's index right (None when nothing syncs it)."""
+
+    source: str
+    target: str
+    columns: tuple[str, ...]
+    content: str | None = None
+    content_columns: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Proof:
+    """A statement whose preparation in the target engine compiles a view or a table's triggers."""
+
+    kind: str
+    name: str
+    sql: str
+
+
+@dataclass
+class Plan:
+    """Everything export needs, in execution order, plus the decisions for the report."""
+
+    profile: str
+    decisions: list[Decision] = field(default_factory=list)
+    pragmas: dict[str, int | str] = field(default_factory=dict)
+    create_tables: list[str] = field(default_factory=list)
+    early_indexes: list[str] = field(default_factory=list)
+    copies: list[Copy] = field(default_factory=list)
+    after_data: list[str] = field(default_factory=list)
+    late_indexes: list[str] = field(default_factory=list)
+    virtual_tables: list[str] = field(default_factory=list)
+    views: list[str] = field(default_factory=list)
+    triggers: list[str] = field(default_factory=list)
+    digests: list[DigestSpec] = field(default_factory=list)
+    search: list[SearchPair] = field(default_factory=list)
+    proofs: list[Proof] = field(default_factory=list)
+
+    @property
+    def refused(self) -> list[Decision]:
+        return [d for d in self.decisions if d.action is Action.REFUSE]
+
+    def findings(self) -> list[Decision]:
+        """Decisions a person must know about (anything above info)."""
+        return [d for d in self.decisions if d.severity != "info"]
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "profile": self.profile,
+            "decisions": [d.to_json() for d in self.decisions],
+            "pragmas": self.pragmas,
+            "tables_digested": [s.table for s in self.digests],
+        }
+
+
+def target_collation(name: str, profile: Profile, options: ConvertConfig) -> str | None:
+    """The collation to use in the target for ``name``; None when the target has it."""
+    if profile.has_collation(name):
+        return None
+    for key, value in options.collations.items():
+        if key.lower() == name.lower():
+            return value
+    return "NOCASE" if any(w in name.lower() for w in CASE_INSENSITIVE_WORDS) else "BINARY"
+
+
+def plan_conversion(schema: Schema, profile: Profile, options: ConvertConfig | None = None) -> Plan:
+    """Decide, for every object of ``schema``, what the target built for ``profile`` holds."""
+    return _Planner(schema, profile, options or ConvertConfig()).plan()
+
+
+class _Planner:
+    def __init__(self, schema: Schema, profile: Profile, options: ConvertConfig) -> None:
+        self.s, self.p, self.o = schema, profile, options
+        self.plan_ = Plan(profile.name)
+        self.allowed = {n.lower() for n in options.allow_drop}
+        self.fts_converted: dict[str, Table] = {}  # FTS5 tables converted (by name)
+        self.dropped: set[str] = set()
+        self.changed_tables: set[str] = set()
+
+    # -- helpers ---------------------------------------------------------------------------------
+    def decide(self, kind: str, name: str, action: Action, reason: str, severity: str = "info") -> None:
+        self.plan_.decisions.append(Decision(kind, name, action, reason, severity))
+
+    def refuse_or_drop(self, kind: str, name: str, reason: str, severity: str = "high") -> None:
+        """An object the target cannot hold: dropped when allowed, else the run stops."""
+        self.dropped.add(name)
+        if name.lower() in self.allowed:
+            self.decide(kind, name, Action.DROP, f"{reason}; dropped (allowed by convert.allow_drop)", severity)
+        else:
+            self.decide(kind, name, Action.REFUSE, f"{reason}; add it to convert.allow_drop to drop it", severity)
+
+    def digest(self, t: Table) -> None:
+        """Compare this table's content in snapshot and target (same spec on both sides)."""
+        if (spec := digest_spec(t)) is not None:
+            self.plan_.digests.append(spec)
+
+    def rewrite(self, sql: str) -> str:
+        return sqltext.replace_collations(sql, lambda n: target_collation(n, self.p, self.o))
+
+    # -- the plan ---------------------------------------------------------------------------------
+    def plan(self) -> Plan:
+        self.pragmas()
+        self.collations()
+        for table in self.s.tables.values():
+            if table.kind == "shadow":
+                self.decide("shadow table", table.name, Action.SKIP, "internal to its virtual table; rebuilt with it")
+            elif table.kind == "virtual":
+                self.virtual_table(table)
+            else:
+                self.table(table)
+        self.indexes()
+        self.counters()
+        self.views()
+        self.triggers()
+        return self.plan_
+
+    def pragmas(self) -> None:
+        max_page = self.p.limits.get("max_page_size", 65536)
+        page = self.o.page_size or self.s.page_size
+        if page > max_page:
+            self.decide("pragma", "page_size", Action.CONVERT, f"{page} exceeds the target's {max_page}", "warn")
+            page = max_page
+        self.plan_.pragmas = {
+            "page_size": page,
+            "encoding": self.s.encoding,
+            "auto_vacuum": self.s.auto_vacuum,
+            "user_version": self.s.user_version,
+            "application_id": self.s.application_id,
+        }
+        self.decide(
+            "pragma",
+            "user_version/application_id",
+            Action.KEEP,
+            f"user_version {self.s.user_version}, application_id {self.s.application_id}, page size {page}, "
+            f"{self.s.encoding}, journal_mode DELETE (was {self.s.journal_mode})",
+        )
+
+    def collations(self) -> None:
+        for name in sorted(self.s.collations()):
+            new = target_collation(name, self.p, self.o)
+            if new is not None:
+                self.decide("collation", name, Action.CONVERT, f"not in the target; uses {new} instead", "warn")
+
+    def table(self, t: Table) -> None:
+        sql = self.rewrite(t.sql)
+        problems = []
+        if t.strict and not self.p.has("strict"):
+            problems.append("STRICT")
+        if any(c.generated for c in t.columns) and not self.p.has("generated_columns"):
+            problems.append("generated columns")
+        if t.without_rowid and not self.p.has("without_rowid"):
+            problems.append("WITHOUT ROWID")
+        if problems:
+            self.refuse_or_drop("table", t.name, f"the target lacks {', '.join(problems)}")
+            return
+        changed = sql != t.sql
+        if changed:
+            self.changed_tables.add(t.name)
+            self.decide("table", t.name, Action.CONVERT, "collations mapped", "warn")
+        else:
+            self.decide("table", t.name, Action.KEEP, "supported as is")
+        self.plan_.create_tables.append(sql)
+        self.plan_.copies.append(self.copy_for(t, xfer=not changed))
+        self.digest(t)
+
+    def copy_for(self, t: Table, xfer: bool) -> Copy:
+        """Rows keep their rowids: ``SELECT *`` (transfer optimisation) when the key is explicit, else
+        explicit column lists with the rowid."""
+        no_generated = not any(c.generated for c in t.columns)
+        if xfer and no_generated and (t.rowid_alias or t.without_rowid):
+            return Copy(t.name, f"INSERT INTO main.{quote(t.name)} SELECT * FROM src.{quote(t.name)}", True)
+        cols = [quote(c.name) for c in t.stored_columns]
+        if t.has_rowid and not t.rowid_alias:
+            cols.insert(0, "_rowid_")
+        collist = ", ".join(cols)
+        return Copy(
+            t.name,
+            f"INSERT INTO main.{quote(t.name)}({collist}) SELECT {collist} FROM src.{quote(t.name)}",
+            False,
+        )
+
+    # -- virtual tables ---------------------------------------------------------------------------
+    def virtual_table(self, t: Table) -> None:
+        module = t.module or ""
+        if module == "fts5vocab":
+            self.dropped.add(t.name)
+            self.decide("virtual table", t.name, Action.DROP, "fts5vocab is derived from its FTS5 table")
+        elif module in self.p.modules:
+            self.keep_virtual(t)
+        elif module == "fts5":
+            self.fts5(t)
+        elif module in ("rtree", "rtree_i32", "geopoly"):
+            self.spatial_to_plain(t)
+        else:
+            self.refuse_or_drop("virtual table", t.name, f"module {module!r} is not available in the target")
+
+    def keep_virtual(self, t: Table) -> None:
+        self.decide("virtual table", t.name, Action.KEEP, f"module {t.module} is available in the target")
+        self.plan_.virtual_tables.append(t.sql)
+        content = t.option("content")
+        cols = [quote(c.name) for c in t.visible_columns]
+        if t.module in ("fts3", "fts4", "fts5") and content is not None:
+            if content:
+                self.plan_.virtual_tables.append(f"INSERT INTO main.{quote(t.name)}({quote(t.name)}) VALUES('rebuild')")
+            return
+        collist = ", ".join(["_rowid_", *cols] if t.has_rowid else cols)
+        self.plan_.virtual_tables.append(
+            f"INSERT INTO main.{quote(t.name)}({collist}) SELECT {collist} FROM src.{quote(t.name)}"
+        )
+        if t.module in ("fts3", "fts4", "fts5"):
+            self.digest(t)
+            self.plan_.search.append(SearchPair(t.name, t.name, tuple(c.name for c in t.visible_columns)))
+
+    def spatial_to_plain(self, t: Table) -> None:
+        coltype = "INTEGER" if t.module == "rtree_i32" else "REAL"
+        cols = list(t.visible_columns)
+        defs = [f"{quote(cols[0].name)} INTEGER PRIMARY KEY"] if t.module != "geopoly" else []
+        rest = cols[1:] if t.module != "geopoly" else cols
+        defs += [f"{quote(c.name)} {coltype if c.type else ''}".rstrip() for c in rest]
+        self.decide(
+            "virtual table",
+            t.name,
+            Action.CONVERT,
+            f"module {t.module} is not in the target: plain table with the same columns and rows "
+            "(spatial queries must scan it)",
+            "warn",
+        )
+        self.plan_.create_tables.append(f"CREATE TABLE {quote(t.name)}({', '.join(defs)})")
+        collist = ", ".join(quote(c.name) for c in cols)
+        self.plan_.copies.append(
+            Copy(
+                t.name,
+                f"INSERT INTO main.{quote(t.name)}({collist}) SELECT {collist} FROM src.{quote(t.name)}",
+                False,
+            )
+        )
+        self.digest(t)
+
+    def fts5(self, t: Table) -> None:
+        fts = parse_fts5(t)
+        choice = self.o.fts.get(t.name, "fts4")
+        if not self.p.has("fts4"):
+            choice = "plain"
+        if fts.content == "":
+            self.refuse_or_drop(
+                "virtual table",
+                t.name,
+                "contentless FTS5 table (content=''): its text is not stored and cannot be recovered; "
+                "DATA LOSS: the search index is lost",
+                "critical",
+            )
+            return
+        self.fts_converted[t.name] = t
+        external = fts.content is not None
+        content_table = self.s.tables.get(fts.content or "")
+        if external and content_table is None:
+            self.refuse_or_drop("virtual table", t.name, f"its content table {fts.content!r} does not exist")
+            return
+        tokenizer, notes = fts4_tokenizer(fts.tokenize)
+        if tokenizer is None and choice == "fts4":
+            choice = "plain"
+            notes.append(f"tokenizer {' '.join(fts.tokenize)!r} has no FTS4 equivalent: plain table, no index")
+        if choice == "plain":
+            self.fts_plain(t, fts, external, notes)
+        else:
+            self.fts_to_fts4(t, fts, content_table, tokenizer or "", notes)
+
+    def fts_plain(self, t: Table, fts: Fts5, external: bool, notes: list[str]) -> None:
+        reason = "; ".join([*notes, "search index not kept: the app must search without it (e.g. LIKE)"])
+        if external:
+            self.decide("virtual table", t.name, Action.DROP, reason + f"; text stays in {fts.content!r}", "warn")
+            self.dropped.add(t.name)
+            return
+        self.decide("virtual table", t.name, Action.CONVERT, reason + "; text kept in a plain table", "warn")
+        cols = ", ".join(quote(c) for c in fts.columns)
+        self.plan_.create_tables.append(f"CREATE TABLE {quote(t.name)}({cols})")
+        self.plan_.copies.append(
+            Copy(
+                t.name,
+                f"INSERT INTO main.{quote(t.name)}(_rowid_, {cols}) SELECT _rowid_, {cols} FROM src.{quote(t.name)}",
+                False,
+            )
+        )
+        self.digest(t)
+
+    def fts_to_fts4(self, t: Table, fts: Fts5, content: Table | None, tokenizer: str, notes: list[str]) -> None:
+        args = [quote(c) for c in fts.columns]
+        key = "rowid"
+        own_content = content is None
+        if content is not None and fts.content_rowid not in (None, content.rowid_alias, "rowid", "_rowid_"):
+            own_content = True  # FTS4 external content is keyed by the content table's rowid only
+            key = quote(fts.content_rowid or "rowid")
+            notes.append(f"content_rowid {fts.content_rowid!r} is not the rowid: FTS4 keeps its own copy of the text")
+        if not own_content and fts.content:
+            args.append(f"content={quote(fts.content)}")
+        args.append(f"tokenize={tokenizer}")
+        if fts.prefix:
+            args.append(f"prefix={quote(','.join(fts.prefix))}")
+        args += [f"notindexed={quote(c)}" for c in fts.unindexed]
+        self.plan_.virtual_tables.append(f"CREATE VIRTUAL TABLE {quote(t.name)} USING fts4({', '.join(args)})")
+        cols = ", ".join(quote(c) for c in fts.columns)
+        if own_content and content is not None:
+            src_sql = f"SELECT {key}, {cols} FROM main.{quote(content.name)}"
+        elif own_content:
+            src_sql = f"SELECT _rowid_, {cols} FROM src.{quote(t.name)}"
+        else:
+            src_sql = ""
+        self.plan_.virtual_tables.append(
+            f"INSERT INTO main.{quote(t.name)}(docid, {cols}) {src_sql}"
+            if src_sql
+            else f"INSERT INTO main.{quote(t.name)}({quote(t.name)}) VALUES('rebuild')"
+        )
+        if content is None:
+            self.digest(t)
+        indexed = tuple(c for c in fts.columns if c not in fts.unindexed)
+        synced = content is not None and self.has_sync_triggers(t.name, content.name)
+        self.plan_.search.append(
+            SearchPair(
+                t.name,
+                t.name,
+                indexed,
+                content.name if synced and content else None,
+                tuple(c.name for c in content.stored_columns) if synced and content else (),
+            )
+        )
+        where = f"external content {fts.content!r}" if not own_content else "own content"
+        self.decide(
+            "virtual table",
+            t.name,
+            Action.CONVERT,
+            "; ".join([f"FTS5 → FTS4 ({where}, tokenize={tokenizer})", *notes]),
+            "warn" if notes else "info",
+        )
+        if synced and content is not None:
+            self.sync_triggers(t.name, content.name, fts.columns, key if own_content else "rowid")
+
+    def has_sync_triggers(self, fts: str, content: str) -> bool:
+        """Did the source keep ``fts`` in sync with triggers on ``content``?"""
+        return any(tr.table == content and sqltext.mentions(tr.sql, fts) for tr in self.s.triggers.values())
+
+    def sync_triggers(self, fts: str, content: str, columns: tuple[str, ...], key: str) -> None:
+        """FTS4 sync triggers in GRDB's own FTS4 form (``__<fts>_bu/_bd/_au/_ai``)."""
+        cols = ", ".join(quote(c) for c in columns)
+        new_vals = ", ".join(f"new.{quote(c)}" for c in columns)
+        old_key = "old.rowid" if key == "rowid" else f"old.{key}"
+        new_key = "new.rowid" if key == "rowid" else f"new.{key}"
+        f, c = quote(fts), quote(content)
+        delete = f"DELETE FROM {f} WHERE docid = {old_key};"
+        insert = f"INSERT INTO {f}(docid, {cols}) VALUES({new_key}, {new_vals});"
+        self.prove_trigger(f"__{fts}_*", content)
+        for suffix, when, body in (
+            ("bu", "BEFORE UPDATE", delete),
+            ("bd", "BEFORE DELETE", delete),
+            ("au", "AFTER UPDATE", insert),
+            ("ai", "AFTER INSERT", insert),
+        ):
+            self.plan_.triggers.append(f"CREATE TRIGGER {quote(f'__{fts}_{suffix}')} {when} ON {c} BEGIN {body} END")
+
+    def prove_trigger(self, name: str, table: str) -> None:
+        """EXPLAIN of an INSERT, an UPDATE of every column and a DELETE compiles every trigger of ``table``."""
+        t = self.s.tables.get(table)
+        cols = [quote(c.name) for c in t.stored_columns] if t else []
+        q = quote(table)
+        sql = f"EXPLAIN INSERT INTO {q} DEFAULT VALUES; EXPLAIN DELETE FROM {q}"
+        if cols:
+            sql += f"; EXPLAIN UPDATE {q} SET {', '.join(f'{c} = {c}' for c in cols)}"
+        self.plan_.proofs.append(Proof("trigger", name, sql))
+
+    # -- indexes, counters, views, triggers ------------------------------------------------------
+    def indexes(self) -> None:
+        xfer_tables = {c.table for c in self.plan_.copies if c.xfer}
+        for ix in self.s.indexes.values():
+            if ix.sql is None:
+                continue  # automatic index of a UNIQUE/PRIMARY KEY constraint: comes with its table
+            if ix.table in self.dropped or ix.table not in self.s.tables:
+                self.decide("index", ix.name, Action.DROP, f"its table {ix.table!r} is not in the target")
+                continue
+            sql = self.rewrite(ix.sql)
+            if sql != ix.sql:
+                self.decide("index", ix.name, Action.CONVERT, "collation mapped; rebuilt after the data", "warn")
+                self.plan_.late_indexes.append(sql)
+                xfer_tables.discard(ix.table)
+            else:
+                self.decide("index", ix.name, Action.KEEP, "supported as is")
+        # A table keeps the transfer optimisation only if every one of its indexes is unchanged; its
+        # indexes are then created before the copy (B-trees copied without sorting), the rest after.
+        for ix in self.s.indexes.values():
+            if ix.sql is None or ix.table in self.dropped or ix.table not in self.s.tables:
+                continue
+            sql = self.rewrite(ix.sql)
+            if sql == ix.sql:
+                (self.plan_.early_indexes if ix.table in xfer_tables else self.plan_.late_indexes).append(sql)
+        self.plan_.copies = [
+            c if c.xfer is False or c.table in xfer_tables else self.copy_for(self.s.tables[c.table], xfer=False)
+            for c in self.plan_.copies
+        ]
+
+    def counters(self) -> None:
+        kept = [n for n in self.s.sequence if n in self.s.tables and n not in self.dropped]
+        if not kept:
+            return
+        names = ", ".join(string_literal(n) for n in kept)
+        self.plan_.after_data.append(
+            "DELETE FROM main.sqlite_sequence; INSERT INTO main.sqlite_sequence(name, seq) "
+            f"SELECT name, seq FROM src.sqlite_sequence WHERE name IN ({names})"
+        )
+        self.decide("table", "sqlite_sequence", Action.KEEP, f"AUTOINCREMENT counters kept for {len(kept)} table(s)")
+        if len(kept) == len(self.s.sequence):
+            self.plan_.digests.append(DigestSpec("sqlite_sequence", ("name", "seq"), rowid=False))
+        if self.s.has_stat1:
+            self.plan_.after_data.append(
+                "CREATE TABLE IF NOT EXISTS main.sqlite_stat1(tbl, idx, stat); INSERT INTO main.sqlite_stat1 "
+                "SELECT tbl, idx, stat FROM src.sqlite_stat1 WHERE tbl IN "
+                f"({', '.join(string_literal(t.name) for t in self.s.tables.values() if t.kind == 'table')})"
+            )
+            self.decide("table", "sqlite_stat1", Action.KEEP, "query planner statistics copied")
+
+    def views(self) -> None:
+        for v in self.s.views.values():
+            sql = self.rewrite(v.sql)
+            gone = sorted(n for n in self.dropped if sqltext.mentions(v.sql, n))
+            if gone:
+                self.refuse_or_drop("view", v.name, f"uses {', '.join(gone)}, which the target will not have")
+                continue
+            self.plan_.views.append(sql)
+            self.plan_.proofs.append(Proof("view", v.name, f"EXPLAIN SELECT * FROM {quote(v.name)}"))
+            self.decide("view", v.name, Action.CONVERT if sql != v.sql else Action.KEEP, "to be proved in the target")
+
+    def triggers(self) -> None:
+        for tr in self.s.triggers.values():
+            fts_refs = [n for n in self.fts_converted if sqltext.mentions(tr.sql, n)]
+            gone = sorted(n for n in self.dropped if sqltext.mentions(tr.sql, n) and n not in fts_refs)
+            if fts_refs:
+                self.fts_trigger(tr.name, tr.table, tr.sql, fts_refs)
+            elif gone or tr.table in self.dropped:
+                self.refuse_or_drop("trigger", tr.name, f"uses {', '.join(gone or [tr.table])}, which the target lacks")
+            else:
+                sql = self.rewrite(tr.sql)
+                self.plan_.triggers.append(sql)
+                self.prove_trigger(tr.name, tr.table)
+                self.decide(
+                    "trigger",
+                    tr.name,
+                    Action.KEEP if sql == tr.sql else Action.CONVERT,
+                    "to be proved in the target",
+                )
+
+    def fts_trigger(self, name: str, table: str, sql: str, fts_refs: list[str]) -> None:
+        for fts_name in fts_refs:
+            fts = parse_fts5(self.fts_converted[fts_name])
+            if fts.content == table:
+                if fts_name in self.dropped:
+                    self.decide("trigger", name, Action.DROP, f"synced {fts_name}, which is not kept")
+                else:
+                    self.decide(
+                        "trigger",
+                        name,
+                        Action.CONVERT,
+                        f"FTS5 sync trigger replaced by FTS4 sync triggers __{fts_name}_*",
+                    )
+                return
+        uses_commands = any(t.kind == "string" and t.name.lower() in FTS5_COMMANDS for t in sqltext.tokenize(sql))
+        if uses_commands or any(n in self.dropped for n in fts_refs):
+            self.refuse_or_drop("trigger", name, f"writes to {', '.join(fts_refs)} with FTS5-only commands")
+        else:
+            self.plan_.triggers.append(self.rewrite(sql))
+            self.prove_trigger(name, table)
+            self.decide("trigger", name, Action.KEEP, "writes to a converted FTS table; to be proved in the target")
+
+
+@dataclass(frozen=True)
+class Fts5:
+    """The options of an FTS5 table that matter for conversion."""
+
+    columns: tuple[str, ...]
+    unindexed: tuple[str, ...]
+    content: str | None
+    content_rowid: str | None
+    tokenize: tuple[str, ...]
+    prefix: tuple[str, ...]
+
+
+def parse_fts5(t: Table) -> Fts5:
+    """Read an FTS5 table's column list and options from its CREATE VIRTUAL TABLE arguments."""
+    columns, unindexed, prefix = [], [], []
+    opts: dict[str, str] = {}
+    for arg in t.module_args:
+        kv = sqltext.split_option(arg)
+        if kv:
+            if kv[0] == "prefix":
+                prefix += kv[1].replace(",", " ").split()
+            opts[kv[0]] = kv[1]
+            continue
+        words = [tok for tok in sqltext.tokenize(arg) if tok.kind not in ("ws", "comment")]
+        columns.append(words[0].name)
+        if any(w.text.upper() == "UNINDEXED" for w in words[1:]):
+            unindexed.append(words[0].name)
+    return Fts5(
+        columns=tuple(columns),
+        unindexed=tuple(unindexed),
+        content=opts.get("content"),
+        content_rowid=opts.get("content_rowid"),
+        tokenize=tuple(_split_words(opts.get("tokenize", "unicode61"))),
+        prefix=tuple(prefix),
+    )
+
+
+def _split_words(text: str) -> list[str]:
+    return [t.name for t in sqltext.tokenize(text) if t.kind in ("word", "quoted", "string", "number")]
+
+
+def fts4_tokenizer(words: tuple[str, ...]) -> tuple[str | None, list[str]]:
+    """FTS5 tokenize words → (FTS4 tokenize argument or None, notes about what differs)."""
+    notes: list[str] = []
+    w = list(words) or ["unicode61"]
+    porter = w[0] == "porter"
+    if porter:
+        w = w[1:] or ["unicode61"]
+    base, opts = w[0], w[1:]
+    pairs = dict(zip(opts[0::2], opts[1::2], strict=False))
+    if base == "unicode61" and not porter:
+        kept = [f'"{k}={v}"' for k, v in pairs.items() if k in ("remove_diacritics", "tokenchars", "separators")]
+        dropped = sorted(set(pairs) - {"remove_diacritics", "tokenchars", "separators"})
+        if dropped:
+            notes.append(f"unicode61 option(s) {', '.join(dropped)} have no FTS4 equivalent")
+        return " ".join(["unicode61", *kept]), notes
+    if porter:
+        notes.append("porter stemming kept, but FTS4's porter folds case for ASCII only")
+        return "porter", notes
+    if base == "ascii":
+        return "simple", notes
+    return None, notes

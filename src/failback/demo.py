@@ -1,0 +1,72 @@
+"""``failback demo``: a sample app folder — a GRDB-style native database, the app's provider config, the
+pre-migration sql.js file and a failback.toml describing them."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from .errors import InputError
+from .files import ensure_dir, write_text
+from .sample import build_native, build_sqljs_premigration
+
+MARKER = ".failback-demo"
+
+APP_ENV = """\
+# The app's provider configuration (read at start-up).
+DATABASE_PROVIDER=native
+NATIVE_DATABASE_PATH=native.sqlite
+SQLJS_DATABASE_PATH=app-sqljs.sqlite
+"""
+
+CONFIG = """\
+# failback.toml for the demo app. Paths are relative to this file.
+[source]
+path = "native.sqlite"            # the live GRDB database (only ever read)
+
+[target]
+path = "app-sqljs.sqlite"         # the file the app loads under sql.js
+profile = "sqljs-1.16.0"
+
+[app]
+config = "app.env"
+key = "DATABASE_PROVIDER"
+native_value = "native"
+rollback_value = "sqljs"
+
+[backup]
+dir = "backups/primary"
+mirrors = ["backups/mirror"]
+min_layers = 2
+zstd_level = 3
+
+[convert]
+collations = { swiftLocalizedCaseInsensitiveCompare = "NOCASE" }
+
+[verify]
+fts_queries = ["zebra", "cafe", "meeting AND zebra", "zeb*"]
+queries = [
+  "SELECT count(*), max(id) FROM note",
+  "SELECT id, title FROM note WHERE isPinned ORDER BY updatedAt DESC LIMIT 20",
+  "SELECT f.name, count(n.id) FROM folder f LEFT JOIN note n ON n.folderId = f.id GROUP BY f.id",
+]
+"""
+
+
+def create_demo(directory: Path, notes: int = 3000) -> Path:
+    """Create (or re-create) the demo folder and return the path of its failback.toml."""
+    if directory.exists():
+        if not (directory / MARKER).exists() and any(directory.iterdir()):
+            raise InputError(
+                f"{directory} exists and is not a failback demo folder; refusing to touch it",
+                "pass another DIRECTORY",
+            )
+        shutil.rmtree(directory)
+    ensure_dir(directory)
+    write_text(directory / MARKER, "created by `failback demo`; safe to delete\n")
+    native = directory / "native.sqlite"
+    build_native(native, notes=notes)
+    build_sqljs_premigration(directory / "app-sqljs.sqlite", native)
+    write_text(directory / "app.env", APP_ENV)
+    write_text(directory / "failback.toml", CONFIG)
+    return directory / "failback.toml"

@@ -1,0 +1,128 @@
+"""Canonical, order-independent per-table content digests (algorithm ``fbd1``).
+
+The same algorithm runs in Python (here) and in the sql.js runner (engines/sqljs/runner.js), so a table read
+through apsw and through sql.js must give the same digest. Specification (docs/digest.md):
+
+* A row is its key followed by its values: ``rowid`` first for tables that have one (rowid tables and FTS
+  tables), then every column of the digest spec, in the spec's order.
+* Each value is a type tag and a payload:
+  ``0x00`` NULL · ``0x01`` INTEGER + 8-byte big-endian two's complement ·
+  ``0x02`` REAL + 8-byte big-endian IEEE-754 binary64 ·
+  ``0x03`` TEXT + 4-byte big-endian length + the UTF-8 bytes (read raw, as ``CAST(x AS BLOB)`` gives them
+  in a UTF-8 database, so invalid UTF-8 and NUL characters are hashed as stored) ·
+  ``0x04`` BLOB + 4-byte big-endian length + the bytes.
+* A row's hash is XXH3-128 of its encoding, read as a big-endian unsigned integer; the table digest is the
+  sum of the row hashes modulo 2**128 (order-independent; a duplicated row counts twice), written as 32
+  lowercase hex digits, together with the row count.
+
+So 1, 1.0 and '1' differ, and nothing depends on how a SQLite version prints a REAL.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass
+
+import apsw
+import xxhash
+
+from .sqlite import quote
+
+ALGORITHM = "fbd1"
+MOD = 1 << 128
+_pack_q = struct.Struct(">Bq").pack
+_pack_d = struct.Struct(">Bd").pack
+_pack_len = struct.Struct(">BI").pack
+_NULL = b"\x00"
+
+
+@dataclass(frozen=True)
+class DigestSpec:
+    """What to digest for one table: its name, whether its rowid is part of the key, and its columns."""
+
+    table: str
+    columns: tuple[str, ...]
+    rowid: bool
+
+    def select_sql(self, schema: str = "main", raw_text: bool = False) -> str:
+        """The SELECT both engines run; ``raw_text`` reads TEXT as bytes (CAST) with a type flag."""
+        if raw_text:
+            parts = [
+                f"CASE WHEN typeof({q}) = 'text' THEN CAST({q} AS BLOB) ELSE {q} END, typeof({q}) = 'text'"
+                for q in map(quote, self.columns)
+            ]
+        else:
+            parts = [quote(c) for c in self.columns]
+        if self.rowid:
+            parts.insert(0, "_rowid_")
+        return f"SELECT {', '.join(parts) or 'NULL'} FROM {quote(schema)}.{quote(self.table)}"
+
+
+@dataclass(frozen=True)
+class TableDigest:
+    """Row count and digest of one table."""
+
+    table: str
+    rows: int
+    digest: str
+
+    def to_json(self) -> dict[str, object]:
+        return asdict(self)
+
+
+def encode_value(v: object) -> bytes:
+    """The canonical encoding of one value as apsw returns it (int, float, str, bytes, None)."""
+    if v is None:
+        return _NULL
+    if isinstance(v, int):
+        return _pack_q(1, v)
+    if isinstance(v, float):
+        return _pack_d(2, v)
+    if isinstance(v, str):
+        raw = v.encode("utf-8", "surrogatepass")
+        return _pack_len(3, len(raw)) + raw
+    raw = bytes(v)  # type: ignore[call-overload]
+    return _pack_len(4, len(raw)) + raw
+
+
+def row_hash(values: Iterable[object]) -> int:
+    """XXH3-128 of a row's canonical encoding, as an integer."""
+    return xxhash.xxh3_128_intdigest(b"".join(map(encode_value, values)))
+
+
+def _raw_row(row: Sequence[object], rowid: bool) -> bytes:
+    """Encode a row selected with ``raw_text``: (value, is_text) pairs after the rowid; text comes as bytes."""
+    out = [_pack_q(1, row[0])] if rowid else []
+    for i in range(1 if rowid else 0, len(row), 2):
+        value = row[i]
+        if row[i + 1]:
+            raw = bytes(value)  # type: ignore[call-overload]
+            out.append(_pack_len(3, len(raw)) + raw)
+        else:
+            out.append(encode_value(value))
+    return b"".join(out)
+
+
+def digest_rows(rows: Iterable[Sequence[object]]) -> tuple[int, int]:
+    """(row count, sum of row hashes mod 2**128) over rows of plain values."""
+    total = count = 0
+    h = xxhash.xxh3_128_intdigest
+    enc = encode_value
+    for row in rows:
+        total += h(b"".join(map(enc, row)))
+        count += 1
+    return count, total % MOD
+
+
+def table_digest(conn: apsw.Connection, spec: DigestSpec, schema: str = "main") -> TableDigest:
+    """Digest one table; text that is not valid UTF-8 falls back to reading raw bytes."""
+    try:
+        count, total = digest_rows(conn.execute(spec.select_sql(schema)))
+    except UnicodeDecodeError:
+        count, total = 0, 0
+        for row in conn.execute(spec.select_sql(schema, raw_text=True)):
+            total += xxhash.xxh3_128_intdigest(_raw_row(row, spec.rowid))
+            count += 1
+        total %= MOD
+    return TableDigest(spec.table, count, f"{total:032x}")

@@ -1,0 +1,183 @@
+"""Engines: one small interface, run by native SQLite (apsw, in-process) and by sql.js (Node + WebAssembly).
+
+An engine loads a database file WHOLE into memory (as the browser app loads its sql.js file), runs a list of
+actions against that copy and reports one result per action. Nothing is ever written back to the file.
+
+Actions and their results (a failing action gives ``{"ok": False, "error": "<engine's message>"}`` and the
+following actions still run):
+
+* ``{"op": "exec", "sql": script}`` → ``{"ok": True}``
+* ``{"op": "query", "sql": one statement, "params": [typed], "limit": n}`` →
+  ``{"ok": True, "columns": [...], "rows": [[typed, ...], ...], "count": n, "digest": "<32 hex>"}``;
+  ``rows`` holds at most ``limit`` rows, ``count`` and the order-independent fbd1 ``digest`` cover them all.
+* ``{"op": "digest", "tables": [spec, ...]}`` → ``{"ok": True, "tables": [{"table", "rows", "digest"}]}``,
+  equal to :func:`failback.digest.table_digest`; a spec is ``{"table", "columns": [...], "rowid": bool}``.
+* ``{"op": "row_hashes", "table": spec, "order_by": [...] | None}`` → ``{"ok": True, "rows": [[key, hash]]}``
+  ordered by rowid (or ``order_by``); compare two with :func:`first_difference`.
+
+Values cross the boundary as typed JSON (:func:`encode_typed` / :func:`decode_typed`): NULL ``None`` ·
+INTEGER ``{"int": "<decimal>"}`` · REAL ``{"real": "<text>"}`` · TEXT ``str`` · BLOB ``{"blob": "<hex>"}``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from ..errors import InputError
+from ..sqlite import check_database_file
+
+__all__ = [
+    "Action",
+    "Engine",
+    "EngineRun",
+    "Result",
+    "TypedValue",
+    "check_engine_input",
+    "decode_typed",
+    "encode_typed",
+    "first_difference",
+    "make_engine",
+]
+
+Action = dict[str, Any]
+Result = dict[str, Any]
+TypedValue = None | str | dict[str, str]
+
+
+@dataclass
+class EngineRun:
+    """What one engine run produced: one result per action, in order, and how it went."""
+
+    results: list[Result]
+    version: str
+    peak_rss_bytes: int | None
+    seconds: float
+
+
+class Engine(Protocol):
+    """A SQLite engine that runs actions against an in-memory copy of a database file."""
+
+    name: str
+
+    def run(self, database: Path | None, actions: list[Action]) -> EngineRun:
+        """Load ``database`` (``None``: a fresh empty database) into memory and run ``actions`` on it."""
+        ...
+
+
+def make_engine(name: str) -> Engine:
+    """The engine called ``name`` ("sqlite" or "sqljs"), with default settings."""
+    if name == "sqlite":
+        from .sqlite import SqliteEngine
+
+        return SqliteEngine()
+    if name == "sqljs":
+        from .sqljs import SqlJsEngine
+
+        return SqlJsEngine()
+    raise ValueError(f"unknown engine {name!r} (expected 'sqlite' or 'sqljs')")
+
+
+def check_engine_input(path: Path) -> bool:
+    """Check ``path`` is a database file an engine can load whole; return True if its header says WAL.
+
+    Raises InputError/NotADatabaseError for a missing or non-database file, and InputError when a non-empty
+    ``-wal`` file lies beside it: loading only the main file would silently drop the commits in it.
+    """
+    check_database_file(path)
+    wal = Path(str(path) + "-wal")
+    try:
+        wal_size = os.stat(wal).st_size
+    except FileNotFoundError:
+        wal_size = 0
+    if wal_size:
+        raise InputError(
+            f"{path}: has a non-empty -wal file ({wal_size} bytes); loading the main file alone would drop "
+            "the commits in it",
+            hint="checkpoint it first (PRAGMA wal_checkpoint(TRUNCATE)) or run the engine on a snapshot",
+        )
+    with open(path, "rb") as fh:
+        header = fh.read(20)
+    return header[18] == 2 or header[19] == 2
+
+
+def encode_typed(v: object) -> TypedValue:
+    """Typed JSON for one SQLite value as apsw gives it (None, int, float, str, bytes)."""
+    if v is None or isinstance(v, str):
+        return v
+    if isinstance(v, int):  # bool too: SQLite has no boolean
+        return {"int": str(int(v))}
+    if isinstance(v, float):
+        if math.isinf(v):
+            return {"real": "Infinity" if v > 0 else "-Infinity"}
+        return {"real": "NaN" if math.isnan(v) else repr(v)}
+    if isinstance(v, bytes | bytearray | memoryview):
+        return {"blob": bytes(v).hex()}
+    raise TypeError(f"not a SQLite value: {type(v).__name__}")
+
+
+def decode_typed(j: object) -> int | float | str | bytes | None:
+    """The Python value of typed JSON (the inverse of :func:`encode_typed`)."""
+    if j is None or isinstance(j, str):
+        return j
+    if isinstance(j, dict) and len(j) == 1:
+        ((kind, text),) = j.items()
+        if isinstance(text, str):
+            if kind == "int":
+                return int(text)
+            if kind == "real":
+                return float(text)  # also "Infinity", "-Infinity", "NaN", "-0.0", "1e+21"
+            if kind == "blob":
+                return bytes.fromhex(text)
+    raise ValueError(f"not a typed value: {j!r}")
+
+
+def _key_label(key: object) -> str:
+    if isinstance(key, list):
+        return "key (" + ", ".join(repr(decode_typed(k)) for k in key) + ")"
+    return f"rowid {decode_typed(key)!r}"
+
+
+def _groups(rows: list[list[Any]]) -> list[tuple[str, Any, list[str]]]:
+    """Consecutive rows with the same key, as (canonical key, key, sorted row hashes)."""
+    out: list[tuple[str, Any, list[str]]] = []
+    for key, digest in rows:
+        canon = json.dumps(key, sort_keys=True)
+        if out and out[-1][0] == canon:
+            out[-1][2].append(digest)
+        else:
+            out.append((canon, key, [digest]))
+    return [(canon, key, sorted(hashes)) for canon, key, hashes in out]
+
+
+def first_difference(
+    a_rows: list[list[Any]], b_rows: list[list[Any]], a_name: str = "a", b_name: str = "b"
+) -> str | None:
+    """Describe the first key whose rows differ between two ``row_hashes`` results; None if they agree.
+
+    Both lists must be in the order ``row_hashes`` gives (by rowid or by its ``order_by`` columns); rows that
+    share a key (a non-unique ``order_by``) are compared as a multiset.
+    """
+    a, b = _groups(a_rows), _groups(b_rows)
+    a_keys, b_keys = {g[0] for g in a}, {g[0] for g in b}
+    i = j = 0
+    while i < len(a) or j < len(b):
+        if j == len(b) or (i < len(a) and a[i][0] not in b_keys):
+            return f"{_key_label(a[i][1])}: in {a_name}, missing in {b_name}"
+        if i == len(a) or b[j][0] not in a_keys:
+            return f"{_key_label(b[j][1])}: in {b_name}, missing in {a_name}"
+        (ca, key, ha), (cb, _, hb) = a[i], b[j]
+        if ca != cb:
+            return f"{_key_label(key)}: rows come in a different order in {a_name} and {b_name}"
+        if ha != hb:
+            if len(ha) != len(hb):
+                return f"{_key_label(key)}: {len(ha)} row(s) in {a_name}, {len(hb)} in {b_name}"
+            hashes = f" (row hash {a_name} {ha[0]}, {b_name} {hb[0]})" if len(ha) == 1 else ""
+            return f"{_key_label(key)}: values differ{hashes}"
+        i += 1
+        j += 1
+    return None

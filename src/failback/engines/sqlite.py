@@ -1,0 +1,151 @@
+"""The native engine: apsw (SQLite 3.54 with FTS5, rtree, …) in-process, on an in-memory copy of the file."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import apsw
+import xxhash
+
+from ..digest import DigestSpec, _raw_row, digest_rows, row_hash, table_digest
+from ..errors import InputError
+from ..sqlite import connect, database_error, quote
+from . import Action, EngineRun, Result, check_engine_input, decode_typed, encode_typed
+
+SINGLE_STATEMENT = "query takes a single SQL statement; use exec for scripts"
+
+
+def _spec(table: dict[str, Any]) -> DigestSpec:
+    return DigestSpec(str(table["table"]), tuple(table["columns"]), bool(table["rowid"]))
+
+
+def load(database: Path | None) -> apsw.Connection:
+    """An in-memory connection holding a copy of ``database``, with fallback collations registered.
+
+    A WAL-mode file is read as sql.js reads it: the main file only (the header is patched in the copy, as
+    SQLite's in-memory database cannot open a WAL-mode image).
+    Raises InputError/NotADatabaseError for anything that is not a readable database.
+    """
+    conn = connect(":memory:", create=True)
+    if database is None:
+        return conn
+    try:
+        wal = check_engine_input(database)
+        data = bytearray(database.read_bytes())
+    except OSError as err:
+        conn.close()
+        raise InputError(f"{database}: cannot read ({err.strerror})") from None
+    except InputError:
+        conn.close()
+        raise
+    if wal:
+        data[18:20] = b"\x01\x01"
+    try:
+        conn.deserialize("main", data)
+        del data
+        conn.execute("SELECT count(*) FROM sqlite_schema").get  # noqa: B018 - the first read parses the schema
+    except (apsw.Error, UnicodeDecodeError) as err:
+        conn.close()
+        raise database_error(database, err) from None
+    return conn
+
+
+class SqliteEngine:
+    """Runs engine actions with apsw on an in-memory copy of the database (see :mod:`failback.engines`)."""
+
+    name: str = "sqlite"
+
+    def run(self, database: Path | None, actions: list[Action]) -> EngineRun:
+        """Load ``database`` (``None``: empty) into memory and run ``actions``; the file is never written."""
+        start = time.perf_counter()
+        conn = load(database)
+        try:
+            results = [run_action(conn, action) for action in actions]
+            version = str(conn.execute("SELECT sqlite_version()").get)
+        finally:
+            conn.close()
+        return EngineRun(results, version, None, time.perf_counter() - start)
+
+
+def run_action(conn: apsw.Connection, action: Action) -> Result:
+    """Run one action; any failure becomes ``{"ok": False, "error": ...}``."""
+    try:
+        op = action.get("op")
+        if op == "exec":
+            for _ in conn.execute(action["sql"]):
+                pass
+            return {"ok": True}
+        if op == "query":
+            return {"ok": True, **_query(conn, action)}
+        if op == "digest":
+            return {"ok": True, "tables": [table_digest(conn, _spec(t)).to_json() for t in action["tables"]]}
+        if op == "row_hashes":
+            return {"ok": True, "rows": _row_hashes(conn, _spec(action["table"]), action.get("order_by"))}
+        raise ValueError(f"unknown op: {op}")
+    except apsw.ExecTraceAbort:
+        return {"ok": False, "error": SINGLE_STATEMENT}
+    except UnicodeDecodeError:
+        return {"ok": False, "error": "a TEXT value is not valid UTF-8"}
+    except Exception as err:  # an action's failure is its result, as in the JS runner
+        return {"ok": False, "error": str(err) or type(err).__name__}
+
+
+def _query(conn: apsw.Connection, action: Action) -> dict[str, Any]:
+    limit = action.get("limit")
+    columns: list[str] = []
+    statements = 0
+
+    def trace(cursor: apsw.Cursor, sql: str, bindings: Any) -> bool:
+        nonlocal statements
+        statements += 1
+        if statements == 1:
+            columns.extend(d[0] for d in cursor.get_description())
+        return statements == 1
+
+    cursor = conn.cursor()
+    cursor.exec_trace = trace
+    params = [decode_typed(p) for p in action.get("params") or []]
+    kept: list[list[Any]] = []
+
+    def rows() -> Iterator[Sequence[Any]]:
+        for row in cursor.execute(action["sql"], params or None):
+            if limit is None or len(kept) < limit:
+                kept.append([encode_typed(v) for v in row])
+            yield row
+
+    count, total = digest_rows(rows())
+    return {"columns": columns, "rows": kept, "count": count, "digest": f"{total:032x}"}
+
+
+def _raw(q: str) -> str:
+    """A column read as in ``DigestSpec.select_sql(raw_text=True)``: TEXT as bytes, then an is-text flag."""
+    return f"CASE WHEN typeof({q}) = 'text' THEN CAST({q} AS BLOB) ELSE {q} END, typeof({q}) = 'text'"
+
+
+def _row_hashes(conn: apsw.Connection, spec: DigestSpec, order_by: list[str] | None) -> list[list[Any]]:
+    """(key, row hash) per row, ordered by rowid or ``order_by``; row hashes are those of table_digest."""
+    keys = [quote(c) for c in order_by or []] if not spec.rowid else []
+    if not spec.rowid and not keys:
+        raise ValueError("row_hashes needs a rowid table or order_by columns")
+    values = [quote(c) for c in spec.columns] or ([] if spec.rowid else ["NULL"])
+    head = ["_rowid_"] if spec.rowid else []
+    source = f"FROM {quote('main')}.{quote(spec.table)} ORDER BY {', '.join(keys or head)}"
+    n = len(keys)
+    out: list[list[Any]] = []
+    try:
+        for row in conn.execute(f"SELECT {', '.join(keys + head + values)} {source}"):
+            label = encode_typed(row[0]) if spec.rowid else [encode_typed(v) for v in row[:n]]
+            out.append([label, f"{row_hash(row[n:]):032x}"])
+        return out
+    except UnicodeDecodeError:
+        out.clear()
+    # Some TEXT is not valid UTF-8: read TEXT as bytes, as table_digest does in that case.
+    for row in conn.execute(f"SELECT {', '.join([*map(_raw, keys), *head, *map(_raw, values)])} {source}"):
+        pairs = zip(row[0 : 2 * n : 2], row[1 : 2 * n : 2], strict=True)
+        key = [v.decode("utf-8", "replace") if is_text else v for v, is_text in pairs]
+        label = encode_typed(row[0]) if spec.rowid else [encode_typed(v) for v in key]
+        out.append([label, xxhash.xxh3_128_hexdigest(_raw_row(row[2 * n :], spec.rowid))])
+    return out

@@ -1,0 +1,249 @@
+// failback sql.js runner: runs one job inside real sql.js (SQLite compiled to WebAssembly) under Node >= 18.
+//
+// Protocol: stdin holds ONE JSON job {"database": path | null, "actions": [action, ...]}; stdout gets ONE
+// JSON document {"ok": true, "version", "results": [...], "peak_rss": bytes} (exit 0), or
+// {"ok": false, "kind": "database" | "job", "error"} (exit 1). Nothing else is printed to stdout.
+// The file is read whole into memory (as the browser app does); writes stay in memory, never reach the file.
+// Actions (one result each, {"ok": false, "error"} on failure, later actions still run):
+//   {"op": "exec", "sql"}                              -> {"ok": true}
+//   {"op": "query", "sql", "params"?, "limit"?}         -> {"ok", "columns", "rows", "count", "digest"}
+//   {"op": "digest", "tables": [spec, ...]}              -> {"ok", "tables": [{"table", "rows", "digest"}]}
+//   {"op": "row_hashes", "table": spec, "order_by"?}     -> {"ok", "rows": [[key, hash hex], ...]}
+//   spec = {"table", "columns": [...], "rowid": bool}
+// Typed values: NULL null · INTEGER {"int": "decimal"} · REAL {"real": "text"} · TEXT "string" ·
+// BLOB {"blob": "hex"}. Digests follow fbd1 (src/failback/digest.py): per row XXH3-128 of
+// tag+payload values (big-endian), summed mod 2**128.
+// sql.js binds params through its own API: INTEGER outside int32 binds as REAL (as TEXT past 2**53), and
+// integral REALs bind as INTEGER — exactly what the app's own bound values experience.
+"use strict";
+const fs = require("fs");
+
+// sql.js and emscripten print with console.log/warn: keep stdout for the one JSON document.
+console.log = console.info = console.warn = console.error;
+
+const quote = (name) => '"' + String(name).replace(/"/g, '""') + '"';
+const utf8 = new TextDecoder("utf-8", { fatal: true });
+const utf8Lossy = new TextDecoder("utf-8");
+const hex = (bytes) => Buffer.from(bytes.buffer, bytes.byteOffset, bytes.length).toString("hex");
+
+// Read a row: get() types values by storage class (bigint INTEGER, number REAL, string TEXT, Uint8Array
+// BLOB, null). get()'s strings are decoded lossily, so TEXT is re-read as bytes with getBlob(), which gives
+// exactly sqlite3_column_text's UTF-8 (converted from UTF-16 by SQLite in a UTF-16 database).
+function readRow(stmt) {
+  const row = stmt.get(null, { useBigInt: true });
+  for (let i = 0; i < row.length; i++) {
+    if (typeof row[i] === "string") row[i] = { text: stmt.getBlob(i) };
+  }
+  return row;
+}
+
+// REAL as text in Python's repr() format (shortest round-trip digits, as JS's), so both engines agree.
+function realText(x) {
+  if (!Number.isFinite(x)) return Number.isNaN(x) ? "NaN" : x > 0 ? "Infinity" : "-Infinity";
+  if (x === 0) return Object.is(x, -0) ? "-0.0" : "0.0";
+  const [mantissa, e] = Math.abs(x).toExponential().split("e");
+  const digits = mantissa.replace(".", "");
+  const exp = Number(e);
+  const sign = x < 0 ? "-" : "";
+  if (exp < -4 || exp >= 16) {
+    const m = digits.length > 1 ? digits[0] + "." + digits.slice(1) : digits;
+    return `${sign}${m}e${exp < 0 ? "-" : "+"}${String(Math.abs(exp)).padStart(2, "0")}`;
+  }
+  if (exp < 0) return sign + "0." + "0".repeat(-exp - 1) + digits;
+  return sign + digits.slice(0, exp + 1).padEnd(exp + 1, "0") + "." + (digits.slice(exp + 1) || "0");
+}
+
+function encodeTyped(v, strict) {
+  if (v === null) return null;
+  if (typeof v === "bigint") return { int: v.toString() };
+  if (typeof v === "number") return { real: realText(v) };
+  if (v instanceof Uint8Array) return { blob: hex(v) };
+  if (!strict) return utf8Lossy.decode(v.text);
+  try {
+    return utf8.decode(v.text);
+  } catch {
+    throw new Error("a TEXT value is not valid UTF-8");
+  }
+}
+
+function decodeTyped(j) {
+  if (j === null || typeof j === "string") return j;
+  if (typeof j === "object" && "int" in j) {
+    const b = BigInt(j.int);
+    return b >= BigInt(Number.MIN_SAFE_INTEGER) && b <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(b) : b;
+  }
+  if (typeof j === "object" && "real" in j) return Number(j.real);
+  if (typeof j === "object" && "blob" in j) return new Uint8Array(Buffer.from(j.blob, "hex"));
+  throw new Error("not a typed value: " + JSON.stringify(j));
+}
+
+// The fbd1 row encoding into one growing buffer, hashed with XXH3-128, summed in four 32-bit limbs.
+class Digester {
+  constructor(hasher) {
+    this.hasher = hasher;
+    this.buf = new Uint8Array(1 << 16);
+    this.view = new DataView(this.buf.buffer);
+    this.pos = 0;
+    this.limbs = [0, 0, 0, 0]; // most significant first; each < 2**53 between normalisations
+    this.count = 0;
+  }
+  room(n) {
+    if (this.pos + n <= this.buf.length) return;
+    const grown = new Uint8Array(Math.max(this.buf.length * 2, this.pos + n));
+    grown.set(this.buf.subarray(0, this.pos));
+    this.buf = grown;
+    this.view = new DataView(grown.buffer);
+  }
+  hashRow(row) {
+    this.pos = 0;
+    for (const v of row) {
+      if (v === null) {
+        this.room(1);
+        this.buf[this.pos++] = 0;
+      } else if (typeof v === "bigint" || typeof v === "number") {
+        this.room(9);
+        this.buf[this.pos] = typeof v === "bigint" ? 1 : 2;
+        if (typeof v === "bigint") this.view.setBigInt64(this.pos + 1, v);
+        else this.view.setFloat64(this.pos + 1, v);
+        this.pos += 9;
+      } else {
+        const bytes = v instanceof Uint8Array ? v : v.text;
+        this.room(5 + bytes.length);
+        this.buf[this.pos] = v instanceof Uint8Array ? 4 : 3;
+        this.view.setUint32(this.pos + 1, bytes.length);
+        this.buf.set(bytes, this.pos + 5);
+        this.pos += 5 + bytes.length;
+      }
+    }
+    this.hasher.init();
+    this.hasher.update(this.buf.subarray(0, this.pos));
+    return this.hasher.digest("binary"); // canonical big-endian, as Python's xxh3_128_digest
+  }
+  add(row) {
+    const d = this.hashRow(row);
+    const dv = new DataView(d.buffer, d.byteOffset, 16);
+    for (let i = 0; i < 4; i++) this.limbs[i] += dv.getUint32(4 * i);
+    if (++this.count % 0x100000 === 0) this.normalise();
+  }
+  normalise() {
+    for (let i = 3; i > 0; i--) {
+      const carry = Math.floor(this.limbs[i] / 0x100000000);
+      this.limbs[i] -= carry * 0x100000000;
+      this.limbs[i - 1] += carry;
+    }
+    this.limbs[0] %= 0x100000000;
+  }
+  hex() {
+    this.normalise();
+    return this.limbs.map((x) => x.toString(16).padStart(8, "0")).join("");
+  }
+}
+
+function each(db, sql, params, fn) {
+  const stmt = db.prepare(sql);
+  try {
+    if (params) stmt.bind(params);
+    while (stmt.step()) fn(readRow(stmt), stmt);
+  } finally {
+    stmt.free();
+  }
+}
+
+function specParts(spec) {
+  const parts = spec.columns.map(quote);
+  if (spec.rowid) parts.unshift("_rowid_");
+  return parts;
+}
+
+const ACTIONS = {
+  exec(db, action) {
+    db.run(action.sql);
+    return {};
+  },
+  query(db, action, hasher) {
+    const it = db.iterateStatements(action.sql);
+    const first = it.next();
+    const out = { columns: [], rows: [], count: 0, digest: "0".repeat(32) };
+    if (first.done) return out;
+    const stmt = first.value;
+    const d = new Digester(hasher);
+    const limit = action.limit == null ? Infinity : action.limit;
+    try {
+      out.columns = stmt.getColumnNames();
+      if (action.params && action.params.length) stmt.bind(action.params.map(decodeTyped));
+      while (stmt.step()) {
+        const row = readRow(stmt);
+        if (out.rows.length < limit) out.rows.push(row.map((v) => encodeTyped(v, true)));
+        d.add(row);
+      }
+      if (!it.next().done) throw new Error("query takes a single SQL statement; use exec for scripts");
+    } finally {
+      it.return();
+    }
+    return { ...out, count: d.count, digest: d.hex() };
+  },
+  digest(db, action, hasher) {
+    const tables = action.tables.map((spec) => {
+      const d = new Digester(hasher);
+      const sql = `SELECT ${specParts(spec).join(", ") || "NULL"} FROM "main".${quote(spec.table)}`;
+      each(db, sql, null, (row) => d.add(row));
+      return { table: spec.table, rows: d.count, digest: d.hex() };
+    });
+    return { tables };
+  },
+  row_hashes(db, action, hasher) {
+    const spec = action.table;
+    const keys = spec.rowid ? ["_rowid_"] : (action.order_by || []).map(quote);
+    if (!keys.length) throw new Error("row_hashes needs a rowid table or order_by columns");
+    const parts = spec.rowid ? specParts(spec) : keys.concat(specParts(spec).length ? specParts(spec) : ["NULL"]);
+    const sql = `SELECT ${parts.join(", ")} FROM "main".${quote(spec.table)} ORDER BY ${keys.join(", ")}`;
+    const d = new Digester(hasher);
+    const rows = [];
+    each(db, sql, null, (row) => {
+      const values = spec.rowid ? row : row.slice(keys.length);
+      const key = spec.rowid ? encodeTyped(row[0]) : row.slice(0, keys.length).map((v) => encodeTyped(v));
+      rows.push([key, hex(d.hashRow(values))]);
+    });
+    return { rows };
+  },
+};
+
+function finish(doc, code) {
+  process.stdout.write(JSON.stringify(doc) + "\n");
+  process.exitCode = code;
+}
+
+async function main() {
+  let job;
+  try {
+    job = JSON.parse(fs.readFileSync(0, "utf8"));
+  } catch (e) {
+    return finish({ ok: false, kind: "job", error: "cannot read the job from stdin: " + e.message }, 1);
+  }
+  const initSqlJs = require("sql.js");
+  const { createXXHash128 } = require("hash-wasm");
+  // useOldExtensionFunctions: false keeps SQLite's native functions and skips sql.js's legacy ones.
+  const SQL = await initSqlJs({ useOldExtensionFunctions: false });
+  const hasher = await createXXHash128();
+  let db;
+  try {
+    db = new SQL.Database(job.database == null ? null : fs.readFileSync(job.database));
+    db.exec("SELECT count(*) FROM sqlite_schema"); // the first read: fails here if not a database
+  } catch (e) {
+    return finish({ ok: false, kind: "database", error: `${job.database}: ${e.message}` }, 1);
+  }
+  const results = job.actions.map((action) => {
+    try {
+      if (!Object.hasOwn(ACTIONS, action.op)) throw new Error(`unknown op: ${action.op}`);
+      return { ok: true, ...ACTIONS[action.op](db, action, hasher) };
+    } catch (e) {
+      return { ok: false, error: e instanceof Error ? e.message : String(e) };
+    }
+  });
+  const version = db.exec("SELECT sqlite_version()")[0].values[0][0];
+  db.close();
+  const peak_rss = process.resourceUsage().maxRSS * 1024;
+  finish({ ok: true, version, results, peak_rss }, 0);
+}
+
+main().catch((e) => finish({ ok: false, kind: "job", error: String((e && e.stack) || e) }, 1));

@@ -1,0 +1,203 @@
+"""Carry out a conversion plan: build the target database from a snapshot, inside SQLite.
+
+Rows move by ATTACH + INSERT…SELECT (never through Python). Tables copied with the transfer optimisation
+get their indexes first (B-trees are copied without sorting); every other index, FTS index and trigger is
+built after the data. The target is written under a temp name; the caller publishes it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import apsw
+
+from .backup import take_snapshot
+from .config import Config, ConvertConfig
+from .convert import Plan, plan_conversion
+from .engines import Engine
+from .engines.sqljs import SqlJsEngine
+from .errors import EnvironmentFailure, FailbackError, InputError, UnsupportedSchemaError, VerificationFailed
+from .files import ensure_dir, publish, remove_quietly
+from .profiles import load_profile
+from .schema import read_schema
+from .sqlite import connect, database_error, open_source, quote, run_script
+from .verify import VerifyReport, verify_target
+
+Progress = Callable[[str, int, int], None]
+
+
+@dataclass
+class BuildResult:
+    """Timings of the build phases (seconds) and the target's size."""
+
+    seconds: dict[str, float] = field(default_factory=dict)
+    bytes: int = 0
+
+
+def _uri(path: Path) -> str:
+    from urllib.parse import quote as urlquote
+
+    return "file:" + urlquote(str(path.resolve())) + "?mode=ro"
+
+
+def build_target(snapshot: Path, dest: Path, plan: Plan, progress: Progress | None = None) -> BuildResult:
+    """Create ``dest`` (must not exist) from ``snapshot`` following ``plan``. On failure ``dest`` is removed."""
+    if plan.refused:
+        names = ", ".join(f"{d.kind} {d.name!r}" for d in plan.refused)
+        raise UnsupportedSchemaError(f"the target cannot hold {names}: {plan.refused[0].reason}")
+    result = BuildResult()
+    remove_quietly(dest, Path(str(dest) + "-journal"))
+    conn = connect(dest, create=True)
+    try:
+        _build(conn, snapshot, plan, result, progress or (lambda *_: None))
+    except apsw.FullError as err:
+        conn.close()
+        remove_quietly(dest, Path(str(dest) + "-journal"))
+        raise EnvironmentFailure(f"cannot write {dest}: disk full") from err
+    except (apsw.Error, OSError) as err:
+        conn.close()
+        remove_quietly(dest, Path(str(dest) + "-journal"))
+        raise FailbackError(f"building {dest.name} failed: {err}", "report this with `failback plan` output") from err
+    except BaseException:
+        conn.close()
+        remove_quietly(dest, Path(str(dest) + "-journal"))
+        raise
+    conn.close()
+    result.bytes = dest.stat().st_size
+    return result
+
+
+def _build(conn: apsw.Connection, snapshot: Path, plan: Plan, result: BuildResult, progress: Progress) -> None:
+    p = plan.pragmas
+    run_script(
+        conn,
+        f"PRAGMA page_size = {int(p['page_size'])}; PRAGMA auto_vacuum = {int(p['auto_vacuum'])};"
+        f" PRAGMA encoding = '{p['encoding']}'; PRAGMA journal_mode = DELETE; PRAGMA synchronous = OFF;"
+        " PRAGMA foreign_keys = OFF; PRAGMA cache_size = -65536;",
+    )
+    conn.execute("ATTACH DATABASE ? AS src", (_uri(snapshot),))
+    t0 = time.perf_counter()
+    with conn:  # one transaction: the target is complete or empty
+        for sql in plan.create_tables + plan.early_indexes:
+            conn.execute(sql)
+        result.seconds["schema"] = time.perf_counter() - t0
+        t = time.perf_counter()
+        total = len(plan.copies)
+        for i, copy in enumerate(plan.copies):
+            progress(f"copy {copy.table}", i, total)
+            conn.execute(copy.sql)
+        progress("copy", total, total)
+        for sql in plan.after_data:
+            run_script(conn, sql)
+        result.seconds["copy"] = time.perf_counter() - t
+        t = time.perf_counter()
+        for sql in plan.late_indexes:
+            conn.execute(sql)
+        result.seconds["indexes"] = time.perf_counter() - t
+        t = time.perf_counter()
+        for i, sql in enumerate(plan.virtual_tables):
+            progress("search indexes", i, len(plan.virtual_tables))
+            conn.execute(sql)
+        result.seconds["fts"] = time.perf_counter() - t
+        for sql in plan.views + plan.triggers:
+            conn.execute(sql)
+        conn.execute(f"PRAGMA user_version = {int(p['user_version'])}")
+        conn.execute(f"PRAGMA application_id = {int(p['application_id'])}")
+    conn.execute("DETACH DATABASE src")
+    run_script(conn, "PRAGMA synchronous = FULL")
+    result.seconds["total"] = time.perf_counter() - t0
+
+
+def drop_objects(dest: Path, objects: list[tuple[str, str]]) -> None:
+    """Drop views/triggers the target engine could not prepare (only those allowed by the config)."""
+    conn = connect(dest)
+    try:
+        with conn:
+            for kind, name in objects:
+                conn.execute(f"DROP {kind.upper()} IF EXISTS {quote(name)}")
+    finally:
+        conn.close()
+
+
+@dataclass
+class ExportResult:
+    """What ``export_database`` did and proved."""
+
+    target: Path
+    plan: Plan
+    verification: VerifyReport
+    bytes: int
+    seconds: float
+    build: dict[str, float]
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "target": str(self.target),
+            "bytes": self.bytes,
+            "seconds": round(self.seconds, 3),
+            "build_seconds": self.build,
+            "plan": self.plan.to_json(),
+            "verification": self.verification.to_json(),
+        }
+
+
+def plan_for(source: Path, profile: str = "sqljs-1.16.0", options: ConvertConfig | None = None) -> Plan:
+    """The conversion plan of a database file (read-only)."""
+    conn = open_source(source)
+    try:
+        schema = read_schema(conn)
+    except (apsw.Error, UnicodeDecodeError) as err:
+        raise database_error(source, err) from err
+    finally:
+        conn.close()
+    return plan_conversion(schema, load_profile(profile), options)
+
+
+def export_database(
+    source: Path,
+    target: Path,
+    *,
+    profile: str = "sqljs-1.16.0",
+    cfg: Config | None = None,
+    force: bool = False,
+    progress: Progress | None = None,
+    engine: Engine | None = None,
+) -> ExportResult:
+    """Snapshot ``source``, convert, verify in both engines, then publish ``target`` (never partial)."""
+    t0 = time.perf_counter()
+    if target.exists() and not force:
+        raise InputError(f"{target} exists; refusing to overwrite", "pass --force or choose another path")
+    if target.resolve() == source.resolve():
+        raise InputError("SOURCE and TARGET are the same file", "choose another TARGET")
+    ensure_dir(target.parent)
+    snap_path = target.with_name(f".{target.name}.failback-snapshot")
+    tmp = target.with_name(f".{target.name}.failback-build")
+    try:
+        snap = take_snapshot(source, snap_path, progress or (lambda *_: None))
+        snap.guard.close()
+        conn = connect(snap.path, readonly=True)
+        try:
+            schema = read_schema(conn)
+        finally:
+            conn.close()
+        plan = plan_conversion(schema, load_profile(profile), cfg.convert if cfg else None)
+        built = build_target(snap.path, tmp, plan, progress)
+        v = cfg.verify if cfg else None
+        report = verify_target(
+            tmp,
+            plan,
+            engine or SqlJsEngine(),
+            snapshot=snap.path,
+            fts_queries=v.fts_queries if v else [],
+            sample_terms=v.sample_terms if v else 5,
+            queries=v.queries if v else [],
+        )
+        if not report.ok:
+            raise VerificationFailed(f"{target} not written: {report.problems[0]}")
+        publish(tmp, target)
+        return ExportResult(target, plan, report, target.stat().st_size, time.perf_counter() - t0, built.seconds)
+    finally:
+        remove_quietly(snap_path, tmp, Path(str(tmp) + "-journal"))

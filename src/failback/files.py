@@ -1,0 +1,121 @@
+"""Durable file writes: temp name in the same folder → write → fsync → rename → fsync the folder.
+
+Every file failback writes goes through here, so a crash or a full disk never leaves a partial file under
+a real name, and files are created readable by their owner only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import BinaryIO
+
+from .errors import from_os_error
+
+FILE_MODE = 0o600
+DIR_MODE = 0o700
+CHUNK = 1 << 20
+
+
+def tmp_name(path: Path, tag: str = "tmp") -> Path:
+    """A hidden temp name beside ``path`` (same folder, so the final rename is atomic)."""
+    return path.with_name(f".{path.name}.failback-{tag}-{os.getpid()}")
+
+
+def fsync_dir(folder: Path) -> None:
+    """Make a rename or unlink in ``folder`` durable."""
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def ensure_dir(folder: Path) -> Path:
+    """Create ``folder`` (and parents) with owner-only permissions; an OSError becomes a clean error."""
+    try:
+        folder.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
+    except OSError as err:
+        raise from_os_error(err, f"cannot create folder {folder}") from err
+    return folder
+
+
+@contextlib.contextmanager
+def atomic_writer(path: Path, mode: int = FILE_MODE) -> Iterator[BinaryIO]:
+    """Yield a binary file; on success it is fsynced and renamed to ``path``; on failure nothing remains."""
+    tmp = tmp_name(path)
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+        with os.fdopen(fd, "wb") as fh:
+            yield fh
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+        fsync_dir(path.parent)
+    except OSError as err:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise from_os_error(err, f"cannot write {path}") from err
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+
+
+def write_bytes(path: Path, data: bytes, mode: int = FILE_MODE) -> None:
+    """Write ``data`` to ``path`` atomically and durably."""
+    with atomic_writer(path, mode) as fh:
+        fh.write(data)
+
+
+def write_text(path: Path, text: str, mode: int = FILE_MODE) -> None:
+    """Write UTF-8 ``text`` to ``path`` atomically and durably."""
+    write_bytes(path, text.encode("utf-8"), mode)
+
+
+def publish(tmp: Path, path: Path) -> None:
+    """fsync a finished temp file, rename it to ``path`` and fsync the folder."""
+    try:
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+        fsync_dir(path.parent)
+    except OSError as err:
+        raise from_os_error(err, f"cannot publish {path}") from err
+
+
+def remove_quietly(*paths: Path) -> None:
+    """Delete files that may not exist (temp files on the way out)."""
+    for p in paths:
+        with contextlib.suppress(FileNotFoundError, IsADirectoryError):
+            p.unlink()
+
+
+def sha256_file(path: Path) -> str:
+    """Hex SHA-256 of a file, read in 1 MiB chunks."""
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        while chunk := fh.read(CHUNK):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def copy_file(src: Path, dest: Path) -> None:
+    """Copy ``src`` to ``dest`` atomically (temp, fsync, rename), owner-only."""
+    with atomic_writer(dest) as out, src.open("rb") as inp:
+        shutil.copyfileobj(inp, out, CHUNK)
+
+
+def free_bytes(folder: Path) -> int:
+    """Free bytes on the file system holding ``folder`` (its nearest existing parent)."""
+    p = folder
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    return shutil.disk_usage(p).free

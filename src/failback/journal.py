@@ -1,0 +1,141 @@
+"""Run directories: ``<state>/runs/<run-id>/state.json`` records each step's status, timings and results,
+written atomically after every change, so a run can be inspected, resumed or aborted after a crash.
+Also the one-rollback-at-a-time lock."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from .errors import LockedError
+from .files import ensure_dir, remove_quietly, write_text
+
+STEPS = ("snapshot", "backup", "assess", "convert", "verify", "switch", "report")
+
+
+@dataclass
+class StepState:
+    name: str
+    status: str = "pending"  # pending, running, done, failed, skipped
+    started: float | None = None
+    seconds: float | None = None
+    result: dict[str, Any] = field(default_factory=dict)
+    error: str = ""
+
+
+@dataclass
+class RunState:
+    """Everything known about one run; saved to state.json after every change."""
+
+    id: str
+    config: str
+    mode: str
+    created: str
+    status: str = "running"  # running, done, failed, refused, interrupted, dry-run
+    steps: list[StepState] = field(default_factory=lambda: [StepState(s) for s in STEPS])
+    exit_code: int | None = None
+    error: str = ""
+
+    def step(self, name: str) -> StepState:
+        return next(s for s in self.steps if s.name == name)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> RunState:
+        steps = [StepState(**s) for s in data.pop("steps")]
+        return cls(steps=steps, **data)
+
+
+class RunDir:
+    """One run's folder: state, snapshot, kept config, reports."""
+
+    def __init__(self, state_dir: Path, run_id: str) -> None:
+        self.path = state_dir / "runs" / run_id
+        self.id = run_id
+
+    @classmethod
+    def create(cls, state_dir: Path, config: Path, mode: str) -> tuple[RunDir, RunState]:
+        run_id = datetime.now(UTC).strftime("%Y%m%dT%H%M%S") + "-" + os.urandom(2).hex()
+        rd = cls(state_dir, run_id)
+        ensure_dir(rd.path)
+        state = RunState(run_id, str(config), mode, datetime.now(UTC).isoformat(timespec="seconds"))
+        rd.save(state)
+        return rd, state
+
+    def file(self, name: str) -> Path:
+        return self.path / name
+
+    def save(self, state: RunState) -> None:
+        write_text(self.file("state.json"), json.dumps(state.to_json(), indent=2, default=str) + "\n")
+
+    def load(self) -> RunState:
+        return RunState.from_json(json.loads(self.file("state.json").read_text(encoding="utf-8")))
+
+
+def list_runs(state_dir: Path) -> list[RunDir]:
+    """Run directories, newest first."""
+    runs = state_dir / "runs"
+    if not runs.is_dir():
+        return []
+    return [RunDir(state_dir, p.name) for p in sorted(runs.iterdir(), reverse=True) if (p / "state.json").exists()]
+
+
+class RunLock:
+    """Only one rollback at a time. The lock file records pid and host; a lock whose process is gone (on
+    this host) is stale and can be broken."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.path = state_dir / "lock"
+
+    def holder(self) -> dict[str, Any] | None:
+        try:
+            data = json.loads(self.path.read_text(encoding="utf-8"))
+            return data if isinstance(data, dict) else {}
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError):
+            return {}
+
+    def stale(self, holder: dict[str, Any]) -> bool:
+        if holder.get("host") != socket.gethostname():
+            return False
+        try:
+            os.kill(int(holder.get("pid", -1)), 0)
+        except ProcessLookupError:
+            return True
+        except (PermissionError, ValueError, OverflowError):
+            return False
+        return False
+
+    def acquire(self, run: str, break_lock: bool = False) -> None:
+        ensure_dir(self.path.parent)
+        holder = self.holder()
+        if holder is not None:
+            if break_lock:
+                remove_quietly(self.path)
+            else:
+                stale = " (stale: its process is gone)" if holder and self.stale(holder) else ""
+                raise LockedError(
+                    f"another failback run holds the lock: run {holder.get('run')}, pid {holder.get('pid')} "
+                    f"on {holder.get('host')}{stale}"
+                )
+        body = json.dumps({"run": run, "pid": os.getpid(), "host": socket.gethostname(), "since": time.time()})
+        try:
+            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            raise LockedError("another failback run took the lock just now") from None
+        with os.fdopen(fd, "w") as fh:
+            fh.write(body)
+            fh.flush()
+            os.fsync(fh.fileno())
+
+    def release(self) -> None:
+        remove_quietly(self.path)

@@ -1,0 +1,170 @@
+"""Capability profiles: what a target engine can do, proved by statements that ran or failed in it.
+
+Profiles are data files beside this module (``sqljs-1.16.0.toml``, ``sqlite-3.54.toml``); ``probe`` builds
+one by running the same feature statements in a real engine, so conversions are decided from data.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from pydantic import BaseModel, ValidationError
+
+from ..errors import ConfigError
+
+if TYPE_CHECKING:
+    from ..engines import Engine
+
+HERE = Path(__file__).parent
+
+# feature name -> statements (``@T`` = a table name of its own); present when they all succeed. They run in
+# one database, in this order. Limits come from the compile options.
+FEATURES: dict[str, str] = {
+    "fts3": "CREATE VIRTUAL TABLE @T USING fts3(a); INSERT INTO @T VALUES('x'); SELECT * FROM @T WHERE @T MATCH 'x'",
+    "fts4": "CREATE VIRTUAL TABLE @T USING fts4(a, tokenize=unicode61 'remove_diacritics=2', prefix='2');"
+    " SELECT * FROM @T WHERE @T MATCH 'x*'",
+    "fts5": "CREATE VIRTUAL TABLE @T USING fts5(a); SELECT * FROM @T WHERE @T MATCH 'x'",
+    "fts5_trigram": "CREATE VIRTUAL TABLE @T USING fts5(a, tokenize='trigram')",
+    "rtree": "CREATE VIRTUAL TABLE @T USING rtree(id, x0, x1)",
+    "geopoly": "CREATE VIRTUAL TABLE @T USING geopoly(a)",
+    "json": "SELECT json_extract('{\"a\":1}', '$.a'), json_group_array(1)",
+    "jsonb": "SELECT jsonb('[1]')",
+    "json_arrow": "SELECT '{\"a\":1}' ->> '$.a'",
+    "math": "SELECT sin(1), ln(2), pow(2, 3)",
+    "strict": "CREATE TABLE @T(a INTEGER) STRICT",
+    "generated_columns": "CREATE TABLE @T(a INT, b INT GENERATED ALWAYS AS (a * 2) VIRTUAL,"
+    " c INT GENERATED ALWAYS AS (a + 1) STORED)",
+    "without_rowid": "CREATE TABLE @T(a PRIMARY KEY, b) WITHOUT ROWID",
+    "returning": "CREATE TABLE @T(a); INSERT INTO @T VALUES(1) RETURNING a",
+    "upsert": "CREATE TABLE @T(a PRIMARY KEY, b); INSERT INTO @T VALUES(1, 2) ON CONFLICT(a) DO UPDATE SET b = 3",
+    "window_functions": "SELECT row_number() OVER (ORDER BY 1)",
+    "recursive_cte": "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 3) SELECT * FROM c",
+    "dbstat": "SELECT * FROM dbstat LIMIT 1",
+    "load_extension": "SELECT load_extension('x')",
+}
+
+
+class Profile(BaseModel):
+    """A target engine's capabilities."""
+
+    name: str
+    engine: str
+    engine_version: str = ""
+    sqlite_version: str
+    compile_options: list[str] = []
+    features: dict[str, bool]
+    collations: list[str]
+    limits: dict[str, int] = {}
+
+    def has(self, feature: str) -> bool:
+        return self.features.get(feature, False)
+
+    def has_collation(self, name: str) -> bool:
+        return name.upper() in {c.upper() for c in self.collations}
+
+    @property
+    def modules(self) -> set[str]:
+        """Virtual-table modules the engine has."""
+        return {m for m in ("fts3", "fts4", "fts5", "rtree", "geopoly") if self.has(m)} | (
+            {"rtree_i32"} if self.has("rtree") else set()
+        )
+
+    def to_toml(self) -> str:
+        """Serialise as TOML (flat keys, string lists, one table per mapping)."""
+        lines = [
+            "# Capability profile: written by `failback probe`; every feature was proved by a statement.",
+            f"name = {_toml(self.name)}",
+            f"engine = {_toml(self.engine)}",
+            f"engine_version = {_toml(self.engine_version)}",
+            f"sqlite_version = {_toml(self.sqlite_version)}",
+            f"collations = {_toml(self.collations)}",
+            f"compile_options = {_toml(self.compile_options)}",
+        ]
+        for section in ("features", "limits"):
+            lines += ["", f"[{section}]"]
+            lines += [f"{k} = {_toml(v)}" for k, v in sorted(getattr(self, section).items())]
+        return "\n".join(lines) + "\n"
+
+
+def _toml(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml(v) for v in value) + "]"
+    text = str(value).replace("\\", "\\\\").replace('"', '\\"')
+    return f'"{text}"'
+
+
+def shipped() -> list[str]:
+    """Names of the profiles shipped with failback."""
+    return sorted(p.stem for p in HERE.glob("*.toml"))
+
+
+def load_profile(name_or_path: str | Path) -> Profile:
+    """Load a shipped profile by name (``sqljs-1.16.0``) or a profile file by path."""
+    path = HERE / f"{name_or_path}.toml" if str(name_or_path) in shipped() else Path(name_or_path)
+    try:
+        return Profile.model_validate(tomllib.loads(path.read_text(encoding="utf-8")))
+    except FileNotFoundError:
+        raise ConfigError(
+            f"no capability profile {name_or_path!s}",
+            f"use one of {', '.join(shipped())} or a file written by `failback probe`",
+        ) from None
+    except (tomllib.TOMLDecodeError, ValidationError, UnicodeDecodeError) as err:
+        raise ConfigError(f"profile {path}: invalid ({str(err).splitlines()[0]})") from None
+
+
+def _limits(options: list[str]) -> dict[str, int]:
+    wanted = {"MAX_PAGE_SIZE", "MAX_COLUMN", "MAX_VARIABLE_NUMBER", "MAX_LENGTH", "MAX_SQL_LENGTH"}
+    out = {"MAX_PAGE_SIZE": 65536, "MAX_COLUMN": 2000, "MAX_VARIABLE_NUMBER": 32766, "MAX_LENGTH": 1000000000}
+    for opt in options:
+        key, _, value = opt.partition("=")
+        if key in wanted and value.isdigit():
+            out[key] = int(value)
+    return {k.lower(): v for k, v in out.items()}
+
+
+def probe(engine: Engine, name: str, engine_version: str = "") -> Profile:
+    """Build a profile by running every feature statement in ``engine`` on an empty database."""
+    actions: list[dict[str, object]] = [
+        {"op": "exec", "sql": sql.replace("@T", f"probe_{name}")} for name, sql in FEATURES.items()
+    ]
+    actions += [
+        {"op": "query", "sql": "PRAGMA compile_options"},
+        {"op": "query", "sql": "PRAGMA collation_list"},
+    ]
+    run = engine.run(None, actions)
+    features = {n: bool(r["ok"]) for n, r in zip(FEATURES, run.results, strict=False)}
+    options = [r[0] for r in run.results[-2]["rows"]]
+    colls = sorted(r[1] for r in run.results[-1]["rows"])
+    return Profile(
+        name=name,
+        engine=engine.name,
+        engine_version=engine_version,
+        sqlite_version=run.version,
+        compile_options=options,
+        features=features,
+        collations=colls,
+        limits=_limits(options),
+    )
+
+
+def probe_engine(engine: str) -> Profile:
+    """Probe ``sqljs`` (Node + the pinned sql.js) or ``sqlite`` (apsw's SQLite) into a profile."""
+    if engine == "sqljs":
+        import json
+
+        from ..engines.sqljs import RUNNER_DIR, SqlJsEngine
+
+        version = json.loads((RUNNER_DIR / "package.json").read_text())["dependencies"]["sql.js"]
+        return probe(SqlJsEngine(), f"sqljs-{version}", version)
+    import apsw
+
+    from ..engines.sqlite import SqliteEngine
+
+    version = apsw.sqlite_lib_version()
+    return probe(SqliteEngine(), f"sqlite-{version.rsplit('.', 1)[0]}", version)

@@ -1,0 +1,127 @@
+"""apsw helpers: open a database read-only with clean errors, fallback collations, quoting, pragmas."""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import apsw
+
+from .errors import InputError, NotADatabaseError
+
+HEADER = b"SQLite format 3\x00"
+SIDE_FILES = ("-wal", "-shm", "-journal")
+
+
+def quote(name: str) -> str:
+    """Quote an SQL identifier (table, column, index names from the schema)."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+def check_database_file(path: Path) -> None:
+    """Raise a clear error unless ``path`` is a regular file starting with the SQLite header."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise InputError(f"{path}: no such file") from None
+    except OSError as err:
+        raise InputError(f"{path}: cannot read ({err.strerror})") from None
+    if stat.S_ISDIR(st.st_mode):
+        raise InputError(f"{path}: is a folder, not a database file")
+    if not stat.S_ISREG(st.st_mode):
+        raise InputError(f"{path}: not a regular file")
+    if st.st_size == 0:
+        raise NotADatabaseError(f"{path}: empty file, not a SQLite database")
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(100)
+    except OSError as err:
+        raise InputError(f"{path}: cannot read ({err.strerror})") from None
+    if not head.startswith(HEADER):
+        raise NotADatabaseError(
+            f"{path}: not a SQLite database (no SQLite header: encrypted, e.g. SQLCipher, or another format)"
+        )
+    if len(head) < 100:
+        raise NotADatabaseError(f"{path}: truncated SQLite database (header incomplete)")
+
+
+def fallback_collation(name: str) -> Callable[[str, str], int]:
+    """A stand-in for a collation this engine lacks: case-insensitive when the name says so."""
+    lowered = name.lower()
+    if any(word in lowered for word in ("caseinsensitive", "nocase", "unicase", "localized")):
+        return lambda a, b: (a.casefold() > b.casefold()) - (a.casefold() < b.casefold())
+    return lambda a, b: (a > b) - (a < b)
+
+
+def _collation_needed(conn: apsw.Connection, name: str) -> None:
+    conn.create_collation(name, fallback_collation(name))
+
+
+def connect(path: Path | str, *, readonly: bool = False, create: bool = False) -> apsw.Connection:
+    """Open a connection with fallback collations registered; read-only opens never write the file."""
+    if readonly:
+        flags = apsw.SQLITE_OPEN_READONLY | apsw.SQLITE_OPEN_URI
+        target = "file:" + _uri_path(Path(path)) + "?mode=ro"
+    else:
+        flags = apsw.SQLITE_OPEN_READWRITE | apsw.SQLITE_OPEN_URI | (apsw.SQLITE_OPEN_CREATE if create else 0)
+        target = str(path)
+    try:
+        conn = apsw.Connection(target, flags=flags)
+    except apsw.CantOpenError as err:
+        raise InputError(f"{path}: cannot open ({err})") from None
+    conn.collation_needed(_collation_needed)
+    conn.set_busy_timeout(5000)
+    return conn
+
+
+def _uri_path(path: Path) -> str:
+    from urllib.parse import quote as urlquote
+
+    return urlquote(str(path.resolve()))
+
+
+def open_source(path: Path) -> apsw.Connection:
+    """Open a database read-only after checking it is one; every read failure becomes NotADatabaseError."""
+    check_database_file(path)
+    conn = connect(path, readonly=True)
+    try:
+        conn.execute("SELECT count(*) FROM sqlite_schema").get  # noqa: B018 - forces the schema to parse
+    except (apsw.Error, UnicodeDecodeError) as err:
+        conn.close()
+        raise NotADatabaseError(f"{path}: not a valid SQLite database ({_reason(err)})") from None
+    return conn
+
+
+def _reason(err: BaseException) -> str:
+    if isinstance(err, UnicodeDecodeError):
+        return "schema text is not valid UTF-8"
+    return str(err).split(":", 1)[-1].strip() or type(err).__name__
+
+
+def database_error(path: Path, err: BaseException) -> NotADatabaseError:
+    """Wrap an apsw/decoding error raised while reading ``path``."""
+    return NotADatabaseError(f"{path}: cannot be read ({_reason(err)})")
+
+
+def pragma(conn: apsw.Connection, name: str, schema: str = "main") -> Any:
+    """Value of a read-only pragma (first column of its first row)."""
+    return conn.execute(f"PRAGMA {quote(schema)}.{name}").get
+
+
+def run_script(conn: apsw.Connection, sql: str, bindings: Any = None) -> None:
+    """Execute every statement of ``sql`` (apsw runs the next statement only as rows are consumed)."""
+    for _ in conn.execute(sql, bindings):
+        pass
+
+
+def rows(conn: apsw.Connection, sql: str, bindings: Any = None) -> Iterator[tuple[Any, ...]]:
+    """Rows of a query as tuples."""
+    yield from conn.execute(sql, bindings)
+
+
+def side_files(path: Path) -> list[Path]:
+    """The -wal/-shm/-journal files that exist beside ``path``."""
+    return [Path(str(path) + s) for s in SIDE_FILES if Path(str(path) + s).exists()]

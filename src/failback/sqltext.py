@@ -1,0 +1,142 @@
+"""A small SQL tokenizer for rewriting schema SQL safely (never by regex over raw text).
+
+It knows SQLite's quoting rules ('string', "ident", `ident`, [ident]), comments and blobs, so a rewrite
+touches only real tokens: a COLLATE name inside a string literal is left alone.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+
+_TOKEN = re.compile(
+    r"""
+    (?P<ws>\s+)
+  | (?P<comment>--[^\n]*|/\*.*?(?:\*/|\Z))
+  | (?P<string>'(?:[^']|'')*'?)
+  | (?P<blob>[xX]'[0-9a-fA-F]*'?)
+  | (?P<quoted>"(?:[^"]|"")*"?|`(?:[^`]|``)*`?|\[[^\]]*\]?)
+  | (?P<word>[A-Za-z_\u0080-\U0010ffff][A-Za-z0-9_$\u0080-\U0010ffff]*)
+  | (?P<number>\d+(?:\.\d*)?(?:[eE][-+]?\d+)?|\.\d+(?:[eE][-+]?\d+)?)
+  | (?P<op>\|\||<<|>>|<=|>=|==|!=|<>|->>|->|.)
+    """,
+    re.VERBOSE | re.DOTALL,
+)
+
+
+@dataclass(frozen=True)
+class Token:
+    """One token: its kind (ws, comment, string, blob, quoted, word, number, op) and its text."""
+
+    kind: str
+    text: str
+
+    @property
+    def name(self) -> str:
+        """The identifier this token names (quotes removed), or its text."""
+        if self.kind == "quoted":
+            t = self.text
+            if t[0] == "[":
+                return t[1:-1]
+            q = t[0]
+            return t[1:-1].replace(q * 2, q)
+        if self.kind == "string":
+            return self.text[1:-1].replace("''", "'")
+        return self.text
+
+    @property
+    def is_name(self) -> bool:
+        return self.kind in ("word", "quoted", "string")
+
+
+def tokenize(sql: str) -> list[Token]:
+    """Split SQL into tokens; concatenating their texts gives ``sql`` back exactly."""
+    return [Token(m.lastgroup or "op", m.group()) for m in _TOKEN.finditer(sql)]
+
+
+def significant(tokens: list[Token]) -> list[tuple[int, Token]]:
+    """(index, token) pairs without whitespace and comments."""
+    return [(i, t) for i, t in enumerate(tokens) if t.kind not in ("ws", "comment")]
+
+
+def collations(sql: str) -> set[str]:
+    """Names used after COLLATE in ``sql``."""
+    sig = significant(tokenize(sql))
+    return {
+        sig[k + 1][1].name
+        for k, (_, tok) in enumerate(sig[:-1])
+        if tok.kind == "word" and tok.text.upper() == "COLLATE" and sig[k + 1][1].is_name
+    }
+
+
+def replace_collations(sql: str, mapping: Callable[[str], str | None]) -> str:
+    """Rewrite ``COLLATE name`` where ``mapping(name)`` returns a replacement (None keeps the name)."""
+    tokens = tokenize(sql)
+    sig = significant(tokens)
+    out = [t.text for t in tokens]
+    for k, (_, tok) in enumerate(sig[:-1]):
+        if tok.kind == "word" and tok.text.upper() == "COLLATE":
+            idx, name_tok = sig[k + 1]
+            new = mapping(name_tok.name) if name_tok.is_name else None
+            if new is not None:
+                out[idx] = new
+    return "".join(out)
+
+
+def mentions(sql: str, name: str) -> bool:
+    """True when ``sql`` uses the identifier ``name`` (case-insensitive, any quoting)."""
+    lowered = name.lower()
+    return any(t.kind in ("word", "quoted") and t.name.lower() == lowered for t in tokenize(sql))
+
+
+@dataclass(frozen=True)
+class VirtualTableSql:
+    """The parts of ``CREATE VIRTUAL TABLE name USING module(args)``."""
+
+    module: str
+    args: tuple[str, ...]
+
+
+def parse_virtual_table(sql: str) -> VirtualTableSql:
+    """Module name and top-level comma-separated arguments (raw text, stripped)."""
+    tokens = tokenize(sql)
+    sig = significant(tokens)
+    using = next(k for k, (_, t) in enumerate(sig) if t.kind == "word" and t.text.upper() == "USING")
+    module = sig[using + 1][1].name
+    args: list[str] = []
+    if using + 2 < len(sig) and sig[using + 2][1].text == "(":
+        start = sig[using + 2][0] + 1
+        depth, current = 0, list[str]()
+        for tok in tokens[start:]:
+            if tok.text == "(":
+                depth += 1
+            elif tok.text == ")":
+                if depth == 0:
+                    break
+                depth -= 1
+            elif tok.text == "," and depth == 0:
+                args.append("".join(current).strip())
+                current = []
+                continue
+            current.append(tok.text)
+        args.append("".join(current).strip())
+    return VirtualTableSql(module, tuple(a for a in args if a))
+
+
+def split_option(arg: str) -> tuple[str, str] | None:
+    """``key = value`` → (key lowercased, value unquoted); anything else → None."""
+    tokens = tokenize(arg)
+    sig = significant(tokens)
+    if len(sig) < 3 or sig[1][1].text != "=" or sig[0][1].kind not in ("word", "quoted", "string"):
+        return None
+    value = "".join(t.text for t in tokens[sig[1][0] + 1 :]).strip()
+    rest = significant(tokenize(value))
+    if len(rest) == 1 and rest[0][1].kind in ("string", "quoted"):
+        value = rest[0][1].name
+    return sig[0][1].name.lower(), value
+
+
+def string_literal(value: str) -> str:
+    """Quote ``value`` as an SQL string literal."""
+    return "'" + value.replace("'", "''") + "'"

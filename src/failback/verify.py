@@ -1,0 +1,372 @@
+"""Verification: prove the target holds the snapshot's data, and that the real target engine reads it so.
+
+Levels:
+* ``quick``: quick_check and foreign keys (apsw), row counts in snapshot, target and sql.js;
+* ``standard``: integrity_check, foreign keys, content digests in snapshot, target (apsw) and sql.js, search
+  parity (FTS5 in the snapshot vs the converted index in sql.js), the app's queries, every view and trigger
+  prepared in sql.js, and a write round trip through each FTS sync trigger in sql.js (in memory);
+* ``deep``: standard + sql.js's own integrity_check and FTS integrity-check.
+
+The sql.js job runs in a Node process (a thread waits for it) while Python digests the target, so the two
+sides use both cores.
+"""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import apsw
+
+from .convert import Plan, SearchPair
+from .digest import DigestSpec, TableDigest, digest_rows, table_digest
+from .engines import Engine, decode_typed
+from .sqlite import connect, quote
+
+MARKER = "fbverifymarkerq"
+LEVELS = ("quick", "standard", "deep")
+
+
+@dataclass
+class TableCheck:
+    table: str
+    snapshot: dict[str, Any] | None
+    target: dict[str, Any] | None
+    sqljs: dict[str, Any] | None
+    ok: bool
+
+
+@dataclass
+class Check:
+    """One named check (search parity, app query, object proof, write round trip, …) and its outcome."""
+
+    kind: str
+    name: str
+    ok: bool
+    detail: str = ""
+
+
+@dataclass
+class VerifyReport:
+    level: str
+    integrity: str = ""
+    foreign_keys: int = 0
+    tables: list[TableCheck] = field(default_factory=list)
+    checks: list[Check] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+    deferred: list[str] = field(default_factory=list)
+    sqljs_version: str = ""
+    sqljs_peak_rss: int | None = None
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def add(self, check: Check) -> None:
+        self.checks.append(check)
+        if not check.ok:
+            self.problems.append(f"{check.kind} {check.name}: {check.detail}")
+
+    def to_json(self) -> dict[str, Any]:
+        return {**asdict(self), "ok": self.ok}
+
+
+class _Job:
+    """sql.js actions, each with a tag so results are found by meaning, not by position."""
+
+    def __init__(self) -> None:
+        self.tags: list[str] = []
+        self.actions: list[dict[str, Any]] = []
+        self.results: dict[str, dict[str, Any]] = {}
+
+    def add(self, tag: str, action: dict[str, Any]) -> None:
+        self.tags.append(tag)
+        self.actions.append(action)
+
+    def __getitem__(self, tag: str) -> dict[str, Any]:
+        return self.results.get(tag, {"ok": False, "error": "not run"})
+
+
+def _digest_json(d: TableDigest | None) -> dict[str, Any] | None:
+    return None if d is None else {"rows": d.rows, "digest": d.digest}
+
+
+def _count_sql(spec: DigestSpec) -> str:
+    return f"SELECT count(*) FROM {quote(spec.table)}"
+
+
+def snapshot_digests(snapshot: Path, specs: list[DigestSpec], quick: bool = False) -> dict[str, TableDigest]:
+    """Digests (or, ``quick``, row counts only) of the snapshot's tables."""
+    conn = connect(snapshot, readonly=True)
+    try:
+        if quick:
+            return {s.table: TableDigest(s.table, conn.execute(_count_sql(s)).get, "") for s in specs}
+        return {s.table: table_digest(conn, s) for s in specs}
+    finally:
+        conn.close()
+
+
+def search_terms(snapshot: Path, pairs: list[SearchPair], n: int) -> list[str]:
+    """Up to ``n`` plain words drawn, deterministically, from the first indexed column of the first FTS table."""
+    if not pairs or not pairs[0].columns or n <= 0:
+        return []
+    pair = pairs[0]
+    words: list[str] = []
+    conn = connect(snapshot, readonly=True)
+    try:
+        sql = f"SELECT {quote(pair.columns[-1])} FROM {quote(pair.source)} ORDER BY rowid LIMIT 200"
+        for (text,) in conn.execute(sql):
+            for w in str(text or "").split():
+                w = "".join(ch for ch in w if ch.isalnum()).lower()
+                if len(w) >= 4 and w.isascii() and w not in words:
+                    words.append(w)
+    except apsw.Error:
+        return []
+    finally:
+        conn.close()
+    return words[:: max(1, len(words) // n)][:n]
+
+
+def _build_job(plan: Plan, level: str, searches: list[tuple[SearchPair, str]], queries: list[str]) -> _Job:
+    job = _Job()
+    if level == "quick":
+        for s in plan.digests:
+            job.add(f"count:{s.table}", {"op": "query", "sql": _count_sql(s)})
+        return job
+    specs = [{"table": s.table, "columns": list(s.columns), "rowid": s.rowid} for s in plan.digests]
+    job.add("digests", {"op": "digest", "tables": specs})
+    for pair, q in searches:
+        f = quote(pair.target)
+        job.add(
+            f"search:{pair.target}:{q}",
+            {"op": "query", "sql": f"SELECT rowid FROM {f} WHERE {f} MATCH ?", "params": [q], "limit": 0},
+        )
+    for sql in queries:
+        job.add(f"query:{sql}", {"op": "query", "sql": sql, "limit": 0})
+    for proof in plan.proofs:
+        job.add(f"proof:{proof.kind}:{proof.name}", {"op": "exec", "sql": proof.sql})
+    for n, pair in enumerate(p for p in plan.search if p.content):
+        for i, action in enumerate(_write_round_trip(pair, n)):
+            job.add(f"write:{pair.target}:{i}", action)
+    if level == "deep":
+        job.add("integrity", {"op": "query", "sql": "PRAGMA integrity_check"})
+        for pair in plan.search:
+            f = quote(pair.target)
+            job.add(
+                f"fts-integrity:{pair.target}",
+                {"op": "exec", "sql": f"INSERT INTO {f}({f}) VALUES('integrity-check')"},
+            )
+    return job
+
+
+def _write_round_trip(pair: SearchPair, n: int) -> list[dict[str, Any]]:
+    """Update, delete and re-insert one content row in sql.js (in memory), searching after each write."""
+    f, c, col = quote(pair.target), quote(pair.content or ""), quote(pair.columns[0])
+    cols = ", ".join(quote(x) for x in pair.content_columns)
+    pick, saved = f"fb_pick{n}", f"fb_saved{n}"
+    find = {"op": "query", "sql": f"SELECT rowid FROM {f} WHERE {f} MATCH '{MARKER}'"}
+    return [
+        {
+            "op": "exec",
+            "sql": f"CREATE TEMP TABLE {pick} AS SELECT rowid AS r FROM {c} ORDER BY rowid LIMIT 1; "
+            f"UPDATE {c} SET {col} = coalesce({col}, '') || ' {MARKER}' WHERE rowid = (SELECT r FROM {pick})",
+        },
+        find,
+        {
+            "op": "exec",
+            "sql": f"CREATE TEMP TABLE {saved} AS SELECT rowid AS fb_rowid, * FROM {c} "
+            f"WHERE rowid = (SELECT r FROM {pick}); DELETE FROM {c} WHERE rowid = (SELECT r FROM {pick})",
+        },
+        find,
+        {"op": "exec", "sql": f"INSERT INTO {c}(rowid, {cols}) SELECT fb_rowid, {cols} FROM {saved}"},
+        find,
+        {"op": "exec", "sql": f"INSERT INTO {f}({f}) VALUES('integrity-check')"},
+    ]
+
+
+def verify_target(
+    target: Path,
+    plan: Plan,
+    engine: Engine,
+    *,
+    snapshot: Path | None,
+    snapshot_digests_: dict[str, TableDigest] | None = None,
+    level: str = "standard",
+    fts_queries: list[str] | None = None,
+    sample_terms: int = 5,
+    queries: list[str] | None = None,
+) -> VerifyReport:
+    """Run the verification suite at ``level``. Problems are collected in the report, never raised."""
+    t0 = time.perf_counter()
+    rep = VerifyReport(level)
+    quick = level == "quick"
+    terms = (
+        []
+        if quick
+        else list(fts_queries or []) + (search_terms(snapshot, plan.search, sample_terms) if snapshot else [])
+    )
+    searches = [(p, q) for p in plan.search for q in terms]
+    job = _build_job(plan, level, searches, [] if quick else list(queries or []))
+    with ThreadPoolExecutor(1) as pool:
+        future = pool.submit(engine.run, target, job.actions)
+        target_d = _target_side(rep, target, plan, snapshot, quick)
+        snap = (
+            snapshot_digests_
+            if snapshot_digests_ is not None
+            else (snapshot_digests(snapshot, plan.digests, quick) if snapshot else {})
+        )
+        run = future.result()
+    job.results = dict(zip(job.tags, run.results, strict=True))
+    rep.sqljs_version, rep.sqljs_peak_rss = run.version, run.peak_rss_bytes
+    sqljs_d = _sqljs_digests(plan, job, quick)
+    for spec in plan.digests:
+        s, t, j = snap.get(spec.table), target_d.get(spec.table), sqljs_d.get(spec.table)
+        same = s is not None and t is not None and j is not None and s.rows == t.rows == j.rows
+        ok = same and (
+            quick or (s is not None and t is not None and j is not None and s.digest == t.digest == j.digest)
+        )
+        rep.tables.append(TableCheck(spec.table, _digest_json(s), _digest_json(t), _digest_json(j), ok))
+        if not ok:
+            rep.problems.append(
+                f"table {spec.table}: content differs (snapshot {_digest_json(s)}, target {_digest_json(t)}, "
+                f"sql.js {_digest_json(j) or job['digests'].get('error')})"
+            )
+    if quick:
+        rep.deferred = [
+            "integrity_check",
+            "content digests",
+            "search parity",
+            "app queries",
+            "object proofs",
+            "write round trip",
+        ]
+    else:
+        _checks(rep, plan, job, snapshot, searches, list(queries or []), level)
+    rep.seconds = time.perf_counter() - t0
+    return rep
+
+
+def _target_side(
+    rep: VerifyReport, target: Path, plan: Plan, snapshot: Path | None, quick: bool
+) -> dict[str, TableDigest]:
+    conn = connect(target, readonly=True)
+    try:
+        rep.integrity = conn.execute("PRAGMA quick_check" if quick else "PRAGMA integrity_check").get
+        if rep.integrity != "ok":
+            rep.problems.append(f"target integrity: {rep.integrity}")
+        rep.foreign_keys = len(list(conn.execute("PRAGMA foreign_key_check")))
+        if quick:
+            digests = {s.table: TableDigest(s.table, conn.execute(_count_sql(s)).get, "") for s in plan.digests}
+        else:
+            digests = {s.table: table_digest(conn, s) for s in plan.digests}
+    finally:
+        conn.close()
+    if rep.foreign_keys:
+        before = _fk_count(snapshot) if snapshot else 0
+        if rep.foreign_keys > before:
+            rep.problems.append(f"{rep.foreign_keys} foreign key violation(s) in the target ({before} in the snapshot)")
+    return digests
+
+
+def _fk_count(snapshot: Path) -> int:
+    conn = connect(snapshot, readonly=True)
+    try:
+        return len(list(conn.execute("PRAGMA foreign_key_check")))
+    finally:
+        conn.close()
+
+
+def _sqljs_digests(plan: Plan, job: _Job, quick: bool) -> dict[str, TableDigest]:
+    if quick:
+        return {
+            s.table: TableDigest(s.table, int(str(decode_typed(job[f"count:{s.table}"]["rows"][0][0]))), "")
+            for s in plan.digests
+            if job[f"count:{s.table}"]["ok"]
+        }
+    r = job["digests"]
+    return {d["table"]: TableDigest(d["table"], d["rows"], d["digest"]) for d in r.get("tables", [])} if r["ok"] else {}
+
+
+def _source_query(snapshot: Path | None, sql: str, params: tuple[Any, ...] = ()) -> tuple[int, str] | str:
+    """(row count, digest) of a query on the snapshot, or the error text."""
+    if snapshot is None:
+        return "no snapshot to compare with"
+    conn = connect(snapshot, readonly=True)
+    try:
+        n, total = digest_rows(conn.execute(sql, params))
+        return n, f"{total:032x}"
+    except apsw.Error as err:
+        return str(err)
+    finally:
+        conn.close()
+
+
+def _checks(
+    rep: VerifyReport,
+    plan: Plan,
+    job: _Job,
+    snapshot: Path | None,
+    searches: list[tuple[SearchPair, str]],
+    queries: list[str],
+    level: str,
+) -> None:
+    for pair, q in searches:
+        r = job[f"search:{pair.target}:{q}"]
+        src = _source_query(
+            snapshot, f"SELECT rowid FROM {quote(pair.source)} WHERE {quote(pair.source)} MATCH ?", (q,)
+        )
+        if isinstance(src, str):
+            rep.add(
+                Check(
+                    "search",
+                    f"{pair.source} MATCH {q!r}",
+                    True,
+                    f"not comparable: the source cannot run it ({src})",
+                )
+            )
+            continue
+        got = f"{r['count']} in sql.js" if r["ok"] else f"sql.js: {r['error']}"
+        rep.add(
+            Check(
+                "search",
+                f"{pair.source} MATCH {q!r}",
+                r["ok"] and (r["count"], r["digest"]) == src,
+                f"{src[0]} hit(s) in the source, {got}",
+            )
+        )
+    for sql in queries:
+        r = job[f"query:{sql}"]
+        src = _source_query(snapshot, sql)
+        ok = r["ok"] and not isinstance(src, str) and (r["count"], r["digest"]) == src
+        mine = src if isinstance(src, str) else f"{src[0]} row(s)"
+        rep.add(
+            Check(
+                "query",
+                sql,
+                ok,
+                f"source {mine}, sql.js " + (f"{r['count']} row(s)" if r["ok"] else r["error"]),
+            )
+        )
+    for proof in plan.proofs:
+        r = job[f"proof:{proof.kind}:{proof.name}"]
+        rep.add(Check(f"{proof.kind} prepares in sql.js", proof.name, r["ok"], r.get("error", "")))
+    for pair in (p for p in plan.search if p.content):
+        steps = [job[f"write:{pair.target}:{i}"] for i in range(7)]
+        hits = [len(s.get("rows", [])) if s["ok"] else -1 for s in steps[1:6:2]]
+        errors = [s["error"] for s in steps if not s["ok"]]
+        ok = not errors and hits == [1, 0, 1]
+        detail = (
+            "update → 1 hit, delete → 0, insert → 1, FTS integrity ok" if ok else f"hits {hits}; {'; '.join(errors)}"
+        )
+        rep.add(Check("writes through sync triggers", f"{pair.content} → {pair.target}", ok, detail))
+    if level == "deep":
+        r = job["integrity"]
+        rows = [decode_typed(x[0]) for x in r.get("rows", [])] if r["ok"] else [r["error"]]
+        rep.add(Check("sql.js integrity_check", "main", rows == ["ok"], ", ".join(map(str, rows))))
+        for pair in plan.search:
+            r = job[f"fts-integrity:{pair.target}"]
+            rep.add(Check("sql.js FTS integrity-check", pair.target, r["ok"], r.get("error", "")))
