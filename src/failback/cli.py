@@ -471,4 +471,4 @@ def demo(directory: Path, notes: int, as_json: bool) -> None:
     if outcome.error is not None:
         raise outcome.error
     if not as_json:
-        out.print((outcome.run_dir / "report.md").read_text(encoding="utf-8"), markup=False, highlight=False)
+        click.echo((outcome.run_dir / "report.md").read_text(encoding="utf-8"))

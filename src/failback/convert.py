@@ -21,6 +21,9 @@ FTS5_COMMANDS = {"delete", "delete-all", "rebuild", "optimize", "merge", "integr
 CASE_INSENSITIVE_WORDS = ("caseinsensitive", "nocase", "unicase", "localized")
 
 
+KIND_ORDER = ("pragma", "collation", "table", "virtual table", "shadow table", "index", "view", "trigger")
+
+
 class Action(StrEnum):
     KEEP = "keep"
     CONVERT = "convert"
@@ -174,6 +177,7 @@ class _Planner:
         self.counters()
         self.views()
         self.triggers()
+        self.plan_.decisions.sort(key=lambda d: KIND_ORDER.index(d.kind))
         return self.plan_
 
     def pragmas(self) -> None:
@@ -194,7 +198,7 @@ class _Planner:
             "user_version/application_id",
             Action.KEEP,
             f"user_version {self.s.user_version}, application_id {self.s.application_id}, page size {page}, "
-            f"{self.s.encoding}, journal_mode DELETE (was {self.s.journal_mode})",
+            f"{self.s.encoding}; written in journal_mode DELETE (one file for the browser)",
         )
 
     def collations(self) -> None:

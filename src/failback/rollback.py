@@ -7,7 +7,6 @@ verification passed and only if the source is unchanged since the snapshot.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import time
 from collections.abc import Callable
@@ -114,7 +113,6 @@ class Rollback:
             ("convert", self.step_convert),
             ("verify", self.step_verify),
             ("switch", self.step_switch),
-            ("report", self.step_report),
         ]
         try:
             for name, fn in steps:
@@ -163,15 +161,17 @@ class Rollback:
         outcome.status, outcome.error = status, err
         self.state.status, self.state.exit_code = status, outcome.exit_code
         self.state.error = str(err) if err else ""
-        self.rd.save(self.state)
         self.audit.append(
             "run.end",
             {"status": status, "exit_code": outcome.exit_code, "error": self.state.error},
             self.rd.id,
         )
-        if status != "done":
-            with contextlib.suppress(Exception):
-                write_reports(self.rd, self.state, self._report_data())
+        report = self.state.step("report")  # written whatever the outcome, after the final status is known
+        report.status, t0 = "done", time.perf_counter()
+        files = write_reports(self.rd, self.state, self._report_data())
+        report.seconds = time.perf_counter() - t0
+        report.result = outcome.results["report"] = {"files": [str(p) for p in files]}
+        self.rd.save(self.state)
         return outcome
 
     def _cleanup(self) -> None:
@@ -317,11 +317,6 @@ class Rollback:
             self.rd.id,
         )
         return {"target": str(target), "config": str(self.cfg.app_config_path), "from": old, "to": new}
-
-    def step_report(self) -> dict[str, Any]:
-        self.state.status = "done"
-        paths = write_reports(self.rd, self.state, self._report_data())
-        return {"files": [str(p) for p in paths]}
 
     def _report_data(self) -> dict[str, Any]:
         return {

@@ -1,0 +1,228 @@
+"""The one-command rollback, end to end, on real files with the real sql.js."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from failback.audit import verify_chain
+from failback.backup import list_backups
+from failback.config import load_config
+from failback.demo import create_demo
+from failback.engines.sqljs import SqlJsEngine
+from failback.rollback import Options, Rollback
+from failback.schema import digest_specs, read_schema
+from failback.sqlite import connect
+
+from .conftest import DEMO_NOTES
+
+Cli = Callable[..., subprocess.CompletedProcess[str]]
+
+
+def sqljs(db: Path, actions: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return SqlJsEngine().run(db, actions).results
+
+
+def source_digests(native: Path) -> dict[str, tuple[int, str]]:
+    """Digests of the native database, read through apsw (WAL included)."""
+    from failback.digest import table_digest
+
+    conn = connect(native, readonly=True)
+    try:
+        schema = read_schema(conn)
+        return {s.table: (d.rows, d.digest) for s in digest_specs(schema) for d in [table_digest(conn, s)]}
+    finally:
+        conn.close()
+
+
+def rowids(result: dict[str, Any]) -> set[int]:
+    return {int(r[0]["int"]) for r in result["rows"]}
+
+
+def test_demo_command_rolls_back_end_to_end(cli: Cli, tmp_path: Path) -> None:
+    res = cli("demo", str(tmp_path / "d"), "--notes", "400")
+    assert res.returncode == 0, res.stderr
+    d = tmp_path / "d"
+    assert "DATABASE_PROVIDER=sqljs" in (d / "app.env").read_text()
+    assert "## Verification (standard): passed" in res.stdout
+    # every row of the native database is in the target, as sql.js reads it
+    expected = source_digests(d / "native.sqlite")
+    specs = [{"table": t, "columns": c, "rowid": r} for t, c, r in _specs(d / "native.sqlite")]
+    got = sqljs(d / "app-sqljs.sqlite", [{"op": "digest", "tables": specs}])[0]
+    assert got["ok"], got
+    assert {t["table"]: (t["rows"], t["digest"]) for t in got["tables"]} == expected
+    assert verify_chain(d / ".failback" / "audit.jsonl").ok
+
+
+def _specs(db: Path) -> list[tuple[str, list[str], bool]]:
+    conn = connect(db, readonly=True)
+    try:
+        return [(s.table, list(s.columns), s.rowid) for s in digest_specs(read_schema(conn))]
+    finally:
+        conn.close()
+
+
+def test_target_searches_and_writes_in_sqljs_like_fts5(demo_dir: Path) -> None:
+    cfg = load_config(demo_dir / "failback.toml")
+    outcome = Rollback(cfg, demo_dir / "failback.toml", Options(yes=True)).run()
+    assert outcome.exit_code == 0, outcome.error
+    native = connect(demo_dir / "native.sqlite", readonly=True)
+    fts5 = {
+        q: {r[0] for r in native.execute("SELECT rowid FROM note_ft WHERE note_ft MATCH ?", (q,))}
+        for q in ("zebra", "cafe", "zeb*")
+    }
+    native.close()
+    target = demo_dir / "app-sqljs.sqlite"
+    find = {"op": "query", "sql": "SELECT rowid FROM note_ft WHERE note_ft MATCH 'zebra'"}
+    results = sqljs(
+        target,
+        [
+            *({"op": "query", "sql": "SELECT rowid FROM note_ft WHERE note_ft MATCH ?", "params": [q]} for q in fts5),
+            {"op": "exec", "sql": "UPDATE note SET body = 'no striped animal here' WHERE id = 10"},
+            find,
+            {"op": "exec", "sql": "DELETE FROM note WHERE id = 20"},
+            find,
+            {
+                "op": "exec",
+                "sql": "INSERT INTO note(folderId, title, body, createdAt, updatedAt) "
+                "VALUES (NULL, 'new', 'a zebra appears', '2026-01-01', '2026-01-01')",
+            },
+            {"op": "query", "sql": "SELECT last_insert_rowid(), (SELECT seq FROM sqlite_sequence WHERE name = 'note')"},
+            find,
+            {"op": "exec", "sql": "INSERT INTO note_ft(note_ft) VALUES('integrity-check')"},
+        ],
+    )
+    assert all(r["ok"] for r in results), [r for r in results if not r["ok"]]
+    for (q, hits), r in zip(fts5.items(), results[:3], strict=True):
+        assert hits and rowids(r) == hits, q
+    zebra = fts5["zebra"]
+    assert rowids(results[4]) == zebra - {10}
+    assert rowids(results[6]) == zebra - {10, 20}
+    new_id = int(results[8]["rows"][0][0]["int"])
+    assert rowids(results[9]) == (zebra - {10, 20}) | {new_id}
+    # AUTOINCREMENT counter kept: the new id is past the deleted last note, never a reused one
+    stats = connect(demo_dir / "native.sqlite", readonly=True)
+    seq, max_id = stats.execute("SELECT (SELECT seq FROM sqlite_sequence WHERE name='note'), max(id) FROM note").get
+    stats.close()
+    assert seq > max_id and new_id == seq + 1
+
+
+def test_target_keeps_pragmas_and_journal_mode(demo_dir: Path) -> None:
+    cfg = load_config(demo_dir / "failback.toml")
+    assert Rollback(cfg, demo_dir / "failback.toml", Options(yes=True)).run().exit_code == 0
+    t = connect(demo_dir / "app-sqljs.sqlite", readonly=True)
+    n = connect(demo_dir / "native.sqlite", readonly=True)
+    try:
+        for p in ("user_version", "application_id", "page_size"):
+            assert t.execute(f"PRAGMA {p}").get == n.execute(f"PRAGMA {p}").get, p
+        assert t.execute("PRAGMA journal_mode").get == "delete"
+        assert not t.execute("SELECT count(*) FROM sqlite_schema WHERE sql LIKE '%swift%' OR sql LIKE '%fts5%'").get
+    finally:
+        t.close()
+        n.close()
+    assert not list((demo_dir).glob(".app-sqljs.sqlite.failback-*")), "temp target left behind"
+
+
+def test_previous_target_and_config_are_kept(demo_dir: Path) -> None:
+    old_target = (demo_dir / "app-sqljs.sqlite").read_bytes()
+    old_env = (demo_dir / "app.env").read_bytes()
+    cfg = load_config(demo_dir / "failback.toml")
+    outcome = Rollback(cfg, demo_dir / "failback.toml", Options(yes=True)).run()
+    assert outcome.exit_code == 0
+    assert (outcome.run_dir / "previous-target.sqlite").read_bytes() == old_target
+    assert (outcome.run_dir / "app-config.before").read_bytes() == old_env
+    labels = {e["manifest"]["label"] for e in list_backups(cfg.backup_layers)}
+    assert labels == {"source", "previous-target"}
+    for e in list_backups(cfg.backup_layers):
+        assert len(e["folders"]) == 2  # primary and mirror
+
+
+def test_write_after_snapshot_switches_nothing(tmp_path: Path) -> None:
+    """A commit to the source after the snapshot must abort the switch (exit 5) and change nothing."""
+    demo_dir = tmp_path / "demo"
+    create_demo(demo_dir, notes=DEMO_NOTES)
+    env_before = (demo_dir / "app.env").read_bytes()
+    target_before = (demo_dir / "app-sqljs.sqlite").read_bytes()
+    native = demo_dir / "native.sqlite"
+
+    def app_writes(step: str, event: str, _: dict[str, Any]) -> None:
+        if step == "verify" and event == "done":
+            w = connect(native)  # the app writing; connect registers the Swift collation
+            w.execute("UPDATE note SET title = title || ' (late edit)' WHERE id = 1")
+            w.close()
+
+    cfg = load_config(demo_dir / "failback.toml")
+    outcome = Rollback(cfg, demo_dir / "failback.toml", Options(yes=True), on_step=app_writes).run()
+    assert outcome.exit_code == 5 and outcome.status == "source-changed"
+    assert (demo_dir / "app.env").read_bytes() == env_before
+    assert (demo_dir / "app-sqljs.sqlite").read_bytes() == target_before
+    assert not list(demo_dir.glob(".app-sqljs.sqlite.failback-*"))
+    events = [json.loads(line)["event"] for line in (demo_dir / ".failback/audit.jsonl").read_text().splitlines()]
+    assert "step.switch.failed" in events and "switch.config" not in events
+
+
+def test_audit_chain_detects_an_edited_line(demo_dir: Path) -> None:
+    cfg = load_config(demo_dir / "failback.toml")
+    Rollback(cfg, demo_dir / "failback.toml", Options(yes=True)).run()
+    log = demo_dir / ".failback" / "audit.jsonl"
+    check = verify_chain(log)
+    assert check.ok and check.records >= 8
+    lines = log.read_text().splitlines()
+    lines[3] = lines[3].replace('"step.', '"stop.', 1)
+    log.write_text("\n".join(lines) + "\n")
+    broken = verify_chain(log)
+    assert not broken.ok and broken.problem.startswith("line 4:")
+
+
+def test_dry_run_changes_nothing(demo_dir: Path, cli: Cli) -> None:
+    before = {p: p.read_bytes() for p in (demo_dir / "app.env", demo_dir / "app-sqljs.sqlite")}
+    res = cli("rollback", "-c", str(demo_dir / "failback.toml"), "--dry-run")
+    assert res.returncode == 0, res.stderr
+    assert "Conversion plan" in res.stdout and "FTS5 → FTS4" in res.stdout
+    assert all(p.read_bytes() == b for p, b in before.items())
+    assert not (demo_dir / "backups").exists()
+
+
+def test_high_risk_needs_yes(demo_dir: Path, cli: Cli) -> None:
+    res = cli("rollback", "-c", str(demo_dir / "failback.toml"))
+    assert res.returncode == 3
+    assert "risk high" in res.stderr and "--yes" in res.stderr
+    assert "DATABASE_PROVIDER=native" in (demo_dir / "app.env").read_text()
+
+
+def test_emergency_mode_records_verification_debt(demo_dir: Path) -> None:
+    cfg = load_config(demo_dir / "failback.toml")
+    outcome = Rollback(cfg, demo_dir / "failback.toml", Options(mode="emergency", yes=True)).run()
+    assert outcome.exit_code == 0, outcome.error
+    debt = json.loads((outcome.run_dir / "verification-debt.json").read_text())
+    assert "content digests" in debt["deferred"]
+    assert len(list_backups(cfg.backup_layers[:1])) >= 1
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["rollback", "-c", "missing.toml"], "no such config file"),
+        (["export", "nope.sqlite", "out.sqlite"], "no such file"),
+        (["plan", "."], "is a folder"),
+    ],
+)
+def test_user_errors_are_one_line_with_exit_2(cli: Cli, args: list[str], needle: str) -> None:
+    res = cli(*args)
+    assert res.returncode == 2
+    assert needle in res.stderr and "Traceback" not in res.stderr
+    assert res.stderr.splitlines()[0].startswith("error:")
+    assert res.stderr.splitlines()[1].startswith("hint:")
+
+
+def test_bad_config_is_a_clean_error(tmp_path: Path, cli: Cli) -> None:
+    cfg = tmp_path / "failback.toml"
+    cfg.write_text('[source]\npath = 3\n[target]\npath = "t"\n[app]\nconfig = "a.env"\ntypo = 1\n')
+    res = cli("rollback", "-c", str(cfg))
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    assert "failback.toml: " in res.stderr and "(and 1 more)" in res.stderr
