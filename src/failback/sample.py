@@ -98,7 +98,7 @@ def grdb_fts5_sql(
     Same text as GRDB/FTS/FTS5.swift (``moduleArguments`` and ``database(_:didCreate:using:)``) and
     GRDB/QueryInterface/Schema/VirtualTableModule.swift: module arguments are columns, then tokenize,
     content and content_rowid as string literals; the three sync triggers are named after the FTS
-    table (``__<fts>_ai/_ad/_au``, since GRDB 2.3.2) and the index is filled with 'rebuild'.
+    table (``__<fts>_ai/_ad/_au``; GRDB <= 2.3.1 used the content table) and the index is filled with 'rebuild'.
     """
     args = [*columns]
     if tokenize is not None:

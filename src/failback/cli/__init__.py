@@ -1,0 +1,125 @@
+"""The command line: parse, call the library, render (rich tables and progress, or --json). Nothing more.
+
+One module per domain registers its commands on ``main``; this module holds what they share."""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from .. import __version__
+from ..config import DEFAULT_NAME
+from ..errors import FailbackError
+
+F = TypeVar("F", bound=Callable[..., Any])
+out = Console()
+err = Console(stderr=True)
+INTERNAL_ERROR = 70
+
+
+def handle_errors(fn: F) -> F:
+    """Turn FailbackError into one line + hint + exit code; never a traceback for user error."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except FailbackError as e:
+            err.print(f"[bold red]error:[/] {e.message}", highlight=False, soft_wrap=True)
+            if e.hint:
+                err.print(f"[dim]hint:[/] {e.hint}", highlight=False, soft_wrap=True)
+            sys.exit(e.exit_code)
+        except KeyboardInterrupt:
+            err.print("[bold red]interrupted[/]")
+            sys.exit(4)
+        except Exception as e:  # a bug, not a user error: say so in one line
+            if os.environ.get("FAILBACK_DEBUG"):
+                raise
+            err.print(f"[bold red]internal error:[/] {type(e).__name__}: {e}", highlight=False, soft_wrap=True)
+            err.print("[dim]hint:[/] run again with FAILBACK_DEBUG=1 for the traceback and report it")
+            sys.exit(INTERNAL_ERROR)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def emit_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, default=str, ensure_ascii=False))
+
+
+@contextmanager
+def progress_bar(enabled: bool) -> Iterator[Callable[[str, int, int], None]]:
+    """A progress callback drawing one bar per phase (nothing when disabled or not a terminal)."""
+    if not enabled:
+        yield lambda *_: None
+        return
+    with Progress(
+        TextColumn("{task.description:<22}"),
+        BarColumn(),
+        TextColumn("{task.percentage:>5.1f}%"),
+        TimeElapsedColumn(),
+        console=err,
+        transient=True,
+    ) as bar:
+        tasks: dict[str, TaskID] = {}
+
+        def update(phase: str, done: int, total: int) -> None:
+            key = phase.split(" ", 1)[0]
+            if key not in tasks:
+                tasks[key] = bar.add_task(phase, total=max(total, 1))
+            bar.update(tasks[key], completed=done, total=max(total, 1), description=phase[:22])
+
+        yield update
+
+
+config_option = click.option(
+    "-c",
+    "--config",
+    "config_path",
+    type=click.Path(path_type=Path),
+    default=DEFAULT_NAME,
+    show_default=True,
+    help="Path of failback.toml.",
+)
+json_option = click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON instead of tables.")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="failback")
+def main() -> None:
+    """failback: roll an app's SQLite data back from a native provider to sql.js, safely and verifiably."""
+
+
+def render_assessment(a: dict[str, Any]) -> None:
+    colors = {"low": "green", "medium": "yellow", "high": "red", "critical": "bold red"}
+    t = Table(title=f"Risk: [{colors[a['level']]}]{a['level']}[/]", show_lines=False, expand=False)
+    for col in ("severity", "finding", "fix"):
+        t.add_column(col, overflow="fold")
+    for f in a["findings"]:
+        t.add_row(f["severity"], f["message"], f["fix"])
+    out.print(t)
+
+
+def render_plan(decisions: list[dict[str, Any]]) -> None:
+    t = Table(title="Conversion plan")
+    for col in ("kind", "object", "action", "reason"):
+        t.add_column(col, overflow="fold")
+    style = {"keep": "green", "convert": "yellow", "drop": "red", "refuse": "bold red", "skip": "dim"}
+    for d in decisions:
+        t.add_row(d["kind"], d["name"], f"[{style[d['action']]}]{d['action']}[/]", d["reason"])
+    out.print(t)
+
+
+from . import audit, backup, convert, run  # noqa: E402  (each registers its commands on main)
+
+__all__ = ["audit", "backup", "convert", "main", "run"]

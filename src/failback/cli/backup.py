@@ -1,0 +1,111 @@
+"""Backup commands: create, list, verify, restore."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+from rich.table import Table
+
+from ..config import load_config
+from ..errors import FailbackError
+from . import config_option, emit_json, err, handle_errors, json_option, main, out, progress_bar
+
+
+@main.group()
+def backup() -> None:
+    """Create, list, verify and restore backups."""
+
+
+@backup.command("create")
+@config_option
+@click.option("--label", default="manual", show_default=True, help="A label in the backup id.")
+@json_option
+@handle_errors
+def backup_create(config_path: Path, label: str, as_json: bool) -> None:
+    """Snapshot the source and store a verified, compressed copy in every layer."""
+    from ..backup import backup_source
+
+    cfg = load_config(config_path)
+    with progress_bar(not as_json and err.is_terminal) as progress:
+        result = backup_source(cfg, label, progress)
+    if as_json:
+        emit_json(result.to_json())
+    else:
+        for layer in result.layers:
+            mark = "[green]✓[/]" if layer.ok else "[red]✗[/]"
+            out.print(f"{mark} {layer.folder}/{result.id} {layer.error}", highlight=False)
+    if result.verified_layers < cfg.backup.min_layers:
+        sys.exit(1)
+
+
+@backup.command("list")
+@config_option
+@json_option
+@handle_errors
+def backup_list(config_path: Path, as_json: bool) -> None:
+    """List backups (newest first) and the layers that hold them."""
+    from ..backup import list_backups
+
+    cfg = load_config(config_path)
+    items = list_backups(cfg.backup_layers)
+    if as_json:
+        emit_json(
+            [{"id": e["manifest"]["id"], "folders": e["folders"], "bytes": e["manifest"]["bytes"]} for e in items]
+        )
+        return
+    t = Table(title="Backups")
+    for col in ("id", "label", "created", "MB (zstd)", "layers"):
+        t.add_column(col)
+    for e in items:
+        m = e["manifest"]
+        t.add_row(m["id"], m["label"], m["created"], f"{m['bytes']['compressed'] / 1e6:.1f}", str(len(e["folders"])))
+    out.print(t)
+
+
+@backup.command("verify")
+@config_option
+@click.argument("backup_id", required=False)
+@click.option("--all", "all_", is_flag=True, help="Verify every backup.")
+@click.option("--deep", is_flag=True, help="Also decompress, run integrity_check and compare content digests.")
+@json_option
+@handle_errors
+def backup_verify(config_path: Path, backup_id: str | None, all_: bool, deep: bool, as_json: bool) -> None:
+    """Check stored copies against their checksums (exit 1 when one fails)."""
+    from ..backup import find_backup, list_backups, verify_folder
+
+    cfg = load_config(config_path)
+    if not backup_id and not all_:
+        raise FailbackError("name a backup id or pass --all", "see `failback backup list`")
+    folders = (
+        [Path(f) for e in list_backups(cfg.backup_layers) for f in e["folders"]]
+        if all_
+        else find_backup(cfg.backup_layers, backup_id or "")
+    )
+    report = {str(f): verify_folder(f, deep) for f in folders}
+    if as_json:
+        emit_json(report)
+    else:
+        for f, problems in report.items():
+            out.print(
+                f"[green]✓[/] {f}" if not problems else f"[red]✗[/] {f}: {'; '.join(problems)}",
+                highlight=False,
+            )
+    if any(report.values()):
+        sys.exit(1)
+
+
+@backup.command("restore")
+@config_option
+@click.argument("backup_id")
+@click.argument("dest", type=click.Path(path_type=Path))
+@click.option("--force", is_flag=True, help="Overwrite DEST (and remove its -wal/-shm/-journal).")
+@handle_errors
+def backup_restore(config_path: Path, backup_id: str, dest: Path, force: bool) -> None:
+    """Restore a backup to DEST (refuses to overwrite without --force)."""
+    from ..backup import restore_backup
+
+    cfg = load_config(config_path)
+    restore_backup(cfg.backup_layers, backup_id, dest, force)
+    out.print(f"[green]✓[/] restored {backup_id} to {dest}", highlight=False)

@@ -1,0 +1,89 @@
+"""Conversion commands: export, plan, probe."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from ..config import load_config
+from . import emit_json, err, handle_errors, json_option, main, out, progress_bar, render_plan
+
+
+@main.command()
+@click.argument("source", type=click.Path(path_type=Path))
+@click.argument("target", type=click.Path(path_type=Path))
+@click.option("--profile", default="sqljs-1.16.0", show_default=True, help="Target profile (name or file).")
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Take [convert] and [verify] settings from this failback.toml.",
+)
+@click.option("--force", is_flag=True, help="Replace TARGET if it exists.")
+@json_option
+@handle_errors
+def export(source: Path, target: Path, profile: str, config_path: Path | None, force: bool, as_json: bool) -> None:
+    """Convert SOURCE into a database the target engine accepts, verify it, write TARGET."""
+    from ..export import export_database
+
+    cfg = load_config(config_path) if config_path else None
+    with progress_bar(not as_json and err.is_terminal) as progress:
+        result = export_database(source, target, profile=profile, cfg=cfg, force=force, progress=progress)
+    if as_json:
+        emit_json(result.to_json())
+        return
+    render_plan([d.to_json() for d in result.plan.decisions])
+    v = result.verification
+    out.print(
+        f"[green]✓[/] {target}: {result.bytes / 1e6:.1f} MB in {result.seconds:.2f} s; "
+        f"{len(v.tables)} tables equal in source, target and sql.js {v.sqljs_version}; "
+        f"{sum(c.ok for c in v.checks)}/{len(v.checks)} checks passed",
+        highlight=False,
+    )
+
+
+@main.command()
+@click.argument("source", type=click.Path(path_type=Path))
+@click.option("--profile", default="sqljs-1.16.0", show_default=True, help="Target profile (name or file).")
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Take [convert] settings from this failback.toml.",
+)
+@json_option
+@handle_errors
+def plan(source: Path, profile: str, config_path: Path | None, as_json: bool) -> None:
+    """Show what each schema object of SOURCE becomes in the target, and why."""
+    from ..export import plan_for
+
+    p = plan_for(source, profile, load_config(config_path).convert if config_path else None)
+    if as_json:
+        emit_json(p.to_json())
+    else:
+        render_plan([d.to_json() for d in p.decisions])
+    if p.refused:
+        sys.exit(3)
+
+
+@main.command()
+@click.option("--engine", type=click.Choice(["sqljs", "sqlite"]), default="sqljs", show_default=True)
+@click.option("-o", "--output", type=click.Path(path_type=Path), default=None, help="Write the profile here.")
+@handle_errors
+def probe(engine: str, output: Path | None) -> None:
+    """Probe a real engine's capabilities and print (or write) its profile."""
+    from ..profiles import probe_engine
+
+    prof = probe_engine(engine)
+    text = prof.to_toml()
+    if output:
+        from ..files import write_text
+
+        write_text(output, text, 0o644)
+        out.print(f"wrote {output}")
+    else:
+        click.echo(text, nl=False)

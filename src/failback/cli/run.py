@@ -1,0 +1,181 @@
+"""Commands of the rollback itself: rollback, assess, status, demo."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.table import Table
+
+from ..config import Config, load_config
+from . import (
+    config_option,
+    emit_json,
+    err,
+    handle_errors,
+    json_option,
+    main,
+    out,
+    progress_bar,
+    render_assessment,
+    render_plan,
+)
+
+
+# -- rollback ---------------------------------------------------------------------------------------
+@main.command()
+@config_option
+@click.option(
+    "--mode",
+    type=click.Choice(["standard", "emergency"]),
+    default="standard",
+    show_default=True,
+    help="emergency: one backup layer, quick verification (the rest is recorded as debt).",
+)
+@click.option("--dry-run", is_flag=True, help="Snapshot, assess and plan; change nothing.")
+@click.option("--yes", is_flag=True, help="Proceed when the risk is high.")
+@click.option("--force", is_flag=True, help="Proceed when the risk is critical (needs --reason).")
+@click.option("--reason", default="", help="Why a critical risk is overridden (written to the audit log).")
+@click.option("--break-lock", is_flag=True, help="Break a lock left by a run whose process is gone.")
+@json_option
+@handle_errors
+def rollback(
+    config_path: Path,
+    mode: str,
+    dry_run: bool,
+    yes: bool,
+    force: bool,
+    reason: str,
+    break_lock: bool,
+    as_json: bool,
+) -> None:
+    """Roll the app back: snapshot, backup, assess, convert, verify, switch, report."""
+    from ..rollback import Options
+
+    cfg = load_config(config_path)
+    outcome = run_rollback(cfg, config_path, Options(mode, dry_run, yes, force, reason, break_lock), as_json)
+    if outcome.error is not None:
+        raise outcome.error
+
+
+def run_rollback(cfg: Config, config_path: Path, options: Any, as_json: bool) -> Any:
+    """Run a rollback with live step lines and progress bars, then print its summary."""
+    from ..rollback import Rollback
+
+    def on_step(name: str, event: str, result: dict[str, Any]) -> None:
+        if as_json:
+            return
+        if event == "done":
+            err.print(f"[green]✓[/] {name:<9} {_step_line(name, result)}", highlight=False)
+        elif event == "failed":
+            err.print(f"[red]✗[/] {name:<9} {result.get('error', '')}", highlight=False, soft_wrap=True)
+
+    with progress_bar(not as_json and err.is_terminal) as progress:
+        outcome = Rollback(cfg, config_path, options, progress, on_step).run()
+    if as_json:
+        emit_json(
+            {
+                "run": outcome.run_id,
+                "status": outcome.status,
+                "exit_code": outcome.exit_code,
+                "results": outcome.results,
+                "error": str(outcome.error) if outcome.error else None,
+            }
+        )
+    else:
+        if "assess" in outcome.results:
+            render_assessment(outcome.results["assess"])
+        if options.dry_run and "assess" in outcome.results:
+            render_plan(outcome.results["assess"]["plan"]["decisions"])
+        out.print(
+            f"run [bold]{outcome.run_id}[/]: {outcome.status} — report: {outcome.run_dir / 'report.md'}",
+            highlight=False,
+        )
+    return outcome
+
+
+def _step_line(name: str, r: dict[str, Any]) -> str:
+    if name == "snapshot":
+        return f"{r['bytes'] / 1e6:.1f} MB, {r['pages']} pages, {r['restarts']} restart(s)"
+    if name == "backup":
+        s = r["source"]
+        ok = sum(x["ok"] for x in s["layers"])
+        return f"{s['id']} → {ok}/{len(s['layers'])} layer(s) verified, sha256 {s['sha256']['compressed'][:16]}…"
+    if name == "assess":
+        return f"risk {r['level']} ({len(r['findings'])} findings)"
+    if name == "convert":
+        return f"{r['bytes'] / 1e6:.1f} MB built in {r['seconds'].get('total', 0):.2f} s ({r['decisions']} decisions)"
+    if name == "verify":
+        checks = sum(c["ok"] for c in r["checks"])
+        return f"{len(r['tables'])} tables equal in snapshot/target/sql.js, {checks}/{len(r['checks'])} checks passed"
+    if name == "switch":
+        return f"{r['config']}: {r['from']} → {r['to']}"
+    return ", ".join(Path(f).name for f in r.get("files", []))
+
+
+# -- assess ------------------------------------------------------------------------------------------
+@main.command()
+@config_option
+@json_option
+@handle_errors
+def assess(config_path: Path, as_json: bool) -> None:
+    """Assess the risk of a rollback without changing anything (exit 3 when the gate would refuse)."""
+    from ..rollback import Options
+
+    cfg = load_config(config_path)
+    outcome = run_rollback(cfg, config_path, Options(dry_run=True), as_json)
+    if outcome.error is not None:
+        raise outcome.error
+    level = outcome.results["assess"]["level"]
+    if level in ("high", "critical"):
+        sys.exit(3)
+
+
+# -- status, demo ------------------------------------------------------------------------------------
+@main.command()
+@config_option
+@json_option
+@handle_errors
+def status(config_path: Path, as_json: bool) -> None:
+    """Show runs, their steps and what to do next."""
+    from ..journal import list_runs
+
+    cfg = load_config(config_path)
+    runs = [rd.load() for rd in list_runs(cfg.state_path)]
+    if as_json:
+        emit_json([r.to_json() for r in runs])
+        return
+    t = Table(title="Runs")
+    for col in ("run", "mode", "status", "steps", "error"):
+        t.add_column(col, overflow="fold")
+    for r in runs:
+        steps = " ".join(f"{s.name}:{s.status}" for s in r.steps if s.status != "pending")
+        t.add_row(r.id, r.mode, r.status, steps, r.error)
+    out.print(t)
+
+
+@main.command()
+@click.argument("directory", type=click.Path(path_type=Path), default=Path("failback-demo"))
+@click.option("--notes", default=3000, show_default=True, help="Notes in the sample database.")
+@json_option
+@handle_errors
+def demo(directory: Path, notes: int, as_json: bool) -> None:
+    """Build a GRDB-style sample app in DIRECTORY and roll it back to sql.js."""
+    from ..demo import create_demo
+    from ..rollback import Options
+
+    cfg_path = create_demo(directory, notes)
+    if not as_json:
+        out.print(
+            f"demo app in {directory}: native.sqlite (GRDB-style, WAL, FTS5), app.env, "
+            "app-sqljs.sqlite (the pre-migration sql.js file), failback.toml",
+            highlight=False,
+        )
+        out.print("rolling back (the demo confirms the risk gate with --yes, as an operator would):")
+    outcome = run_rollback(load_config(cfg_path), cfg_path, Options(yes=True), as_json)
+    if outcome.error is not None:
+        raise outcome.error
+    if not as_json:
+        click.echo((outcome.run_dir / "report.md").read_text(encoding="utf-8"))
