@@ -12,6 +12,7 @@ from typing import Any
 
 import apsw
 
+from .config import Config
 from .convert import Plan
 from .errors import RiskRefused
 from .files import free_bytes
@@ -213,6 +214,28 @@ def old_only_rows(conn: apsw.Connection, schema: Schema, old: Path) -> dict[str,
     finally:
         old_conn.close()
     return out
+
+
+def run_assessment(
+    cfg: Config, snapshot: Path, schema: Schema, plan: Plan, *, emergency: bool = False, dry_run: bool = False
+) -> Assessment:
+    """The assess step of a rollback: gather the facts for ``cfg`` and evaluate them."""
+    size = snapshot.stat().st_size
+    written = {cfg.target_path.parent: size * 2}
+    if not dry_run:
+        written.update({layer: 0 for layer in cfg.backup_layers})
+    facts = gather(
+        snapshot,
+        schema,
+        plan,
+        source=cfg.source_path,
+        old_target=cfg.target_path,
+        written=written,
+        memory_warn_mb=cfg.assess.memory_warn_mb,
+        memory_critical_mb=cfg.assess.memory_critical_mb,
+        emergency=emergency,
+    )
+    return evaluate(facts)
 
 
 def gather(

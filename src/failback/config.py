@@ -43,6 +43,9 @@ class BackupConfig(_Section):
     min_layers: int = Field(1, ge=1, description="Verified copies required before a rollback continues.")
     zstd_level: int = Field(3, ge=1, le=22, description="zstd compression level.")
     threads: int = Field(2, ge=0, description="Compression threads (0 = one, in the calling thread).")
+    keep_last: int = Field(10, ge=1, description="Prune: always keep this many newest backups.")
+    keep_within: str = Field("30d", description="Prune: keep every backup younger than this (e.g. 12h, 30d, 8w).")
+    keep_daily: int = Field(14, ge=0, description="Prune: keep the newest backup of each of this many days.")
 
 
 class ConvertConfig(_Section):
@@ -69,6 +72,44 @@ class VerifyConfig(_Section):
 class AssessConfig(_Section):
     memory_warn_mb: int = Field(256, description="Target size that sql.js in a browser may struggle to load.")
     memory_critical_mb: int = Field(1024, description="Target size sql.js in a browser cannot load.")
+    liveness_seconds: float = Field(1.0, ge=0, description="How long to watch the source for an active writer.")
+
+
+class SyncConfig(_Section):
+    pending_sql: list[str] = Field(
+        [], description="Queries on the source returning a count of unsynced changes (run read-only)."
+    )
+    presets: bool = Field(True, description="Also look for known sync layouts (outbox, CloudKit metadata, flags).")
+
+
+class BenchmarkConfig(_Section):
+    queries: list[str] = Field([], description="The app's hot queries, timed in the target engine.")
+    runs: int = Field(20, ge=1, description="Runs per query when recording or checking a baseline.")
+    max_regression: float = Field(1.5, gt=0, description="Post-check fails when p95 exceeds baseline p95 × this.")
+
+
+class TriggerRule(_Section):
+    name: str = Field(description="A name for the rule (shown in evaluations and the audit log).")
+    metric: str = Field(
+        description="Metric name (Prometheus/JSONL) or a built-in: probe.p50_ms, probe.p95_ms, probe.errors, integrity."
+    )
+    op: Literal[">", ">=", "<", "<=", "==", "!="] = Field(">", description="Comparison with the threshold.")
+    threshold: float | None = Field(None, description="Fixed threshold.")
+    baseline_ratio: float | None = Field(None, description="Threshold as a ratio to the recorded baseline value.")
+    for_: int = Field(3, alias="for", ge=1, description="Consecutive failing samples before the rule fires.")
+    severity: Literal["warn", "rollback", "emergency"] = Field("rollback", description="What firing does.")
+    labels: dict[str, str] = Field({}, description="Prometheus labels a sample must carry.")
+
+
+class TriggersConfig(_Section):
+    interval: float = Field(30.0, gt=0, description="Seconds between evaluations.")
+    inconclusive: Literal["keep", "pause", "fail"] = Field(
+        "keep", description="A missing or non-numeric sample: keep watching, pause the rule, or count as failure."
+    )
+    prometheus_url: str | None = Field(None, description="The app's /metrics endpoint (Prometheus text format).")
+    jsonl_path: Path | None = Field(None, description="A JSONL file of metrics the app appends to.")
+    probe: bool = Field(False, description="Run the benchmark queries against the live database as a probe.")
+    rules: list[TriggerRule] = Field([], description="The policy: [[triggers.rules]] tables.")
 
 
 class Config(_Section):
@@ -81,6 +122,9 @@ class Config(_Section):
     convert: ConvertConfig = ConvertConfig()
     verify: VerifyConfig = VerifyConfig()
     assess: AssessConfig = AssessConfig()
+    sync: SyncConfig = SyncConfig()
+    benchmark: BenchmarkConfig = BenchmarkConfig()
+    triggers: TriggersConfig = TriggersConfig()
     state_dir: Path = Field(Path(".failback"), description="Run directories, audit log and lock.")
     base: Path = Field(Path("."), exclude=True, description="Folder of failback.toml (set when loaded).")
 

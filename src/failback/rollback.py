@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
-from .assess import Assessment, evaluate, gate, gather
+from .assess import Assessment, gate, run_assessment
 from .audit import AuditLog
 from .backup import BackupResult, Snapshot, create_backup, take_snapshot
 from .config import Config
@@ -223,22 +223,9 @@ class Rollback:
 
     def step_assess(self) -> dict[str, Any]:
         assert self.snapshot is not None and self.schema is not None and self.plan is not None
-        size = self.snapshot.path.stat().st_size
-        written = {self.cfg.target_path.parent: size * 2}
-        if not self.opts.dry_run:
-            written.update({layer: 0 for layer in self.cfg.backup_layers})
-        facts = gather(
-            self.snapshot.path,
-            self.schema,
-            self.plan,
-            source=self.cfg.source_path,
-            old_target=self.cfg.target_path,
-            written=written,
-            memory_warn_mb=self.cfg.assess.memory_warn_mb,
-            memory_critical_mb=self.cfg.assess.memory_critical_mb,
-            emergency=self.emergency,
+        self.assessment = run_assessment(
+            self.cfg, self.snapshot.path, self.schema, self.plan, emergency=self.emergency, dry_run=self.opts.dry_run
         )
-        self.assessment = evaluate(facts)
         result = {**self.assessment.to_json(), "plan": self.plan.to_json()}
         if not self.opts.dry_run:
             gate(self.assessment, yes=self.opts.yes, force=self.opts.force, reason=self.opts.reason)

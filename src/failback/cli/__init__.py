@@ -120,6 +120,6 @@ def render_plan(decisions: list[dict[str, Any]]) -> None:
     out.print(t)
 
 
-from . import audit, backup, convert, run  # noqa: E402  (each registers its commands on main)
+from . import assess, audit, backup, convert, run, triggers  # noqa: E402  (each registers its commands on main)
 
-__all__ = ["audit", "backup", "convert", "main", "run"]
+__all__ = ["assess", "audit", "backup", "convert", "main", "run", "triggers"]

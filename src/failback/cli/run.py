@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -113,24 +112,6 @@ def _step_line(name: str, r: dict[str, Any]) -> str:
     if name == "switch":
         return f"{r['config']}: {r['from']} → {r['to']}"
     return ", ".join(Path(f).name for f in r.get("files", []))
-
-
-# -- assess ------------------------------------------------------------------------------------------
-@main.command()
-@config_option
-@json_option
-@handle_errors
-def assess(config_path: Path, as_json: bool) -> None:
-    """Assess the risk of a rollback without changing anything (exit 3 when the gate would refuse)."""
-    from ..rollback import Options
-
-    cfg = load_config(config_path)
-    outcome = run_rollback(cfg, config_path, Options(dry_run=True), as_json)
-    if outcome.error is not None:
-        raise outcome.error
-    level = outcome.results["assess"]["level"]
-    if level in ("high", "critical"):
-        sys.exit(3)
 
 
 # -- status, demo ------------------------------------------------------------------------------------

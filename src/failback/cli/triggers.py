@@ -1,0 +1,1 @@
+"""Automated rollback triggers: watch, check, hold, release (issue 7, in progress)."""
