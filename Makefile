@@ -24,8 +24,8 @@ demo: deps
 	$(BIN)/failback demo $(DEMO_DIR)
 
 lint: deps
-	$(BIN)/ruff check src tests bench
-	$(BIN)/ruff format --check src tests bench
+	$(BIN)/ruff check src tests $(wildcard bench)
+	$(BIN)/ruff format --check src tests $(wildcard bench)
 	$(BIN)/mypy src
 
 test: lint
