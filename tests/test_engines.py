@@ -229,6 +229,15 @@ def test_utf16_database_digests_like_utf8(tmp_path: Path) -> None:
     assert all(d == digests[0] for d in digests)
 
 
+def test_invalid_utf16_text_digests_the_same(tmp_path: Path) -> None:
+    db = tmp_path / "u16.db"
+    conn = apsw.Connection(str(db))
+    run_script(conn, "PRAGMA encoding = 'UTF-16le'; CREATE TABLE t(a); INSERT INTO t VALUES (CAST(x'3dd8' AS TEXT))")
+    conn.close()
+    action = {"op": "digest", "tables": [{"table": "t", "columns": ["a"], "rowid": True}]}
+    assert SQLITE.run(db, [action]).results == SQLJS.run(db, [action]).results
+
+
 # ---------------------------------------------------------------- query
 
 EXTREMES_SQL = (
@@ -356,6 +365,13 @@ def test_sqljs_without_node_is_an_engine_error(tmp_path: Path) -> None:
     with pytest.raises(EngineError) as info:
         SqlJsEngine(node=str(tmp_path / "no-node-here")).run(None, [])
     assert "Node.js not found" in str(info.value) and "npm ci" in info.value.hint
+
+
+def test_sqljs_legacy_functions_are_opt_in() -> None:
+    sql = {"op": "query", "sql": "SELECT log(100), replicate('ab', 2)"}
+    assert SQLJS.run(None, [sql]).results[0] == {"ok": False, "error": "no such function: replicate"}
+    legacy = SqlJsEngine(legacy_functions=True).run(None, [sql, sql])  # warns on stderr, once
+    assert legacy.results[0]["rows"] == [[{"real": repr(math.log(100))}, "abab"]]
 
 
 @pytest.mark.parametrize("engine", ENGINES, ids=lambda e: e.name)

@@ -6,7 +6,7 @@ Nothing here touches a file; ``export.py`` carries a plan out and ``verify.py`` 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
 from . import sqltext
@@ -21,6 +21,7 @@ FTS5_COMMANDS = {"delete", "delete-all", "rebuild", "optimize", "merge", "integr
 CASE_INSENSITIVE_WORDS = ("caseinsensitive", "nocase", "unicase", "localized")
 
 
+FTS5_MAPPED = {"content", "content_rowid", "tokenize", "prefix", "contentless_delete", "contentless_unindexed"}
 KIND_ORDER = ("pragma", "collation", "table", "virtual table", "shadow table", "index", "view", "trigger")
 
 
@@ -208,34 +209,34 @@ class _Planner:
                 self.decide("collation", name, Action.CONVERT, f"not in the target; uses {new} instead", "warn")
 
     def table(self, t: Table) -> None:
-        sql = self.rewrite(t.sql)
-        problems = []
-        if t.strict and not self.p.has("strict"):
-            problems.append("STRICT")
-        if any(c.generated for c in t.columns) and not self.p.has("generated_columns"):
-            problems.append("generated columns")
         if t.without_rowid and not self.p.has("without_rowid"):
-            problems.append("WITHOUT ROWID")
-        if problems:
-            self.refuse_or_drop("table", t.name, f"the target lacks {', '.join(problems)}")
+            self.refuse_or_drop("table", t.name, "the target lacks WITHOUT ROWID")
             return
-        changed = sql != t.sql
-        if changed:
+        sql = self.rewrite(t.sql)
+        notes = ["collations mapped"] if sql != t.sql else []
+        if t.strict and not self.p.has("strict"):
+            sql = sqltext.strip_table_options(sql, {"STRICT"})
+            notes.append("STRICT dropped (the target lacks it; STRICT already guaranteed every value's type)")
+        materialize = any(c.generated for c in t.columns) and not self.p.has("generated_columns")
+        if materialize:
+            sql = sqltext.strip_generated(sql)
+            notes.append("generated columns materialized: their values are copied, no longer computed")
+        if notes:
             self.changed_tables.add(t.name)
-            self.decide("table", t.name, Action.CONVERT, "collations mapped", "warn")
+            self.decide("table", t.name, Action.CONVERT, "; ".join(notes), "warn")
         else:
             self.decide("table", t.name, Action.KEEP, "supported as is")
         self.plan_.create_tables.append(sql)
-        self.plan_.copies.append(self.copy_for(t, xfer=not changed))
+        self.plan_.copies.append(self.copy_for(t, xfer=not notes, materialize=materialize))
         self.digest(t)
 
-    def copy_for(self, t: Table, xfer: bool) -> Copy:
+    def copy_for(self, t: Table, xfer: bool, materialize: bool = False) -> Copy:
         """Rows keep their rowids: ``SELECT *`` (transfer optimisation) when the key is explicit, else
-        explicit column lists with the rowid."""
+        explicit column lists with the rowid (generated columns included when they are materialized)."""
         no_generated = not any(c.generated for c in t.columns)
         if xfer and no_generated and (t.rowid_alias or t.without_rowid):
             return Copy(t.name, f"INSERT INTO main.{quote(t.name)} SELECT * FROM src.{quote(t.name)}", True)
-        cols = [quote(c.name) for c in t.stored_columns]
+        cols = [quote(c.name) for c in (t.visible_columns if materialize else t.stored_columns)]
         if t.has_rowid and not t.rowid_alias:
             cols.insert(0, "_rowid_")
         collist = ", ".join(cols)
@@ -323,6 +324,7 @@ class _Planner:
             self.refuse_or_drop("virtual table", t.name, f"its content table {fts.content!r} does not exist")
             return
         tokenizer, notes = fts4_tokenizer(fts.tokenize)
+        notes += [f"FTS5 option {k}={v} has no FTS4 equivalent" for k, v in fts.other_options.items()]
         if tokenizer is None and choice == "fts4":
             choice = "plain"
             notes.append(f"tokenizer {' '.join(fts.tokenize)!r} has no FTS4 equivalent: plain table, no index")
@@ -462,22 +464,24 @@ class _Planner:
         ]
 
     def counters(self) -> None:
+        """AUTOINCREMENT counters and planner statistics, for the tables the target keeps."""
         kept = [n for n in self.s.sequence if n in self.s.tables and n not in self.dropped]
-        if not kept:
-            return
-        names = ", ".join(string_literal(n) for n in kept)
-        self.plan_.after_data.append(
-            "DELETE FROM main.sqlite_sequence; INSERT INTO main.sqlite_sequence(name, seq) "
-            f"SELECT name, seq FROM src.sqlite_sequence WHERE name IN ({names})"
-        )
-        self.decide("table", "sqlite_sequence", Action.KEEP, f"AUTOINCREMENT counters kept for {len(kept)} table(s)")
-        if len(kept) == len(self.s.sequence):
-            self.plan_.digests.append(DigestSpec("sqlite_sequence", ("name", "seq"), rowid=False))
-        if self.s.has_stat1:
+        if kept:
+            names = ", ".join(string_literal(n) for n in kept)
             self.plan_.after_data.append(
-                "CREATE TABLE IF NOT EXISTS main.sqlite_stat1(tbl, idx, stat); INSERT INTO main.sqlite_stat1 "
-                "SELECT tbl, idx, stat FROM src.sqlite_stat1 WHERE tbl IN "
-                f"({', '.join(string_literal(t.name) for t in self.s.tables.values() if t.kind == 'table')})"
+                "DELETE FROM main.sqlite_sequence; INSERT INTO main.sqlite_sequence(name, seq) "
+                f"SELECT name, seq FROM src.sqlite_sequence WHERE name IN ({names})"
+            )
+            self.decide(
+                "table", "sqlite_sequence", Action.KEEP, f"AUTOINCREMENT counters kept for {len(kept)} table(s)"
+            )
+            if len(kept) == len(self.s.sequence):
+                self.plan_.digests.append(DigestSpec("sqlite_sequence", ("name", "seq"), rowid=False))
+        tables = [t.name for t in self.s.tables.values() if t.kind == "table" and t.name not in self.dropped]
+        if self.s.has_stat1 and tables:
+            self.plan_.after_data.append(
+                "ANALYZE main.sqlite_schema; DROP TABLE IF EXISTS main.sqlite_stat4; INSERT INTO main.sqlite_stat1 "
+                f"SELECT tbl, idx, stat FROM src.sqlite_stat1 WHERE tbl IN ({', '.join(map(string_literal, tables))})"
             )
             self.decide("table", "sqlite_stat1", Action.KEEP, "query planner statistics copied")
 
@@ -544,6 +548,7 @@ class Fts5:
     content_rowid: str | None
     tokenize: tuple[str, ...]
     prefix: tuple[str, ...]
+    other_options: dict[str, str] = field(default_factory=dict)
 
 
 def parse_fts5(t: Table) -> Fts5:
@@ -568,6 +573,7 @@ def parse_fts5(t: Table) -> Fts5:
         content_rowid=opts.get("content_rowid"),
         tokenize=tuple(_split_words(opts.get("tokenize", "unicode61"))),
         prefix=tuple(prefix),
+        other_options={k: v for k, v in opts.items() if k not in FTS5_MAPPED},
     )
 
 
@@ -596,3 +602,43 @@ def fts4_tokenizer(words: tuple[str, ...]) -> tuple[str | None, list[str]]:
     if base == "ascii":
         return "simple", notes
     return None, notes
+
+
+def apply_proofs(plan: Plan, failures: dict[str, str], options: ConvertConfig | None = None) -> Plan:
+    """Views and triggers that did not prepare in the target engine: dropped when ``allow_drop`` names them,
+    refused (the run stops) otherwise. ``failures`` maps an object name to the engine's error."""
+    if not failures:
+        return plan
+    allowed = {n.lower() for n in (options or ConvertConfig()).allow_drop}
+    failed = {p.name for p in plan.proofs if p.name in failures}
+    decisions = []
+    for d in plan.decisions:
+        if d.name in failed and d.kind in ("view", "trigger"):
+            reason = f"does not prepare in {plan.profile}: {failures[d.name]}"
+            if d.name.lower() in allowed:
+                d = Decision(d.kind, d.name, Action.DROP, f"{reason}; dropped (allowed by convert.allow_drop)", "high")
+            else:
+                d = Decision(
+                    d.kind, d.name, Action.REFUSE, f"{reason}; add it to convert.allow_drop to drop it", "high"
+                )
+        decisions.append(d)
+    gone = {d.name for d in decisions if d.action is Action.DROP and d.name in failed}
+    return replace(
+        plan,
+        decisions=decisions,
+        views=[sql for sql in plan.views if created_name(sql) not in gone],
+        triggers=[sql for sql in plan.triggers if created_name(sql) not in gone],
+        proofs=[p for p in plan.proofs if p.name not in gone],
+    )
+
+
+def created_name(sql: str) -> str:
+    """The object name of a ``CREATE VIEW/TRIGGER [IF NOT EXISTS] name`` statement."""
+    sig = [t for t in sqltext.tokenize(sql) if t.kind not in ("ws", "comment")]
+    k = 2
+    while k < len(sig) and sig[k].text.upper() in ("IF", "NOT", "EXISTS"):
+        k += 1
+    name = sig[k]
+    if k + 2 < len(sig) and sig[k + 1].text == ".":
+        name = sig[k + 2]
+    return name.name

@@ -91,13 +91,16 @@ def row_hash(values: Iterable[object]) -> int:
     return xxhash.xxh3_128_intdigest(b"".join(map(encode_value, values)))
 
 
-def _raw_row(row: Sequence[object], rowid: bool) -> bytes:
-    """Encode a row selected with ``raw_text``: (value, is_text) pairs after the rowid; text comes as bytes."""
+def _raw_row(row: Sequence[object], rowid: bool, utf16: str | None = None) -> bytes:
+    """Encode a row selected with ``raw_text``: (value, is_text) pairs after the rowid; text comes as the bytes
+    ``CAST(x AS BLOB)`` gives, transcoded to UTF-8 when the database is UTF-16 (``utf16`` = its codec)."""
     out = [_pack_q(1, row[0])] if rowid else []
     for i in range(1 if rowid else 0, len(row), 2):
         value = row[i]
         if row[i + 1]:
             raw = bytes(value)  # type: ignore[call-overload]
+            if utf16:
+                raw = raw.decode(utf16, "surrogatepass").encode("utf-8", "surrogatepass")
             out.append(_pack_len(3, len(raw)) + raw)
         else:
             out.append(encode_value(value))
@@ -121,8 +124,10 @@ def table_digest(conn: apsw.Connection, spec: DigestSpec, schema: str = "main") 
         count, total = digest_rows(conn.execute(spec.select_sql(schema)))
     except UnicodeDecodeError:
         count, total = 0, 0
+        encoding = str(conn.execute(f"PRAGMA {quote(schema)}.encoding").get).lower()
+        utf16 = {"utf-16le": "utf-16-le", "utf-16be": "utf-16-be"}.get(encoding)
         for row in conn.execute(spec.select_sql(schema, raw_text=True)):
-            total += xxhash.xxh3_128_intdigest(_raw_row(row, spec.rowid))
+            total += xxhash.xxh3_128_intdigest(_raw_row(row, spec.rowid, utf16))
             count += 1
         total %= MOD
     return TableDigest(spec.table, count, f"{total:032x}")

@@ -16,14 +16,14 @@ import apsw
 
 from .backup import take_snapshot
 from .config import Config, ConvertConfig
-from .convert import Plan, plan_conversion
+from .convert import Plan, apply_proofs, created_name, plan_conversion
 from .engines import Engine
 from .engines.sqljs import SqlJsEngine
 from .errors import EnvironmentFailure, FailbackError, InputError, UnsupportedSchemaError, VerificationFailed
 from .files import ensure_dir, publish, remove_quietly
 from .profiles import load_profile
 from .schema import read_schema
-from .sqlite import connect, database_error, open_source, quote, run_script
+from .sqlite import connect, database_error, open_source, run_script
 from .verify import VerifyReport, verify_target
 
 Progress = Callable[[str, int, int], None]
@@ -111,15 +111,36 @@ def _build(conn: apsw.Connection, snapshot: Path, plan: Plan, result: BuildResul
     result.seconds["total"] = time.perf_counter() - t0
 
 
-def drop_objects(dest: Path, objects: list[tuple[str, str]]) -> None:
-    """Drop views/triggers the target engine could not prepare (only those allowed by the config)."""
-    conn = connect(dest)
-    try:
-        with conn:
-            for kind, name in objects:
-                conn.execute(f"DROP {kind.upper()} IF EXISTS {quote(name)}")
-    finally:
-        conn.close()
+def prove_schema(plan: Plan, engine: Engine) -> dict[str, str]:
+    """Create the planned schema (no data) in the target engine and prepare every view and trigger there.
+
+    Returns the objects that failed, with the engine's error. Each trigger is created and proved inside its
+    own transaction, rolled back afterwards, so a broken trigger cannot make its neighbours fail."""
+    creates = [sql for sql in plan.virtual_tables if sql.lstrip().upper().startswith("CREATE")]
+    schema_sql = ";\n".join([*plan.create_tables, *creates, *plan.views])
+    actions: list[dict[str, object]] = [{"op": "exec", "sql": schema_sql}] if schema_sql else []
+    tags: list[str | None] = [None] if schema_sql else []
+    by_name = {p.name: p for p in plan.proofs}
+    for sql in plan.triggers:
+        proof = by_name.get(created_name(sql))
+        actions += [
+            {"op": "exec", "sql": f"BEGIN; {sql}; {proof.sql if proof else ''}; ROLLBACK"},
+            {"op": "exec", "sql": "ROLLBACK"},
+        ]
+        tags += [proof.name if proof else None, None]
+    for proof in plan.proofs:
+        if proof.kind == "view":
+            actions.append({"op": "exec", "sql": proof.sql})
+            tags.append(proof.name)
+    if not actions:
+        return {}
+    results = engine.run(None, actions).results
+    if schema_sql and not results[0]["ok"]:
+        raise UnsupportedSchemaError(
+            f"the planned schema does not load in {plan.profile}: {results[0]['error']}",
+            "report this with the output of `failback plan`",
+        )
+    return {tag: r["error"] for tag, r in zip(tags, results, strict=True) if tag and not r["ok"]}
 
 
 @dataclass
@@ -183,13 +204,16 @@ def export_database(
             schema = read_schema(conn)
         finally:
             conn.close()
-        plan = plan_conversion(schema, load_profile(profile), cfg.convert if cfg else None)
+        engine = engine or SqlJsEngine()
+        options = cfg.convert if cfg else None
+        plan = plan_conversion(schema, load_profile(profile), options)
+        plan = apply_proofs(plan, prove_schema(plan, engine), options)
         built = build_target(snap.path, tmp, plan, progress)
         v = cfg.verify if cfg else None
         report = verify_target(
             tmp,
             plan,
-            engine or SqlJsEngine(),
+            engine,
             snapshot=snap.path,
             fts_queries=v.fts_queries if v else [],
             sample_terms=v.sample_terms if v else 5,

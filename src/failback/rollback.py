@@ -19,12 +19,12 @@ from .assess import Assessment, gate, run_assessment
 from .audit import AuditLog
 from .backup import BackupResult, Snapshot, create_backup, take_snapshot
 from .config import Config
-from .convert import Plan, plan_conversion
+from .convert import Plan, apply_proofs, plan_conversion
 from .digest import TableDigest
 from .engines import Engine
 from .engines.sqljs import SqlJsEngine
 from .errors import BackupError, FailbackError, Interrupted, SourceChanged, VerificationFailed
-from .export import build_target
+from .export import build_target, prove_schema
 from .files import fsync_dir, remove_quietly
 from .journal import RunDir, RunLock, RunState
 from .profiles import load_profile
@@ -238,6 +238,7 @@ class Rollback:
     def step_convert(self) -> dict[str, Any]:
         assert self.snapshot is not None and self.plan is not None
         target = self.cfg.target_path
+        self.plan = apply_proofs(self.plan, prove_schema(self.plan, self.engine), self.cfg.convert)
         self.tmp_target = target.with_name(f".{target.name}.failback-{self.rd.id}")
         built = build_target(self.snapshot.path, self.tmp_target, self.plan, self.progress)
         return {"bytes": built.bytes, "seconds": built.seconds, "decisions": len(self.plan.decisions)}

@@ -140,3 +140,73 @@ def split_option(arg: str) -> tuple[str, str] | None:
 def string_literal(value: str) -> str:
     """Quote ``value`` as an SQL string literal."""
     return "'" + value.replace("'", "''") + "'"
+
+
+def _table_body(tokens: list[Token]) -> tuple[int, int]:
+    """Token indexes of the parentheses around a CREATE TABLE's column list."""
+    start = next(i for i, t in enumerate(tokens) if t.text == "(")
+    depth = 0
+    for i in range(start, len(tokens)):
+        if tokens[i].text == "(":
+            depth += 1
+        elif tokens[i].text == ")":
+            depth -= 1
+            if depth == 0:
+                return start, i
+    raise ValueError("unbalanced parentheses")
+
+
+def strip_table_options(sql: str, options: set[str]) -> str:
+    """Remove table options after the column list (e.g. ``STRICT``), keeping the others and their commas."""
+    tokens = tokenize(sql)
+    _, end = _table_body(tokens)
+    groups: list[list[str]] = [[]]
+    for t in tokens[end + 1 :]:
+        if t.text == ",":
+            groups.append([])
+        elif t.kind not in ("ws", "comment"):
+            groups[-1].append(t.text)
+    kept = [" ".join(g) for g in groups if g and " ".join(g).upper() not in options]
+    return "".join(t.text for t in tokens[: end + 1]) + (" " + ", ".join(kept) if kept else "")
+
+
+def strip_generated(sql: str) -> str:
+    """Turn generated columns into plain columns: drop ``[GENERATED ALWAYS] AS (expr) [VIRTUAL|STORED]``."""
+    tokens = tokenize(sql)
+    start, end = _table_body(tokens)
+    out = [t.text for t in tokens]
+    sig = [(i, t) for i, t in significant(tokens) if start < i < end]
+    depth = 0
+    k = 0
+    while k < len(sig):
+        t = sig[k][1]
+        if t.text == "(":
+            depth += 1
+        elif t.text == ")":
+            depth -= 1
+        elif (
+            depth == 0
+            and t.kind == "word"
+            and t.text.upper() == "AS"
+            and k + 1 < len(sig)
+            and sig[k + 1][1].text == "("
+        ):
+            first = k
+            if k >= 2 and sig[k - 1][1].text.upper() == "ALWAYS" and sig[k - 2][1].text.upper() == "GENERATED":
+                first = k - 2
+            j, level = k + 1, 0
+            while j < len(sig):
+                if sig[j][1].text == "(":
+                    level += 1
+                elif sig[j][1].text == ")":
+                    level -= 1
+                    if level == 0:
+                        break
+                j += 1
+            if j + 1 < len(sig) and sig[j + 1][1].text.upper() in ("VIRTUAL", "STORED"):
+                j += 1
+            for idx in range(sig[first][0], sig[j][0] + 1):
+                out[idx] = ""
+            k = j
+        k += 1
+    return "".join(out)

@@ -1,1 +1,163 @@
-"""Automated rollback triggers: watch, check, hold, release (issue 7, in progress)."""
+"""Automated rollback triggers: watch, check, hold, release."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.table import Table
+
+from ..config import load_config
+from . import config_option, emit_json, handle_errors, json_option, main, out
+
+ACTION_TEXT = {
+    "none": "[green]ok[/]",
+    "warn": "[yellow]warning[/]",
+    "rollback": "[bold red]ROLLBACK ({mode})[/] by {rules}",
+    "would-rollback": "[bold yellow]dry run: would roll back ({mode})[/] by {rules}",
+    "held": "[bold yellow]held[/]: {rules} would roll back ({mode}); automatic rollback blocked",
+    "skipped": "[yellow]not rolled back[/]: {rules} fired; {note}",
+}
+STATUS_STYLE = {"ok": "green", "failing": "yellow", "firing": "bold red", "fired": "red", "paused": "dim"}
+
+
+def _num(v: float | None) -> str:
+    return "—" if v is None else f"{v:.6g}"
+
+
+def render_evaluation(ev: Any, as_json: bool) -> None:
+    """One line of JSON, or a table with the decision as its title (and the hold, every time)."""
+    if as_json:
+        click.echo(json.dumps(ev.to_json(), default=str, ensure_ascii=False))
+        return
+    d = ev.decision
+    title = ACTION_TEXT[d.action].format(mode=d.mode, rules=", ".join(d.rules), note=d.note)
+    t = Table(title=f"#{ev.seq} {ev.time} — {title}", title_justify="left")
+    for col in ("rule", "metric", "value", "fails when", "streak", "status", "note"):
+        t.add_column(col, overflow="fold")
+    for r in ev.results:
+        style = STATUS_STYLE.get(r.status, "yellow")
+        sev = "" if r.severity == "rollback" else f" ({r.severity})"
+        t.add_row(
+            r.rule + sev,
+            r.metric,
+            _num(r.value),
+            f"{r.op} {_num(r.threshold)}",
+            f"{r.streak}/{r.need}",
+            f"[{style}]{r.status}[/]",
+            r.note,
+        )
+    out.print(t)
+    if ev.hold:
+        h = ev.hold
+        out.print(f"[yellow]held[/] by {h.user} since {h.since}: {h.reason} — no automatic rollback", highlight=False)
+    for e in ev.errors:
+        out.print(f"[dim]source error: {e}[/]", highlight=False)
+
+
+@main.command()
+@config_option
+@click.option("--once", is_flag=True, help="Evaluate one sample, act on it, and exit.")
+@click.option("--dry-run", is_flag=True, help="Say what would be done; never roll back.")
+@click.option("--max-samples", type=click.IntRange(min=1), help="Stop after N samples.")
+@json_option
+@handle_errors
+def watch(config_path: Path, once: bool, dry_run: bool, max_samples: int | None, as_json: bool) -> None:
+    """Evaluate [triggers] every interval and roll back when a rollback rule fires.
+
+    A rule fires after `for` consecutive failing samples, once per streak. A firing rule pre-authorises a high
+    risk (like --yes), never a critical one. `failback hold` blocks automatic rollbacks. The watch ends after an
+    automatic rollback with its exit code; SIGINT/SIGTERM stop it after the current sample (exit 0), or
+    interrupt a rollback in progress (exit 4, resumable). With --json, one JSON line per evaluation.
+    """
+    from ..rollback import Options, Outcome
+    from ..triggers import Stop, Watcher
+    from .run import run_rollback
+
+    cfg = load_config(config_path)
+
+    def rollback(opts: Options) -> Outcome:
+        if as_json:
+            from ..rollback import Rollback
+
+            return Rollback(cfg, config_path, opts).run()
+        return run_rollback(cfg, config_path, opts, as_json=False)
+
+    with Stop().installed() as stop:
+        watcher = Watcher(cfg, config_path, dry_run=dry_run, run_rollback=rollback, stop=stop)
+        result = watcher.watch(1 if once else max_samples, lambda ev: render_evaluation(ev, as_json))
+    summary: dict[str, Any] = {"samples": result.samples, "stopped": result.stopped, "exit_code": result.exit_code}
+    if result.rollback is not None:
+        summary["rollback"] = {"run": result.rollback.run_id, "status": result.rollback.status}
+    if as_json:
+        click.echo(json.dumps(summary))
+    else:
+        out.print(f"watch stopped ({result.stopped}) after {result.samples} sample(s)", highlight=False)
+    sys.exit(result.exit_code)
+
+
+@main.command()
+@config_option
+@click.option("--samples", type=click.IntRange(min=1), default=1, show_default=True, help="Samples, an interval apart.")
+@json_option
+@handle_errors
+def check(config_path: Path, samples: int, as_json: bool) -> None:
+    """Evaluate [triggers] and exit 3 when a rollback rule fires (for CI/CD); never rolls back.
+
+    `for` applies as in `watch`: a rule with for = 3 needs --samples 3. A hold does not change the exit code
+    (check reports, it does not act); the output says the hold is there.
+    """
+    from ..triggers import CHECK_FIRED, Watcher
+
+    cfg = load_config(config_path)
+    watcher = Watcher(cfg, config_path, dry_run=True, via="check")
+    fired = False
+    for n in range(samples):
+        if n:
+            time.sleep(cfg.triggers.interval)
+        ev = watcher.evaluate()
+        render_evaluation(ev, as_json)
+        fired |= ev.decision.rollback_fired
+    if fired:
+        sys.exit(CHECK_FIRED)
+
+
+@main.command()
+@config_option
+@click.option("--reason", required=True, help="Why automatic rollbacks are blocked (shown on every evaluation).")
+@json_option
+@handle_errors
+def hold(config_path: Path, reason: str, as_json: bool) -> None:
+    """Block automatic rollbacks until `failback release` (a manual `failback rollback` still works)."""
+    from dataclasses import asdict
+
+    from ..triggers import place_hold
+
+    h = place_hold(load_config(config_path), reason)
+    if as_json:
+        emit_json(asdict(h))
+    else:
+        out.print(f"[yellow]held[/]: automatic rollbacks blocked — {h.reason}", highlight=False)
+
+
+@main.command()
+@config_option
+@json_option
+@handle_errors
+def release(config_path: Path, as_json: bool) -> None:
+    """Lift the hold: automatic rollbacks may run again."""
+    from dataclasses import asdict
+
+    from ..triggers import release_hold
+
+    h = release_hold(load_config(config_path))
+    if as_json:
+        emit_json({"released": asdict(h) if h else None})
+    elif h is None:
+        out.print("no hold to release", highlight=False)
+    else:
+        out.print(f"[green]released[/] the hold placed by {h.user} since {h.since} ({h.reason})", highlight=False)

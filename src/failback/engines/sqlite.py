@@ -32,6 +32,7 @@ def load(database: Path | None) -> apsw.Connection:
     conn = connect(":memory:", create=True)
     if database is None:
         return conn
+    database = Path(database)
     try:
         wal = check_engine_input(database)
         data = bytearray(database.read_bytes())

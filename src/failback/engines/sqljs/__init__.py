@@ -26,10 +26,14 @@ class SqlJsEngine:
 
     name: str = "sqljs"
 
-    def __init__(self, node: str = "node", timeout: float | None = None) -> None:
-        """``node``: the Node executable (name on PATH or path); ``timeout``: seconds per run, None = none."""
+    def __init__(self, node: str = "node", timeout: float | None = None, legacy_functions: bool = False) -> None:
+        """``node``: the Node executable (name on PATH or a path); ``timeout``: seconds per run (None: no
+        limit); ``legacy_functions``: load sql.js 1.x's deprecated extension functions, as an app that
+        initialises sql.js with its defaults has them (they also change some native ones: ``log(x)`` is ln).
+        """
         self.node = node
         self.timeout = timeout
+        self.legacy_functions = legacy_functions
 
     def _command(self) -> list[str]:
         node = shutil.which(self.node)
@@ -46,10 +50,17 @@ class SqlJsEngine:
         """Load ``database`` (``None``: empty) into sql.js and run ``actions``; the file is never written."""
         start = time.perf_counter()
         if database is not None:
+            database = Path(database)
             check_engine_input(database)
             database = database.resolve()
         command = self._command()
-        job = json.dumps({"database": None if database is None else str(database), "actions": actions})
+        job = json.dumps(
+            {
+                "database": None if database is None else str(database),
+                "actions": actions,
+                "legacy_functions": self.legacy_functions,
+            }
+        )
         try:
             proc = subprocess.run(
                 command,

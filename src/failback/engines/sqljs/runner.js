@@ -1,8 +1,10 @@
 // failback sql.js runner: runs one job inside real sql.js (SQLite compiled to WebAssembly) under Node >= 18.
 //
-// Protocol: stdin holds ONE JSON job {"database": path | null, "actions": [action, ...]}; stdout gets ONE
-// JSON document {"ok": true, "version", "results": [...], "peak_rss": bytes} (exit 0), or
+// Protocol: stdin holds ONE JSON job {"database": path | null, "actions": [...], "legacy_functions": bool};
+// stdout gets ONE JSON document {"ok": true, "version", "results": [...], "peak_rss": bytes} (exit 0), or
 // {"ok": false, "kind": "database" | "job", "error"} (exit 1). Nothing else is printed to stdout.
+// "legacy_functions": true loads sql.js 1.x's default deprecated extension functions (46 more functions;
+// they also replace some native ones: log(x) becomes ln(x)); false (default): SQLite's native functions.
 // The file is read whole into memory (as the browser app does); writes stay in memory, never reach the file.
 // Actions (one result each, {"ok": false, "error"} on failure, later actions still run):
 //   {"op": "exec", "sql"}                              -> {"ok": true}
@@ -18,8 +20,16 @@
 "use strict";
 const fs = require("fs");
 
-// sql.js and emscripten print with console.log/warn: keep stdout for the one JSON document.
-console.log = console.info = console.warn = console.error;
+// sql.js and emscripten print with console.log/warn: keep stdout for the one JSON document, and print each
+// distinct message once (sql.js warns on every call of a legacy function).
+const printed = new Set();
+const stderr = console.error;
+console.log = console.info = console.warn = console.error = (...args) => {
+  const text = args.join(" ");
+  if (printed.has(text)) return;
+  printed.add(text);
+  stderr(text);
+};
 
 const quote = (name) => '"' + String(name).replace(/"/g, '""') + '"';
 const utf8 = new TextDecoder("utf-8", { fatal: true });
@@ -139,32 +149,10 @@ class Digester {
   }
 }
 
-// Table reads for digests: plain get() gives INTEGER and REAL both as JS numbers (twice as fast as
-// useBigInt), so the SELECT adds mask columns whose bit j says "value j is an INTEGER" (50 bits a mask);
-// integers beyond 2**53 are re-read exactly through getBlob(), which gives their decimal text.
-const MASK_BITS = 50;
-
 function scanTable(db, parts, table, order, fn) {
-  const masks = [];
-  for (let i = 0; i < parts.length; i += MASK_BITS) {
-    const bits = parts.slice(i, i + MASK_BITS).map((p, j) => `(typeof(${p}) = 'integer') * ${2 ** j}`);
-    masks.push(bits.join(" + "));
-  }
-  const stmt = db.prepare(`SELECT ${parts.concat(masks).join(", ")} FROM "main".${quote(table)}${order}`);
+  const stmt = db.prepare(`SELECT ${parts.join(", ")} FROM "main".${quote(table)}${order}`);
   try {
-    while (stmt.step()) {
-      const row = stmt.get();
-      for (let i = 0; i < parts.length; i++) {
-        const v = row[i];
-        if (typeof v === "string") {
-          row[i] = { text: stmt.getBlob(i) };
-        } else if (typeof v === "number" && Math.floor(row[parts.length + ((i / MASK_BITS) | 0)] / 2 ** (i % MASK_BITS)) % 2) {
-          row[i] = Number.isSafeInteger(v) ? BigInt(v) : BigInt(utf8Lossy.decode(stmt.getBlob(i)));
-        }
-      }
-      row.length = parts.length;
-      fn(row);
-    }
+    while (stmt.step()) fn(readRow(stmt));
   } finally {
     stmt.free();
   }
@@ -227,6 +215,16 @@ const ACTIONS = {
   },
 };
 
+// Peak RSS of this process. Linux: VmHWM, which starts afresh at exec; maxRSS would also count the memory
+// of the (possibly large) parent process that forked us.
+function peakRss() {
+  try {
+    const m = /VmHWM:\s+(\d+) kB/.exec(fs.readFileSync("/proc/self/status", "utf8"));
+    if (m) return Number(m[1]) * 1024;
+  } catch {}
+  return process.resourceUsage().maxRSS * 1024;
+}
+
 function finish(doc, code) {
   process.stdout.write(JSON.stringify(doc) + "\n");
   process.exitCode = code;
@@ -241,8 +239,8 @@ async function main() {
   }
   const initSqlJs = require("sql.js");
   const { createXXHash128 } = require("hash-wasm");
-  // useOldExtensionFunctions: false keeps SQLite's native functions and skips sql.js's legacy ones.
-  const SQL = await initSqlJs({ useOldExtensionFunctions: false });
+  // false: SQLite's native functions only (sql.js's next major default); true: sql.js 1.x's default.
+  const SQL = await initSqlJs({ useOldExtensionFunctions: job.legacy_functions === true });
   const hasher = await createXXHash128();
   let db;
   try {
@@ -261,8 +259,7 @@ async function main() {
   });
   const version = db.exec("SELECT sqlite_version()")[0].values[0][0];
   db.close();
-  const peak_rss = process.resourceUsage().maxRSS * 1024;
-  finish({ ok: true, version, results, peak_rss }, 0);
+  finish({ ok: true, version, results, peak_rss: peakRss() }, 0);
 }
 
 main().catch((e) => finish({ ok: false, kind: "job", error: String((e && e.stack) || e) }, 1));
