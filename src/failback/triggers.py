@@ -177,7 +177,7 @@ def policy_problems(cfg: Config) -> list[str]:
     """What makes the [triggers] policy unusable (a typo must not silently disable a trigger)."""
     t = cfg.triggers
     if not t.rules:
-        return ["[triggers]: no [[triggers.rules]] defined"]
+        return ["triggers.rules: no rules defined ([[triggers.rules]] tables)"]
     problems: list[str] = []
     names = [r.name for r in t.rules]
     problems += [f"rule {n!r}: defined more than once" for n in sorted({n for n in names if names.count(n) > 1})]
@@ -187,13 +187,13 @@ def policy_problems(cfg: Config) -> list[str]:
             problems.append(f"rule {r.name!r}: set exactly one of threshold and baseline_ratio")
         builtin = r.metric in PROBE_METRICS or r.metric == INTEGRITY
         if r.metric in PROBE_METRICS and not t.probe:
-            problems.append(f"rule {r.name!r}: {r.metric} needs [triggers] probe = true")
+            problems.append(f"rule {r.name!r}: {r.metric} needs triggers.probe = true")
         if builtin and r.labels:
             problems.append(f"rule {r.name!r}: labels apply to Prometheus metrics, not to {r.metric}")
         if not builtin and not external:
-            problems.append(f"rule {r.name!r}: {r.metric} needs [triggers] prometheus_url or jsonl_path")
+            problems.append(f"rule {r.name!r}: {r.metric} needs triggers.prometheus_url or triggers.jsonl_path")
     if t.probe and not cfg.benchmark.queries:
-        problems.append("[triggers] probe = true needs [benchmark] queries")
+        problems.append("triggers.probe = true needs benchmark.queries")
     return problems
 
 
