@@ -204,16 +204,17 @@ class Sample:
     seconds: float
     ok: bool = True
     note: str = ""
-    python_rss: int | None = None  # bytes: failback's own Python process (RUSAGE_SELF at exit)
-    children_rss: int | None = None  # bytes: largest child it waited for (the Node verifier)
-    wait4_rss: int | None = None  # bytes: os.wait4 of the Python process = max(itself, its reaped children)
+    python_rss: int | None = None  # bytes: failback's own Python process (VmHWM at exit)
+    children_rss: int | None = None  # bytes: RUSAGE_CHILDREN of that process (its largest reaped child, inflated)
+    wait4_rss: int | None = None  # bytes: os.wait4 of the Python process (max of it and its children, inflated)
+    load: float | None = None  # 1-minute load average just before the operation (other work on the machine)
     node_rss: int | None = None  # bytes: the Node/sql.js verifier, from its own report
     parts: dict[str, float] = field(default_factory=dict)  # sub-timings (floor halves, failback steps)
     detail: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"seconds": round(self.seconds, 4), "ok": self.ok}
-        for k in ("note", "python_rss", "children_rss", "wait4_rss", "node_rss"):
+        for k in ("note", "python_rss", "children_rss", "wait4_rss", "node_rss", "load"):
             if getattr(self, k) not in (None, ""):
                 out[k] = getattr(self, k)
         if self.parts:
@@ -303,16 +304,24 @@ def op_floor(src: Path, work: Path) -> Sample:
 
 
 # -- failback ----------------------------------------------------------------------------------------------------
-# failback runs in its own Python process, started by this wrapper so its peak RSS can be read exactly:
-# os.wait4 on that process reports max(itself, every child it reaped) on Linux — the Node verifier included —
-# so the wrapper records RUSAGE_SELF (the Python process alone) and RUSAGE_CHILDREN at exit.
+# failback runs in its own Python process, started through this wrapper so that its own peak RSS can be read.
+# Neither os.wait4 nor RUSAGE_SELF gives it on Linux: wait4 reports max(the process, every child it reaped) —
+# the Node verifier included — and ru_maxrss also keeps the high-water mark of the address space replaced at
+# exec, i.e. this bench process's RSS at spawn time. VmHWM in /proc/self/status starts afresh at exec: the wrapper
+# records it at exit (the Node runner reports its own peak the same way).
 WRAPPER = """\
 import atexit, json, os, resource
 def _rss():
+    hwm = None
+    try:
+        with open("/proc/self/status") as f:
+            hwm = next((int(l.split()[1]) for l in f if l.startswith("VmHWM:")), None)
+    except OSError:
+        pass
     s = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     c = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     with open(os.environ["FAILBACK_BENCH_RSS"], "w") as f:
-        json.dump({"self_kb": s, "children_kb": c}, f)
+        json.dump({"vmhwm_kb": hwm, "self_kb": s, "children_kb": c}, f)
 atexit.register(_rss)
 from failback.cli import main
 main(prog_name="failback")
@@ -362,7 +371,7 @@ def run_failback(args: list[str], cwd: Path) -> tuple[float, int, str, dict[str,
     rss = {"wait4": usage.ru_maxrss * 1024}
     if rss_file.exists():
         r = json.loads(rss_file.read_text())
-        rss |= {"self": r["self_kb"] * 1024, "children": r["children_kb"] * 1024}
+        rss |= {"self": (r["vmhwm_kb"] or r["self_kb"]) * 1024, "children": r["children_kb"] * 1024}
     if proc.returncode != 0 and not stdout.strip():
         stdout = stderr
     return seconds, proc.returncode, stdout, rss
@@ -408,9 +417,13 @@ def sub_timings(state: dict[str, Any]) -> dict[str, float]:
     out: dict[str, float] = {}
     steps = {s["name"]: s for s in state["steps"]}
     conv = (steps.get("convert") or {}).get("result") or {}
-    for k, v in (conv.get("seconds") or {}).items():
-        if k != "total" and isinstance(v, int | float):
-            out[f"convert.{k}"] = v
+    phases = {k: v for k, v in (conv.get("seconds") or {}).items() if isinstance(v, int | float)}
+    for k, v in phases.items():
+        if k != "total":
+            out[f"convert: build {k}"] = v
+    step = (steps.get("convert") or {}).get("seconds")
+    if step is not None and "total" in phases:
+        out["convert: outside build_target"] = step - phases["total"]
     return out
 
 
@@ -494,14 +507,18 @@ def run_size(size: Size, args: argparse.Namespace, machine: dict[str, Any]) -> d
             src = work / "native.sqlite"
             if op.stage:
                 copy_db(sources[op.db], src)
+            load = os.getloadavg()[0]
             try:
                 sample = op.fn(src, work)
             except (subprocess.CalledProcessError, apsw.Error, OSError) as err:
                 sample = Sample(0.0, False, f"{type(err).__name__}: {err}"[:300])
+            sample.load = round(load, 2)
             op.samples.append(sample)
             shutil.rmtree(work, ignore_errors=True)
             flag = "" if sample.ok else f"  [red]FAILED[/] {sample.note}"
-            console.print(f"  round {r + 1}: {op.name:<36} {sample.seconds:8.2f} s{flag}", highlight=False)
+            console.print(
+                f"  round {r + 1}: {op.name:<36} {sample.seconds:8.2f} s  (load {load:.1f}){flag}", highlight=False
+            )
     shutil.rmtree(work_root, ignore_errors=True)
     result = summarize(size, ops, source_bytes, args.repeat)
     result["machine"] = machine
@@ -565,8 +582,13 @@ def summarize(size: Size, ops: list[Op], source_bytes: dict[str, int], repeat: i
             "met": py_peak is not None and py_peak <= PYTHON_RSS_TARGET,
         }
     )
+    loads = [s.load for op in ops for s in op.samples if s.load is not None]
     return {
         "date": dt.date.today().isoformat(),
+        "load_average_before_ops": {
+            "median": round(statistics.median(loads), 2) if loads else None,
+            "max": max(loads, default=None),
+        },
         "size": size.name,
         "source_bytes": source_bytes,
         "repeat": repeat,
@@ -666,6 +688,12 @@ def print_result(res: dict[str, Any]) -> None:
             note,
         )
     console.print(t)
+    load = res["load_average_before_ops"]
+    console.print(
+        f"1-min load average before each operation: median {load['median']}, max {load['max']} "
+        f"(on {res['machine']['cores']} cores; anything else running shows up as noise)",
+        highlight=False,
+    )
     parts = ops["floor: VACUUM INTO + FTS4"]["parts_median"]
     if parts:
         console.print(

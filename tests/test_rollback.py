@@ -226,3 +226,13 @@ def test_bad_config_is_a_clean_error(tmp_path: Path, cli: Cli) -> None:
     res = cli("rollback", "-c", str(cfg))
     assert res.returncode == 2 and "Traceback" not in res.stderr
     assert "failback.toml: " in res.stderr and "(and 1 more)" in res.stderr
+
+
+def test_a_second_rollback_is_refused(demo_dir: Path, cli: Cli) -> None:
+    """Once the app is on sql.js, another rollback would replace the database it now writes to."""
+    assert cli("rollback", "-c", str(demo_dir / "failback.toml"), "--yes").returncode == 0
+    target = (demo_dir / "app-sqljs.sqlite").read_bytes()
+    again = cli("rollback", "-c", str(demo_dir / "failback.toml"), "--yes")
+    assert again.returncode == 3
+    assert "not on the native provider" in again.stderr
+    assert (demo_dir / "app-sqljs.sqlite").read_bytes() == target

@@ -224,6 +224,9 @@ def test_baseline_ratio_and_lookup_edge_cases() -> None:
 
 
 # -- policy validation ------------------------------------------------------------------------------
+BASE_TOML = '[source]\npath = "n.sqlite"\n[target]\npath = "t.sqlite"\n[app]\nconfig = "app.env"\n'
+
+
 @pytest.mark.parametrize(
     ("triggers", "rules", "needle"),
     [
@@ -233,13 +236,22 @@ def test_baseline_ratio_and_lookup_edge_cases() -> None:
         ("", '[[triggers.rules]]\nname = "a"\nmetric = "x"\nthreshold = 5', "needs triggers.prometheus_url"),
         ("probe = true", '[[triggers.rules]]\nname = "a"\nmetric = "probe.p95_ms"\nthreshold = 5',
          "needs benchmark.queries"),
+        ("probe = true", '[[triggers.rules]]\nname = "a"\nmetric = "integrity"\nthreshold = 1\nlabels = { a = "b" }',
+         "labels apply to Prometheus metrics"),
+        ('jsonl_path = "m.jsonl"', '[[triggers.rules]]\nname = "a"\nmetric = "x"\nthreshold = 1\n' * 2,
+         "rule 'a': defined more than once"),
     ],
 )  # fmt: skip
-def test_policy_problems_are_config_errors(demo_dir: Path, cli: Cli, triggers: str, rules: str, needle: str) -> None:
-    cfg, path = configure(demo_dir, triggers, rules or "\n")
-    assert needle in policy_problems(cfg)[0]
+def test_policy_problems(tmp_path: Path, triggers: str, rules: str, needle: str) -> None:
+    path = tmp_path / "failback.toml"
+    path.write_text(f"{BASE_TOML}[triggers]\n{triggers}\n{rules}\n")
+    assert needle in policy_problems(load_config(path))[0]
+
+
+def test_an_unusable_policy_is_a_config_error(demo_dir: Path, cli: Cli) -> None:
+    _, path = configure(demo_dir, "", "\n")
     res = cli("watch", "-c", str(path), "--once")
-    assert res.returncode == 2 and needle in res.stderr and "Traceback" not in res.stderr
+    assert res.returncode == 2 and "triggers.rules: no rules defined" in res.stderr and "Traceback" not in res.stderr
 
 
 # -- sources ----------------------------------------------------------------------------------------
@@ -269,7 +281,7 @@ def test_watch_reads_a_jsonl_file_relative_to_the_config(demo_dir: Path) -> None
 def test_probes_read_the_live_database_without_writing(native_db: Path, tmp_path: Path) -> None:
     queries = ["SELECT count(*) FROM note", "SELECT * FROM no_such_table", "DELETE FROM note"]
     got = {s.name: s.value for s in run_probe(native_db, queries, runs=3)}
-    assert got["probe.errors"] == 6.0  # the missing table and the write (read-only connection), 3 runs each
+    assert got["probe.errors"] == 2.0  # the missing table and the write (refused: the connection is read-only)
     assert 0 < got["probe.p50_ms"] <= got["probe.p95_ms"]  # type: ignore[operator]
     assert [(s.name, s.value) for s in run_integrity(native_db)] == [("integrity", 1.0)]
     # a damaged file: integrity 0 (a critical signal); the native_db fixture proves the live file was not written
@@ -295,8 +307,7 @@ def test_probe_against_the_recorded_baseline(demo_dir: Path) -> None:
         '[[triggers.rules]]\nname = "errors"\nmetric = "probe.errors"\nthreshold = 0\nfor = 1\n'
     )
     cfg, path = configure(demo_dir, "interval = 0.01\nprobe = true", rules)
-    path.write_text(path.read_text() + '\n[benchmark]\nqueries = ["SELECT count(*) FROM note"]\nruns = 5\n')
-    cfg = load_config(path)
+    cfg.benchmark.queries, cfg.benchmark.runs = ["SELECT count(*) FROM note"], 5
     first = Watcher(cfg, path, dry_run=True).evaluate()
     assert [r.status for r in first.results] == ["inconclusive", "ok"]
     assert first.results[0].note == "no baseline recorded"
@@ -408,7 +419,7 @@ def test_dry_run_changes_nothing(demo_dir: Path, server: MetricsServer, cli: Cli
     res = cli("watch", "-c", str(path), "--dry-run", "--max-samples", "5", "--json")
     assert res.returncode == 0, res.stderr
     lines = [json.loads(line) for line in res.stdout.splitlines()]
-    assert [x["action"]["action"] for x in lines[:5]] == ["none", "would-rollback", "none", "none", "none"]
+    assert [x["decision"]["action"] for x in lines[:5]] == ["none", "would-rollback", "none", "none", "none"]
     assert [x["rules"][0]["status"] for x in lines[:5]] == ["failing", "firing", "fired", "fired", "fired"]
     assert lines[5] == {"samples": 5, "stopped": "max-samples", "exit_code": 0}
     assert [p.read_bytes() for p in watched] == before
@@ -445,7 +456,7 @@ def test_check_exits_3_when_a_rollback_rule_fires(demo_dir: Path, server: Metric
     assert fired.returncode == 3, fired.stderr
     assert "would roll back (standard)" in fired.stdout and "notes-latency" in fired.stdout
     as_json = cli("check", "-c", str(path), "--json")
-    assert as_json.returncode == 3 and json.loads(as_json.stdout)["action"]["mode"] == "standard"
+    assert as_json.returncode == 3 and json.loads(as_json.stdout)["decision"]["mode"] == "standard"
     healthy = cli("check", "-c", str(path), "--json")
     assert healthy.returncode == 0 and json.loads(healthy.stdout)["rules"][0]["status"] == "ok"
     assert provider(demo_dir) == "DATABASE_PROVIDER=native"
@@ -460,6 +471,8 @@ def test_hold_and_release_commands(demo_dir: Path, cli: Cli) -> None:
     assert read_hold(cfg) is not None and read_hold(cfg).reason == "release freeze"  # type: ignore[union-attr]
     again = cli("hold", "-c", str(path), "--reason", "other")
     assert again.returncode == 2 and "already held" in again.stderr
+    manual = Rollback(cfg, path, Options(yes=True)).run()  # a manual rollback does not look at the hold
+    assert manual.exit_code == 0 and provider(demo_dir) == "DATABASE_PROVIDER=sqljs"
     assert cli("hold", "-c", str(path), "--reason", "  ").returncode == 2
     assert cli("release", "-c", str(path)).returncode == 0 and not hold_file.exists()
     assert "no hold to release" in cli("release", "-c", str(path)).stdout

@@ -2,54 +2,87 @@
 
 * ``take_snapshot``: a consistent copy through the online backup API, stepped (progress), while the app may
   be writing. A WAL source is copied inside one read transaction (writers are never blocked and the copy
-  never restarts); a rollback-journal source is copied in steps, restarting when a writer commits, and after
-  ``MAX_RESTARTS`` it finishes in one step. The connection stays open so that ``SnapshotGuard.changed``
-  can later tell whether anything was committed after the snapshot.
-* ``create_backup``: zstd-compress a snapshot into every layer (primary + mirrors): temp name, fsync,
-  rename, re-read and hash check; the manifest is written last — a backup without a valid manifest does not
-  exist.
-* ``verify_backup``, ``restore_backup``, ``list_backups``.
+  never restarts); a rollback-journal source is copied in steps, restarting when a writer commits, and its
+  last step (or, after ``MAX_RESTARTS``, the whole copy) runs inside one read transaction. The connection
+  stays open so that ``SnapshotGuard.changed`` can later tell whether anything was committed after the
+  snapshot.
+* ``create_backup``: zstd-compress a snapshot into every layer (primary + mirrors) while its content digests
+  are computed on another thread: temp name, fsync, rename, then re-read from disk and hash-checked; the
+  manifest is written last — a backup folder without a valid manifest does not exist.
+* ``list_backups``, ``verify_folder``, ``restore_backup``, ``prune_backups``.
+
+A manifest is data: it is parsed as JSON and checked field by field; no path in it is ever used — the data
+file always has the fixed name ``DATA`` inside the folder the manifest sits in, and that folder must be a
+real folder (not a symlink) directly inside a layer, named by the manifest's id.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
 import platform
+import re
+import shutil
 import socket
+import stat
+import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
+from io import BufferedReader
 from pathlib import Path
-from typing import Any
+from typing import IO, TYPE_CHECKING, Any, cast
 
 import apsw
 import zstandard
 
 from . import __version__
 from .digest import TableDigest, table_digest
-from .errors import BackupError, EnvironmentFailure, InputError, from_os_error
-from .files import (
-    CHUNK,
-    DIR_MODE,
-    FILE_MODE,
-    ensure_dir,
-    free_bytes,
-    fsync_dir,
-    publish,
-    remove_quietly,
-    sha256_file,
-)
+from .errors import BackupError, ConfigError, EnvironmentFailure, FailbackError, InputError, from_os_error
+from .files import FILE_MODE, atomic_writer, copy_file, ensure_dir, free_bytes, fsync_dir, publish, remove_quietly
+from .journal import list_runs
+from .retention import Item, Policy, Verdict, decide
 from .schema import digest_specs, read_schema
 from .sqlite import SIDE_FILES, connect, database_error, open_source, pragma, run_script
 
+if TYPE_CHECKING:
+    from .config import Config
+
+__all__ = [
+    "BackupResult",
+    "LayerResult",
+    "PruneResult",
+    "Snapshot",
+    "SnapshotGuard",
+    "backup_source",
+    "create_backup",
+    "describe_database",
+    "find_backup",
+    "list_backups",
+    "prune_backups",
+    "read_manifest",
+    "restore_backup",
+    "take_snapshot",
+    "verify_folder",
+]
+
 MANIFEST = "manifest.json"
 DATA = "snapshot.sqlite.zst"
+FORMAT = 1
 MAX_RESTARTS = 3
-STEP_PAGES = 4096
+STEP_BYTES = 16 << 20  # pages copied per backup step: progress granularity and, for journal sources, lock span
+READ_CHUNK = 4 << 20
+MANIFEST_MAX = 16 << 20
+SLACK = 1 << 20  # free space kept on top of every estimate (manifest, file system overhead)
+SAMPLES, SAMPLE_BYTES = 16, 1 << 20  # what the compressed size is estimated from
+KINDS = ("raw", "compressed")  # the two forms a manifest records a checksum and a size for
+UNFINISHED = ("running", "interrupted")
+ID_PATTERN = re.compile(r"\d{8}T\d{6}-[A-Za-z0-9_-]{1,40}-[0-9a-f]{6}")
+_HEX64 = re.compile(r"[0-9a-f]{64}")
 Progress = Callable[[str, int, int], None]
 
 
@@ -57,14 +90,27 @@ def _noop(*_: object) -> None:
     return None
 
 
+def _mb(n: int) -> str:
+    return f"{n / 1e6:.1f} MB"
+
+
+def _require_space(folder: Path, needed: int, what: str) -> None:
+    """Refuse (before writing anything) when the disk holding ``folder`` lacks ``needed`` bytes + slack."""
+    free = free_bytes(folder)
+    if free < needed + SLACK:
+        raise EnvironmentFailure(
+            f"{what}: not enough free space on the disk holding {folder} ({_mb(free)} free, about "
+            f"{_mb(needed + SLACK)} needed)"
+        )
+
+
 # -- snapshot -------------------------------------------------------------------------------------
 def fingerprint(path: Path) -> dict[str, list[int]]:
     """(size, mtime_ns, inode) of the database and its -wal: cheap evidence of a write."""
     out = {}
     for suffix in ("", "-wal"):
-        p = Path(str(path) + suffix)
         try:
-            st = p.stat()
+            st = Path(str(path) + suffix).stat()
             out[suffix or "db"] = [st.st_size, st.st_mtime_ns, st.st_ino]
         except FileNotFoundError:
             out[suffix or "db"] = []
@@ -101,11 +147,7 @@ class SnapshotGuard:
             self.conn = None
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "source": str(self.source),
-            "data_version": self.data_version,
-            "fingerprint": self.fingerprint,
-        }
+        return {"source": str(self.source), "data_version": self.data_version, "fingerprint": self.fingerprint}
 
 
 @dataclass
@@ -117,65 +159,84 @@ class Snapshot:
     restarts: int
     seconds: float
 
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "pages": self.pages,
+            "page_size": self.page_size,
+            "restarts": self.restarts,
+            "seconds": round(self.seconds, 3),
+        }
 
-def take_snapshot(source: Path, dest: Path, progress: Progress = _noop) -> Snapshot:
-    """Copy ``source`` to ``dest`` (temp name, then rename) with the online backup API."""
+
+def take_snapshot(source: Path, dest: Path, progress: Progress = _noop, step_bytes: int = STEP_BYTES) -> Snapshot:
+    """Copy ``source`` to ``dest`` (temp name, then rename) with the online backup API, ``step_bytes`` a step."""
     src = open_source(source)
-    tmp = dest.with_name(dest.name + ".part")
-    remove_quietly(tmp)
+    tmp = dest.with_name(f".{dest.name}.failback-snapshot-{os.getpid()}")
     t0 = time.perf_counter()
     try:
+        size = sum(st[0] for st in fingerprint(source).values() if st)  # database + -wal: the copy is no larger
+        _require_space(dest.parent, size, f"snapshot {dest}")
         wal = str(pragma(src, "journal_mode")).lower() == "wal"
-        if wal:  # one read transaction: a fixed snapshot, writers go on in the WAL
-            src.execute("BEGIN")
-            src.execute("SELECT count(*) FROM sqlite_schema").get  # noqa: B018 - starts the read
-        data_version = pragma(src, "data_version")
-        guard = SnapshotGuard(source, data_version, fingerprint(source), src)
-        restarts = _copy_pages(src, tmp, progress, stepped=True, allow_restart=not wal)
-        if wal:
-            src.execute("COMMIT")
-    except apsw.FullError as err:
+        restarts, guard, page_size, pages = _copy_pages(src, source, tmp, progress, wal=wal, step_bytes=step_bytes)
+        publish(tmp, dest)
+    except BaseException as err:
         src.close()
-        remove_quietly(tmp)
-        raise EnvironmentFailure(f"cannot write snapshot {dest}: disk full") from err
-    except (apsw.Error, UnicodeDecodeError) as err:
-        src.close()
-        remove_quietly(tmp)
-        raise database_error(source, err) from err
-    except BaseException:
-        src.close()
-        remove_quietly(tmp)
+        remove_quietly(tmp, *(Path(str(tmp) + s) for s in SIDE_FILES))
+        if isinstance(err, apsw.FullError):
+            raise EnvironmentFailure(f"cannot write snapshot {dest}: disk full") from err
+        if isinstance(err, apsw.BusyError):
+            raise BackupError(
+                f"{source}: another process kept the database locked; no snapshot taken",
+                "run again when the app is idle",
+            ) from err
+        if isinstance(err, apsw.Error | UnicodeDecodeError):
+            raise database_error(source, err) from err
+        if isinstance(err, OSError):
+            raise from_os_error(err, f"cannot write snapshot {dest}") from err
         raise
-    if not wal:  # the snapshot is whatever the final, complete copy saw
-        guard.data_version = pragma(src, "data_version")
-        guard.fingerprint = fingerprint(source)
-    dst = connect(tmp)
-    run_script(dst, "PRAGMA journal_mode = DELETE")
-    page_size, pages = pragma(dst, "page_size"), pragma(dst, "page_count")
-    dst.close()
-    publish(tmp, dest)
     return Snapshot(dest, guard, pages, page_size, restarts, time.perf_counter() - t0)
 
 
-def _copy_pages(src: apsw.Connection, dest: Path, progress: Progress, *, stepped: bool, allow_restart: bool) -> int:
-    dst = connect(dest, create=True)
-    restarts = 0
+def _observe(src: apsw.Connection, source: Path, *, pin: bool) -> SnapshotGuard:
+    """The source's state now; ``pin`` first opens a read transaction that fixes it until COMMIT."""
+    if pin:
+        src.execute("BEGIN")
+        src.execute("SELECT count(*) FROM sqlite_schema").get  # noqa: B018 - starts the read transaction
+    return SnapshotGuard(source, pragma(src, "data_version"), fingerprint(source), src)
+
+
+def _copy_pages(
+    src: apsw.Connection, source: Path, dest: Path, progress: Progress, *, wal: bool, step_bytes: int
+) -> tuple[int, SnapshotGuard, int, int]:
+    """Copy every page of ``src`` into the new file ``dest``: (restarts, guard, page size, page count).
+
+    A commit by another connection resets the source's page cache, which both restarts the backup and
+    bumps ``data_version`` — so a changed ``data_version`` before a step is a restart. The guard is taken in
+    the read transaction of the final step(s), so it describes exactly the state copied."""
+    os.close(os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE))  # owner-only before SQLite opens it
+    step = max(1, step_bytes // pragma(src, "page_size"))
+    dst = connect(dest)
     try:
-        run_script(dst, "PRAGMA synchronous = OFF")
+        run_script(dst, "PRAGMA synchronous = OFF")  # one fsync, by publish(), instead of one per step
+        restarts, pinned = 0, wal
+        guard = _observe(src, source, pin=True) if wal else None
         with dst.backup("main", src, "main") as b:
-            last_remaining = None
-            step = STEP_PAGES if stepped else -1
             while not b.done:
-                b.step(step)
-                if last_remaining is not None and b.remaining > last_remaining:
-                    restarts += 1
-                    if allow_restart and restarts >= MAX_RESTARTS:
-                        step = -1  # finish in one step: holds the read lock only for the copy
-                last_remaining = b.remaining
+                if not pinned:
+                    left = b.remaining if b.page_count else pragma(src, "page_count")
+                    pinned = restarts >= MAX_RESTARTS or left <= step
+                    seen = guard.data_version if guard else None
+                    guard = _observe(src, source, pin=pinned)
+                    restarts += seen is not None and guard.data_version != seen
+                b.step(-1 if pinned and not wal else step)
                 progress("snapshot", b.page_count - b.remaining, b.page_count)
+        if src.in_transaction:
+            src.execute("COMMIT")
+        run_script(dst, "PRAGMA journal_mode = DELETE")  # the copy says WAL in its header: one file instead
+        assert guard is not None  # the loop ran: a database has at least one page
+        return restarts, guard, pragma(dst, "page_size"), pragma(dst, "page_count")
     finally:
         dst.close()
-    return restarts
 
 
 # -- backup sets ----------------------------------------------------------------------------------
@@ -193,6 +254,7 @@ class BackupResult:
     layers: list[LayerResult] = field(default_factory=list)
     digests: dict[str, TableDigest] = field(default_factory=dict)
     seconds: float = 0.0
+    snapshot: dict[str, Any] = field(default_factory=dict)
 
     @property
     def verified_layers(self) -> int:
@@ -202,16 +264,18 @@ class BackupResult:
         return {
             "id": self.id,
             "layers": [asdict(x) for x in self.layers],
-            "sha256": self.manifest["sha256"],
-            "bytes": self.manifest["bytes"],
+            "verified_layers": self.verified_layers,
+            "sha256": self.manifest.get("sha256"),
+            "bytes": self.manifest.get("bytes"),
             "seconds": round(self.seconds, 3),
+            **({"snapshot": self.snapshot} if self.snapshot else {}),
         }
 
 
 def backup_id(label: str) -> str:
     """A sortable, unique backup id: UTC time, label, random suffix."""
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
-    safe = "".join(ch if ch.isalnum() or ch in "-_" else "-" for ch in label)[:40] or "backup"
+    safe = "".join(ch if (ch.isascii() and ch.isalnum()) or ch in "-_" else "-" for ch in label)[:40] or "backup"
     return f"{stamp}-{safe}-{os.urandom(3).hex()}"
 
 
@@ -240,42 +304,64 @@ def describe_database(path: Path, with_digests: bool = True) -> tuple[dict[str, 
 class _HashingWriter:
     """A file wrapper that hashes what is written through it."""
 
-    def __init__(self, fh: Any) -> None:
+    def __init__(self, fh: IO[bytes]) -> None:
         self.fh, self.sha, self.size = fh, hashlib.sha256(), 0
 
     def write(self, data: bytes) -> int:
         self.sha.update(data)
         self.size += len(data)
-        return int(self.fh.write(data))
+        return self.fh.write(data)
+
+
+def _estimate_compressed(raw: Path, level: int) -> int:
+    """Bytes a compressed copy of ``raw`` will take: the ratio of evenly spread samples plus a quarter.
+    Small files are not sampled: their raw size is the estimate."""
+    size = raw.stat().st_size
+    if size <= SAMPLES * SAMPLE_BYTES:
+        return size
+    cctx = zstandard.ZstdCompressor(level=level)
+    taken = packed = 0
+    with raw.open("rb") as fh:
+        for i in range(SAMPLES):
+            fh.seek(i * (size - SAMPLE_BYTES) // (SAMPLES - 1))
+            chunk = fh.read(SAMPLE_BYTES)
+            taken, packed = taken + len(chunk), packed + len(cctx.compress(chunk))
+    return min(size, size * packed * 5 // (taken * 4))
 
 
 def _compress(raw: Path, out: Path, level: int, threads: int, progress: Progress) -> tuple[str, str, int]:
-    """Compress ``raw`` into ``out`` (temp name → rename); return (sha256 raw, sha256 compressed, size)."""
-    tmp = out.with_name(out.name + ".part")
+    """Compress ``raw`` into ``out`` (temp name → fsync → rename); return (sha256 raw, sha256 compressed, size)."""
     total = raw.stat().st_size
     raw_sha = hashlib.sha256()
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
-        with os.fdopen(fd, "wb") as fh, raw.open("rb") as inp:
-            hw = _HashingWriter(fh)
-            cctx = zstandard.ZstdCompressor(level=level, threads=threads, write_content_size=True)
-            with cctx.stream_writer(hw, size=total, closefd=False) as zw:  # type: ignore[arg-type]
-                done = 0
-                while chunk := inp.read(CHUNK * 4):
-                    raw_sha.update(chunk)
-                    zw.write(chunk)
-                    done += len(chunk)
-                    progress("compress", done, total)
-            fh.flush()
-            os.fsync(fh.fileno())
-        publish(tmp, out)
-    except OSError as err:
-        remove_quietly(tmp)
-        raise from_os_error(err, f"cannot write backup {out}") from err
-    except BaseException:
-        remove_quietly(tmp)
-        raise
+    cctx = zstandard.ZstdCompressor(level=level, threads=threads, write_content_size=True)
+    with atomic_writer(out) as fh, raw.open("rb") as inp:
+        hw = _HashingWriter(fh)
+        with cctx.stream_writer(cast(IO[bytes], hw), size=total, closefd=False) as zw:  # only .write is used
+            done = 0
+            while chunk := inp.read(READ_CHUNK):
+                raw_sha.update(chunk)
+                zw.write(chunk)
+                done += len(chunk)
+                progress("compress", done, total)
     return raw_sha.hexdigest(), hw.sha.hexdigest(), hw.size
+
+
+@contextmanager
+def _open_stored(path: Path) -> Iterator[BufferedReader]:
+    """Open a stored file for reading: never through a symlink, never a FIFO or device."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    with os.fdopen(fd, "rb") as fh:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise BackupError(f"{path}: not a regular file")
+        yield fh
+
+
+def stored_sha256(path: Path) -> str:
+    """SHA-256 of a file as the disk holds it: its cached pages are dropped first (where the OS allows)."""
+    with _open_stored(path) as fh:
+        if hasattr(os, "posix_fadvise"):
+            os.posix_fadvise(fh.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
+        return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
 def create_backup(
@@ -288,231 +374,81 @@ def create_backup(
     threads: int = 2,
     progress: Progress = _noop,
 ) -> BackupResult:
-    """Store a compressed, checksummed copy of ``snapshot`` in every layer; manifest written last."""
+    """Store a compressed, checksummed copy of ``snapshot`` in every layer; the manifest is written last.
+
+    The first layer that works gets the compressed stream (while another thread computes the content
+    digests); the others get a copy of that verified file. A layer that fails is reported in the result and
+    leaves nothing behind; the others go on."""
     t0 = time.perf_counter()
-    facts, digests = describe_database(snapshot)
     bid = backup_id(label)
-    raw_size = snapshot.stat().st_size
-    result = BackupResult(bid, {}, digests=digests)
-    primary: Path | None = None
-    for layer in layers:
-        folder = layer / bid
-        try:
-            needed = raw_size if primary is None else primary.stat().st_size
-            if free_bytes(layer) < needed + (1 << 20):
-                raise EnvironmentFailure(
-                    f"backup layer {layer}: not enough free space ({free_bytes(layer) >> 20} MB free, "
-                    f"~{needed >> 20} MB needed)"
-                )
-            ensure_dir(folder)
-            data = folder / DATA
-            if primary is None:
-                raw_sha, zsha, zsize = _compress(snapshot, data, level, threads, progress)
-                result.manifest = {
-                    "format": 1,
-                    "id": bid,
-                    "label": label,
-                    "created": datetime.now(UTC).isoformat(timespec="seconds"),
-                    "host": socket.gethostname(),
-                    "platform": platform.platform(),
-                    "tool": f"failback {__version__}",
-                    "source": str(source),
-                    "file": DATA,
-                    "sha256": {"raw": raw_sha, "compressed": zsha},
-                    "bytes": {"raw": raw_size, "compressed": zsize},
-                    "zstd_level": level,
-                    **facts,
-                }
-                primary = data
-            else:
-                _copy_verified(primary, data)
-            if sha256_file(data) != result.manifest["sha256"]["compressed"]:
-                raise BackupError(f"backup layer {layer}: the copy read back does not match its checksum")
-            _write_manifest(folder / MANIFEST, result.manifest)
-            result.layers.append(LayerResult(str(layer), True))
-        except (OSError, BackupError, EnvironmentFailure) as err:
-            remove_quietly(folder / (DATA + ".part"), folder / DATA, folder / MANIFEST)
-            _rmdir_quietly(folder)
-            result.layers.append(LayerResult(str(layer), False, str(err)))
+    result = BackupResult(bid, {})
+    stored: Path | None = None  # the first verified copy: what mirrors copy
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        described = pool.submit(describe_database, snapshot)
+        for layer in layers:
+            folder, created = layer / bid, False
+            try:
+                needed = stored.stat().st_size if stored else _estimate_compressed(snapshot, level)
+                _require_space(layer, needed, f"backup layer {layer}")
+                ensure_dir(layer)
+                folder.mkdir(mode=0o700)
+                created = True
+                data = folder / DATA
+                if stored is None:
+                    raw_sha, zsha, zsize = _compress(snapshot, data, level, threads, progress)
+                    facts, _ = described.result()
+                    result.manifest = _manifest(bid, label, source, raw_sha, zsha, snapshot.stat().st_size, zsize)
+                    result.manifest.update(facts, zstd_level=level)
+                else:
+                    copy_file(stored, data)
+                if stored_sha256(data) != result.manifest["sha256"]["compressed"]:
+                    raise BackupError(f"{data}: the copy read back from disk does not match its checksum")
+                _write_manifest(folder, result.manifest)
+                stored = stored or data
+                result.layers.append(LayerResult(str(layer), True))
+            except (OSError, EnvironmentFailure, BackupError) as err:
+                if created:
+                    shutil.rmtree(folder, ignore_errors=True)
+                reason = from_os_error(err, f"backup layer {layer}") if isinstance(err, OSError) else err
+                result.layers.append(LayerResult(str(layer), False, str(reason)))
+            except BaseException:
+                if created:
+                    shutil.rmtree(folder, ignore_errors=True)
+                raise
+        _, result.digests = described.result()  # raises for a snapshot that cannot be read
     result.seconds = time.perf_counter() - t0
     return result
 
 
-def _copy_verified(src: Path, dest: Path) -> None:
-    tmp = dest.with_name(dest.name + ".part")
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
-        with os.fdopen(fd, "wb") as out, src.open("rb") as inp:
-            while chunk := inp.read(CHUNK * 4):
-                out.write(chunk)
-            out.flush()
-            os.fsync(out.fileno())
-        publish(tmp, dest)
-    except OSError as err:
-        remove_quietly(tmp)
-        raise from_os_error(err, f"cannot write backup {dest}") from err
+def _manifest(bid: str, label: str, source: Path, raw_sha: str, zsha: str, raw: int, zsize: int) -> dict[str, Any]:
+    return {
+        "format": FORMAT,
+        "id": bid,
+        "label": label,
+        "created": datetime.now(UTC).isoformat(timespec="microseconds"),
+        "host": socket.gethostname(),
+        "platform": platform.platform(),
+        "tool": f"failback {__version__}",
+        "source": str(source),
+        "file": DATA,
+        "sha256": {"raw": raw_sha, "compressed": zsha},
+        "bytes": {"raw": raw, "compressed": zsize},
+    }
 
 
-def _write_manifest(path: Path, manifest: dict[str, Any]) -> None:
+def _write_manifest(folder: Path, manifest: dict[str, Any]) -> None:
     from .files import write_text
 
-    write_text(path, json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    write_text(folder / MANIFEST, json.dumps(manifest, indent=2, sort_keys=True) + "\n")
 
 
-def _rmdir_quietly(folder: Path) -> None:
-    with contextlib.suppress(OSError):
-        folder.rmdir()
-
-
-# -- reading backups back -----------------------------------------------------------------------
-def read_manifest(folder: Path) -> dict[str, Any]:
-    """The manifest of one backup folder; a missing or invalid one means the backup does not exist."""
-    try:
-        data = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise BackupError(f"{folder}: no manifest: not a complete backup") from None
-    except (OSError, ValueError, UnicodeDecodeError) as err:
-        raise BackupError(f"{folder}: unreadable manifest ({err})") from None
-    if not isinstance(data, dict) or data.get("file") != DATA or not isinstance(data.get("sha256"), dict):
-        raise BackupError(f"{folder}: invalid manifest")
-    return data
-
-
-def list_backups(layers: list[Path]) -> list[dict[str, Any]]:
-    """Every backup with a valid manifest, newest first, with the layers that hold it."""
-    found: dict[str, dict[str, Any]] = {}
-    for layer in layers:
-        if not layer.is_dir():
-            continue
-        for folder in sorted(layer.iterdir()):
-            if not folder.is_dir():
-                continue
-            try:
-                m = read_manifest(folder)
-            except BackupError:
-                continue
-            entry = found.setdefault(m["id"], {"manifest": m, "folders": []})
-            entry["folders"].append(str(folder))
-    return sorted(found.values(), key=lambda e: e["manifest"]["id"], reverse=True)
-
-
-def find_backup(layers: list[Path], backup: str) -> list[Path]:
-    """Folders holding backup ``backup`` (an id or a unique prefix of one)."""
-    matches = [e for e in list_backups(layers) if e["manifest"]["id"].startswith(backup)]
-    ids = {e["manifest"]["id"] for e in matches}
-    if not matches:
-        raise InputError(f"no backup {backup!r}", "list them with `failback backup list`")
-    if len(ids) > 1:
-        raise InputError(f"backup {backup!r} is ambiguous: {', '.join(sorted(ids))}")
-    return [Path(f) for f in matches[0]["folders"]]
-
-
-def verify_folder(folder: Path, deep: bool = False) -> list[str]:
-    """Problems with one stored copy (empty list = verified). ``deep`` restores it to a temp file and
-    compares integrity and content digests with the manifest."""
-    try:
-        m = read_manifest(folder)
-    except BackupError as err:
-        return [str(err)]
-    data = folder / DATA
-    if not data.exists():
-        return [f"{data}: missing"]
-    if sha256_file(data) != m["sha256"]["compressed"]:
-        return [f"{data}: checksum mismatch (the stored copy is damaged)"]
-    if not deep:
-        return []
-    tmp = folder / ".verify.sqlite"
-    try:
-        raw_sha = _decompress(data, tmp)
-        if raw_sha != m["sha256"]["raw"]:
-            return [f"{data}: decompressed data does not match its checksum"]
-        conn = connect(tmp, readonly=True)
-        try:
-            integrity = conn.execute("PRAGMA integrity_check").get
-        finally:
-            conn.close()
-        if integrity != "ok":
-            return [f"{data}: integrity_check: {integrity}"]
-        facts, _ = describe_database(tmp)
-        if facts["tables"] != m.get("tables"):
-            return [f"{data}: content digests differ from the manifest"]
-        return []
-    finally:
-        remove_quietly(tmp, Path(str(tmp) + "-journal"))
-
-
-def _decompress(data: Path, out: Path) -> str:
-    sha = hashlib.sha256()
-    fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
-    with os.fdopen(fd, "wb") as fh, data.open("rb") as inp:
-        reader = zstandard.ZstdDecompressor().stream_reader(inp)
-        while chunk := reader.read(CHUNK * 4):
-            sha.update(chunk)
-            fh.write(chunk)
-        fh.flush()
-        os.fsync(fh.fileno())
-    return sha.hexdigest()
-
-
-def restore_backup(layers: list[Path], backup: str, dest: Path, force: bool = False) -> Path:
-    """Restore a backup to ``dest``: refuse to overwrite unless ``force``; temp name, check, rename."""
-    existing = [p for p in [dest, *(Path(str(dest) + s) for s in SIDE_FILES)] if p.exists()]
-    if existing and not force:
-        raise InputError(f"{existing[0]} exists; refusing to overwrite", "pass --force, or restore to a new path")
-    folders = find_backup(layers, backup)
-    good = next((f for f in folders if not verify_folder(f)), None)
-    if good is None:
-        raise BackupError(f"backup {backup}: no stored copy passes its checksum")
-    m = read_manifest(good)
-    ensure_dir(dest.parent)
-    tmp = dest.with_name(f".{dest.name}.failback-restore")
-    try:
-        if _decompress(good / DATA, tmp) != m["sha256"]["raw"]:
-            raise BackupError(f"backup {m['id']}: decompressed data does not match its checksum")
-        conn = connect(tmp, readonly=True)
-        try:
-            ok = conn.execute("PRAGMA integrity_check").get
-        finally:
-            conn.close()
-        if ok != "ok":
-            raise BackupError(f"backup {m['id']}: restored copy fails integrity_check: {ok}")
-        for side in existing[1:] if force else []:
-            side.unlink()
-        publish(tmp, dest)
-    except OSError as err:
-        remove_quietly(tmp)
-        raise from_os_error(err, f"cannot restore to {dest}") from err
-    except BaseException:
-        remove_quietly(tmp)
-        raise
-    fsync_dir(dest.parent)
-    return dest
-
-
-__all__ = [
-    "DIR_MODE",
-    "BackupResult",
-    "Snapshot",
-    "SnapshotGuard",
-    "create_backup",
-    "describe_database",
-    "find_backup",
-    "list_backups",
-    "restore_backup",
-    "take_snapshot",
-    "verify_folder",
-]
-
-
-def backup_source(cfg: Any, label: str, progress: Progress = _noop) -> BackupResult:
+def backup_source(cfg: Config, label: str, progress: Progress = _noop) -> BackupResult:
     """``failback backup create``: snapshot the configured source, store it in every layer."""
-    from .files import ensure_dir as _ensure
-
-    work = _ensure(cfg.state_path / "tmp")
+    work = ensure_dir(cfg.state_path / "tmp")
     snap = take_snapshot(cfg.source_path, work / f"snapshot-{os.getpid()}.sqlite", progress)
     snap.guard.close()
     try:
-        return create_backup(
+        result = create_backup(
             snap.path,
             cfg.backup_layers,
             label=label,
@@ -523,3 +459,246 @@ def backup_source(cfg: Any, label: str, progress: Progress = _noop) -> BackupRes
         )
     finally:
         remove_quietly(snap.path)
+    result.snapshot = snap.to_json()
+    return result
+
+
+# -- reading backups back -----------------------------------------------------------------------
+def read_manifest(folder: Path) -> dict[str, Any]:
+    """The checked manifest of one backup folder; a missing or invalid one means the backup does not exist."""
+    try:
+        with _open_stored(folder / MANIFEST) as fh:
+            text = fh.read(MANIFEST_MAX + 1)
+    except FileNotFoundError:
+        raise BackupError(f"{folder}: no manifest: not a complete backup") from None
+    except OSError as err:
+        raise BackupError(f"{folder}: unreadable manifest ({err.strerror or err})") from None
+    if len(text) > MANIFEST_MAX:
+        raise BackupError(f"{folder}: invalid manifest (larger than {_mb(MANIFEST_MAX)})")
+    try:
+        data = json.loads(text)
+    except (ValueError, UnicodeDecodeError) as err:
+        raise BackupError(f"{folder}: unreadable manifest ({err})") from None
+    problem = _manifest_problem(data, folder.name)
+    if problem:
+        raise BackupError(f"{folder}: invalid manifest ({problem})")
+    return dict(data)
+
+
+def _manifest_problem(m: Any, folder_name: str) -> str | None:
+    """Why ``m`` is not a manifest this version can trust, or None."""
+    if not isinstance(m, dict) or m.get("format") != FORMAT:
+        return f"not a format {FORMAT} manifest"
+    if not isinstance(m.get("id"), str) or not ID_PATTERN.fullmatch(m["id"]) or m["id"] != folder_name:
+        return "its id is not the name of its folder"
+    if m.get("file") != DATA:
+        return f"the data file must be {DATA}"
+    sha, size = m.get("sha256"), m.get("bytes")
+    if not isinstance(sha, dict) or not all(isinstance(sha.get(k), str) and _HEX64.fullmatch(sha[k]) for k in KINDS):
+        return "bad sha256"
+    if not isinstance(size, dict) or not all(type(size.get(k)) is int and size[k] >= 0 for k in KINDS):
+        return "bad bytes"
+    if not isinstance(m.get("label"), str) or not isinstance(m.get("tables"), dict):
+        return "bad label or tables"
+    try:
+        if not isinstance(m.get("created"), str) or datetime.fromisoformat(m["created"]).tzinfo is None:
+            return "created is not a time with a zone"
+    except ValueError:
+        return "created is not a time"
+    return None
+
+
+def created_at(manifest: dict[str, Any]) -> datetime:
+    """When a (checked) backup was made."""
+    return datetime.fromisoformat(manifest["created"])
+
+
+def list_backups(layers: list[Path]) -> list[dict[str, Any]]:
+    """Every backup with a valid manifest, newest first: ``{"manifest": …, "folders": [folder, …]}``."""
+    found: dict[str, dict[str, Any]] = {}
+    for layer in layers:
+        try:
+            children = sorted(layer.iterdir())
+        except OSError:
+            continue
+        for folder in children:
+            if folder.is_symlink() or not folder.is_dir() or not ID_PATTERN.fullmatch(folder.name):
+                continue
+            try:
+                m = read_manifest(folder)
+            except BackupError:
+                continue
+            found.setdefault(m["id"], {"manifest": m, "folders": []})["folders"].append(str(folder))
+    return sorted(found.values(), key=lambda e: (created_at(e["manifest"]), e["manifest"]["id"]), reverse=True)
+
+
+def find_backup(layers: list[Path], backup: str) -> list[Path]:
+    """Folders holding backup ``backup`` (an id or a unique prefix of one)."""
+    matches = [e for e in list_backups(layers) if backup and e["manifest"]["id"].startswith(backup)]
+    if not matches:
+        raise InputError(f"no backup {backup!r}", "list them with `failback backup list`")
+    if len(matches) > 1:
+        raise InputError(f"backup {backup!r} is ambiguous: {', '.join(e['manifest']['id'] for e in matches)}")
+    return [Path(f) for f in matches[0]["folders"]]
+
+
+def verify_folder(folder: Path, deep: bool = False, work: Path | None = None) -> list[str]:
+    """Problems with one stored copy (empty list = verified). ``deep`` also decompresses it (in a private
+    folder inside ``work``, default the system's temp folder), runs integrity_check and compares the content
+    digests with the manifest."""
+    try:
+        m = read_manifest(folder)
+        data = folder / DATA
+        if stored_sha256(data) != m["sha256"]["compressed"]:
+            return [f"{data}: checksum mismatch (the stored copy is damaged)"]
+        if deep:
+            try:
+                with tempfile.TemporaryDirectory(dir=work, prefix=".failback-verify-") as tmp:
+                    facts, _ = describe_database(_unpack(folder, m, Path(tmp) / "check.sqlite", _noop))
+            except OSError as err:
+                return [str(from_os_error(err, f"{data}: cannot be checked deeply"))]
+            differ = sorted(t for t in {*facts["tables"], *m["tables"]} if facts["tables"].get(t) != m["tables"].get(t))
+            if differ:
+                return [f"{data}: content digests differ from the manifest: {', '.join(differ)}"]
+    except FileNotFoundError as err:
+        return [f"{err.filename}: missing"]
+    except OSError as err:
+        return [f"{err.filename or folder}: unreadable ({err.strerror or err})"]
+    except FailbackError as err:
+        return [err.message]
+    return []
+
+
+def _unpack(folder: Path, m: dict[str, Any], out: Path, progress: Progress) -> Path:
+    """Decompress a backup's data into the new file ``out`` (0600) and check it: size and SHA-256 against the
+    manifest (decompression stops at the size the manifest records), then integrity_check."""
+    data, limit, sha, size = folder / DATA, m["bytes"]["raw"], hashlib.sha256(), 0
+    fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
+    try:
+        with os.fdopen(fd, "wb") as fh, _open_stored(data) as inp:
+            reader = zstandard.ZstdDecompressor().stream_reader(inp, read_size=READ_CHUNK)
+            while chunk := reader.read(READ_CHUNK):
+                size += len(chunk)
+                if size > limit:
+                    raise BackupError(f"{data}: decompresses to more than the {limit} bytes its manifest records")
+                sha.update(chunk)
+                fh.write(chunk)
+                progress("restore", size, limit)
+    except zstandard.ZstdError as err:
+        raise BackupError(f"{data}: cannot be decompressed ({err})") from None
+    if sha.hexdigest() != m["sha256"]["raw"]:
+        raise BackupError(f"{data}: the decompressed data does not match its checksum")
+    try:
+        conn = connect(out, readonly=True)
+        try:
+            verdict = conn.execute("PRAGMA integrity_check").get
+        finally:
+            conn.close()
+    except apsw.Error as err:
+        raise BackupError(f"{data}: the decompressed database cannot be read ({err})") from None
+    if verdict != "ok":
+        raise BackupError(f"{data}: the decompressed database fails integrity_check: {verdict}")
+    return out
+
+
+def restore_backup(
+    layers: list[Path], backup: str, dest: Path, force: bool = False, progress: Progress = _noop
+) -> Path:
+    """Restore a backup to ``dest``: refuse to overwrite (a database or a leftover -wal/-shm/-journal) unless
+    ``force``; decompress to a temp name beside it, check, remove stale side files, rename."""
+    if dest.is_dir():
+        raise InputError(f"{dest} is a folder", "name the database file to restore to")
+    existing = [p for p in (dest, *(Path(str(dest) + s) for s in SIDE_FILES)) if p.exists() or p.is_symlink()]
+    if existing and not force:
+        raise InputError(f"{existing[0]} exists; refusing to overwrite", "pass --force, or restore to a new path")
+    folders = find_backup(layers, backup)
+    good = next((f for f in folders if not verify_folder(f)), None)
+    if good is None:
+        raise BackupError(f"backup {backup}: no stored copy passes its checksum")
+    m = read_manifest(good)
+    ensure_dir(dest.parent)
+    _require_space(dest.parent, m["bytes"]["raw"], f"restore to {dest}")
+    tmp = dest.with_name(f".{dest.name}.failback-restore-{os.getpid()}")
+    try:
+        _unpack(good, m, tmp, progress)
+        remove_quietly(*(p for p in existing if p != dest))  # a stale -wal would be replayed into the new file
+        publish(tmp, dest)
+    except OSError as err:
+        raise from_os_error(err, f"cannot restore to {dest}") from err
+    finally:
+        remove_quietly(tmp)
+    return dest
+
+
+# -- pruning ------------------------------------------------------------------------------------
+@dataclass
+class PruneResult:
+    dry_run: bool
+    verdicts: list[Verdict]
+    folders: dict[str, list[str]]
+    removed: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "dry_run": self.dry_run,
+            "backups": [
+                {
+                    "id": v.id,
+                    "created": v.created.isoformat(),
+                    "action": "keep" if v.keep else "delete",
+                    "reasons": list(v.reasons),
+                    "folders": self.folders[v.id],
+                }
+                for v in self.verdicts
+            ],
+            "removed": self.removed,
+            "errors": self.errors,
+        }
+
+
+def protected_backups(entries: list[dict[str, Any]], state_dir: Path) -> dict[str, str]:
+    """Backups no rule may delete: the newest one with a verified copy, and those an unfinished run uses."""
+    keep = {}
+    newest = next((e for e in entries if any(not verify_folder(Path(f)) for f in e["folders"])), None)
+    if newest is not None:
+        keep[newest["manifest"]["id"]] = "newest verified backup"
+    for run in list_runs(state_dir):
+        try:
+            state = run.load()
+            used = state.step("backup").result
+            ids = [used[k]["id"] for k in ("source", "previous_target") if k in used]
+        except (OSError, ValueError, TypeError, KeyError, StopIteration) as err:
+            raise BackupError(
+                f"cannot read run {run.path} ({err}); refusing to prune what it may still need",
+                "inspect or remove that run directory, then run prune again",
+            ) from None
+        if state.status in UNFINISHED:
+            keep.update({bid: f"used by {state.status} run {run.id}" for bid in ids if bid not in keep})
+    return keep
+
+
+def prune_backups(cfg: Config, dry_run: bool = False, now: datetime | None = None) -> PruneResult:
+    """Delete the backups the retention rules of ``cfg.backup`` do not keep (all of their folders).
+
+    A folder is deleted manifest first, so an interrupted prune leaves at most an invalid, invisible folder."""
+    b = cfg.backup
+    try:
+        policy = Policy(b.keep_last, b.keep_within, b.keep_daily)
+    except ValueError as err:
+        raise ConfigError(f"backup.keep_within: {err}") from None
+    entries = list_backups(cfg.backup_layers)
+    items = [Item(e["manifest"]["id"], created_at(e["manifest"])) for e in entries]
+    verdicts = decide(items, policy, now or datetime.now(UTC), protected_backups(entries, cfg.state_path))
+    result = PruneResult(dry_run, verdicts, {e["manifest"]["id"]: e["folders"] for e in entries})
+    doomed = [] if dry_run else [Path(f) for v in verdicts if not v.keep for f in result.folders[v.id]]
+    for folder in doomed:
+        try:
+            (folder / MANIFEST).unlink()
+            fsync_dir(folder)
+            shutil.rmtree(folder)
+            fsync_dir(folder.parent)
+            result.removed.append(str(folder))
+        except OSError as err:
+            result.errors.append(str(from_os_error(err, f"cannot delete {folder}")))
+    return result

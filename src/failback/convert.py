@@ -6,8 +6,9 @@ Nothing here touches a file; ``export.py`` carries a plan out and ``verify.py`` 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from enum import StrEnum
+from typing import Any
 
 from . import sqltext
 from .config import ConvertConfig
@@ -110,6 +111,10 @@ class Plan:
         """Decisions a person must know about (anything above info)."""
         return [d for d in self.decisions if d.severity != "info"]
 
+    def dump(self) -> dict[str, Any]:
+        """Everything in the plan, for the run directory (``load_plan`` reads it back)."""
+        return asdict(self)
+
     def to_json(self) -> dict[str, object]:
         return {
             "profile": self.profile,
@@ -117,6 +122,22 @@ class Plan:
             "pragmas": self.pragmas,
             "tables_digested": [s.table for s in self.digests],
         }
+
+
+def load_plan(data: dict[str, Any]) -> Plan:
+    """A plan saved with ``Plan.dump``."""
+    d = dict(data)
+    d["decisions"] = [
+        Decision(x["kind"], x["name"], Action(x["action"]), x["reason"], x["severity"]) for x in d["decisions"]
+    ]
+    d["copies"] = [Copy(**x) for x in d["copies"]]
+    d["digests"] = [DigestSpec(x["table"], tuple(x["columns"]), x["rowid"]) for x in d["digests"]]
+    d["search"] = [
+        SearchPair(x["source"], x["target"], tuple(x["columns"]), x["content"], tuple(x["content_columns"]))
+        for x in d["search"]
+    ]
+    d["proofs"] = [Proof(**x) for x in d["proofs"]]
+    return Plan(**d)
 
 
 def target_collation(name: str, profile: Profile, options: ConvertConfig) -> str | None:

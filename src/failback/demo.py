@@ -50,6 +50,14 @@ queries = [
   "SELECT id, title FROM note WHERE isPinned ORDER BY updatedAt DESC LIMIT 20",
   "SELECT f.name, count(n.id) FROM folder f LEFT JOIN note n ON n.folderId = f.id GROUP BY f.id",
 ]
+
+[benchmark]                       # the app's hot queries: baseline before, post-check after
+queries = [
+  "SELECT id, title FROM note WHERE folderId = 3 ORDER BY updatedAt DESC LIMIT 50",
+  "SELECT count(*) FROM note WHERE title LIKE '%meeting%'",
+]
+runs = 10
+max_regression = 3.0
 """
 
 

@@ -71,24 +71,39 @@ class TableDigest:
         return asdict(self)
 
 
+def encode_row(row: Iterable[object]) -> bytes:
+    """The canonical encoding of a row of values as apsw returns them (int, float, str, bytes, None).
+
+    This is the hot loop of every digest: one pass, no call per value."""
+    parts: list[bytes] = []
+    add = parts.append
+    for v in row:
+        t = type(v)
+        if t is str:
+            raw = v.encode("utf-8", "surrogatepass")  # type: ignore[attr-defined]
+            add(_pack_len(3, len(raw)))
+            add(raw)
+        elif t is int:
+            add(_pack_q(1, v))
+        elif t is float:
+            add(_pack_d(2, v))
+        elif v is None:
+            add(_NULL)
+        else:
+            raw = bytes(v)  # type: ignore[call-overload]
+            add(_pack_len(4, len(raw)))
+            add(raw)
+    return b"".join(parts)
+
+
 def encode_value(v: object) -> bytes:
-    """The canonical encoding of one value as apsw returns it (int, float, str, bytes, None)."""
-    if v is None:
-        return _NULL
-    if isinstance(v, int):
-        return _pack_q(1, v)
-    if isinstance(v, float):
-        return _pack_d(2, v)
-    if isinstance(v, str):
-        raw = v.encode("utf-8", "surrogatepass")
-        return _pack_len(3, len(raw)) + raw
-    raw = bytes(v)  # type: ignore[call-overload]
-    return _pack_len(4, len(raw)) + raw
+    """The canonical encoding of one value."""
+    return encode_row((v,))
 
 
 def row_hash(values: Iterable[object]) -> int:
     """XXH3-128 of a row's canonical encoding, as an integer."""
-    return xxhash.xxh3_128_intdigest(b"".join(map(encode_value, values)))
+    return xxhash.xxh3_128_intdigest(encode_row(values))
 
 
 def _raw_row(row: Sequence[object], rowid: bool, utf16: str | None = None) -> bytes:
@@ -110,10 +125,9 @@ def _raw_row(row: Sequence[object], rowid: bool, utf16: str | None = None) -> by
 def digest_rows(rows: Iterable[Sequence[object]]) -> tuple[int, int]:
     """(row count, sum of row hashes mod 2**128) over rows of plain values."""
     total = count = 0
-    h = xxhash.xxh3_128_intdigest
-    enc = encode_value
+    h, enc = xxhash.xxh3_128_intdigest, encode_row
     for row in rows:
-        total += h(b"".join(map(enc, row)))
+        total += h(enc(row))
         count += 1
     return count, total % MOD
 

@@ -107,6 +107,17 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
+def file_xxh3(path: Path) -> str:
+    """Hex XXH3-128 of a file: a fast identity check (not a security checksum; see sha256_file)."""
+    import xxhash
+
+    h = xxhash.xxh3_128()
+    with path.open("rb") as fh:
+        while chunk := fh.read(CHUNK * 8):
+            h.update(chunk)
+    return h.hexdigest()
+
+
 def copy_file(src: Path, dest: Path) -> None:
     """Copy ``src`` to ``dest`` atomically (temp, fsync, rename), owner-only."""
     with atomic_writer(dest) as out, src.open("rb") as inp:

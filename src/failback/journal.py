@@ -16,7 +16,8 @@ from typing import Any
 from .errors import LockedError
 from .files import ensure_dir, remove_quietly, write_text
 
-STEPS = ("snapshot", "backup", "assess", "convert", "verify", "switch", "report")
+DEBT = "verification-debt.json"
+STEPS = ("snapshot", "backup", "assess", "convert", "verify", "switch", "postcheck", "report")
 
 
 @dataclass

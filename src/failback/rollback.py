@@ -7,6 +7,7 @@ verification passed and only if the source is unchanged since the snapshot.
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import Callable
@@ -18,20 +19,21 @@ from . import __version__
 from .assess import Assessment, gate, run_assessment
 from .audit import AuditLog
 from .backup import BackupResult, Snapshot, create_backup, take_snapshot
+from .benchmark import compare, load_baseline, time_in_engine
 from .config import Config
 from .convert import Plan, apply_proofs, plan_conversion
 from .digest import TableDigest
 from .engines import Engine
 from .engines.sqljs import SqlJsEngine
-from .errors import BackupError, FailbackError, Interrupted, SourceChanged, VerificationFailed
+from .errors import BackupError, FailbackError, Interrupted, RiskRefused, SourceChanged, VerificationFailed
 from .export import build_target, prove_schema
-from .files import fsync_dir, remove_quietly
-from .journal import RunDir, RunLock, RunState
+from .files import file_xxh3, fsync_dir, remove_quietly, write_text
+from .journal import DEBT, RunDir, RunLock, RunState
 from .profiles import load_profile
 from .report import write_reports
 from .schema import Schema, read_schema
 from .sqlite import connect
-from .switch import switch_provider
+from .switch import current_provider, switch_provider
 from .verify import VerifyReport, verify_target
 
 Progress = Callable[[str, int, int], None]
@@ -113,6 +115,7 @@ class Rollback:
             ("convert", self.step_convert),
             ("verify", self.step_verify),
             ("switch", self.step_switch),
+            ("postcheck", self.step_postcheck),
         ]
         try:
             for name, fn in steps:
@@ -182,6 +185,7 @@ class Rollback:
 
     # -- steps ----------------------------------------------------------------------------------
     def step_snapshot(self) -> dict[str, Any]:
+        self.preflight()
         self.snapshot = take_snapshot(self.cfg.source_path, self.rd.file("snapshot.sqlite"), self.progress)
         conn = connect(self.snapshot.path, readonly=True)
         try:
@@ -189,6 +193,7 @@ class Rollback:
         finally:
             conn.close()
         self.plan = plan_conversion(self.schema, load_profile(self.cfg.target.profile), self.cfg.convert)
+        write_text(self.rd.file("plan.json"), json.dumps(self.plan.dump(), indent=2) + "\n")
         return {
             "pages": self.snapshot.pages,
             "page_size": self.snapshot.page_size,
@@ -196,6 +201,17 @@ class Rollback:
             "restarts": self.snapshot.restarts,
             "guard": self.snapshot.guard.to_json(),
         }
+
+    def preflight(self) -> None:
+        """Refuse a second rollback: once the app is on sql.js, replacing its database would lose what it wrote."""
+        app = self.cfg.app
+        current = current_provider(self.cfg.app_config_path, app.key)
+        if current != app.native_value and not self.opts.dry_run and not (self.opts.force and self.opts.reason):
+            raise RiskRefused(
+                f"{self.cfg.app_config_path.name} has {app.key}={current!r}, not {app.native_value!r}: the app is "
+                "not on the native provider, and a rollback now would replace the database it writes to",
+                "check `failback status`; switch the app back to native first, or pass --force --reason '…'",
+            )
 
     def step_backup(self) -> dict[str, Any]:
         assert self.snapshot is not None
@@ -239,6 +255,7 @@ class Rollback:
         assert self.snapshot is not None and self.plan is not None
         target = self.cfg.target_path
         self.plan = apply_proofs(self.plan, prove_schema(self.plan, self.engine), self.cfg.convert)
+        write_text(self.rd.file("plan.json"), json.dumps(self.plan.dump(), indent=2) + "\n")
         self.tmp_target = target.with_name(f".{target.name}.failback-{self.rd.id}")
         built = build_target(self.snapshot.path, self.tmp_target, self.plan, self.progress)
         return {"bytes": built.bytes, "seconds": built.seconds, "decisions": len(self.plan.decisions)}
@@ -261,16 +278,32 @@ class Rollback:
         result = self.verification.to_json()
         if not self.verification.ok:
             raise VerificationFailed(f"verification failed: {self.verification.problems[0]}")
-        if self.verification.deferred:
-            import json
-
-            from .files import write_text
-
-            write_text(
-                self.rd.file("verification-debt.json"),
-                json.dumps({"deferred": self.verification.deferred}, indent=2),
-            )
+        if self.verification.deferred:  # emergency: what was skipped is recorded, to be paid by `verify --debt`
+            debt = {
+                "run": self.rd.id,
+                "deferred": self.verification.deferred,
+                "backup": self.backup.id if self.backup else None,
+                "target": str(self.cfg.target_path),
+                "target_xxh3": file_xxh3(self.tmp_target),
+                "paid": None,
+            }
+            write_text(self.rd.file(DEBT), json.dumps(debt, indent=2) + "\n")
+            self.audit.append("verify.debt", {"deferred": debt["deferred"]}, self.rd.id)
         return result
+
+    def step_postcheck(self) -> dict[str, Any]:
+        """The app's hot queries on the new target vs the recorded baseline (a regression is reported, not
+        undone: the data is already proven)."""
+        baseline = load_baseline(self.cfg.state_path)
+        queries = self.cfg.benchmark.queries
+        if not queries:
+            return {"skipped": "no [benchmark] queries configured"}
+        now = time_in_engine(self.engine, self.cfg.target_path, queries, self.cfg.benchmark.runs)
+        rows = compare(baseline or {}, now, self.cfg.benchmark.max_regression)
+        regressions = [r for r in rows if not r["ok"]]
+        if regressions:
+            self.audit.append("postcheck.regression", {"queries": [r["sql"] for r in regressions]}, self.rd.id)
+        return {"baseline": bool(baseline), "queries": rows, "ok": not regressions}
 
     def step_switch(self) -> dict[str, Any]:
         assert self.snapshot is not None and self.tmp_target is not None

@@ -48,8 +48,9 @@ import apsw
 from prometheus_client.parser import text_string_to_metric_families
 
 from .audit import AuditLog
+from .benchmark import load_baseline, probe_metrics, time_readonly
 from .config import Config, TriggerRule
-from .errors import ConfigError, FailbackError, NotADatabaseError
+from .errors import ConfigError, FailbackError
 from .files import ensure_dir, fsync_dir, remove_quietly, write_text
 from .rollback import Options, Outcome, Rollback
 from .sqlite import connect
@@ -163,7 +164,7 @@ class Evaluation:
         return {
             "seq": self.seq,
             "time": self.time,
-            "action": asdict(self.decision),
+            "decision": asdict(self.decision),
             "hold": asdict(self.hold) if self.hold else None,
             "dry_run": self.dry_run,
             "rules": [asdict(r) for r in self.results],
@@ -177,7 +178,7 @@ def policy_problems(cfg: Config) -> list[str]:
     """What makes the [triggers] policy unusable (a typo must not silently disable a trigger)."""
     t = cfg.triggers
     if not t.rules:
-        return ["triggers.rules: no rules defined ([[triggers.rules]] tables)"]
+        return ["triggers.rules: no rules defined"]
     problems: list[str] = []
     names = [r.name for r in t.rules]
     problems += [f"rule {n!r}: defined more than once" for n in sorted({n for n in names if names.count(n) > 1})]
@@ -342,12 +343,6 @@ def _fired_json(rule: TriggerRule, r: RuleResult) -> dict[str, Any]:
     }
 
 
-def percentile(values: list[float], q: float) -> float:
-    """Nearest-rank percentile of a non-empty list (q in 0..1)."""
-    ordered = sorted(values)
-    return ordered[max(0, math.ceil(q * len(ordered)) - 1)]
-
-
 # -- sources ----------------------------------------------------------------------------------------
 SOURCE_ERRORS = (OSError, ValueError, http.client.HTTPException, apsw.Error, FailbackError)
 
@@ -384,35 +379,15 @@ def read_jsonl(path: Path) -> list[Series]:
 
 
 def run_probe(db: Path, queries: list[str], runs: int) -> list[Series]:
-    """Time the benchmark queries against the live database (read-only): p50/p95 in ms and failed executions."""
-    conn = connect(db, readonly=True)
-    times: list[float] = []
-    errors = 0
-    try:
-        for _ in range(runs):
-            for sql in queries:
-                t0 = time.perf_counter()
-                try:
-                    for _row in conn.execute(sql):
-                        pass
-                except apsw.Error:
-                    errors += 1
-                    continue
-                times.append((time.perf_counter() - t0) * 1000)
-    finally:
-        conn.close()
-    out = [Series("probe.errors", float(errors))]
-    if times:
-        out += [Series("probe.p50_ms", percentile(times, 0.5)), Series("probe.p95_ms", percentile(times, 0.95))]
-    return out
+    """The benchmark queries on the live database, read-only: probe.p50_ms / probe.p95_ms (worst query) and
+    probe.errors (failing queries), measured exactly as the baseline's ``metrics`` are recorded."""
+    timings, errors = time_readonly(db, queries, runs)
+    return [Series(name, value) for name, value in probe_metrics(timings, errors).items()]
 
 
 def run_integrity(db: Path) -> list[Series]:
     """``PRAGMA quick_check`` on the live database, read-only: ``integrity`` 1 ok, 0 failed."""
-    try:
-        conn = connect(db, readonly=True)
-    except NotADatabaseError:
-        return [Series(INTEGRITY, 0.0)]
+    conn = connect(db, readonly=True)
     try:
         rows = [r[0] for r in conn.execute("PRAGMA quick_check")]
     except (apsw.CorruptError, apsw.NotADBError):
@@ -420,16 +395,6 @@ def run_integrity(db: Path) -> list[Series]:
     finally:
         conn.close()
     return [Series(INTEGRITY, 1.0 if rows == ["ok"] else 0.0)]
-
-
-def read_baseline(state_path: Path) -> dict[str, float] | None:
-    """The ``metrics`` of ``baseline.json`` (None when absent or unreadable: baseline rules are inconclusive)."""
-    try:
-        data = json.loads((state_path / "baseline.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    metrics = data.get("metrics") if isinstance(data, dict) else None
-    return metrics if isinstance(metrics, dict) else None
 
 
 # -- hold -------------------------------------------------------------------------------------------
@@ -534,7 +499,7 @@ class Stop:
 @dataclass
 class WatchResult:
     samples: int
-    stopped: str  # max-samples, signal, rollback
+    stopped: str  # max-samples, signal, rollback, interrupted, error
     exit_code: int = 0
     rollback: Outcome | None = None
 
@@ -596,9 +561,18 @@ class Watcher:
             provider = current_provider(self.cfg.app_config_path, app.key)
         except FailbackError:
             provider = None
-        wanted = any(r.baseline_ratio is not None for r in self.cfg.triggers.rules)
-        baseline = read_baseline(self.cfg.state_path) if wanted else None
-        return Facts(baseline, read_hold(self.cfg), provider, app.native_value)
+        return Facts(self.baseline(), read_hold(self.cfg), provider, app.native_value)
+
+    def baseline(self) -> dict[str, float] | None:
+        """The baseline's ``metrics`` (None when absent or unreadable: baseline_ratio rules are inconclusive)."""
+        if all(r.baseline_ratio is None for r in self.cfg.triggers.rules):
+            return None
+        try:
+            data = load_baseline(self.cfg.state_path)
+        except OSError:
+            return None
+        metrics = data.get("metrics") if data else None
+        return metrics if isinstance(metrics, dict) else None
 
     def evaluate(self) -> Evaluation:
         """Sample, evaluate, keep the next states and write the evaluation's audit events."""
@@ -674,6 +648,9 @@ class Watcher:
                     break
         except KeyboardInterrupt:  # outside a rollback's own handling (no Stop installed, or between steps)
             result.stopped, result.exit_code = "interrupted", 4
+            raise
+        except FailbackError as err:
+            result.stopped, result.exit_code = "error", err.exit_code
             raise
         finally:
             self.audit.append(

@@ -23,7 +23,9 @@ import apsw
 
 from .convert import Plan, SearchPair
 from .digest import DigestSpec, TableDigest, digest_rows, table_digest
-from .engines import Engine, decode_typed
+from .engines import Engine, decode_typed, first_difference
+from .engines.sqlite import SqliteEngine
+from .errors import FailbackError
 from .sqlite import connect, quote
 
 MARKER = "fbverifymarkerq"
@@ -231,9 +233,10 @@ def verify_target(
         )
         rep.tables.append(TableCheck(spec.table, _digest_json(s), _digest_json(t), _digest_json(j), ok))
         if not ok:
+            where = _first_difference(snapshot, target, spec, engine) if snapshot and not quick else None
             rep.problems.append(
                 f"table {spec.table}: content differs (snapshot {_digest_json(s)}, target {_digest_json(t)}, "
-                f"sql.js {_digest_json(j) or job['digests'].get('error')})"
+                f"sql.js {_digest_json(j) or job['digests'].get('error')})" + (f"; {where}" if where else "")
             )
     if quick:
         rep.deferred = [
@@ -248,6 +251,24 @@ def verify_target(
         _checks(rep, plan, job, snapshot, searches, list(queries or []), level)
     rep.seconds = time.perf_counter() - t0
     return rep
+
+
+def _first_difference(snapshot: Path, target: Path, spec: DigestSpec, engine: Engine) -> str | None:
+    """Name the first row (by rowid, else by its values) that differs between the snapshot and the target as
+    the target engine reads it."""
+    action = {
+        "op": "row_hashes",
+        "table": {"table": spec.table, "columns": list(spec.columns), "rowid": spec.rowid},
+        "order_by": None if spec.rowid else list(spec.columns),
+    }
+    try:
+        mine = SqliteEngine().run(snapshot, [action]).results[0]
+        theirs = engine.run(target, [action]).results[0]
+    except FailbackError:
+        return None
+    if not (mine["ok"] and theirs["ok"]):
+        return None
+    return first_difference(mine["rows"], theirs["rows"], "snapshot", engine.name)
 
 
 def _target_side(

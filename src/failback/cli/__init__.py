@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -23,8 +24,16 @@ from ..config import DEFAULT_NAME
 from ..errors import FailbackError
 
 F = TypeVar("F", bound=Callable[..., Any])
-out = Console()
-err = Console(stderr=True)
+
+
+def _console(stderr: bool = False) -> Console:
+    """A console that wraps at the terminal's width, and not at all when output goes to a file or a pipe."""
+    probe = Console(stderr=stderr)
+    return probe if probe.is_terminal else Console(stderr=stderr, soft_wrap=True, width=200)
+
+
+out = _console()
+err = _console(stderr=True)
 INTERNAL_ERROR = 70
 
 
@@ -36,9 +45,9 @@ def handle_errors(fn: F) -> F:
         try:
             return fn(*args, **kwargs)
         except FailbackError as e:
-            err.print(f"[bold red]error:[/] {e.message}", highlight=False, soft_wrap=True)
+            err.print(f"[bold red]error:[/] {escape(e.message)}", highlight=False, soft_wrap=True)
             if e.hint:
-                err.print(f"[dim]hint:[/] {e.hint}", highlight=False, soft_wrap=True)
+                err.print(f"[dim]hint:[/] {escape(e.hint)}", highlight=False, soft_wrap=True)
             sys.exit(e.exit_code)
         except KeyboardInterrupt:
             err.print("[bold red]interrupted[/]")
@@ -46,7 +55,9 @@ def handle_errors(fn: F) -> F:
         except Exception as e:  # a bug, not a user error: say so in one line
             if os.environ.get("FAILBACK_DEBUG"):
                 raise
-            err.print(f"[bold red]internal error:[/] {type(e).__name__}: {e}", highlight=False, soft_wrap=True)
+            err.print(
+                f"[bold red]internal error:[/] {type(e).__name__}: {escape(str(e))}", highlight=False, soft_wrap=True
+            )
             err.print("[dim]hint:[/] run again with FAILBACK_DEBUG=1 for the traceback and report it")
             sys.exit(INTERNAL_ERROR)
 
@@ -106,7 +117,7 @@ def render_assessment(a: dict[str, Any]) -> None:
     for col in ("severity", "finding", "fix"):
         t.add_column(col, overflow="fold")
     for f in a["findings"]:
-        t.add_row(f["severity"], f["message"], f["fix"])
+        t.add_row(f["severity"], escape(f["message"]), escape(f["fix"]))
     out.print(t)
 
 
@@ -116,10 +127,10 @@ def render_plan(decisions: list[dict[str, Any]]) -> None:
         t.add_column(col, overflow="fold")
     style = {"keep": "green", "convert": "yellow", "drop": "red", "refuse": "bold red", "skip": "dim"}
     for d in decisions:
-        t.add_row(d["kind"], d["name"], f"[{style[d['action']]}]{d['action']}[/]", d["reason"])
+        t.add_row(d["kind"], escape(d["name"]), f"[{style[d['action']]}]{d['action']}[/]", escape(d["reason"]))
     out.print(t)
 
 
-from . import assess, audit, backup, convert, run, triggers  # noqa: E402  (each registers its commands on main)
+from . import assess, audit, backup, convert, run, triggers, verify  # noqa: E402  (each registers its commands on main)
 
-__all__ = ["assess", "audit", "backup", "convert", "main", "run", "triggers"]
+__all__ = ["assess", "audit", "backup", "convert", "main", "run", "triggers", "verify"]

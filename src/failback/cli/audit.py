@@ -5,6 +5,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from rich.markup import escape
+
 from ..config import load_config
 from . import config_option, err, handle_errors, main, out
 
@@ -26,5 +28,5 @@ def audit_verify(config_path: Path) -> None:
     if check.ok:
         out.print(f"[green]✓[/] audit chain intact: {check.records} record(s)")
     else:
-        err.print(f"[red]✗[/] audit chain broken: {check.problem}")
+        err.print(f"[red]✗[/] audit chain broken: {escape(check.problem)}")
         sys.exit(1)

@@ -1,4 +1,4 @@
-"""Backup commands: create, list, verify, restore."""
+"""Backup commands: create, list, verify, restore, prune."""
 
 from __future__ import annotations
 
@@ -9,13 +9,14 @@ import click
 from rich.table import Table
 
 from ..config import load_config
-from ..errors import FailbackError
+from ..errors import BackupError, InputError
+from ..files import ensure_dir
 from . import config_option, emit_json, err, handle_errors, json_option, main, out, progress_bar
 
 
 @main.group()
 def backup() -> None:
-    """Create, list, verify and restore backups."""
+    """Create, list, verify, restore and prune backups."""
 
 
 @backup.command("create")
@@ -33,11 +34,13 @@ def backup_create(config_path: Path, label: str, as_json: bool) -> None:
     if as_json:
         emit_json(result.to_json())
     else:
+        restarts = result.snapshot.get("restarts", 0)
+        out.print(f"backup {result.id} (snapshot restarted {restarts}× while the source was written)")
         for layer in result.layers:
             mark = "[green]✓[/]" if layer.ok else "[red]✗[/]"
             out.print(f"{mark} {layer.folder}/{result.id} {layer.error}", highlight=False)
     if result.verified_layers < cfg.backup.min_layers:
-        sys.exit(1)
+        raise BackupError(f"only {result.verified_layers} of {cfg.backup.min_layers} required layer(s) verified")
 
 
 @backup.command("list")
@@ -51,9 +54,8 @@ def backup_list(config_path: Path, as_json: bool) -> None:
     cfg = load_config(config_path)
     items = list_backups(cfg.backup_layers)
     if as_json:
-        emit_json(
-            [{"id": e["manifest"]["id"], "folders": e["folders"], "bytes": e["manifest"]["bytes"]} for e in items]
-        )
+        keys = ("id", "label", "created", "source", "bytes", "sha256", "user_version")
+        emit_json([{**{k: e["manifest"].get(k) for k in keys}, "folders": e["folders"]} for e in items])
         return
     t = Table(title="Backups")
     for col in ("id", "label", "created", "MB (zstd)", "layers"):
@@ -72,26 +74,24 @@ def backup_list(config_path: Path, as_json: bool) -> None:
 @json_option
 @handle_errors
 def backup_verify(config_path: Path, backup_id: str | None, all_: bool, deep: bool, as_json: bool) -> None:
-    """Check stored copies against their checksums (exit 1 when one fails)."""
+    """Check every stored copy against its checksum (exit 1 when one fails)."""
     from ..backup import find_backup, list_backups, verify_folder
 
     cfg = load_config(config_path)
-    if not backup_id and not all_:
-        raise FailbackError("name a backup id or pass --all", "see `failback backup list`")
+    if bool(backup_id) == all_:
+        raise InputError("name one backup id or pass --all", "see `failback backup list`")
     folders = (
         [Path(f) for e in list_backups(cfg.backup_layers) for f in e["folders"]]
         if all_
         else find_backup(cfg.backup_layers, backup_id or "")
     )
-    report = {str(f): verify_folder(f, deep) for f in folders}
+    work = ensure_dir(cfg.state_path / "tmp")
+    report = {str(f): verify_folder(f, deep, work) for f in folders}
     if as_json:
         emit_json(report)
     else:
         for f, problems in report.items():
-            out.print(
-                f"[green]✓[/] {f}" if not problems else f"[red]✗[/] {f}: {'; '.join(problems)}",
-                highlight=False,
-            )
+            out.print(f"[green]✓[/] {f}" if not problems else f"[red]✗[/] {'; '.join(problems)}", highlight=False)
     if any(report.values()):
         sys.exit(1)
 
@@ -107,5 +107,38 @@ def backup_restore(config_path: Path, backup_id: str, dest: Path, force: bool) -
     from ..backup import restore_backup
 
     cfg = load_config(config_path)
-    restore_backup(cfg.backup_layers, backup_id, dest, force)
+    with progress_bar(err.is_terminal) as progress:
+        restore_backup(cfg.backup_layers, backup_id, dest, force, progress)
     out.print(f"[green]✓[/] restored {backup_id} to {dest}", highlight=False)
+
+
+@backup.command("prune")
+@config_option
+@click.option("--dry-run", is_flag=True, help="Show what would be deleted; delete nothing.")
+@json_option
+@handle_errors
+def backup_prune(config_path: Path, dry_run: bool, as_json: bool) -> None:
+    """Delete backups that keep_last, keep_within and keep_daily do not keep.
+
+    Never deletes the newest verified backup or one an unfinished run uses."""
+    from ..backup import prune_backups
+
+    cfg = load_config(config_path)
+    result = prune_backups(cfg, dry_run)
+    if as_json:
+        emit_json(result.to_json())
+    else:
+        t = Table(title="Prune (dry run: nothing deleted)" if dry_run else "Prune")
+        for col in ("id", "created", "action", "why kept"):
+            t.add_column(col, overflow="fold")
+        for v in result.verdicts:
+            gone = all(f in result.removed for f in result.folders[v.id])
+            action = (
+                "keep" if v.keep else "[yellow]would delete[/]" if dry_run else "deleted" if gone else "[red]failed[/]"
+            )
+            t.add_row(v.id, v.created.isoformat(timespec="seconds"), action, "; ".join(v.reasons))
+        out.print(t)
+        for problem in result.errors:
+            err.print(f"[red]✗[/] {problem}", highlight=False)
+    if result.errors:
+        sys.exit(1)

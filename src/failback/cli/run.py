@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+from rich.markup import escape
 from rich.table import Table
 
 from ..config import Config, load_config
@@ -67,9 +68,9 @@ def run_rollback(cfg: Config, config_path: Path, options: Any, as_json: bool) ->
         if as_json:
             return
         if event == "done":
-            err.print(f"[green]✓[/] {name:<9} {_step_line(name, result)}", highlight=False)
+            err.print(f"[green]✓[/] {name:<9} {escape(_step_line(name, result))}", highlight=False)
         elif event == "failed":
-            err.print(f"[red]✗[/] {name:<9} {result.get('error', '')}", highlight=False, soft_wrap=True)
+            err.print(f"[red]✗[/] {name:<9} {escape(str(result.get('error', '')))}", highlight=False, soft_wrap=True)
 
     with progress_bar(not as_json and err.is_terminal) as progress:
         outcome = Rollback(cfg, config_path, options, progress, on_step).run()
@@ -121,20 +122,24 @@ def _step_line(name: str, r: dict[str, Any]) -> str:
 @handle_errors
 def status(config_path: Path, as_json: bool) -> None:
     """Show runs, their steps and what to do next."""
+    from ..debt import unpaid
     from ..journal import list_runs
 
     cfg = load_config(config_path)
     runs = [rd.load() for rd in list_runs(cfg.state_path)]
+    owed = {rd.id for rd in unpaid(cfg.state_path)}
     if as_json:
-        emit_json([r.to_json() for r in runs])
+        emit_json([{**r.to_json(), "verification_debt_unpaid": r.id in owed} for r in runs])
         return
     t = Table(title="Runs")
     for col in ("run", "mode", "status", "steps", "error"):
         t.add_column(col, overflow="fold")
     for r in runs:
         steps = " ".join(f"{s.name}:{s.status}" for s in r.steps if s.status != "pending")
-        t.add_row(r.id, r.mode, r.status, steps, r.error)
+        t.add_row(r.id, r.mode, r.status, steps, escape(r.error))
     out.print(t)
+    for run_id in sorted(owed):
+        out.print(f"run {run_id}: verification debt unpaid — run `failback verify --debt {run_id}`", soft_wrap=True)
 
 
 @main.command()

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+from rich.markup import escape
 from rich.table import Table
 
 from ..config import load_config
@@ -35,28 +36,30 @@ def render_evaluation(ev: Any, as_json: bool) -> None:
         click.echo(json.dumps(ev.to_json(), default=str, ensure_ascii=False))
         return
     d = ev.decision
-    title = ACTION_TEXT[d.action].format(mode=d.mode, rules=", ".join(d.rules), note=d.note)
-    t = Table(title=f"#{ev.seq} {ev.time} — {title}", title_justify="left")
+    title = ACTION_TEXT[d.action].format(mode=d.mode, rules=escape(", ".join(d.rules)), note=escape(d.note))
+    out.print(f"[bold]#{ev.seq}[/] {ev.time} — {title}", highlight=False)
+    t = Table()
     for col in ("rule", "metric", "value", "fails when", "streak", "status", "note"):
         t.add_column(col, overflow="fold")
     for r in ev.results:
         style = STATUS_STYLE.get(r.status, "yellow")
         sev = "" if r.severity == "rollback" else f" ({r.severity})"
         t.add_row(
-            r.rule + sev,
-            r.metric,
+            escape(r.rule + sev),
+            escape(r.metric),
             _num(r.value),
             f"{r.op} {_num(r.threshold)}",
             f"{r.streak}/{r.need}",
             f"[{style}]{r.status}[/]",
-            r.note,
+            escape(r.note),
         )
     out.print(t)
     if ev.hold:
         h = ev.hold
-        out.print(f"[yellow]held[/] by {h.user} since {h.since}: {h.reason} — no automatic rollback", highlight=False)
+        who = escape(f"by {h.user} since {h.since}: {h.reason}")
+        out.print(f"[yellow]held[/] {who} — no automatic rollback", highlight=False)
     for e in ev.errors:
-        out.print(f"[dim]source error: {e}[/]", highlight=False)
+        out.print(f"[dim]source error: {escape(e)}[/]", highlight=False)
 
 
 @main.command()
@@ -141,7 +144,7 @@ def hold(config_path: Path, reason: str, as_json: bool) -> None:
     if as_json:
         emit_json(asdict(h))
     else:
-        out.print(f"[yellow]held[/]: automatic rollbacks blocked — {h.reason}", highlight=False)
+        out.print(f"[yellow]held[/]: automatic rollbacks blocked — {escape(h.reason)}", highlight=False)
 
 
 @main.command()
@@ -160,4 +163,6 @@ def release(config_path: Path, as_json: bool) -> None:
     elif h is None:
         out.print("no hold to release", highlight=False)
     else:
-        out.print(f"[green]released[/] the hold placed by {h.user} since {h.since} ({h.reason})", highlight=False)
+        out.print(
+            f"[green]released[/] {escape(f'the hold placed by {h.user} since {h.since} ({h.reason})')}", highlight=False
+        )

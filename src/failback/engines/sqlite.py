@@ -83,6 +83,8 @@ def run_action(conn: apsw.Connection, action: Action) -> Result:
             return {"ok": True, **_query(conn, action)}
         if op == "digest":
             return {"ok": True, "tables": [table_digest(conn, _spec(t)).to_json() for t in action["tables"]]}
+        if op == "time":
+            return {"ok": True, **_time(conn, action["sql"], int(action.get("runs", 1)))}
         if op == "row_hashes":
             return {"ok": True, "rows": _row_hashes(conn, _spec(action["table"]), action.get("order_by"))}
         raise ValueError(f"unknown op: {op}")
@@ -92,6 +94,17 @@ def run_action(conn: apsw.Connection, action: Action) -> Result:
         return {"ok": False, "error": "a TEXT value is not valid UTF-8"}
     except Exception as err:  # an action's failure is its result, as in the JS runner
         return {"ok": False, "error": str(err) or type(err).__name__}
+
+
+def _time(conn: apsw.Connection, sql: str, runs: int) -> dict[str, Any]:
+    """Run one query ``runs`` times; per-run wall milliseconds (rows fetched and dropped)."""
+    ms: list[float] = []
+    rows = 0
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        rows = sum(1 for _ in conn.execute(sql))
+        ms.append((time.perf_counter() - t0) * 1000)
+    return {"ms": ms, "rows": rows}
 
 
 def _query(conn: apsw.Connection, action: Action) -> dict[str, Any]:

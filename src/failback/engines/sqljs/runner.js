@@ -11,6 +11,7 @@
 //   {"op": "query", "sql", "params"?, "limit"?}         -> {"ok", "columns", "rows", "count", "digest"}
 //   {"op": "digest", "tables": [spec, ...]}              -> {"ok", "tables": [{"table", "rows", "digest"}]}
 //   {"op": "row_hashes", "table": spec, "order_by"?}     -> {"ok", "rows": [[key, hash hex], ...]}
+//   {"op": "time", "sql", "runs"}                      -> {"ok", "ms": [per-run wall milliseconds], "rows"}
 //   spec = {"table", "columns": [...], "rowid": bool}
 // Typed values: NULL null · INTEGER {"int": "decimal"} · REAL {"real": "text"} · TEXT "string" ·
 // BLOB {"blob": "hex"}. Digests follow fbd1 (src/failback/digest.py): per row XXH3-128 of
@@ -198,6 +199,23 @@ const ACTIONS = {
       return { table: spec.table, rows: d.count, digest: d.hex() };
     });
     return { tables };
+  },
+  time(db, action) {
+    const stmt = db.prepare(action.sql);
+    const ms = [];
+    let rows = 0;
+    try {
+      for (let i = 0; i < (action.runs || 1); i++) {
+        const t0 = process.hrtime.bigint();
+        rows = 0;
+        while (stmt.step()) rows++;
+        stmt.reset();
+        ms.push(Number(process.hrtime.bigint() - t0) / 1e6);
+      }
+    } finally {
+      stmt.free();
+    }
+    return { ms, rows };
   },
   row_hashes(db, action, hasher) {
     const spec = action.table;

@@ -1,0 +1,128 @@
+"""Verification commands: verify (a pair of files, or a run's verification debt) and baseline."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.markup import escape
+from rich.table import Table
+
+from ..config import load_config
+from ..errors import InputError
+from . import config_option, emit_json, handle_errors, json_option, main, out
+
+
+def render_verification(v: dict[str, Any]) -> None:
+    """The verification matrix (snapshot / target / sql.js per table) and the checks."""
+
+    def cell(x: dict[str, Any] | None) -> str:
+        if x is None:
+            return "—"
+        return f"{x['rows']} · {x['digest'][:12]}" if x["digest"] else str(x["rows"])
+
+    t = Table(title=f"Verification ({v['level']}): " + ("[green]passed[/]" if v["ok"] else "[red]FAILED[/]"))
+    for col in ("table", "snapshot", "target", "sql.js", "equal"):
+        t.add_column(col, overflow="fold")
+    for row in v["tables"]:
+        t.add_row(
+            escape(row["table"]),
+            cell(row["snapshot"]),
+            cell(row["target"]),
+            cell(row["sqljs"]),
+            "[green]yes[/]" if row["ok"] else "[red]NO[/]",
+        )
+    out.print(t)
+    if v["checks"]:
+        c = Table(title="Checks")
+        for col in ("check", "name", "ok", "detail"):
+            c.add_column(col, overflow="fold")
+        for x in v["checks"]:
+            c.add_row(x["kind"], escape(x["name"]), "[green]yes[/]" if x["ok"] else "[red]NO[/]", escape(x["detail"]))
+        out.print(c)
+    for p in v["problems"]:
+        out.print(f"[red]✗[/] {escape(p)}", highlight=False)
+
+
+@main.command()
+@click.argument("source", type=click.Path(path_type=Path), required=False)
+@click.argument("target", type=click.Path(path_type=Path), required=False)
+@click.option("--level", type=click.Choice(["quick", "standard", "deep"]), default="standard", show_default=True)
+@click.option("--profile", default="sqljs-1.16.0", show_default=True, help="Target profile (name or file).")
+@click.option(
+    "--debt",
+    "debt_run",
+    is_flag=False,
+    flag_value="",
+    default=None,
+    metavar="[RUN]",
+    help="Pay the verification debt of an emergency run (default: the newest unpaid one).",
+)
+@config_option
+@json_option
+@handle_errors
+def verify(
+    source: Path | None,
+    target: Path | None,
+    level: str,
+    profile: str,
+    debt_run: str | None,
+    config_path: Path,
+    as_json: bool,
+) -> None:
+    """Prove TARGET holds SOURCE's data, in apsw and in sql.js (exit 1 when not); or pay a run's debt."""
+    from ..engines.sqljs import SqlJsEngine
+    from ..export import plan_for
+    from ..verify import verify_target
+
+    if debt_run is not None:
+        from ..debt import pay_debt
+
+        payment = pay_debt(load_config(config_path), SqlJsEngine(), debt_run or None)
+        report = payment.report
+        if not as_json:
+            out.print(f"run {payment.run}: target {payment.target}", highlight=False)
+    else:
+        if source is None or target is None:
+            raise InputError("give SOURCE and TARGET, or --debt [RUN]", "see `failback verify --help`")
+        report = verify_target(target, plan_for(source, profile), SqlJsEngine(), snapshot=source, level=level)
+    if as_json:
+        emit_json(report.to_json())
+    else:
+        render_verification(report.to_json())
+    if not report.ok:
+        sys.exit(1)
+
+
+@main.group()
+def baseline() -> None:
+    """Performance baseline of the app's queries in the target engine."""
+
+
+@baseline.command("record")
+@config_option
+@click.option(
+    "--database",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Time the queries on this sql.js database (default: [target] path).",
+)
+@json_option
+@handle_errors
+def baseline_record(config_path: Path, database: Path | None, as_json: bool) -> None:
+    """Time [benchmark] queries in sql.js and store p50/p95 per query in the state folder."""
+    from ..benchmark import record_baseline
+    from ..engines.sqljs import SqlJsEngine
+
+    data = record_baseline(load_config(config_path), SqlJsEngine(), database)
+    if as_json:
+        emit_json(data)
+        return
+    t = Table(title=f"Baseline ({data['engine']}, {data['runs']} runs)")
+    for col in ("query", "p50 ms", "p95 ms", "rows"):
+        t.add_column(col, overflow="fold")
+    for q in data["queries"]:
+        t.add_row(escape(q["sql"]), f"{q['p50_ms']:.2f}", f"{q['p95_ms']:.2f}", str(q["rows"]))
+    out.print(t)

@@ -1,0 +1,101 @@
+"""Verification debt: what an emergency rollback skipped, and paying it later.
+
+An emergency run writes ``verification-debt.json`` in its run directory (deferred checks, the backup of the
+snapshot, the XXH3 of the target it switched to). ``pay_debt`` restores that backup, takes the target as
+switched — or, if the app has written to it since, rebuilds it from the backup with the saved plan and checks
+it is byte-identical to what was switched — then runs the full standard verification and records the result
+in the debt file and the audit log.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .audit import AuditLog
+from .backup import restore_backup
+from .config import Config
+from .convert import load_plan
+from .engines import Engine
+from .errors import InputError
+from .export import build_target
+from .files import file_xxh3, write_text
+from .journal import DEBT, RunDir, list_runs
+from .verify import VerifyReport, verify_target
+
+
+@dataclass
+class DebtPayment:
+    run: str
+    report: VerifyReport
+    target: str  # "as switched" or "rebuilt from the backup (…)"
+
+
+def read_debt(rd: RunDir) -> dict[str, Any] | None:
+    """The run's debt record, or None when it has none."""
+    try:
+        data = json.loads(rd.file(DEBT).read_text(encoding="utf-8"))
+    except (FileNotFoundError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def unpaid(state_dir: Path) -> list[RunDir]:
+    """Runs with verification debt not yet paid (a failed payment stays unpaid), newest first."""
+    out = []
+    for rd in list_runs(state_dir):
+        debt = read_debt(rd)
+        if debt is not None and not (debt.get("paid") or {}).get("ok"):
+            out.append(rd)
+    return out
+
+
+def pay_debt(cfg: Config, engine: Engine, run: str | None = None) -> DebtPayment:
+    """Run the deferred verification of ``run`` (default: the newest unpaid one) and record the outcome."""
+    runs = unpaid(cfg.state_path) if run is None else [RunDir(cfg.state_path, run)]
+    if not runs or read_debt(runs[0]) is None:
+        raise InputError(f"no unpaid verification debt{' for run ' + run if run else ''}", "see `failback status`")
+    rd = runs[0]
+    debt = read_debt(rd) or {}
+    plan = load_plan(json.loads(rd.file("plan.json").read_text(encoding="utf-8")))
+    work = Path(tempfile.mkdtemp(prefix="failback-debt-", dir=cfg.state_path))
+    try:
+        snapshot = restore_backup(cfg.backup_layers, str(debt["backup"]), work / "snapshot.sqlite")
+        target = Path(debt["target"])
+        how = "as switched"
+        if not target.exists() or file_xxh3(target) != debt["target_xxh3"]:
+            target = work / "rebuilt.sqlite"
+            build_target(snapshot, target, plan)
+            same = file_xxh3(target) == debt["target_xxh3"]
+            how = (
+                "rebuilt from the backup ("
+                + ("byte-identical to" if same else "DIFFERENT from")
+                + " the switched file)"
+            )
+        v = cfg.verify
+        report = verify_target(
+            target,
+            plan,
+            engine,
+            snapshot=snapshot,
+            level="standard",
+            fts_queries=v.fts_queries,
+            sample_terms=v.sample_terms,
+            queries=v.queries,
+        )
+        if how.endswith("DIFFERENT from the switched file)"):
+            report.problems.append("the rebuilt target differs from the file that was switched to")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    debt["paid"] = {"ok": report.ok, "target": how, "problems": report.problems, "tables": len(report.tables)}
+    write_text(rd.file(DEBT), json.dumps(debt, indent=2) + "\n")
+    AuditLog(cfg.state_path / "audit.jsonl").append(
+        "verify.debt.paid" if report.ok else "verify.debt.failed",
+        {"target": how, "problems": report.problems[:5], "checks": len(report.checks)},
+        rd.id,
+    )
+    return DebtPayment(rd.id, report, how)

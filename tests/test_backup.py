@@ -1,0 +1,497 @@
+"""Backups on real files: consistent snapshots under a concurrent writer, layers, checksums, permissions,
+restore, retention, full disks (a small tmpfs mounted by the test) and manifests that try to mislead."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import stat
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import apsw
+import pytest
+import zstandard
+
+from failback.backup import (
+    DATA,
+    MANIFEST,
+    MAX_RESTARTS,
+    backup_source,
+    create_backup,
+    describe_database,
+    find_backup,
+    list_backups,
+    prune_backups,
+    read_manifest,
+    restore_backup,
+    take_snapshot,
+    verify_folder,
+)
+from failback.config import load_config
+from failback.errors import BackupError, EnvironmentFailure, InputError
+from failback.journal import RunDir
+from failback.retention import Item, Policy, decide, parse_duration
+from failback.rollback import Options, Rollback
+
+Cli = Callable[..., subprocess.CompletedProcess[str]]
+Mount = Callable[[str], Path]
+
+
+# -- helpers --------------------------------------------------------------------------------------
+def write_config(base: Path, source: Path, **backup: Any) -> Path:
+    """A failback.toml in ``base`` for ``source``, two layers (primary, mirror) unless told otherwise."""
+    backup.setdefault("mirrors", ["backups/mirror"])
+    lines = [f"{key} = {json.dumps(value)}" for key, value in backup.items()]
+    path = base / "failback.toml"
+    path.write_text(
+        f'[source]\npath = "{source}"\n[target]\npath = "app-sqljs.sqlite"\n[app]\nconfig = "app.env"\n'
+        '[backup]\ndir = "backups/primary"\n' + "\n".join(lines) + "\n"
+    )
+    return path
+
+
+def flip_byte(path: Path, offset: int = 200) -> None:
+    data = bytearray(path.read_bytes())
+    data[offset] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def tables(db: Path) -> dict[str, Any]:
+    return describe_database(db)[0]["tables"]
+
+
+def fill(folder: Path) -> None:
+    """Write zeros into ``folder`` until its disk is full (bounded: a tiny tmpfs fills in a few writes)."""
+    fd = os.open(folder / "filler", os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        for _ in range(100_000):
+            os.write(fd, bytes(1 << 16))
+        pytest.fail("the disk never filled up")
+    except OSError as err:
+        assert err.errno == errno.ENOSPC
+    finally:
+        os.close(fd)
+
+
+@pytest.fixture
+def tiny_disk(tmp_path: Path) -> Iterator[Mount]:
+    """Mount small tmpfs file systems (root only; the test is skipped where mounting is not permitted)."""
+    mounted: list[Path] = []
+
+    def mount(size: str) -> Path:
+        folder = tmp_path / f"disk{len(mounted)}"
+        folder.mkdir()
+        if os.geteuid() != 0:
+            pytest.skip("mounting a tmpfs to fill a disk needs root")
+        res = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={size},mode=0700", "tmpfs", str(folder)],
+            capture_output=True,
+            text=True,
+        )
+        if res.returncode:
+            pytest.skip(f"mounting a tmpfs is not permitted here: {res.stderr.strip()}")
+        mounted.append(folder)
+        return folder
+
+    try:
+        yield mount
+    finally:
+        for folder in mounted:
+            subprocess.run(["umount", str(folder)], check=False)
+
+
+# -- consistency under a concurrent writer ---------------------------------------------------------
+WRITER = """
+import sys, random, apsw
+conn = apsw.Connection(sys.argv[1])
+conn.set_busy_timeout(20000)
+rng = random.Random(7)
+for _ in range(int(sys.argv[2])):
+    n = rng.randrange(1, 1000)  # one transaction: the same amount into both tables, a page rewritten
+    conn.execute(
+        "BEGIN IMMEDIATE;"
+        "INSERT INTO a(v, pad) VALUES (?1, randomblob(3000));"
+        "INSERT INTO b(v, pad) VALUES (?1, randomblob(3000));"
+        "UPDATE a SET pad = randomblob(3000) WHERE id = ?2;"
+        "COMMIT",
+        (n, rng.randrange(1, 200)),
+    )
+"""
+
+
+def invariant_db(path: Path, journal: str) -> Path:
+    """Two tables that every committed state keeps equal in row count and sum."""
+    conn = apsw.Connection(str(path))
+    conn.execute(f"PRAGMA journal_mode = {journal}").get  # noqa: B018
+    conn.execute(
+        "BEGIN; CREATE TABLE a(id INTEGER PRIMARY KEY, v INTEGER, pad BLOB);"
+        "CREATE TABLE b(id INTEGER PRIMARY KEY, v INTEGER, pad BLOB);"
+        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 200)"
+        " INSERT INTO a(v, pad) SELECT i, randomblob(3000) FROM n;"
+        "INSERT INTO b(v, pad) SELECT v, randomblob(3000) FROM a; COMMIT"
+    )
+    conn.close()
+    return path
+
+
+def committed(conn: apsw.Connection) -> int:
+    return int(conn.execute("SELECT max(id) FROM a").get)
+
+
+@pytest.mark.parametrize("journal", ["wal", "delete"])
+def test_snapshot_is_a_committed_state_while_another_process_writes(tmp_path: Path, journal: str) -> None:
+    db = invariant_db(tmp_path / "live.sqlite", journal)
+    writer = subprocess.Popen([sys.executable, "-c", WRITER, str(db), "100000"])
+    watch = apsw.Connection(f"file:{db}?mode=ro", flags=apsw.SQLITE_OPEN_READONLY | apsw.SQLITE_OPEN_URI)
+    watch.set_busy_timeout(20000)
+
+    def await_commit() -> None:
+        """Block until the writer has committed again (bounded), so the copy always races a commit."""
+        seen = committed(watch)
+        for _ in range(20_000):
+            if committed(watch) > seen:
+                return
+            time.sleep(0.001)
+        pytest.fail("the writer stopped committing")
+
+    def between_steps(phase: str, done: int, total: int) -> None:
+        if done < total:  # never while the final step holds its read transaction
+            await_commit()
+
+    try:
+        await_commit()
+        snap = take_snapshot(db, tmp_path / "snap.sqlite", between_steps, step_bytes=16 << 10)
+        await_commit()
+        changed = snap.guard.changed()
+        snap.guard.close()
+        last = committed(watch)
+    finally:
+        writer.kill()
+        writer.wait()
+        watch.close()
+    assert snap.pages > 100 and mode(snap.path) == 0o600
+    if journal == "wal":
+        assert snap.restarts == 0  # one read transaction: writers went on in the WAL
+    else:
+        assert 1 <= snap.restarts <= MAX_RESTARTS + 1  # restarted by commits, then finished in one step
+    assert changed == "a transaction was committed to the source after the snapshot"
+    copy = apsw.Connection(str(snap.path))
+    try:
+        assert copy.execute("PRAGMA integrity_check").get == "ok"
+        assert copy.execute("PRAGMA journal_mode").get == "delete"
+        (count_a, sum_a, top), (count_b, sum_b, _) = (
+            copy.execute(f"SELECT count(*), sum(v), max(id) FROM {t}").get for t in "ab"
+        )
+    finally:
+        copy.close()
+    assert (count_a, sum_a) == (count_b, sum_b), "the snapshot mixes two states"
+    assert 200 < top < last  # it holds commits from before the snapshot, not those made after it
+    assert not [p.name for p in tmp_path.iterdir() if "failback" in p.name], "temp files left behind"
+
+
+# -- create, layers, manifest, permissions --------------------------------------------------------
+def test_backup_in_every_layer_with_manifest_and_owner_only_files(native_db: Path, tmp_path: Path) -> None:
+    cfg = load_config(write_config(tmp_path, native_db))
+    result = backup_source(cfg, "before upgrade!")
+    assert [x.ok for x in result.layers] == [True, True] and result.verified_layers == 2
+    assert result.id.split("-")[1:4] == ["before", "upgrade", ""]  # the label, made safe for a folder name
+    assert result.snapshot["restarts"] == 0
+    m = result.manifest
+    for key in ("sha256", "bytes", "page_size", "page_count", "sqlite_version", "user_version", "tables"):
+        assert key in m
+    assert m["source"] == str(native_db) and m["host"] and m["tool"].startswith("failback")
+    assert m["tables"] == tables(native_db) and m["tables"]["note"]["rows"] > 0
+    assert m["bytes"]["compressed"] < m["bytes"]["raw"]
+    for layer in cfg.backup_layers:
+        folder = layer / result.id
+        assert read_manifest(folder) == m
+        assert mode(layer) == mode(folder) == 0o700
+        assert {p.name: mode(p) for p in folder.iterdir()} == {DATA: 0o600, MANIFEST: 0o600}
+    assert not list((cfg.state_path / "tmp").iterdir()), "the snapshot was left behind"
+
+
+def test_a_failing_layer_is_reported_and_the_others_go_on(native_db: Path, tmp_path: Path, cli: Cli) -> None:
+    (tmp_path / "blocked").write_text("a regular file where a folder should be")
+    cfg = write_config(tmp_path, native_db, mirrors=["blocked/mirror", "backups/mirror"], min_layers=3)
+    res = cli("backup", "create", "-c", str(cfg), "--label", "nightly")
+    assert res.returncode == 1 and "only 2 of 3 required layer(s) verified" in res.stderr
+    assert "Traceback" not in res.stderr
+    assert res.stdout.count("✓") == 2 and "✗" in res.stdout and "blocked/mirror" in res.stdout
+    listed = json.loads(cli("backup", "list", "-c", str(cfg), "--json").stdout)
+    assert len(listed) == 1 and listed[0]["label"] == "nightly" and len(listed[0]["folders"]) == 2
+
+
+def test_rollback_refuses_to_continue_without_enough_verified_layers(native_db: Path, tmp_path: Path) -> None:
+    (tmp_path / "blocked").write_text("a regular file where a folder should be")
+    (tmp_path / "app.env").write_text("DATABASE_PROVIDER=native\n")
+    cfg_path = write_config(tmp_path, native_db, mirrors=["blocked/mirror"], min_layers=2)
+    outcome = Rollback(load_config(cfg_path), cfg_path, Options(yes=True)).run()
+    assert outcome.exit_code == 1 and outcome.status == "failed"
+    assert "only 1 of 2 required backup layer(s) verified" in str(outcome.error)
+    assert set(outcome.results) == {"snapshot", "report"}  # nothing after the backup ran
+    assert (tmp_path / "app.env").read_text() == "DATABASE_PROVIDER=native\n"
+    assert not (tmp_path / "app-sqljs.sqlite").exists()
+
+
+# -- verify ---------------------------------------------------------------------------------------
+def test_verify_names_a_damaged_copy(native_db: Path, tmp_path: Path, cli: Cli) -> None:
+    cfg_path = write_config(tmp_path, native_db)
+    cfg = load_config(cfg_path)
+    bid = backup_source(cfg, "x").id
+    damaged = cfg.backup_layers[1] / bid / DATA
+    assert cli("backup", "verify", "-c", str(cfg_path), "--all").returncode == 0
+    flip_byte(damaged)
+    res = cli("backup", "verify", "-c", str(cfg_path), bid[:20])
+    assert res.returncode == 1
+    assert f"{damaged}: checksum mismatch" in res.stdout.replace("\n", "")
+    assert f"✓ {cfg.backup_layers[0] / bid}" in res.stdout
+    # restore uses the copy that is intact
+    restore_backup(cfg.backup_layers, bid, tmp_path / "restored.sqlite")
+    assert tables(tmp_path / "restored.sqlite") == tables(native_db)
+
+
+def test_deep_verify_compares_content_digests_with_the_manifest(native_db: Path, tmp_path: Path) -> None:
+    cfg = load_config(write_config(tmp_path, native_db))
+    bid = backup_source(cfg, "x").id
+    primary, mirror = (layer / bid for layer in cfg.backup_layers)
+    work = tmp_path / "work"
+    work.mkdir()
+    assert verify_folder(mirror, deep=True, work=work) == []
+    m = json.loads((primary / MANIFEST).read_text())
+    m["tables"]["note"]["digest"] = "0" * 32  # the data still matches its checksum; its content does not
+    (primary / MANIFEST).write_text(json.dumps(m))
+    assert verify_folder(primary) == []
+    assert verify_folder(primary, deep=True, work=work) == [
+        f"{primary / DATA}: content digests differ from the manifest: note"
+    ]
+    assert not list(work.iterdir()), "deep verify left its temp copy behind"
+
+
+# -- restore --------------------------------------------------------------------------------------
+def test_restore_round_trip_and_refusals(native_db: Path, tmp_path: Path, cli: Cli) -> None:
+    cfg = write_config(tmp_path, native_db)
+    bid = backup_source(load_config(cfg), "x").id
+    dest = tmp_path / "out" / "restored.sqlite"
+    res = cli("backup", "restore", "-c", str(cfg), bid, str(dest))
+    assert res.returncode == 0, res.stderr
+    assert tables(dest) == tables(native_db) and mode(dest) == 0o600
+    again = cli("backup", "restore", "-c", str(cfg), bid, str(dest))
+    assert again.returncode == 2 and "exists; refusing to overwrite" in again.stderr
+    dest.unlink()
+    stale_wal = Path(f"{dest}-wal")
+    stale_wal.write_bytes(b"a leftover write-ahead log from another database")
+    assert cli("backup", "restore", "-c", str(cfg), bid, str(dest)).returncode == 2 and not dest.exists()
+    forced = cli("backup", "restore", "-c", str(cfg), bid, str(dest), "--force")
+    assert forced.returncode == 0, forced.stderr
+    assert not stale_wal.exists() and tables(dest) == tables(native_db)
+    assert sorted(p.name for p in dest.parent.iterdir()) == ["restored.sqlite"]
+    missing = cli("backup", "restore", "-c", str(cfg), "../" + bid, str(tmp_path / "x.sqlite"))
+    assert missing.returncode == 2 and "no backup" in missing.stderr
+
+
+# -- manifests are data ---------------------------------------------------------------------------
+def test_only_complete_backups_with_trustworthy_manifests_exist(native_db: Path, tmp_path: Path) -> None:
+    cfg = load_config(write_config(tmp_path, native_db, mirrors=[]))
+    layer = cfg.backup_layers[0]
+    bid = backup_source(cfg, "good").id
+    good = layer / bid
+    outside = tmp_path / "outside" / "20200101T000000-evil-abcdef"
+    outside.mkdir(parents=True)
+    m = read_manifest(good)
+
+    def plant(name: str, manifest: dict[str, Any] | None, where: Path = layer) -> Path:
+        folder = where / name
+        folder.mkdir(exist_ok=True)
+        (folder / DATA).write_bytes((good / DATA).read_bytes())
+        if manifest is not None:
+            (folder / MANIFEST).write_text(json.dumps(manifest))
+        return folder
+
+    plant("20200101T000000-nomanifest-000001", None)  # a backup interrupted before its manifest
+    plant("20200101T000000-renamed-000002", m)  # a manifest whose id is not its folder
+    plant("20200101T000000-escape-000003", {**m, "id": "20200101T000000-escape-000003", "file": "../../x"})
+    (layer / "20200101T000000-partial-000004").mkdir()
+    (layer / "20200101T000000-partial-000004" / MANIFEST).write_text('{"format": 1, "id": ')
+    plant(outside.name, {**m, "id": outside.name}, outside.parent)
+    (layer / outside.name).symlink_to(outside)  # a folder elsewhere, linked into the layer
+    assert [e["manifest"]["id"] for e in list_backups([layer])] == [bid]
+    with pytest.raises(InputError, match="no backup"):
+        find_backup([layer], "20200101")
+    # the data file itself must not be a link either, even to bytes that match the checksum
+    (good / DATA).rename(tmp_path / "elsewhere.zst")
+    (good / DATA).symlink_to(tmp_path / "elsewhere.zst")
+    problems = verify_folder(good)
+    assert len(problems) == 1 and problems[0].startswith(str(good / DATA))
+    with pytest.raises(BackupError, match="no stored copy passes"):
+        restore_backup([layer], bid, tmp_path / "r.sqlite")
+
+
+def test_restore_stops_at_the_size_the_manifest_records(native_db: Path, tmp_path: Path) -> None:
+    cfg = load_config(write_config(tmp_path, native_db, mirrors=[]))
+    folder = cfg.backup_layers[0] / backup_source(cfg, "x").id
+    bomb = zstandard.ZstdCompressor().compress(bytes(64 << 20))  # 64 MB of zeros in a few KB
+    (folder / DATA).write_bytes(bomb)
+    m = json.loads((folder / MANIFEST).read_text())
+    m["sha256"]["compressed"] = __import__("hashlib").sha256(bomb).hexdigest()
+    (folder / MANIFEST).write_text(json.dumps(m))
+    dest = tmp_path / "out" / "r.sqlite"
+    with pytest.raises(BackupError, match="decompresses to more than"):
+        restore_backup(cfg.backup_layers, folder.name, dest)
+    assert list(dest.parent.iterdir()) == []
+
+
+# -- full disks -----------------------------------------------------------------------------------
+def test_a_layer_without_room_is_refused_before_writing(native_db: Path, tmp_path: Path, tiny_disk: Mount) -> None:
+    small = tiny_disk("256k")
+    snap = take_snapshot(native_db, tmp_path / "snap.sqlite")
+    snap.guard.close()
+    result = create_backup(snap.path, [small, tmp_path / "mirror"], label="x", source=native_db)
+    assert not result.layers[0].ok and "not enough free space" in result.layers[0].error
+    assert result.layers[1].ok and list_backups([tmp_path / "mirror"])
+    assert list(small.iterdir()) == []
+
+
+def test_a_disk_that_fills_up_midway_leaves_nothing(native_db: Path, tmp_path: Path, tiny_disk: Mount) -> None:
+    disk = tiny_disk("8m")
+    snap = take_snapshot(native_db, tmp_path / "snap.sqlite")
+    snap.guard.close()
+
+    def another_process_fills_the_disk(phase: str, done: int, total: int) -> None:
+        if phase == "compress" and not (disk / "filler").exists():
+            fill(disk)
+
+    result = create_backup(
+        snap.path, [disk, tmp_path / "mirror"], label="x", source=native_db, progress=another_process_fills_the_disk
+    )
+    assert not result.layers[0].ok and "disk full" in result.layers[0].error
+    assert result.layers[1].ok and verify_folder(tmp_path / "mirror" / result.id) == []
+    assert [p.name for p in disk.iterdir()] == ["filler"]
+
+
+def test_snapshot_on_a_disk_that_fills_up_is_a_clean_failure(native_db: Path, tiny_disk: Mount) -> None:
+    disk = tiny_disk("4m")
+
+    def fill_once(phase: str, done: int, total: int) -> None:
+        if not (disk / "filler").exists():
+            fill(disk)
+
+    with pytest.raises(EnvironmentFailure, match="disk full"):
+        take_snapshot(native_db, disk / "snap.sqlite", fill_once, step_bytes=64 << 10)
+    assert [p.name for p in disk.iterdir()] == ["filler"]
+
+
+def test_restore_refuses_a_disk_without_room(native_db: Path, tmp_path: Path, tiny_disk: Mount) -> None:
+    cfg = load_config(write_config(tmp_path, native_db, mirrors=[]))
+    bid = backup_source(cfg, "x").id
+    disk = tiny_disk("512k")
+    with pytest.raises(EnvironmentFailure, match="not enough free space"):
+        restore_backup(cfg.backup_layers, bid, disk / "r.sqlite")
+    assert list(disk.iterdir()) == []
+
+
+# -- retention ------------------------------------------------------------------------------------
+NOW = datetime(2026, 3, 31, 12, 0, tzinfo=UTC)
+
+
+def kept(items: list[Item], policy: Policy, protected: dict[str, str] | None = None) -> list[str]:
+    return [v.id for v in decide(items, policy, NOW, protected) if v.keep]
+
+
+def spread() -> list[Item]:
+    """Backups over ~10 weeks: hourly for the last day, three a day for two weeks, then weekly."""
+    moments = [NOW - timedelta(hours=h) for h in range(0, 24, 6)]
+    moments += [NOW - timedelta(days=d, hours=h) for d in range(1, 15) for h in (1, 9, 17)]
+    moments += [NOW - timedelta(weeks=w) for w in range(3, 11)]
+    return [Item(m.strftime("%Y%m%dT%H%M%S"), m) for m in moments]
+
+
+def test_parse_duration() -> None:
+    assert parse_duration("12h") == timedelta(hours=12)
+    assert parse_duration(" 30d") == timedelta(days=30)
+    assert parse_duration("8w") == timedelta(weeks=8)
+    for bad in ("30", "d", "1.5d", "3m", "-1d", ""):
+        with pytest.raises(ValueError, match="not a duration"):
+            parse_duration(bad)
+    with pytest.raises(ValueError):
+        Policy(keep_last=1, keep_within="forever", keep_daily=0)
+
+
+def test_keep_last_keeps_only_the_newest() -> None:
+    items = spread()
+    assert kept(items, Policy(keep_last=3, keep_within="0h", keep_daily=0)) == [i.id for i in items[:3]]
+
+
+def test_keep_within_keeps_everything_younger() -> None:
+    got = kept(spread(), Policy(keep_last=0, keep_within="2d", keep_daily=0))
+    assert len(got) == 4 + 3 + 2  # the last day, all of the day before, two of the day before that
+    assert all(NOW - datetime.strptime(i, "%Y%m%dT%H%M%S").replace(tzinfo=UTC) < timedelta(days=2) for i in got)
+
+
+def test_keep_daily_keeps_the_newest_of_each_day_that_has_backups() -> None:
+    items = spread()
+    got = kept(items, Policy(keep_last=0, keep_within="0h", keep_daily=20))
+    days = [i[:8] for i in got]
+    assert len(got) == 20 and len(set(days)) == 20  # one per day, days without backups skipped
+    for bid in got:  # and it is the newest of its day
+        assert bid == max(i.id for i in items if i.id[:8] == bid[:8])
+    assert got[-1][:8] == "20260210"  # 15 days of daily backups, then five of the weekly ones
+
+
+def test_rules_combine_and_protected_backups_are_never_deleted() -> None:
+    items = spread()
+    oldest = items[-1].id
+    verdicts = decide(items, Policy(2, "1d", 3), NOW, {oldest: "used by interrupted run r1"})
+    by_id = {v.id: v for v in verdicts}
+    assert by_id[items[0].id].reasons == ("one of the 2 newest", "younger than 1d", "newest of 2026-03-31")
+    assert by_id[oldest].reasons == ("used by interrupted run r1",)
+    assert sum(v.keep for v in verdicts) == 4 + 2 + 1  # the last day, two more days, the protected one
+    assert [v.id for v in verdicts] == sorted((i.id for i in items), reverse=True)
+
+
+def test_prune_never_deletes_the_newest_verified_or_a_backup_an_unfinished_run_uses(
+    native_db: Path, tmp_path: Path, cli: Cli
+) -> None:
+    cfg_path = write_config(tmp_path, native_db, keep_last=1, keep_within="0h", keep_daily=0)
+    cfg = load_config(cfg_path)
+    oldest, middle, newest = (backup_source(cfg, label).id for label in ("a", "b", "c"))
+    for layer in cfg.backup_layers:
+        flip_byte(layer / newest / DATA)  # the newest backup no longer verifies anywhere
+    run, state = RunDir.create(cfg.state_path, cfg_path, "standard")
+    state.status = "interrupted"
+    state.step("backup").result = {"source": {"id": oldest}}
+    run.save(state)
+
+    def prune(*flags: str) -> dict[str, dict[str, Any]]:
+        res = cli("backup", "prune", "-c", str(cfg_path), "--json", *flags)
+        assert res.returncode == 0, res.stderr
+        return {b["id"]: b for b in json.loads(res.stdout)["backups"]}
+
+    first = prune()
+    assert [b["action"] for b in first.values()] == ["keep"] * 3
+    assert first[middle]["reasons"] == ["newest verified backup"]
+    assert first[oldest]["reasons"] == [f"used by interrupted run {run.id}"]
+    state.status = "done"
+    run.save(state)
+    dry = prune("--dry-run")
+    assert dry[oldest]["action"] == "delete" and len(list_backups(cfg.backup_layers)) == 3
+    prune()
+    assert [e["manifest"]["id"] for e in list_backups(cfg.backup_layers)] == [newest, middle]
+    assert not any((layer / oldest).exists() for layer in cfg.backup_layers)
+
+
+def test_prune_with_a_bad_duration_is_a_config_error(native_db: Path, tmp_path: Path, cli: Cli) -> None:
+    res = cli("backup", "prune", "-c", str(write_config(tmp_path, native_db, keep_within="a month")))
+    assert res.returncode == 2 and "backup.keep_within" in res.stderr and "Traceback" not in res.stderr
+    with pytest.raises(InputError):
+        prune_backups(load_config(write_config(tmp_path, native_db, keep_within="30x")))
