@@ -65,13 +65,13 @@ TIME_WORDS = ("date", "time", "timestamp", "created", "modified", "updated", "mt
 EDIT_WORDS = ("modif", "updat", "chang", "edit")
 READ_ONLY_ACTIONS = {apsw.SQLITE_SELECT, apsw.SQLITE_READ, apsw.SQLITE_FUNCTION, apsw.SQLITE_RECURSIVE}
 
-# SQLite's locks (os_unix.c): byte ranges of the database file and of the -shm.
-PENDING_BYTE = 0x40000000  # then RESERVED (+1) and the SHARED range (+2 … +511)
-WAL_WRITE_LOCK = 120  # -shm byte a WAL writer holds while it writes
+# SQLite's locks (os_unix.c): a writer write-locks bytes of the database file from 0x40000000 (rollback
+# journal), or this byte of the -shm (WAL); every WAL connection read-locks -shm byte 128 while open.
+WAL_WRITE_LOCK = 120
 WATCH_INTERVAL = 0.05
 
 CALIBRATION_FILE = "calibration.json"
-CALIBRATION_NOTES = 4000  # a ~8 MB sample database
+CALIBRATION_NOTES = 2000  # a ~4 MB sample database
 CALIBRATION_RUNS = 3
 HEADROOM = 0.10  # disk: less free space than needed + 10% (and 100 MB) is worth a warning
 
@@ -164,7 +164,8 @@ class Facts:
     wal_bytes: int = 0
     snapshot_bytes: int = 0
     target_bytes: int = 0  # estimated size of the converted database
-    zstd_ratio: float = 1.0  # measured on samples of the snapshot
+    zstd_ratio: float = 1.0  # zstd at the backup's settings, measured on samples of the snapshot
+    zstd_mb_per_s: float = 0.0
     page_size: int = 4096
     free_pages: int = 0
     tables: dict[str, TableSize] = field(default_factory=dict)
@@ -187,6 +188,8 @@ class Facts:
 
 @dataclass(frozen=True)
 class Finding:
+    """One thing the person deciding must know, and what to do about it."""
+
     severity: str  # info, warn, high, critical
     code: str
     message: str
@@ -195,6 +198,8 @@ class Finding:
 
 @dataclass
 class Assessment:
+    """The findings, the level they add up to, and the facts behind them."""
+
     level: str
     findings: list[Finding]
     facts: Facts
@@ -434,13 +439,14 @@ def gate(
         raise RiskRefused(f"risk high: {worst.message}", "read `failback assess`, then re-run with --yes")
 
 
-def estimate_steps(cal: Calibration, snapshot_bytes: int, zstd_ratio: float, layers: int) -> dict[str, float]:
-    """Seconds each step should take for a snapshot of ``snapshot_bytes`` (pure)."""
-    mb, r = snapshot_bytes / MB, cal.mb_per_s
-    packed = mb / zstd_ratio
+def estimate_steps(cal: Calibration, f: Facts, layers: int) -> dict[str, float]:
+    """Seconds each step should take for the snapshot of ``f`` (pure). Verify counts its apsw side only: the
+    sql.js side runs meanwhile and is not calibrated."""
+    mb, r = f.snapshot_bytes / MB, cal.mb_per_s
+    packed = mb / f.zstd_ratio
     return {
         "snapshot": mb / r["snapshot"],
-        "backup": mb / r["digest"] + mb / r["zstd"] + (2 * layers - 1) * packed / r["sha256"],
+        "backup": mb / r["digest"] + mb / f.zstd_mb_per_s + (2 * layers - 1) * packed / r["sha256"],
         "convert": mb / r["export"],
         "verify": mb / r["integrity"] + mb / r["digest"],
     }
@@ -624,16 +630,21 @@ def foreign_keys(conn: apsw.Connection, schema: Schema) -> int:
     )
 
 
-def quick_check(conn: apsw.Connection) -> list[str]:
-    """quick_check of every B-tree (tables with their indexes, shadow tables, the schema); problems only."""
-    names = [r[0] for r in conn.execute("SELECT name FROM sqlite_schema WHERE type = 'table' AND rootpage > 0")]
-    problems: list[str] = []
-    for name in ["sqlite_schema", *names]:
-        try:
-            problems += [r[0] for r in conn.execute(f"PRAGMA quick_check({quote(name)})") if r[0] != "ok"]
-        except apsw.CorruptError as err:
-            problems.append(f"{name}: {err}")
-    return problems
+def quick_check(path: Path) -> list[str]:
+    """quick_check of every B-tree (tables with their indexes, shadow tables, the schema), on a connection of
+    its own so that it can run beside the other readers; problems only."""
+    conn = connect(path, readonly=True)
+    try:
+        names = [r[0] for r in conn.execute("SELECT name FROM sqlite_schema WHERE type = 'table' AND rootpage > 0")]
+        problems: list[str] = []
+        for name in ["sqlite_schema", *names]:
+            try:
+                problems += [r[0] for r in conn.execute(f"PRAGMA quick_check({quote(name)})") if r[0] != "ok"]
+            except apsw.CorruptError as err:
+                problems.append(f"{name}: {err}")
+        return problems
+    finally:
+        conn.close()
 
 
 def old_only_rows(conn: apsw.Connection, schema: Schema, old: Path) -> dict[str, int]:
@@ -825,17 +836,14 @@ def watch_source(source: Path, seconds: float, sides: SideFiles) -> Liveness:
 
 
 # -- calibration --------------------------------------------------------------------------------------
-def calibration_key(profile: str, zstd_level: int, threads: int) -> dict[str, Any]:
-    """What a cached calibration is valid for: this machine, these versions, these settings."""
+def calibration_key(profile: str) -> dict[str, Any]:
+    """What a cached calibration is valid for: this machine, these versions, this target profile."""
     return {
         "host": platform.node(),
         "cpus": os.cpu_count(),
         "sqlite": apsw.sqlite_lib_version(),
-        "zstandard": zstandard.__version__,
         "failback": __version__,
         "profile": profile,
-        "zstd_level": zstd_level,
-        "threads": threads,
     }
 
 
@@ -849,7 +857,7 @@ def _best(fn: Callable[[int], object]) -> float:
     return max(min(times), 1e-6)
 
 
-def measure_throughput(folder: Path, profile: str, zstd_level: int, threads: int) -> Calibration:
+def measure_throughput(folder: Path, profile: str) -> Calibration:
     """Run each step's real work on a small generated database in ``folder`` and time it."""
     from .backup import take_snapshot
     from .digest import table_digest
@@ -868,8 +876,6 @@ def measure_throughput(folder: Path, profile: str, zstd_level: int, threads: int
         snap = d / "snapshot-0.sqlite"
         data = snap.read_bytes()
         seconds["sha256"] = _best(lambda _: hashlib.sha256(data).digest())
-        cctx = zstandard.ZstdCompressor(level=zstd_level, threads=threads)
-        seconds["zstd"] = _best(lambda _: cctx.compress(data))
         conn = connect(snap, readonly=True)
         try:
             schema = read_schema(conn)
@@ -885,7 +891,7 @@ def measure_throughput(folder: Path, profile: str, zstd_level: int, threads: int
             target.close()
     mb = len(data) / MB
     return Calibration(
-        key=calibration_key(profile, zstd_level, threads),
+        key=calibration_key(profile),
         mb_per_s={step: round(mb / s, 1) for step, s in seconds.items()},
         seconds=round(time.perf_counter() - t0, 3),
     )
@@ -894,30 +900,35 @@ def measure_throughput(folder: Path, profile: str, zstd_level: int, threads: int
 def calibration(cfg: Config, *, measure: bool) -> Calibration | None:
     """The cached calibration for this machine and config; measured (and cached) when missing and ``measure``."""
     path = cfg.state_path / CALIBRATION_FILE
-    key = calibration_key(cfg.target.profile, cfg.backup.zstd_level, cfg.backup.threads)
+    key = calibration_key(cfg.target.profile)
     with contextlib.suppress(OSError, ValueError, TypeError, KeyError):
         cached = Calibration(**json.loads(path.read_text(encoding="utf-8")))
         if cached.key == key:
             return cached
     if not measure:
         return None
-    cal = measure_throughput(cfg.state_path, cfg.target.profile, cfg.backup.zstd_level, cfg.backup.threads)
+    cal = measure_throughput(cfg.state_path, cfg.target.profile)
     write_text(path, json.dumps(asdict(cal), indent=2) + "\n")
     return cal
 
 
-def compression_ratio(path: Path, level: int, samples: int = 16, chunk: int = MB) -> float:
-    """zstd ratio of ``samples`` chunks spread over ``path`` (each compressed alone: a little pessimistic)."""
+def measure_compression(
+    path: Path, level: int, threads: int, samples: int = 16, chunk: int = MB
+) -> tuple[float, float]:
+    """zstd ratio and MB/s on ``samples`` chunks spread over ``path``: the data decides both. Each chunk is
+    compressed alone, so the ratio is a little pessimistic."""
     size = path.stat().st_size
     samples = min(samples, max(1, size // chunk))
     raw = packed = 0
-    cctx = zstandard.ZstdCompressor(level=level)
+    cctx = zstandard.ZstdCompressor(level=level, threads=threads)
+    t0 = time.perf_counter()
     with path.open("rb") as fh:
         for i in range(samples):
             fh.seek(max(0, size - chunk) * i // max(1, samples - 1))
             data = fh.read(chunk)
             raw, packed = raw + len(data), packed + len(cctx.compress(data))
-    return round(raw / packed, 3) if packed else 1.0
+    seconds = max(time.perf_counter() - t0, 1e-6)
+    return (round(raw / packed, 3) if packed else 1.0), round(raw / MB / seconds, 1)
 
 
 # -- gather -------------------------------------------------------------------------------------------
@@ -973,28 +984,30 @@ def gather(
     dry_run: bool = False,
     sides: SideFiles | None = None,
 ) -> Facts:
-    """Read every fact: the snapshot, the live source (watched in a thread meanwhile), the machine."""
+    """Read every fact: the snapshot (quick_check in a second thread), the live source (watched in a third
+    one meanwhile), the machine."""
     source = cfg.source_path
     sides = sides or observe_sides(source)
-    with ThreadPoolExecutor(1) as pool:
+    with ThreadPoolExecutor(2) as pool:
         watching = pool.submit(watch_source, source, cfg.assess.liveness_seconds, sides)
+        checking = None if emergency else pool.submit(quick_check, snapshot)
         conn = connect(snapshot, readonly=True)
         r = _Reader(conn)
         try:
             tables = r.read("table sizes", lambda c: table_sizes(c, schema, dbstat=not emergency), {})
             sort_bytes = 0 if emergency else r.read("index sizes", largest_index, 0)
             fks = r.read("foreign keys", lambda c: foreign_keys(c, schema), 0)
-            integrity = None if emergency else r.read("quick_check", quick_check, None)
             pending = r.read("sync presets", lambda c: pending_changes(c, schema), []) if cfg.sync.presets else []
             pending += [run_probe(conn, sql) for sql in cfg.sync.pending_sql]
             migrations = r.read("grdb_migrations", lambda c: grdb_migrations(c, schema), [])
             old = r.read(f"old file {cfg.target_path}", lambda c: old_only_rows(c, schema, cfg.target_path), {})
+            integrity = r.read("quick_check", lambda _: checking.result(), None) if checking else None
         finally:
             conn.close()
         cal = calibration(cfg, measure=not emergency)
         liveness = watching.result()
     snapshot_bytes = snapshot.stat().st_size
-    ratio = compression_ratio(snapshot, cfg.backup.zstd_level)
+    ratio, zstd_rate = measure_compression(snapshot, cfg.backup.zstd_level, cfg.backup.threads)
     target_bytes = max(0, snapshot_bytes - schema.freelist_count * schema.page_size)
     layers = cfg.backup_layers[:1] if emergency else cfg.backup_layers
     previous = cfg.target_path.stat().st_size if cfg.target_path.exists() else 0
@@ -1011,13 +1024,14 @@ def gather(
         backups_written=not dry_run,
         previous_linked=_device(cfg.target_path.parent) == _device(cfg.state_path),
     )
-    return Facts(
+    facts = Facts(
         mode="emergency" if emergency else "standard",
         source_bytes=source.stat().st_size,
         wal_bytes=sides.wal_bytes or 0,
         snapshot_bytes=snapshot_bytes,
         target_bytes=target_bytes,
         zstd_ratio=ratio,
+        zstd_mb_per_s=zstd_rate,
         page_size=schema.page_size,
         free_pages=schema.freelist_count,
         tables=tables,
@@ -1028,7 +1042,6 @@ def gather(
         limits=limit_checks(schema, load_profile(cfg.target.profile), tables),
         disk=disk_needs(parts),
         calibration=cal,
-        estimates=estimate_steps(cal, snapshot_bytes, ratio, len(layers)) if cal else {},
         pending=pending,
         liveness=liveness,
         integrity=integrity,
@@ -1037,6 +1050,9 @@ def gather(
         errors=r.errors,
         skipped=(["calibration"] if cal is None else []) + (["dbstat", "quick_check"] if emergency else []),
     )
+    if cal is not None:
+        facts.estimates = estimate_steps(cal, facts, len(layers))
+    return facts
 
 
 def run_assessment(

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import time
 from dataclasses import asdict, dataclass, field
@@ -42,6 +43,7 @@ class RunState:
     steps: list[StepState] = field(default_factory=lambda: [StepState(s) for s in STEPS])
     exit_code: int | None = None
     error: str = ""
+    options: dict[str, Any] = field(default_factory=dict)
 
     def step(self, name: str) -> StepState:
         return next(s for s in self.steps if s.name == name)
@@ -53,6 +55,13 @@ class RunState:
     def from_json(cls, data: dict[str, Any]) -> RunState:
         steps = [StepState(**s) for s in data.pop("steps")]
         return cls(steps=steps, **data)
+
+
+def crash_point(name: str) -> None:
+    """Fault-injection hook for the crash tests: ``FAILBACK_KILL_AT=<name>`` makes the process SIGKILL itself
+    here, as a power cut or the OOM killer would. Unset (always, outside the tests), it does nothing."""
+    if os.environ.get("FAILBACK_KILL_AT") == name:
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 class RunDir:

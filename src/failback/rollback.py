@@ -1,42 +1,66 @@
-"""The orchestrator: snapshot → backup → assess → convert → verify → switch → report.
+"""The orchestrator: snapshot → backup → assess → convert → verify → switch → postcheck → report.
 
-Each step is a method that returns a JSON-able result; ``run`` records it in the run directory (checkpoint)
-and in the audit log. Work happens on the snapshot, never on the live source. The switch happens only after
-verification passed and only if the source is unchanged since the snapshot.
+Each step is a method returning a JSON-able result; ``_step`` records it in the run directory (checkpoint) and
+in the audit log. Work happens on the snapshot, never on the live source. The switch happens only after
+verification passed and only if the source still holds what the snapshot holds.
+
+Resume: a run killed anywhere is continued by ``Rollback.resume``. Finished steps are reused only after their
+artifacts pass a hash check (the snapshot against its backup's SHA-256, the converted target against the XXH3
+recorded when it was built); anything else is redone. The switch is idempotent: it looks at what is already
+in place (config value, target hash) and does only the rest, so the app sees the complete old state or the
+complete new state at every instant. SIGINT/SIGTERM stop a run between steps (or at a progress tick) with
+exit 4, artifacts kept for ``resume``; ``abort_run`` puts everything back as it was.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import os
+import signal
+import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+import apsw
 
 from . import __version__
 from .assess import Assessment, gate, run_assessment
 from .audit import AuditLog
-from .backup import BackupResult, Snapshot, create_backup, take_snapshot
+from .backup import BackupResult, Snapshot, SnapshotGuard, create_backup, find_backup, read_manifest, take_snapshot
 from .benchmark import compare, load_baseline, time_in_engine
 from .config import Config
-from .convert import Plan, apply_proofs, plan_conversion
+from .convert import Plan, apply_proofs, load_plan, plan_conversion
 from .digest import TableDigest
 from .engines import Engine
 from .engines.sqljs import SqlJsEngine
-from .errors import BackupError, FailbackError, Interrupted, RiskRefused, SourceChanged, VerificationFailed
+from .errors import (
+    BackupError,
+    FailbackError,
+    InputError,
+    Interrupted,
+    LockedError,
+    RiskRefused,
+    SourceChanged,
+    VerificationFailed,
+)
 from .export import build_target, prove_schema
-from .files import file_xxh3, fsync_dir, remove_quietly, write_text
-from .journal import DEBT, RunDir, RunLock, RunState
+from .files import copy_file, file_xxh3, fsync_dir, remove_quietly, sha256_file, write_bytes, write_text
+from .journal import DEBT, RunDir, RunLock, RunState, crash_point, list_runs
 from .profiles import load_profile
 from .report import write_reports
 from .schema import Schema, read_schema
 from .sqlite import connect
 from .switch import current_provider, switch_provider
-from .verify import VerifyReport, verify_target
+from .verify import verify_target
 
 Progress = Callable[[str, int, int], None]
+UNFINISHED = ("running", "interrupted")
+STATUS_OF_EXIT = {1: "failed", 3: "refused", 4: "interrupted", 5: "source-changed", 6: "failed"}
 
 
 @dataclass
@@ -64,8 +88,19 @@ class Outcome:
         return 0 if self.error is None else self.error.exit_code
 
 
+def schema_fingerprint(path: Path) -> str:
+    """SHA-256 of a database's schema SQL and header values (what content digests do not cover)."""
+    conn = connect(path, readonly=True)
+    try:
+        rows = sorted(conn.execute("SELECT type, name, tbl_name, coalesce(sql, '') FROM sqlite_schema"))
+        head = [conn.execute(f"PRAGMA {p}").get for p in ("user_version", "application_id")]
+    finally:
+        conn.close()
+    return hashlib.sha256(json.dumps([rows, head]).encode()).hexdigest()
+
+
 class Rollback:
-    """One rollback run over a loaded config."""
+    """One rollback run over a loaded config (``run`` a new one, or ``resume`` an interrupted one)."""
 
     def __init__(
         self,
@@ -78,7 +113,7 @@ class Rollback:
     ) -> None:
         self.cfg, self.opts = cfg, options or Options()
         self.config_path = config_path
-        self.progress: Progress = progress or (lambda *_: None)
+        self._progress: Progress = progress or (lambda *_: None)
         self.on_step = on_step or (lambda *_: None)
         self.engine = engine or SqlJsEngine()
         self.audit = AuditLog(cfg.state_path / "audit.jsonl")
@@ -87,8 +122,9 @@ class Rollback:
         self.plan: Plan | None = None
         self.backup: BackupResult | None = None
         self.assessment: Assessment | None = None
-        self.verification: VerifyReport | None = None
+        self.verification: dict[str, Any] | None = None
         self.tmp_target: Path | None = None
+        self._stop: int | None = None
 
     @property
     def emergency(self) -> bool:
@@ -96,17 +132,39 @@ class Rollback:
 
     # -- driver ---------------------------------------------------------------------------------
     def run(self) -> Outcome:
-        """Run every step; a FailbackError ends the run with its exit code and leaves the app as it was."""
+        """Start a new run; a FailbackError ends it with its exit code and leaves the app as it was."""
         rd, state = RunDir.create(self.cfg.state_path, self.config_path, self.opts.mode)
+        state.options = asdict(self.opts)
+        return self._drive(rd, state, resuming=False)
+
+    @classmethod
+    def resume(cls, cfg: Config, config_path: Path, run_id: str | None = None, **kw: Any) -> Outcome:
+        """Continue an interrupted run (default: the newest unfinished one) from its last trusted checkpoint."""
+        rd = find_run(cfg.state_path, run_id, UNFINISHED)
+        state = rd.load()
+        self = cls(cfg, config_path, Options(**state.options), **kw)
+        return self._drive(rd, state, resuming=True)
+
+    def _drive(self, rd: RunDir, state: RunState, resuming: bool) -> Outcome:
+        with self._signals():
+            return self._drive_steps(rd, state, resuming)
+
+    def _drive_steps(self, rd: RunDir, state: RunState, resuming: bool) -> Outcome:
         self.rd, self.state = rd, state
+        state.status = "running"
+        rd.save(state)
         lock = RunLock(self.cfg.state_path)
         outcome = Outcome(rd.id, rd.path, "running")
         try:
-            lock.acquire(rd.id, self.opts.break_lock)
+            holder = lock.holder() or {}
+            mine_and_dead = holder.get("run") == rd.id and lock.stale(holder)
+            lock.acquire(rd.id, self.opts.break_lock or (resuming and mine_and_dead))
         except FailbackError as err:
             return self._finish(outcome, "refused", err)
         self.audit.append(
-            "run.start", {"mode": self.opts.mode, "dry_run": self.opts.dry_run, "tool": __version__}, rd.id
+            "run.resume" if resuming else "run.start",
+            {"mode": self.opts.mode, "dry_run": self.opts.dry_run, "tool": __version__},
+            rd.id,
         )
         steps: list[tuple[str, Callable[[], dict[str, Any]]]] = [
             ("snapshot", self.step_snapshot),
@@ -117,28 +175,59 @@ class Rollback:
             ("switch", self.step_switch),
             ("postcheck", self.step_postcheck),
         ]
+        trusted = self._trusted_steps() if resuming else set()
         try:
             for name, fn in steps:
+                self._check_stop()
                 if self.opts.dry_run and name not in ("snapshot", "assess"):
                     self._set(name, "skipped")
-                    continue
-                outcome.results[name] = self._step(name, fn)
-            status = "dry-run" if self.opts.dry_run else "done"
-            return self._finish(outcome, status, None)
+                elif name in trusted:
+                    outcome.results[name] = self.state.step(name).result
+                    self.audit.append(f"step.{name}.reused", {}, rd.id)
+                else:
+                    outcome.results[name] = self._step(name, fn)
+            return self._finish(outcome, "dry-run" if self.opts.dry_run else "done", None)
         except KeyboardInterrupt:
-            return self._finish(outcome, "interrupted", Interrupted("interrupted by the user; nothing was switched"))
+            return self._finish(outcome, "interrupted", Interrupted("interrupted; run `failback resume` to continue"))
         except FailbackError as err:
-            status = {1: "failed", 3: "refused", 4: "interrupted", 5: "source-changed"}.get(err.exit_code, "failed")
-            return self._finish(outcome, status, err)
+            return self._finish(outcome, STATUS_OF_EXIT.get(err.exit_code, "failed"), err)
         finally:
             self._cleanup()
             if self.snapshot is not None:
                 self.snapshot.guard.close()
             lock.release()
 
+    @contextlib.contextmanager
+    def _signals(self) -> Iterator[None]:
+        """SIGINT/SIGTERM ask the run to stop at the next safe point (between steps or at a progress tick)."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+
+        def stop(signum: int, _frame: object) -> None:
+            self._stop = signum
+
+        previous = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for s, handler in previous.items():
+                signal.signal(s, handler)
+
+    def _check_stop(self) -> None:
+        if self._stop is not None:
+            name = signal.Signals(self._stop).name
+            raise Interrupted(f"stopped by {name}; the run can be resumed with `failback resume {self.rd.id}`")
+
+    def progress(self, phase: str, done: int, total: int) -> None:
+        """Progress from inside a step: a safe point to stop, and a crash point for the crash tests."""
+        self._check_stop()
+        crash_point(f"progress:{phase.split(' ', 1)[0]}")
+        self._progress(phase, done, total)
+
     def _step(self, name: str, fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:
         st = self.state.step(name)
-        st.status, st.started = "running", time.time()
+        st.status, st.started, st.error = "running", time.time(), ""
         self.rd.save(self.state)
         self.on_step(name, "start", {})
         t0 = time.perf_counter()
@@ -146,10 +235,13 @@ class Rollback:
             result = fn()
         except BaseException as err:
             st.status, st.seconds, st.error = "failed", time.perf_counter() - t0, str(err)
+            if isinstance(err, Interrupted | KeyboardInterrupt):
+                st.status = "interrupted"
             self.rd.save(self.state)
-            self.audit.append(f"step.{name}.failed", {"error": str(err)}, self.rd.id)
+            self.audit.append(f"step.{name}.{st.status}", {"error": str(err)}, self.rd.id)
             self.on_step(name, "failed", {"error": str(err)})
             raise
+        crash_point(f"{name}.end")
         st.status, st.seconds, st.result = "done", time.perf_counter() - t0, result
         self.rd.save(self.state)
         self.audit.append(f"step.{name}.done", {"seconds": round(st.seconds, 3), **_summary(result)}, self.rd.id)
@@ -161,6 +253,7 @@ class Rollback:
         self.rd.save(self.state)
 
     def _finish(self, outcome: Outcome, status: str, err: FailbackError | None) -> Outcome:
+        """Record the final status, write the run's reports (whatever the outcome) and the last audit event."""
         outcome.status, outcome.error = status, err
         self.state.status, self.state.exit_code = status, outcome.exit_code
         self.state.error = str(err) if err else ""
@@ -169,7 +262,7 @@ class Rollback:
             {"status": status, "exit_code": outcome.exit_code, "error": self.state.error},
             self.rd.id,
         )
-        report = self.state.step("report")  # written whatever the outcome, after the final status is known
+        report = self.state.step("report")
         report.status, t0 = "done", time.perf_counter()
         files = write_reports(self.rd, self.state, self._report_data())
         report.seconds = time.perf_counter() - t0
@@ -178,20 +271,65 @@ class Rollback:
         return outcome
 
     def _cleanup(self) -> None:
-        if self.tmp_target is not None:
+        """Temp files go unless the run can be resumed; the snapshot stays only for a resume."""
+        keep = self.state.status == "interrupted"
+        if self.tmp_target is not None and not keep:
             remove_quietly(self.tmp_target, Path(str(self.tmp_target) + "-journal"))
-        if self.snapshot is not None and (self.opts.dry_run or self.state.status == "done"):
+        if self.snapshot is not None and not keep:
             remove_quietly(self.snapshot.path)
+
+    # -- resume ---------------------------------------------------------------------------------
+    def _trusted_steps(self) -> set[str]:
+        """Finished steps whose artifacts still pass their hash checks, in order; the first untrusted step
+        and everything after it run again. The switch and the cheap steps always run (they are idempotent)."""
+        trusted: set[str] = set()
+        done = {s.name for s in self.state.steps if s.status == "done"}
+        if {"snapshot", "backup"} <= done and self._restore_snapshot_and_backup():
+            trusted |= {"snapshot", "backup"}
+            if "convert" in done and self._restore_target():
+                trusted.add("convert")
+                if "verify" in done and self.state.step("verify").result.get("ok"):
+                    trusted.add("verify")
+                    self.verification = self.state.step("verify").result
+        return trusted
+
+    def _restore_snapshot_and_backup(self) -> bool:
+        path = self.rd.file("snapshot.sqlite")
+        source = self.state.step("backup").result.get("source", {})
+        try:
+            folders = find_backup(self._layers(), source["id"])
+            manifest = read_manifest(folders[0])
+        except (KeyError, FailbackError):
+            return False
+        if not path.exists() or sha256_file(path) != manifest["sha256"]["raw"]:
+            return False
+        snap = self.state.step("snapshot").result
+        g = snap["guard"]
+        guard = SnapshotGuard(Path(g["source"]), g["data_version"], g["fingerprint"], None)
+        self.snapshot = Snapshot(path, guard, snap["pages"], snap["page_size"], snap["restarts"], 0.0)
+        self.schema = _read_schema(path)
+        self.plan = plan_conversion(self.schema, load_profile(self.cfg.target.profile), self.cfg.convert)
+        digests = {t: TableDigest(t, d["rows"], d["digest"]) for t, d in manifest.get("tables", {}).items()}
+        self.backup = BackupResult(source["id"], manifest, digests=digests)
+        return True
+
+    def _restore_target(self) -> bool:
+        result = self.state.step("convert").result
+        tmp = Path(result.get("path", ""))
+        if not tmp.is_file() or file_xxh3(tmp) != result.get("xxh3"):
+            return False
+        self.tmp_target = tmp
+        self.plan = load_plan(json.loads(self.rd.file("plan.json").read_text(encoding="utf-8")))
+        return True
+
+    def _layers(self) -> list[Path]:
+        return self.cfg.backup_layers[:1] if self.emergency else self.cfg.backup_layers
 
     # -- steps ----------------------------------------------------------------------------------
     def step_snapshot(self) -> dict[str, Any]:
         self.preflight()
         self.snapshot = take_snapshot(self.cfg.source_path, self.rd.file("snapshot.sqlite"), self.progress)
-        conn = connect(self.snapshot.path, readonly=True)
-        try:
-            self.schema = read_schema(conn)
-        finally:
-            conn.close()
+        self.schema = _read_schema(self.snapshot.path)
         self.plan = plan_conversion(self.schema, load_profile(self.cfg.target.profile), self.cfg.convert)
         write_text(self.rd.file("plan.json"), json.dumps(self.plan.dump(), indent=2) + "\n")
         return {
@@ -200,6 +338,7 @@ class Rollback:
             "bytes": self.snapshot.path.stat().st_size,
             "restarts": self.snapshot.restarts,
             "guard": self.snapshot.guard.to_json(),
+            "schema_sha256": schema_fingerprint(self.snapshot.path),
         }
 
     def preflight(self) -> None:
@@ -215,14 +354,15 @@ class Rollback:
 
     def step_backup(self) -> dict[str, Any]:
         assert self.snapshot is not None
-        layers = self.cfg.backup_layers[:1] if self.emergency else self.cfg.backup_layers
         need = 1 if self.emergency else self.cfg.backup.min_layers
-        kw = {
+        kw: dict[str, Any] = {
             "level": 1 if self.emergency else self.cfg.backup.zstd_level,
             "threads": self.cfg.backup.threads,
             "progress": self.progress,
         }
-        self.backup = create_backup(self.snapshot.path, layers, label="source", source=self.cfg.source_path, **kw)  # type: ignore[arg-type]
+        self.backup = create_backup(
+            self.snapshot.path, self._layers(), label="source", source=self.cfg.source_path, **kw
+        )
         if self.backup.verified_layers < need:
             failed = "; ".join(x.error for x in self.backup.layers if not x.ok)
             raise BackupError(
@@ -230,8 +370,9 @@ class Rollback:
             )
         out: dict[str, Any] = {"source": self.backup.to_json()}
         target = self.cfg.target_path
+        crash_point("backup.source-stored")
         if target.exists():  # the file about to be replaced is backed up too
-            prev = create_backup(target, layers, label="previous-target", source=target, **kw)  # type: ignore[arg-type]
+            prev = create_backup(target, self._layers(), label="previous-target", source=target, **kw)
             if prev.verified_layers < need:
                 raise BackupError(f"the current target {target} could not be backed up to {need} layer(s)")
             out["previous_target"] = prev.to_json()
@@ -258,13 +399,19 @@ class Rollback:
         write_text(self.rd.file("plan.json"), json.dumps(self.plan.dump(), indent=2) + "\n")
         self.tmp_target = target.with_name(f".{target.name}.failback-{self.rd.id}")
         built = build_target(self.snapshot.path, self.tmp_target, self.plan, self.progress)
-        return {"bytes": built.bytes, "seconds": built.seconds, "decisions": len(self.plan.decisions)}
+        return {
+            "bytes": built.bytes,
+            "seconds": built.seconds,
+            "decisions": len(self.plan.decisions),
+            "path": str(self.tmp_target),
+            "xxh3": file_xxh3(self.tmp_target),
+        }
 
     def step_verify(self) -> dict[str, Any]:
         assert self.snapshot is not None and self.plan is not None and self.tmp_target is not None
-        digests: dict[str, TableDigest] | None = self.backup.digests if self.backup else None
+        digests = self.backup.digests if self.backup else None
         v = self.cfg.verify
-        self.verification = verify_target(
+        report = verify_target(
             self.tmp_target,
             self.plan,
             self.engine,
@@ -275,21 +422,86 @@ class Rollback:
             sample_terms=v.sample_terms,
             queries=v.queries,
         )
-        result = self.verification.to_json()
-        if not self.verification.ok:
-            raise VerificationFailed(f"verification failed: {self.verification.problems[0]}")
-        if self.verification.deferred:  # emergency: what was skipped is recorded, to be paid by `verify --debt`
+        self.verification = result = report.to_json()
+        if not report.ok:
+            raise VerificationFailed(f"verification failed: {report.problems[0]}")
+        if report.deferred:  # emergency: what was skipped is recorded, to be paid by `verify --debt`
             debt = {
                 "run": self.rd.id,
-                "deferred": self.verification.deferred,
+                "deferred": report.deferred,
                 "backup": self.backup.id if self.backup else None,
                 "target": str(self.cfg.target_path),
-                "target_xxh3": file_xxh3(self.tmp_target),
+                "target_xxh3": self.state.step("convert").result["xxh3"],
                 "paid": None,
             }
             write_text(self.rd.file(DEBT), json.dumps(debt, indent=2) + "\n")
             self.audit.append("verify.debt", {"deferred": debt["deferred"]}, self.rd.id)
         return result
+
+    def step_switch(self) -> dict[str, Any]:
+        """Target into place, then the config; each part is skipped when it is already done (resume)."""
+        assert self.snapshot is not None
+        app, target = self.cfg.app, self.cfg.target_path
+        converted = self.state.step("convert").result["xxh3"]
+        before = self.rd.file("app-config.before")
+        if current_provider(self.cfg.app_config_path, app.key) == app.rollback_value and before.exists():
+            return self._switched("already switched")
+        in_place = target.is_file() and file_xxh3(target) == converted
+        if not in_place:
+            self._source_unchanged()
+            assert self.tmp_target is not None and self.tmp_target.exists(), "converted target missing"
+            kept = self.rd.file("previous-target.sqlite")
+            if target.exists() and not kept.exists():  # the old target's inode stays in the run directory
+                try:
+                    os.link(target, kept)
+                except OSError:
+                    copy_file(target, kept)
+            crash_point("switch.kept")
+            os.replace(self.tmp_target, target)
+            fsync_dir(target.parent)
+            self.tmp_target = None
+            self.audit.append("switch.target", {"target": str(target), "previous_kept": kept.exists()}, self.rd.id)
+        crash_point("switch.renamed")
+        old, new = switch_provider(self.cfg.app_config_path, app.key, app.rollback_value, before)
+        self.audit.append(
+            "switch.config",
+            {"config": str(self.cfg.app_config_path), "key": app.key, "from": old, "to": new},
+            self.rd.id,
+        )
+        crash_point("switch.config")
+        return self._switched("switched")
+
+    def _switched(self, how: str) -> dict[str, Any]:
+        return {
+            "target": str(self.cfg.target_path),
+            "config": str(self.cfg.app_config_path),
+            "from": self.cfg.app.native_value,
+            "to": self.cfg.app.rollback_value,
+            "how": how,
+        }
+
+    def _source_unchanged(self) -> None:
+        """Refuse (exit 5) when the source holds anything the snapshot does not. Cheap evidence first
+        (data_version, file fingerprints); when it says "touched", the content itself decides."""
+        assert self.snapshot is not None
+        why = self.snapshot.guard.changed()
+        if why is None:
+            return
+        source = self.cfg.source_path
+        if source.exists() and self.backup is not None and self.backup.manifest.get("tables") is not None:
+            try:
+                from .backup import describe_database
+
+                facts, _ = describe_database(source)
+                same = facts["tables"] == self.backup.manifest["tables"] and schema_fingerprint(
+                    source
+                ) == self.state.step("snapshot").result.get("schema_sha256")
+            except (FailbackError, apsw.Error):
+                same = False
+            if same:
+                self.audit.append("switch.source-touched", {"evidence": why, "content": "unchanged"}, self.rd.id)
+                return
+        raise SourceChanged(f"source changed after the snapshot ({why}); nothing was switched")
 
     def step_postcheck(self) -> dict[str, Any]:
         """The app's hot queries on the new target vs the recorded baseline (a regression is reported, not
@@ -305,53 +517,27 @@ class Rollback:
             self.audit.append("postcheck.regression", {"queries": [r["sql"] for r in regressions]}, self.rd.id)
         return {"baseline": bool(baseline), "queries": rows, "ok": not regressions}
 
-    def step_switch(self) -> dict[str, Any]:
-        assert self.snapshot is not None and self.tmp_target is not None
-        why = self.snapshot.guard.changed()
-        if why:
-            raise SourceChanged(f"source changed after the snapshot ({why}); nothing was switched")
-        target = self.cfg.target_path
-        kept = None
-        if target.exists():  # keep the old target's inode in the run directory (roll forward / inspection)
-            kept = self.rd.file("previous-target.sqlite")
-            try:
-                os.link(target, kept)
-            except OSError:
-                from .files import copy_file
-
-                copy_file(target, kept)
-        os.replace(self.tmp_target, target)
-        fsync_dir(target.parent)
-        self.tmp_target = None
-        self.audit.append(
-            "switch.target", {"target": str(target), "previous_kept": str(kept) if kept else None}, self.rd.id
-        )
-        old, new = switch_provider(
-            self.cfg.app_config_path,
-            self.cfg.app.key,
-            self.cfg.app.rollback_value,
-            self.rd.file("app-config.before"),
-        )
-        self.audit.append(
-            "switch.config",
-            {"config": str(self.cfg.app_config_path), "key": self.cfg.app.key, "from": old, "to": new},
-            self.rd.id,
-        )
-        return {"target": str(target), "config": str(self.cfg.app_config_path), "from": old, "to": new}
-
     def _report_data(self) -> dict[str, Any]:
         return {
             "plan": self.plan.to_json() if self.plan else None,
             "assessment": self.assessment.to_json() if self.assessment else None,
-            "backup": self.backup.to_json() if self.backup else None,
-            "verification": self.verification.to_json() if self.verification else None,
+            "backup": self.backup.to_json() if self.backup and self.backup.layers else None,
+            "verification": self.verification,
             "audit": self.audit.records(self.rd.id),
         }
 
 
+def _read_schema(path: Path) -> Schema:
+    conn = connect(path, readonly=True)
+    try:
+        return read_schema(conn)
+    finally:
+        conn.close()
+
+
 def _summary(result: dict[str, Any]) -> dict[str, Any]:
     """The small part of a step's result that goes into the audit log."""
-    keys = ("bytes", "pages", "restarts", "level", "go", "ok", "from", "to", "target")
+    keys = ("bytes", "pages", "restarts", "level", "go", "ok", "from", "to", "target", "how", "xxh3")
     out = {k: result[k] for k in keys if k in result}
     if "source" in result and isinstance(result["source"], dict):
         out["backup"] = result["source"].get("id")
@@ -359,4 +545,60 @@ def _summary(result: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-__all__ = ["Options", "Outcome", "Rollback", "RunState"]
+def find_run(state_dir: Path, run_id: str | None, statuses: tuple[str, ...]) -> RunDir:
+    """A run by id (or the newest whose status is one of ``statuses``)."""
+    runs = list_runs(state_dir)
+    if run_id:
+        match = [rd for rd in runs if rd.id.startswith(run_id)]
+        if len(match) != 1:
+            raise InputError(f"no single run matches {run_id!r}", "see `failback status`")
+        return match[0]
+    for rd in runs:
+        if rd.load().status in statuses:
+            return rd
+    raise InputError(f"no run to act on (none is {' or '.join(statuses)})", "see `failback status`")
+
+
+def abort_run(cfg: Config, run_id: str | None = None) -> dict[str, Any]:
+    """Undo an unfinished run: remove its temp files and, if it got as far as the switch, put the previous
+    target and config back — only while the new target is untouched since (else the app's writes would be
+    lost: refuse)."""
+    rd = find_run(cfg.state_path, run_id, (*UNFINISHED, "failed", "source-changed", "refused"))
+    state = rd.load()
+    if state.status in ("done", "aborted", "dry-run"):
+        raise InputError(f"run {rd.id} is {state.status}; nothing to abort", "to go back to native, see the runbook")
+    lock = RunLock(cfg.state_path)
+    holder = lock.holder()
+    if holder and holder.get("run") == rd.id and not lock.stale(holder):
+        raise LockedError(f"run {rd.id} is still running (pid {holder.get('pid')})", "stop it first (Ctrl-C)")
+    converted = state.step("convert").result.get("xxh3")
+    target, app = cfg.target_path, cfg.app
+    undone: list[str] = []
+    before = rd.file("app-config.before")
+    switched_config = before.exists() and current_provider(cfg.app_config_path, app.key) == app.rollback_value
+    target_is_ours = bool(converted) and target.is_file() and file_xxh3(target) == converted
+    if switched_config and not target_is_ours:
+        raise InputError(
+            f"run {rd.id} switched the app and its new database has changed since: aborting would lose those writes",
+            "keep the rollback, or roll forward by hand (see docs/ROLLBACK-PROCEDURES.md)",
+        )
+    if switched_config:
+        write_bytes(cfg.app_config_path, before.read_bytes(), cfg.app_config_path.stat().st_mode & 0o777)
+        undone.append(f"{cfg.app_config_path.name} restored")
+    if target_is_ours:
+        kept = rd.file("previous-target.sqlite")
+        if kept.exists():
+            os.replace(kept, target)
+            undone.append(f"{target.name} restored")
+        else:  # there was no target before the run
+            target.unlink()
+            undone.append(f"{target.name} removed")
+        fsync_dir(target.parent)
+    tmp = Path(state.step("convert").result.get("path") or target.with_name(f".{target.name}.failback-{rd.id}"))
+    remove_quietly(tmp, Path(str(tmp) + "-journal"), rd.file("snapshot.sqlite"), rd.file("snapshot.sqlite.part"))
+    if holder and holder.get("run") == rd.id:
+        lock.release()
+    state.status, state.error = "aborted", ""
+    rd.save(state)
+    AuditLog(cfg.state_path / "audit.jsonl").append("run.aborted", {"undone": undone}, rd.id)
+    return {"run": rd.id, "undone": undone}

@@ -50,7 +50,8 @@ def handle_errors(fn: F) -> F:
                 err.print(f"[dim]hint:[/] {escape(e.hint)}", highlight=False, soft_wrap=True)
             sys.exit(e.exit_code)
         except KeyboardInterrupt:
-            err.print("[bold red]interrupted[/]")
+            err.print("[bold red]error:[/] interrupted")
+            err.print("[dim]hint:[/] `failback status` shows what was done; `failback resume` continues a run")
             sys.exit(4)
         except Exception as e:  # a bug, not a user error: say so in one line
             if os.environ.get("FAILBACK_DEBUG"):

@@ -38,7 +38,7 @@ def backup_create(config_path: Path, label: str, as_json: bool) -> None:
         out.print(f"backup {result.id} (snapshot restarted {restarts}× while the source was written)")
         for layer in result.layers:
             mark = "[green]✓[/]" if layer.ok else "[red]✗[/]"
-            out.print(f"{mark} {layer.folder}/{result.id} {layer.error}", highlight=False)
+            out.print(f"{mark} {layer.folder}/{result.id} {layer.error}", highlight=False, soft_wrap=True)
     if result.verified_layers < cfg.backup.min_layers:
         raise BackupError(f"only {result.verified_layers} of {cfg.backup.min_layers} required layer(s) verified")
 
@@ -91,7 +91,8 @@ def backup_verify(config_path: Path, backup_id: str | None, all_: bool, deep: bo
         emit_json(report)
     else:
         for f, problems in report.items():
-            out.print(f"[green]✓[/] {f}" if not problems else f"[red]✗[/] {'; '.join(problems)}", highlight=False)
+            line = f"[green]✓[/] {f}" if not problems else f"[red]✗[/] {'; '.join(problems)}"
+            out.print(line, highlight=False, soft_wrap=True)
     if any(report.values()):
         sys.exit(1)
 
@@ -109,7 +110,7 @@ def backup_restore(config_path: Path, backup_id: str, dest: Path, force: bool) -
     cfg = load_config(config_path)
     with progress_bar(err.is_terminal) as progress:
         restore_backup(cfg.backup_layers, backup_id, dest, force, progress)
-    out.print(f"[green]✓[/] restored {backup_id} to {dest}", highlight=False)
+    out.print(f"[green]✓[/] restored {backup_id} to {dest}", highlight=False, soft_wrap=True)
 
 
 @backup.command("prune")

@@ -60,8 +60,9 @@ def rollback(
         raise outcome.error
 
 
-def run_rollback(cfg: Config, config_path: Path, options: Any, as_json: bool) -> Any:
-    """Run a rollback with live step lines and progress bars, then print its summary."""
+def run_rollback(cfg: Config, config_path: Path, options: Any, as_json: bool, run_id: str | None = None) -> Any:
+    """Run a rollback (or resume run ``run_id``; "" = the newest) with live step lines and progress bars, then
+    print its summary."""
     from ..rollback import Rollback
 
     def on_step(name: str, event: str, result: dict[str, Any]) -> None:
@@ -73,7 +74,10 @@ def run_rollback(cfg: Config, config_path: Path, options: Any, as_json: bool) ->
             err.print(f"[red]✗[/] {name:<9} {escape(str(result.get('error', '')))}", highlight=False, soft_wrap=True)
 
     with progress_bar(not as_json and err.is_terminal) as progress:
-        outcome = Rollback(cfg, config_path, options, progress, on_step).run()
+        if run_id is None:
+            outcome = Rollback(cfg, config_path, options, progress, on_step).run()
+        else:
+            outcome = Rollback.resume(cfg, config_path, run_id or None, progress=progress, on_step=on_step)
     if as_json:
         emit_json(
             {
@@ -115,6 +119,47 @@ def _step_line(name: str, r: dict[str, Any]) -> str:
     return ", ".join(Path(f).name for f in r.get("files", []))
 
 
+NEXT = {
+    "running": "if its process is gone: `failback resume` or `failback abort`",
+    "interrupted": "`failback resume` to continue, or `failback abort` to undo",
+    "failed": "read its report.md; `failback abort` removes what it left",
+    "refused": "read its report.md; fix the cause or confirm, then run again",
+    "source-changed": "stop the app's writers, then run again",
+}
+
+
+@main.command()
+@config_option
+@click.argument("run_id", required=False)
+@json_option
+@handle_errors
+def resume(config_path: Path, run_id: str | None, as_json: bool) -> None:
+    """Continue an interrupted run (default: the newest) from its last trusted checkpoint."""
+    from ..rollback import Options
+
+    cfg = load_config(config_path)
+    outcome = run_rollback(cfg, config_path, Options(), as_json, run_id=run_id or "")
+    if outcome.error is not None:
+        raise outcome.error
+
+
+@main.command()
+@config_option
+@click.argument("run_id", required=False)
+@json_option
+@handle_errors
+def abort(config_path: Path, run_id: str | None, as_json: bool) -> None:
+    """Undo an unfinished run: temp files removed; source, config and target as before the run."""
+    from ..rollback import abort_run
+
+    result = abort_run(load_config(config_path), run_id)
+    if as_json:
+        emit_json(result)
+    else:
+        undone = ", ".join(result["undone"]) or "nothing had been switched"
+        out.print(f"run {result['run']} aborted: {escape(undone)}; temp files removed", highlight=False)
+
+
 # -- status, demo ------------------------------------------------------------------------------------
 @main.command()
 @config_option
@@ -132,11 +177,11 @@ def status(config_path: Path, as_json: bool) -> None:
         emit_json([{**r.to_json(), "verification_debt_unpaid": r.id in owed} for r in runs])
         return
     t = Table(title="Runs")
-    for col in ("run", "mode", "status", "steps", "error"):
+    for col in ("run", "mode", "status", "steps", "next"):
         t.add_column(col, overflow="fold")
     for r in runs:
         steps = " ".join(f"{s.name}:{s.status}" for s in r.steps if s.status != "pending")
-        t.add_row(r.id, r.mode, r.status, steps, escape(r.error))
+        t.add_row(r.id, r.mode, r.status, steps, escape(NEXT.get(r.status, "") or r.error))
     out.print(t)
     for run_id in sorted(owed):
         out.print(f"run {run_id}: verification debt unpaid — run `failback verify --debt {run_id}`", soft_wrap=True)

@@ -1,0 +1,47 @@
+"""``failback report``: render a run's report (Markdown, self-contained HTML or JSON) from its run directory."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from ..config import load_config
+from ..errors import InputError
+from . import config_option, err, handle_errors, main
+
+
+@main.command()
+@click.argument("run", required=False)
+@click.option(
+    "--format", "fmt", type=click.Choice(["md", "html", "json"]), default="md", show_default=True, help="Report format."
+)
+@click.option("-o", "--output", type=click.Path(path_type=Path), default=None, help="Write the report to this file.")
+@config_option
+@handle_errors
+def report(run: str | None, fmt: str, output: Path | None, config_path: Path) -> None:
+    """Show the report of RUN (an id or its unique prefix; default: the newest run).
+
+    The report holds the steps and their durations, the risk findings, the backups with their hashes, the
+    conversion of each schema object, the verification matrix (snapshot / target / sql.js per table), search and
+    query parity, the benchmark before and after, and the run's audit events. --format html gives one
+    self-contained page with charts (no network needed); each run also leaves report.md, report.html and
+    report.json in its directory.
+    """
+    from ..files import write_text
+    from ..journal import list_runs
+    from ..report import RENDERERS, load_report
+
+    cfg = load_config(config_path)
+    runs = list_runs(cfg.state_path)
+    found = [rd for rd in runs if rd.id.startswith(run)] if run else runs[:1]
+    if len(found) != 1:
+        what = f"no single run matches {run!r}" if run else f"no runs yet in {cfg.state_path / 'runs'}"
+        raise InputError(what, "see `failback status`")
+    state, data = load_report(found[0], cfg.state_path / "audit.jsonl")
+    text = RENDERERS[fmt](state, data)
+    if output is None:
+        click.echo(text, nl=False)
+    else:
+        write_text(output, text, 0o644)
+        err.print(f"wrote {output}", highlight=False)
