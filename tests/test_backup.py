@@ -114,7 +114,7 @@ def tiny_disk(tmp_path: Path) -> Iterator[Mount]:
 
 # -- consistency under a concurrent writer ---------------------------------------------------------
 WRITER = """
-import sys, random, apsw
+import sys, random, time, apsw
 conn = apsw.Connection(sys.argv[1])
 conn.set_busy_timeout(20000)
 rng = random.Random(7)
@@ -125,6 +125,7 @@ for _ in range(int(sys.argv[2])):
     conn.execute("INSERT INTO b(v, pad) VALUES (?, randomblob(3000))", (n,))
     conn.execute("UPDATE a SET pad = randomblob(3000) WHERE id = ?", (rng.randrange(1, 200),))
     conn.execute("COMMIT")
+    time.sleep(0.001)  # an app writing in a loop; without a pause no reader gets a rollback-journal lock
 """
 
 

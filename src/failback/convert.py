@@ -436,7 +436,7 @@ class _Planner:
         f, c = quote(fts), quote(content)
         delete = f"DELETE FROM {f} WHERE docid = {old_key};"
         insert = f"INSERT INTO {f}(docid, {cols}) VALUES({new_key}, {new_vals});"
-        self.prove_trigger(f"__{fts}_*", content)
+        self.prove_trigger(f"__{fts}_*", content, ("INSERT", "UPDATE", "DELETE"))
         for suffix, when, body in (
             ("bu", "BEFORE UPDATE", delete),
             ("bd", "BEFORE DELETE", delete),
@@ -445,15 +445,24 @@ class _Planner:
         ):
             self.plan_.triggers.append(f"CREATE TRIGGER {quote(f'__{fts}_{suffix}')} {when} ON {c} BEGIN {body} END")
 
-    def prove_trigger(self, name: str, table: str) -> None:
-        """EXPLAIN of an INSERT, an UPDATE of every column and a DELETE compiles every trigger of ``table``."""
-        t = self.s.tables.get(table)
-        cols = [quote(c.name) for c in t.stored_columns] if t else []
+    def prove_trigger(self, name: str, table: str, events: tuple[str, ...]) -> None:
+        """EXPLAIN of the statements that fire the trigger (an UPDATE sets every column, so ``UPDATE OF``
+        triggers compile too) makes the engine compile its body."""
         q = quote(table)
-        sql = f"EXPLAIN INSERT INTO {q} DEFAULT VALUES; EXPLAIN DELETE FROM {q}"
-        if cols:
-            sql += f"; EXPLAIN UPDATE {q} SET {', '.join(f'{c} = {c}' for c in cols)}"
-        self.plan_.proofs.append(Proof("trigger", name, sql))
+        cols = [quote(c) for c in self.columns_of(table)]
+        statements = {
+            "INSERT": f"EXPLAIN INSERT INTO {q} DEFAULT VALUES",
+            "DELETE": f"EXPLAIN DELETE FROM {q}",
+            "UPDATE": f"EXPLAIN UPDATE {q} SET {', '.join(f'{c} = {c}' for c in cols)}" if cols else "",
+        }
+        sql = "; ".join(s for e in events if (s := statements[e]))
+        self.plan_.proofs.append(Proof("trigger", name, sql or "SELECT 1"))
+
+    def columns_of(self, name: str) -> list[str]:
+        """Insertable columns of a table, or the columns of a view (for INSTEAD OF triggers)."""
+        if (t := self.s.tables.get(name)) is not None:
+            return [c.name for c in t.stored_columns]
+        return list(self.s.view_columns.get(name, ()))
 
     # -- indexes, counters, views, triggers ------------------------------------------------------
     def indexes(self) -> None:
@@ -528,7 +537,7 @@ class _Planner:
             else:
                 sql = self.rewrite(tr.sql)
                 self.plan_.triggers.append(sql)
-                self.prove_trigger(tr.name, tr.table)
+                self.prove_trigger(tr.name, tr.table, (sqltext.trigger_event(tr.sql),))
                 self.decide(
                     "trigger",
                     tr.name,
@@ -555,7 +564,7 @@ class _Planner:
             self.refuse_or_drop("trigger", name, f"writes to {', '.join(fts_refs)} with FTS5-only commands")
         else:
             self.plan_.triggers.append(self.rewrite(sql))
-            self.prove_trigger(name, table)
+            self.prove_trigger(name, table, (sqltext.trigger_event(sql),))
             self.decide("trigger", name, Action.KEEP, "writes to a converted FTS table; to be proved in the target")
 
 
@@ -628,12 +637,13 @@ def fts4_tokenizer(words: tuple[str, ...]) -> tuple[str | None, list[str]]:
 def apply_proofs(plan: Plan, failures: dict[str, str], options: ConvertConfig | None = None) -> Plan:
     """Views and triggers that did not prepare in the target engine: dropped when ``allow_drop`` names them,
     refused (the run stops) otherwise. ``failures`` maps an object name to the engine's error."""
-    if not failures:
-        return plan
     allowed = {n.lower() for n in (options or ConvertConfig()).allow_drop}
     failed = {p.name for p in plan.proofs if p.name in failures}
+    proved = {p.name for p in plan.proofs} - failed
     decisions = []
     for d in plan.decisions:
+        if d.name in proved and d.kind in ("view", "trigger") and d.action is Action.KEEP:
+            d = Decision(d.kind, d.name, d.action, f"prepares in {plan.profile}", d.severity)
         if d.name in failed and d.kind in ("view", "trigger"):
             reason = f"does not prepare in {plan.profile}: {failures[d.name]}"
             if d.name.lower() in allowed:

@@ -7,6 +7,7 @@ built after the data. The target is written under a temp name; the caller publis
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -19,7 +20,14 @@ from .config import Config, ConvertConfig
 from .convert import Plan, apply_proofs, created_name, plan_conversion
 from .engines import Engine
 from .engines.sqljs import SqlJsEngine
-from .errors import EnvironmentFailure, FailbackError, InputError, UnsupportedSchemaError, VerificationFailed
+from .errors import (
+    EnvironmentFailure,
+    FailbackError,
+    InputError,
+    NotADatabaseError,
+    UnsupportedSchemaError,
+    VerificationFailed,
+)
 from .files import ensure_dir, publish, remove_quietly
 from .profiles import load_profile
 from .schema import read_schema
@@ -57,6 +65,10 @@ def build_target(snapshot: Path, dest: Path, plan: Plan, progress: Progress | No
         conn.close()
         remove_quietly(dest, Path(str(dest) + "-journal"))
         raise EnvironmentFailure(f"cannot write {dest}: disk full") from err
+    except (apsw.CorruptError, apsw.NotADBError) as err:  # the snapshot (a page-for-page copy) is damaged
+        conn.close()
+        remove_quietly(dest, Path(str(dest) + "-journal"))
+        raise database_error(snapshot, err) from err
     except (apsw.Error, OSError) as err:
         conn.close()
         remove_quietly(dest, Path(str(dest) + "-journal"))
@@ -189,9 +201,9 @@ def export_database(
 ) -> ExportResult:
     """Snapshot ``source``, convert, verify in both engines, then publish ``target`` (never partial)."""
     t0 = time.perf_counter()
-    if target.exists() and not force:
+    if (target.exists() or target.is_symlink()) and not force:
         raise InputError(f"{target} exists; refusing to overwrite", "pass --force or choose another path")
-    if target.resolve() == source.resolve():
+    if os.path.realpath(target) == os.path.realpath(source):  # realpath: no error on a symlink loop
         raise InputError("SOURCE and TARGET are the same file", "choose another TARGET")
     ensure_dir(target.parent)
     snap_path = target.with_name(f".{target.name}.failback-snapshot")
@@ -202,13 +214,18 @@ def export_database(
         conn = connect(snap.path, readonly=True)
         try:
             schema = read_schema(conn)
+        except NotADatabaseError as err:  # the snapshot is a page-for-page copy: its damage is the source's
+            raise database_error(source, err.__cause__ or err) from err
         finally:
             conn.close()
         engine = engine or SqlJsEngine()
         options = cfg.convert if cfg else None
         plan = plan_conversion(schema, load_profile(profile), options)
         plan = apply_proofs(plan, prove_schema(plan, engine), options)
-        built = build_target(snap.path, tmp, plan, progress)
+        try:
+            built = build_target(snap.path, tmp, plan, progress)
+        except NotADatabaseError as err:
+            raise database_error(source, err.__cause__ or err) from err
         v = cfg.verify if cfg else None
         report = verify_target(
             tmp,

@@ -36,9 +36,13 @@ def fsync_dir(folder: Path) -> None:
 
 
 def ensure_dir(folder: Path) -> Path:
-    """Create ``folder`` (and parents) with owner-only permissions; an OSError becomes a clean error."""
+    """Create ``folder`` (and missing parents, each owner-only: ``mkdir(parents=True)`` would give the parents
+    default permissions); an OSError becomes a clean error. Existing folders are left as they are."""
     try:
-        folder.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
+        if not folder.is_dir():
+            if folder.parent != folder and not folder.parent.is_dir():
+                ensure_dir(folder.parent)
+            folder.mkdir(mode=DIR_MODE, exist_ok=True)
     except OSError as err:
         raise from_os_error(err, f"cannot create folder {folder}") from err
     return folder

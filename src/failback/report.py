@@ -216,6 +216,7 @@ SVG_WIDTH = 900
 LABEL_WIDTH = 170
 ROW = 26
 TOP_TABLES = 15
+PAUSE = 1.0  # seconds between steps beyond which the timeline cuts the pause out
 
 CSS = """
 :root { color-scheme: light; }
@@ -229,10 +230,10 @@ section { background: #fff; border: 1px solid #d0d7de; border-radius: 8px; paddi
 .badge { display: inline-block; padding: 2px 10px; border-radius: 12px; color: #fff; font-weight: 600;
          font-size: 14px; vertical-align: middle; }
 .error { border-color: #cf222e; background: #ffebe9; }
-.cards { display: grid; grid-template-columns: repeat(auto-fit, minmax(140px, 1fr)); gap: 12px; background: none;
+.cards { display: grid; grid-template-columns: repeat(auto-fit, minmax(150px, 1fr)); gap: 12px; background: none;
          border: 0; padding: 0; }
 .card { background: #fff; border: 1px solid #d0d7de; border-radius: 8px; padding: 10px 14px; }
-.card b { display: block; font-size: 20px; white-space: nowrap; } .card span { color: #57606a; font-size: 13px; }
+.card b { display: block; font-size: 20px; } .card span { color: #57606a; font-size: 13px; }
 table { border-collapse: collapse; width: 100%; font-size: 13px; }
 th, td { text-align: left; padding: 4px 8px; border-bottom: 1px solid #eaeef2; vertical-align: top; }
 th { background: #f6f8fa; } td.num { text-align: right; font-variant-numeric: tabular-nums; }
@@ -274,10 +275,7 @@ def _section(title: str, body: str, css: str = "") -> str:
 
 
 def _svg(height: float, body: str, label: str) -> str:
-    return (
-        f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {SVG_WIDTH} {math.ceil(height)}" role="img" '
-        f'aria-label="{_e(label)}">{body}</svg>'
-    )
+    return f'<svg viewBox="0 0 {SVG_WIDTH} {math.ceil(height)}" role="img" aria-label="{_e(label)}">{body}</svg>'
 
 
 def _text(x: float, y: float, s: str, anchor: str = "start", fill: str = "#1f2328", bold: bool = False) -> str:
@@ -302,37 +300,57 @@ def _nice_step(span: float, ticks: int = 5) -> float:
     return next(m * mag for m in (1, 2, 5, 10) if m * mag >= raw)
 
 
+def _duration(seconds: float) -> str:
+    return (
+        f"{seconds:.1f} s"
+        if seconds < 120
+        else f"{seconds / 60:.0f} min"
+        if seconds < 7200
+        else f"{seconds / 3600:.1f} h"
+    )
+
+
 def timeline_svg(state: RunState) -> str:
-    """The steps on a time axis: where the time went, and which step failed."""
-    t0 = min((s.started for s in state.steps if s.started is not None), default=0.0)
-    spans: list[tuple[float, float]] = []
-    cursor = 0.0
+    """The steps on a time axis: where the time went, and which step failed. A pause between steps longer than
+    PAUSE (a run interrupted and resumed later) is cut out of the axis and named beside the step after it."""
+    spans: list[tuple[float, float, float]] = []  # (start on the axis, seconds, pause cut out before it)
+    cursor, wall_end = 0.0, None
     for s in state.steps:
-        start = s.started - t0 if s.started is not None else cursor
-        spans.append((start, s.seconds or 0.0))
+        start, cut = cursor, 0.0
+        if s.started is not None:
+            pause = 0.0 if wall_end is None else s.started - wall_end
+            cut = pause if pause > PAUSE else 0.0
+            start = cursor + max(pause - cut, 0.0)
+            wall_end = s.started + (s.seconds or 0.0)
+        spans.append((start, s.seconds or 0.0, cut))
         if s.seconds is not None:
-            cursor = max(cursor, start + s.seconds)
+            cursor = start + s.seconds
     total = max(cursor, 1e-3)
     step = _nice_step(total)
-    plot = SVG_WIDTH - LABEL_WIDTH - 90
-    scale = plot / (math.ceil(total / step) * step)
-    parts = []
     ticks = math.ceil(total / step)
+    scale = (SVG_WIDTH - LABEL_WIDTH - 230) / (ticks * step)
+    bottom = len(spans) * ROW + 4
+    parts = []
     for i in range(ticks + 1):
         x = LABEL_WIDTH + i * step * scale
-        parts.append(f'<line x1="{x:.1f}" y1="4" x2="{x:.1f}" y2="{len(spans) * ROW + 4}" stroke="#eaeef2"/>')
-        parts.append(_text(x, len(spans) * ROW + 20, f"{i * step:g} s", "middle", "#57606a"))
-    for i, (s, (start, secs)) in enumerate(zip(state.steps, spans, strict=True)):
-        y = 4 + i * ROW
+        parts.append(f'<line x1="{x:.1f}" y1="4" x2="{x:.1f}" y2="{bottom}" stroke="#eaeef2"/>')
+        parts.append(_text(x, bottom + 16, f"{i * step:g} s", "middle", "#57606a"))
+    for i, (s, (start, secs, cut)) in enumerate(zip(state.steps, spans, strict=True)):
+        y, x = 4 + i * ROW, LABEL_WIDTH + start * scale
         color = FAILED_COLOR if s.status == "failed" else STATUS_COLOR.get(s.status, "#9a6700")
         parts.append(_text(LABEL_WIDTH - 10, y + 17, s.name, "end", bold=s.status == "failed"))
+        if cut:
+            parts.append(
+                f'<line x1="{x:.1f}" y1="4" x2="{x:.1f}" y2="{bottom}" stroke="#9a6700" stroke-dasharray="4 3"/>'
+            )
         if s.seconds is None:
-            parts.append(_text(LABEL_WIDTH + 4, y + 17, s.status, fill="#6e7781"))
+            parts.append(_text(x + 4, y + 17, s.status, fill="#6e7781"))
             continue
-        x, w = LABEL_WIDTH + start * scale, secs * scale
+        w = secs * scale
+        note = ("" if s.status == "done" else f" {s.status}") + (f" · after a {_duration(cut)} pause" if cut else "")
         parts.append(_bar(x, y + 4, w, ROW - 8, color, f"{s.name}: {s.status}, {secs:.3f} s"))
-        parts.append(_text(x + max(w, 2) + 6, y + 17, f"{secs:.2f} s" + ("" if s.status == "done" else f" {s.status}")))
-    return _svg(len(spans) * ROW + 28, "".join(parts), f"timeline of run {state.id}")
+        parts.append(_text(x + max(w, 2) + 6, y + 17, f"{secs:.2f} s{note}"))
+    return _svg(bottom + 24, "".join(parts), f"timeline of run {state.id}")
 
 
 def sizes_svg(sizes: list[tuple[str, int | None, int | None]]) -> str:
@@ -393,7 +411,7 @@ def _cards(state: RunState, data: dict[str, Any]) -> str:
     v, a = data.get("verification") or {}, data.get("assessment") or {}
     tables = v.get("tables") or []
     rows = sum((t.get("sqljs") or t.get("target") or t.get("snapshot") or {}).get("rows", 0) for t in tables)
-    cards = [(f"{_total_seconds(state):.2f} s", "in all")]
+    cards = [(f"{_total_seconds(state):.2f} s", "spent in the steps")]
     if a:
         cards.append((a["level"], "risk"))
     if tables:

@@ -4,12 +4,13 @@ views, triggers, virtual tables and their shadow tables, counters and header pra
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import apsw
 
 from . import sqltext
 from .digest import DigestSpec
-from .sqlite import pragma, quote
+from .sqlite import database_error, pragma, quote
 
 INTERNAL_TABLES = ("sqlite_sequence", "sqlite_stat1", "sqlite_stat2", "sqlite_stat3", "sqlite_stat4")
 GENERATED_VIRTUAL, GENERATED_STORED = 2, 3
@@ -107,6 +108,7 @@ class Schema:
     indexes: dict[str, Index] = field(default_factory=dict)
     views: dict[str, View] = field(default_factory=dict)
     triggers: dict[str, Trigger] = field(default_factory=dict)
+    view_columns: dict[str, tuple[str, ...]] = field(default_factory=dict)
     sequence: dict[str, int] = field(default_factory=dict)
     has_stat1: bool = False
     user_version: int = 0
@@ -164,7 +166,21 @@ def digest_specs(s: Schema) -> list[DigestSpec]:
 
 
 def read_schema(conn: apsw.Connection, schema: str = "main") -> Schema:
-    """Read the schema of ``schema`` on ``conn`` (a read-only connection is enough)."""
+    """Read the schema of ``schema`` on ``conn`` (a read-only connection is enough).
+
+    A database that cannot be read (corrupt pages, schema text that is not UTF-8, …) raises
+    NotADatabaseError naming its file, never a raw apsw or decoding error."""
+    try:
+        return _read_schema(conn, schema)
+    except (apsw.Error, UnicodeDecodeError) as err:
+        try:
+            name = conn.db_filename(schema) or schema
+        except apsw.Error:
+            name = schema
+        raise database_error(Path(name), err) from err
+
+
+def _read_schema(conn: apsw.Connection, schema: str) -> Schema:
     s = Schema(
         user_version=pragma(conn, "user_version", schema),
         application_id=pragma(conn, "application_id", schema),
@@ -219,6 +235,10 @@ def read_schema(conn: apsw.Connection, schema: str = "main") -> Schema:
             s.indexes[name] = Index(name, tbl, sql, unique, partial)
         elif typ == "view":
             s.views[name] = View(name, sql)
+            try:
+                s.view_columns[name] = tuple(r[1] for r in conn.execute(f"PRAGMA {q}.table_info({quote(name)})"))
+            except apsw.Error:
+                s.view_columns[name] = ()  # a view this engine cannot prepare: proved (and refused) later
         elif typ == "trigger":
             s.triggers[name] = Trigger(name, tbl, sql)
     if "sqlite_sequence" in master:

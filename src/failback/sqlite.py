@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import stat
+import struct
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,9 @@ from .errors import InputError, NotADatabaseError
 
 HEADER = b"SQLite format 3\x00"
 SIDE_FILES = ("-wal", "-shm", "-journal")
+WAL_MAGIC = (0x377F0682, 0x377F0683)  # checksums in little- / big-endian words
+WAL_VERSION = 3007000
+WAL_HEADER = 32
 
 
 def quote(name: str) -> str:
@@ -46,6 +50,58 @@ def check_database_file(path: Path) -> None:
         )
     if len(head) < 100:
         raise NotADatabaseError(f"{path}: truncated SQLite database (header incomplete)")
+    problem = wal_problem(Path(str(path) + "-wal"))
+    if problem:
+        raise NotADatabaseError(
+            f"{path}: its -wal {problem}; SQLite would ignore it and lose every commit in it",
+            "restore the database with its own -wal (`failback backup restore`), or move the -wal away if it "
+            "does not belong to this database",
+        )
+
+
+def _wal_checksum(data: bytes, big_endian: bool) -> tuple[int, int]:
+    """SQLite's WAL checksum over ``data`` (a multiple of 8 bytes)."""
+    words = struct.unpack(f"{'>' if big_endian else '<'}{len(data) // 4}I", data)
+    s0 = s1 = 0
+    for i in range(0, len(words), 2):
+        s0 = (s0 + words[i] + s1) & 0xFFFFFFFF
+        s1 = (s1 + words[i + 1] + s0) & 0xFFFFFFFF
+    return s0, s1
+
+
+def wal_problem(wal: Path) -> str | None:
+    """Why the -wal file ``wal`` cannot be replayed (SQLite would silently ignore it), or None.
+
+    Only a -wal holding frames is judged, and only by its 32-byte header (magic, version, page size, header
+    checksum over the salts): SQLite writes a valid header before any frame, so an invalid one with frames
+    after it means a damaged or foreign file, not a normal state."""
+    problem = None
+    for _ in range(3):  # a writer may be rewriting the header this instant: one good read is enough
+        try:
+            with open(wal, "rb") as fh:
+                head, more = fh.read(WAL_HEADER), fh.read(1)
+        except FileNotFoundError:
+            return None
+        except OSError as err:
+            return f"cannot be read ({err.strerror})"
+        if len(head) < WAL_HEADER or not more:
+            return None  # empty or header only: no frames, nothing to lose
+        problem = _wal_header_problem(head)
+        if problem is None:
+            return None
+    return problem
+
+
+def _wal_header_problem(head: bytes) -> str | None:
+    """What is wrong with a 32-byte WAL header, or None."""
+    magic, version, page_size = struct.unpack(">3I", head[:12])
+    if magic not in WAL_MAGIC:
+        return "is not a SQLite WAL file (bad magic number)"
+    if version != WAL_VERSION or page_size < 512 or page_size > 65536 or page_size & (page_size - 1):
+        return "has an invalid header (version or page size)"
+    if _wal_checksum(head[:24], magic & 1 == 1) != struct.unpack(">2I", head[24:32]):
+        return "has a header whose salts do not match its checksum (damaged, or not this database's)"
+    return None
 
 
 def fallback_collation(name: str) -> Callable[[str, str], int]:
@@ -91,6 +147,14 @@ def open_source(path: Path) -> apsw.Connection:
         conn.execute("SELECT count(*) FROM sqlite_schema").get  # noqa: B018 - forces the schema to parse
     except (apsw.Error, UnicodeDecodeError) as err:
         conn.close()
+        journal = Path(str(path) + "-journal")
+        if isinstance(err, apsw.ReadOnlyError) and journal.exists():
+            raise NotADatabaseError(
+                f"{path}: a writer stopped mid-transaction: its hot {journal.name} must be rolled back first, "
+                "and failback only reads the source",
+                "let the app (or `sqlite3 FILE 'PRAGMA quick_check'`) open it once so SQLite rolls the journal "
+                "back, then run again",
+            ) from None
         raise NotADatabaseError(f"{path}: not a valid SQLite database ({_reason(err)})") from None
     return conn
 

@@ -210,3 +210,12 @@ def strip_generated(sql: str) -> str:
             k = j
         k += 1
     return "".join(out)
+
+
+def trigger_event(sql: str) -> str:
+    """The event of a CREATE TRIGGER statement: ``INSERT``, ``DELETE`` or ``UPDATE``."""
+    for tok in significant(tokenize(sql))[3:]:
+        word = tok[1].text.upper()
+        if tok[1].kind == "word" and word in ("INSERT", "DELETE", "UPDATE"):
+            return word
+    raise ValueError("not a CREATE TRIGGER statement")
