@@ -377,10 +377,37 @@ def run_failback(args: list[str], cwd: Path) -> tuple[float, int, str, dict[str,
     return seconds, proc.returncode, stdout, rss
 
 
+CALIBRATION = "calibration.json"  # failback's per-machine throughput calibration, cached in its state folder
+calibration_cache: Path | None = None  # set by warm_up(); copied into every app folder's .failback/
+
+
 def app_folder(src: Path) -> None:
-    """Turn the folder holding the staged source into an app folder: app.env and failback.toml."""
+    """Turn the folder holding the staged source into an app folder: app.env, failback.toml and, after the
+    warm-up, failback's cached calibration (as on a machine where `failback assess` has run once)."""
     (src.parent / "app.env").write_text(demo.APP_ENV, encoding="utf-8")
     (src.parent / "failback.toml").write_text(bench_config(), encoding="utf-8")
+    if calibration_cache is not None and calibration_cache.exists():
+        (src.parent / ".failback").mkdir(exist_ok=True)
+        shutil.copyfile(calibration_cache, src.parent / ".failback" / CALIBRATION)
+
+
+def warm_up(work: Path) -> dict[str, Any]:
+    """`failback assess` once on a small database, untimed, to get failback's calibration file; returns its cost."""
+    global calibration_cache
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    src = work / "native.sqlite"
+    build_native(src, notes=500)
+    app_folder(src)
+    seconds, code, _, _ = run_failback(["assess", "-c", "failback.toml", "--json"], work)
+    made = work / ".failback" / CALIBRATION
+    out: dict[str, Any] = {"assess_seconds": round(seconds, 3), "exit": code, "calibration": None}
+    if made.exists():
+        calibration_cache = work.parent / CALIBRATION
+        shutil.copyfile(made, calibration_cache)
+        out["calibration"] = json.loads(made.read_text(encoding="utf-8"))
+    shutil.rmtree(work, ignore_errors=True)
+    return out
 
 
 def rollback_op(mode: str) -> Callable[[Path, Path], Sample]:
@@ -488,6 +515,16 @@ def run_size(size: Size, args: argparse.Namespace, machine: dict[str, Any]) -> d
     work_root = args.data / "work"
     shutil.rmtree(work_root, ignore_errors=True)
     notes: list[str] = []
+    warm: dict[str, Any] | None = None
+    if not args.cold_calibration:
+        warm = warm_up(work_root / "warm-up")
+        cal = warm.get("calibration") or {}
+        if cal:
+            notes.append(
+                f"failback's calibration (cached per machine in .failback/{CALIBRATION}) was measured once before "
+                f"the runs ({cal.get('seconds', '?')} s) and copied into every app folder; --cold-calibration "
+                "makes every run measure it"
+            )
     cli_vacuum: dict[str, Any] | None = None
     if have_sqlite3:
         cli_vacuum = cli_vacuum_check(native, work_root / "cli-vacuum")
@@ -525,6 +562,7 @@ def run_size(size: Size, args: argparse.Namespace, machine: dict[str, Any]) -> d
     result["database"] = meta
     result["notes"] = notes
     result["cli_vacuum_into"] = cli_vacuum
+    result["warm_up"] = warm
     if not have_sqlite3:
         result["notes"].append("sqlite3 CLI not found: its rows were skipped (fix: apt-get install sqlite3)")
     result["bench_seconds"] = round(time.perf_counter() - started, 1)
@@ -596,7 +634,8 @@ def summarize(size: Size, ops: list[Op], source_bytes: dict[str, int], repeat: i
         "ratios": ratios,
         "targets": targets,
         "peak_rss": {"failback_python": py_peak, "sqljs_node": node_peak},
-        "standard_steps": step_shares(ops),
+        "standard_steps": step_shares(next(o for o in ops if o.name == "failback rollback")),
+        "steps": {o.name: step_shares(o) for o in ops if o.name in ROLLBACKS},
     }
 
 
@@ -605,32 +644,29 @@ def median_parts(samples: list[Sample]) -> dict[str, float]:
     return {k: round(statistics.median([s.parts[k] for s in samples if k in s.parts]), 4) for k in sorted(keys)}
 
 
-def step_shares(ops: list[Op]) -> dict[str, Any]:
-    """Each step's median seconds and share of a standard rollback's wall time (from the run's state.json)."""
-    op = next(o for o in ops if o.name == "failback rollback")
+ROLLBACKS = ("failback rollback", "failback rollback --mode emergency", "failback rollback (no FTS)")
+
+
+def step_shares(op: Op) -> dict[str, Any]:
+    """Each step's median seconds and share of the rollback's wall time (from the run's own state.json)."""
     good = [s for s in op.samples if s.ok and s.parts]
     if not good:
         return {}
     wall = statistics.median(s.seconds for s in good)
     steps = median_parts(good)
-    order = ["snapshot", "backup", "assess", "convert", "verify", "switch", "report"]
-    rows: list[dict[str, Any]] = [
-        {"step": k, "seconds": steps[k], "share": round(steps[k] / wall, 4)} for k in order if k in steps
-    ]
-    outside = wall - sum(steps[k] for k in order if k in steps)
-    rows.append(
-        {
-            "step": "outside steps (start-up, imports, config, run dir)",
-            "seconds": round(outside, 4),
-            "share": round(outside / wall, 4),
-        }
-    )
+    order = list(dict.fromkeys(k for s in good for k in s.parts))  # state.json's order
+    rows: list[dict[str, Any]] = [{"step": k, "seconds": steps[k], "share": round(steps[k] / wall, 4)} for k in order]
+    outside = wall - sum(steps.values())
+    rows.append({"step": OUTSIDE, "seconds": round(outside, 4), "share": round(outside / wall, 4)})
     subs: dict[str, list[float]] = {}
     for s in good:
         for k, v in (s.detail.get("sub") or {}).items():
             subs.setdefault(k, []).append(v)
     sub_rows = [{"part": k, "seconds": round(statistics.median(v), 4)} for k, v in sorted(subs.items())]
     return {"wall_seconds": round(wall, 4), "steps": rows, "convert_phases": sub_rows}
+
+
+OUTSIDE = "outside steps (start-up, imports, config, run dir, exit)"
 
 
 # -- printing ---------------------------------------------------------------------------------------------------
@@ -711,17 +747,32 @@ def print_result(res: dict[str, Any]) -> None:
         tt.add_row(x["check"], measured, target, "[green]yes[/]" if x["met"] else "[red]no[/]")
     console.print(tt)
 
-    steps = res["standard_steps"]
-    if steps:
-        st = Table(
-            title=f"standard rollback by step (median wall {fmt_s(steps['wall_seconds'])} s)", title_justify="left"
-        )
-        for col, justify in (("step", "left"), ("seconds", "right"), ("share", "right")):
-            st.add_column(col, justify=justify)  # type: ignore[arg-type]
-        for row in steps["steps"]:
-            st.add_row(row["step"], fmt_s(row["seconds"]), f"{row['share'] * 100:.1f} %")
-        for row in steps["convert_phases"]:
-            st.add_row(f"  {row['part']}", fmt_s(row["seconds"]), "")
+    by_op = {name: v for name, v in res.get("steps", {}).items() if v}
+    if by_op:
+        st = Table(title="failback rollback by step: median seconds and share of the run", title_justify="left")
+        st.add_column("step")
+        for name in by_op:
+            short = name.replace("failback rollback", "").replace("--mode", "").strip(" ()-") or "standard"
+            st.add_column(f"{short} s", justify="right")
+            st.add_column("share", justify="right")
+        names: list[str] = []
+        for v in by_op.values():
+            names += [r["step"] for r in v["steps"] if r["step"] not in names and r["step"] != OUTSIDE]
+        names.append(OUTSIDE)
+        for step in names:
+            cells: list[str] = []
+            for v in by_op.values():
+                row = next((r for r in v["steps"] if r["step"] == step), None)
+                cells += [fmt_s(row["seconds"]), f"{row['share'] * 100:.1f} %"] if row else ["", ""]
+            st.add_row(step, *cells)
+        st.add_row("[bold]wall[/]", *[c for v in by_op.values() for c in (fmt_s(v["wall_seconds"]), "100 %")])
+        parts = sorted({p["part"] for v in by_op.values() for p in v["convert_phases"]})
+        for part in parts:
+            cells = []
+            for v in by_op.values():
+                row = next((p for p in v["convert_phases"] if p["part"] == part), None)
+                cells += [fmt_s(row["seconds"]) if row else "", ""]
+            st.add_row(f"  {part}", *cells)
         console.print(st)
     for n in res["notes"]:
         console.print(f"[yellow]note:[/] {n}", highlight=False)
@@ -812,6 +863,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="cache and scratch folder (bench/data)")
     parser.add_argument("--results", type=Path, default=DEFAULT_RESULTS, help="where the JSON goes (bench/results)")
     parser.add_argument("--no-save", action="store_true", help="print only; write no JSON")
+    parser.add_argument(
+        "--cold-calibration",
+        action="store_true",
+        help="do not give the runs failback's cached calibration: each standard rollback measures it",
+    )
     args = parser.parse_args(argv)
     names = ["100mb"] if args.quick else (args.sizes.split(",") if args.sizes else list(SIZES))
     unknown = [n for n in names if n not in SIZES]

@@ -124,7 +124,7 @@ def test_report_command_renders_each_format(finished: tuple[Config, Outcome], tm
 
 
 def test_report_of_a_run_killed_before_its_report(demo_dir: Path) -> None:
-    killed = run_cli("rollback", "--yes", cwd=demo_dir, env={"FAILBACK_KILL_AT": "convert.end"})
+    killed = run_cli("rollback", "--yes", cwd=demo_dir, env={"FAILBACK_KILL_AT": "verify.end"})
     assert killed.returncode == -9, killed.stderr
     (run,) = (demo_dir / ".failback" / "runs").iterdir()
     assert not (run / "report.json").exists()
@@ -132,7 +132,7 @@ def test_report_of_a_run_killed_before_its_report(demo_dir: Path) -> None:
     assert shown.returncode == 0, shown.stderr
     md = shown.stdout
     assert f"# failback run {run.name}" in md and "status: **running**" in md
-    assert "| assess | done |" in md and "| convert | running |" in md and "| verify | pending |" in md
+    assert "| backup | done |" in md and "| verify | running |" in md and "| switch | pending |" in md
     assert "## Risk: high" in md and "## Backup of the source" in md and "## Conversion" in md
 
 
@@ -205,3 +205,19 @@ def test_html_report_renders_in_chromium(chromium: Path, finished: tuple[Config,
     assert "before (baseline)" in dom and "after the rollback" in dom
     q = state.step("postcheck").result["queries"][0]
     assert f"{q['before_p95_ms']:.2f} ms" in dom and f"{q['p95_ms']:.2f} ms" in dom
+
+
+def test_timeline_cuts_out_a_pause_and_shows_the_failed_step() -> None:
+    """A run interrupted and resumed an hour later: the hour is named, not drawn; the failed step stands out."""
+    state = RunState("r1", "failback.toml", "standard", "2026-01-01T00:00:00+00:00", status="failed", error="boom")
+    times = {"snapshot": (1000.0, 1.0), "backup": (1001.0, 2.0), "assess": (1003.0 + 3600, 1.0)}
+    for name, (started, seconds) in times.items():
+        step = state.step(name)
+        step.status, step.started, step.seconds = "done", started, seconds
+    state.step("convert").status, state.step("convert").started = "failed", 3600 + 1004.0
+    state.step("convert").seconds = 0.5
+    svg = render_html(state, {k: None for k in ("plan", "assessment", "backup", "verification")} | {"audit": []})
+    assert "1.00 s · after a 60 min pause" in svg
+    assert ">0 s<" in svg and ">4 s<" in svg and ">3600 s<" not in svg  # the axis spans the work, not the hour
+    assert "0.50 s failed" in svg and 'fill="#cf222e"' in svg and "<h2>Error</h2><p>boom</p>" in svg
+    assert ">pending</text>" in svg  # verify and later: never started

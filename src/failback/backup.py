@@ -43,7 +43,18 @@ import zstandard
 from . import __version__
 from .digest import TableDigest, table_digest
 from .errors import BackupError, ConfigError, EnvironmentFailure, FailbackError, InputError, from_os_error
-from .files import FILE_MODE, atomic_writer, copy_file, ensure_dir, free_bytes, fsync_dir, publish, remove_quietly
+from .files import (
+    DIR_MODE,
+    FILE_MODE,
+    atomic_writer,
+    copy_file,
+    ensure_dir,
+    free_bytes,
+    fsync_dir,
+    publish,
+    remove_quietly,
+    write_text,
+)
 from .journal import list_runs
 from .retention import Item, Policy, Verdict, decide
 from .schema import digest_specs, read_schema
@@ -171,7 +182,9 @@ class Snapshot:
 def take_snapshot(source: Path, dest: Path, progress: Progress = _noop, step_bytes: int = STEP_BYTES) -> Snapshot:
     """Copy ``source`` to ``dest`` (temp name, then rename) with the online backup API, ``step_bytes`` a step."""
     src = open_source(source)
-    tmp = dest.with_name(f".{dest.name}.failback-snapshot-{os.getpid()}")
+    tmp = dest.with_name(dest.name + ".part")  # the name `failback abort` cleans up after a crash
+    leftovers = [tmp, *(Path(str(tmp) + s) for s in SIDE_FILES)]
+    remove_quietly(*leftovers)
     t0 = time.perf_counter()
     try:
         size = sum(st[0] for st in fingerprint(source).values() if st)  # database + -wal: the copy is no larger
@@ -181,7 +194,7 @@ def take_snapshot(source: Path, dest: Path, progress: Progress = _noop, step_byt
         publish(tmp, dest)
     except BaseException as err:
         src.close()
-        remove_quietly(tmp, *(Path(str(tmp) + s) for s in SIDE_FILES))
+        remove_quietly(*leftovers)
         if isinstance(err, apsw.FullError):
             raise EnvironmentFailure(f"cannot write snapshot {dest}: disk full") from err
         if isinstance(err, apsw.BusyError):
@@ -391,7 +404,7 @@ def create_backup(
                 needed = stored.stat().st_size if stored else _estimate_compressed(snapshot, level)
                 _require_space(layer, needed, f"backup layer {layer}")
                 ensure_dir(layer)
-                folder.mkdir(mode=0o700)
+                folder.mkdir(mode=DIR_MODE)
                 created = True
                 data = folder / DATA
                 if stored is None:
@@ -437,8 +450,6 @@ def _manifest(bid: str, label: str, source: Path, raw_sha: str, zsha: str, raw: 
 
 
 def _write_manifest(folder: Path, manifest: dict[str, Any]) -> None:
-    from .files import write_text
-
     write_text(folder / MANIFEST, json.dumps(manifest, indent=2, sort_keys=True) + "\n")
 
 
@@ -666,6 +677,8 @@ def protected_backups(entries: list[dict[str, Any]], state_dir: Path) -> dict[st
     for run in list_runs(state_dir):
         try:
             state = run.load()
+            if state.status not in UNFINISHED:
+                continue
             used = state.step("backup").result
             ids = [used[k]["id"] for k in ("source", "previous_target") if k in used]
         except (OSError, ValueError, TypeError, KeyError, StopIteration) as err:
@@ -673,12 +686,11 @@ def protected_backups(entries: list[dict[str, Any]], state_dir: Path) -> dict[st
                 f"cannot read run {run.path} ({err}); refusing to prune what it may still need",
                 "inspect or remove that run directory, then run prune again",
             ) from None
-        if state.status in UNFINISHED:
-            keep.update({bid: f"used by {state.status} run {run.id}" for bid in ids if bid not in keep})
+        keep.update({bid: f"used by {state.status} run {run.id}" for bid in ids if bid not in keep})
     return keep
 
 
-def prune_backups(cfg: Config, dry_run: bool = False, now: datetime | None = None) -> PruneResult:
+def prune_backups(cfg: Config, dry_run: bool = False) -> PruneResult:
     """Delete the backups the retention rules of ``cfg.backup`` do not keep (all of their folders).
 
     A folder is deleted manifest first, so an interrupted prune leaves at most an invalid, invisible folder."""
@@ -689,7 +701,7 @@ def prune_backups(cfg: Config, dry_run: bool = False, now: datetime | None = Non
         raise ConfigError(f"backup.keep_within: {err}") from None
     entries = list_backups(cfg.backup_layers)
     items = [Item(e["manifest"]["id"], created_at(e["manifest"])) for e in entries]
-    verdicts = decide(items, policy, now or datetime.now(UTC), protected_backups(entries, cfg.state_path))
+    verdicts = decide(items, policy, datetime.now(UTC), protected_backups(entries, cfg.state_path))
     result = PruneResult(dry_run, verdicts, {e["manifest"]["id"]: e["folders"] for e in entries})
     doomed = [] if dry_run else [Path(f) for v in verdicts if not v.keep for f in result.folders[v.id]]
     for folder in doomed:

@@ -15,7 +15,7 @@ from . import __version__
 from .audit import AuditLog
 from .convert import load_plan
 from .files import write_text
-from .journal import RunDir, RunState
+from .journal import RunDir, RunState, StepState
 
 FORMATS = ("md", "html", "json")
 SECTIONS = ("plan", "assessment", "backup", "verification", "audit")
@@ -81,10 +81,6 @@ def _checks(data: dict[str, Any], kind: str | None) -> list[dict[str, Any]]:
     return [c for c in checks if c["kind"] == kind or (kind is None and c["kind"] not in special)]
 
 
-def _total_seconds(state: RunState) -> float:
-    return sum(s.seconds or 0.0 for s in state.steps)
-
-
 def _rows(x: dict[str, Any] | None) -> str:
     return "—" if x is None else f"{x['rows']} · {x['digest'][:12]}" if x["digest"] else str(x["rows"])
 
@@ -132,7 +128,7 @@ def render_markdown(state: RunState, data: dict[str, Any]) -> str:
         f"# failback run {state.id}",
         "",
         f"- status: **{state.status}** (exit {state.exit_code})",
-        f"- mode: {state.mode}; started {state.created}; {_total_seconds(state):.2f} s in all",
+        f"- mode: {state.mode}; started {state.created}; {elapsed(state):.2f} s from the first step to the last",
     ]
     if state.error:
         lines.append(f"- error: {state.error}")
@@ -310,22 +306,56 @@ def _duration(seconds: float) -> str:
     )
 
 
+def _wall_span(s: StepState) -> tuple[float, float] | None:
+    """When a step ran (epoch start, seconds); a step that waited for work done in the background (its result has
+    ``background_seconds``) is drawn from when that work began."""
+    if s.started is None:
+        return None
+    waited = s.seconds or 0.0
+    worked = max(waited, float(s.result.get("background_seconds") or 0.0))
+    return s.started + waited - worked, worked
+
+
+def _pauses(spans: list[tuple[float, float]]) -> dict[float, float]:
+    """Pauses longer than PAUSE in which no step ran (a run interrupted, resumed later): start time of the step
+    that ended the pause -> its length."""
+    pauses: dict[float, float] = {}
+    covered: float | None = None
+    for start, secs in sorted(spans):
+        if covered is not None and start - covered > PAUSE:
+            pauses[start] = start - covered
+        covered = start + secs if covered is None else max(covered, start + secs)
+    return pauses
+
+
+def _axis(state: RunState) -> list[tuple[float, float, float]]:
+    """Per step: (start on the time axis, seconds, pause cut out just before it). The axis starts with the first
+    step; pauses longer than PAUSE are cut out."""
+    walls = [_wall_span(s) for s in state.steps]
+    pauses = _pauses([w for w in walls if w is not None])
+    t0 = min((w[0] for w in walls if w is not None), default=0.0)
+    spans: list[tuple[float, float, float]] = []  # (start on the axis, seconds, pause cut out just before)
+    cursor = 0.0
+    for s, wall in zip(state.steps, walls, strict=True):
+        start, secs, cut = cursor, s.seconds or 0.0, 0.0
+        if wall is not None:
+            start = wall[0] - t0 - sum(length for end, length in pauses.items() if end <= wall[0])
+            secs, cut = wall[1], pauses.get(wall[0], 0.0)
+        spans.append((start, secs, cut))
+        cursor = max(cursor, start + secs)
+    return spans
+
+
+def elapsed(state: RunState) -> float:
+    """Seconds from the first step's start to the last step's end, pauses cut out."""
+    return max((start + secs for start, secs, _ in _axis(state)), default=0.0)
+
+
 def timeline_svg(state: RunState) -> str:
-    """The steps on a time axis: where the time went, and which step failed. A pause between steps longer than
-    PAUSE (a run interrupted and resumed later) is cut out of the axis and named beside the step after it."""
-    spans: list[tuple[float, float, float]] = []  # (start on the axis, seconds, pause cut out before it)
-    cursor, wall_end = 0.0, None
-    for s in state.steps:
-        start, cut = cursor, 0.0
-        if s.started is not None:
-            pause = 0.0 if wall_end is None else s.started - wall_end
-            cut = pause if pause > PAUSE else 0.0
-            start = cursor + max(pause - cut, 0.0)
-            wall_end = s.started + (s.seconds or 0.0)
-        spans.append((start, s.seconds or 0.0, cut))
-        if s.seconds is not None:
-            cursor = start + s.seconds
-    total = max(cursor, 1e-3)
+    """The steps on a time axis: where the time went, which steps overlapped, which one failed; a pause (a run
+    interrupted and resumed later) is cut out of the axis and named beside the step that ended it."""
+    spans = _axis(state)
+    total = max(elapsed(state), 1e-3)
     step = _nice_step(total)
     ticks = math.ceil(total / step)
     scale = (SVG_WIDTH - LABEL_WIDTH - 230) / (ticks * step)
@@ -340,14 +370,14 @@ def timeline_svg(state: RunState) -> str:
         color = FAILED_COLOR if s.status == "failed" else STATUS_COLOR.get(s.status, "#9a6700")
         parts.append(_text(LABEL_WIDTH - 10, y + 17, s.name, "end", bold=s.status == "failed"))
         if cut:
-            parts.append(
-                f'<line x1="{x:.1f}" y1="4" x2="{x:.1f}" y2="{bottom}" stroke="#9a6700" stroke-dasharray="4 3"/>'
-            )
+            dash = 'stroke="#9a6700" stroke-dasharray="4 3"'
+            parts.append(f'<line x1="{x:.1f}" y1="{y}" x2="{x:.1f}" y2="{bottom}" {dash}/>')
         if s.seconds is None:
             parts.append(_text(x + 4, y + 17, s.status, fill="#6e7781"))
             continue
         w = secs * scale
         note = ("" if s.status == "done" else f" {s.status}") + (f" · after a {_duration(cut)} pause" if cut else "")
+        note += " (in the background)" if s.result.get("background_seconds") else ""
         parts.append(_bar(x, y + 4, w, ROW - 8, color, f"{s.name}: {s.status}, {secs:.3f} s"))
         parts.append(_text(x + max(w, 2) + 6, y + 17, f"{secs:.2f} s{note}"))
     return _svg(bottom + 24, "".join(parts), f"timeline of run {state.id}")
@@ -411,7 +441,7 @@ def _cards(state: RunState, data: dict[str, Any]) -> str:
     v, a = data.get("verification") or {}, data.get("assessment") or {}
     tables = v.get("tables") or []
     rows = sum((t.get("sqljs") or t.get("target") or t.get("snapshot") or {}).get("rows", 0) for t in tables)
-    cards = [(f"{_total_seconds(state):.2f} s", "spent in the steps")]
+    cards = [(f"{elapsed(state):.2f} s", "from the first step to the last")]
     if a:
         cards.append((a["level"], "risk"))
     if tables:

@@ -22,6 +22,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -125,6 +126,9 @@ class Rollback:
         self.verification: dict[str, Any] | None = None
         self.tmp_target: Path | None = None
         self._stop: int | None = None
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="failback-backup")
+        self._backup_job: Future[dict[str, Any]] | None = None
+        self._backup_started = time.perf_counter()
 
     @property
     def emergency(self) -> bool:
@@ -166,11 +170,14 @@ class Rollback:
             {"mode": self.opts.mode, "dry_run": self.opts.dry_run, "tool": __version__},
             rd.id,
         )
+        # The backup starts in the background as soon as the snapshot exists and is joined (layers checked)
+        # before verification: it runs on the second core while the target is built. Nothing is switched
+        # before it is verified.
         steps: list[tuple[str, Callable[[], dict[str, Any]]]] = [
             ("snapshot", self.step_snapshot),
-            ("backup", self.step_backup),
             ("assess", self.step_assess),
             ("convert", self.step_convert),
+            ("backup", self.step_backup),
             ("verify", self.step_verify),
             ("switch", self.step_switch),
             ("postcheck", self.step_postcheck),
@@ -186,12 +193,16 @@ class Rollback:
                     self.audit.append(f"step.{name}.reused", {}, rd.id)
                 else:
                     outcome.results[name] = self._step(name, fn)
+                if name == "snapshot" and not self.opts.dry_run and "backup" not in trusted:
+                    self._backup_started = time.perf_counter()
+                    self._backup_job = self._pool.submit(self._make_backup)
             return self._finish(outcome, "dry-run" if self.opts.dry_run else "done", None)
         except KeyboardInterrupt:
             return self._finish(outcome, "interrupted", Interrupted("interrupted; run `failback resume` to continue"))
         except FailbackError as err:
             return self._finish(outcome, STATUS_OF_EXIT.get(err.exit_code, "failed"), err)
         finally:
+            self._pool.shutdown(wait=True)  # a background backup must finish reading the snapshot first
             self._cleanup()
             if self.snapshot is not None:
                 self.snapshot.guard.close()
@@ -353,6 +364,14 @@ class Rollback:
             )
 
     def step_backup(self) -> dict[str, Any]:
+        """Wait for the background backup; its layers were checked there."""
+        if self._backup_job is None:  # (resumed before the backup started)
+            self._backup_job = self._pool.submit(self._make_backup)
+        result = self._backup_job.result()
+        return {**result, "background_seconds": round(time.perf_counter() - self._backup_started, 3)}
+
+    def _make_backup(self) -> dict[str, Any]:
+        """The source snapshot (and the file about to be replaced) in every layer, each copy verified."""
         assert self.snapshot is not None
         need = 1 if self.emergency else self.cfg.backup.min_layers
         kw: dict[str, Any] = {
