@@ -648,21 +648,19 @@ ROLLBACKS = ("failback rollback", "failback rollback --mode emergency", "failbac
 
 
 def step_shares(op: Op) -> dict[str, Any]:
-    """Each step's median seconds and share of the rollback's wall time (from the run's own state.json)."""
-    good = [s for s in op.samples if s.ok and s.parts]
+    """The steps of the median run (by wall time; the lower one for an even count), from its own state.json:
+    each step's seconds and share of that run's wall time, so the shares add up to 100 %."""
+    good = sorted((s for s in op.samples if s.ok and s.parts), key=lambda s: s.seconds)
     if not good:
         return {}
-    wall = statistics.median(s.seconds for s in good)
-    steps = median_parts(good)
-    order = list(dict.fromkeys(k for s in good for k in s.parts))  # state.json's order
-    rows: list[dict[str, Any]] = [{"step": k, "seconds": steps[k], "share": round(steps[k] / wall, 4)} for k in order]
-    outside = wall - sum(steps.values())
+    run = good[(len(good) - 1) // 2]
+    wall = run.seconds
+    rows: list[dict[str, Any]] = [
+        {"step": k, "seconds": round(v, 4), "share": round(v / wall, 4)} for k, v in run.parts.items()
+    ]
+    outside = wall - sum(run.parts.values())
     rows.append({"step": OUTSIDE, "seconds": round(outside, 4), "share": round(outside / wall, 4)})
-    subs: dict[str, list[float]] = {}
-    for s in good:
-        for k, v in (s.detail.get("sub") or {}).items():
-            subs.setdefault(k, []).append(v)
-    sub_rows = [{"part": k, "seconds": round(statistics.median(v), 4)} for k, v in sorted(subs.items())]
+    sub_rows = [{"part": k, "seconds": round(v, 4)} for k, v in sorted((run.detail.get("sub") or {}).items())]
     return {"wall_seconds": round(wall, 4), "steps": rows, "convert_phases": sub_rows}
 
 
@@ -749,7 +747,7 @@ def print_result(res: dict[str, Any]) -> None:
 
     by_op = {name: v for name, v in res.get("steps", {}).items() if v}
     if by_op:
-        st = Table(title="failback rollback by step: median seconds and share of the run", title_justify="left")
+        st = Table(title="failback rollback by step (the median run of each row)", title_justify="left")
         st.add_column("step")
         for name in by_op:
             short = name.replace("failback rollback", "").replace("--mode", "").strip(" ()-") or "standard"
@@ -779,12 +777,14 @@ def print_result(res: dict[str, Any]) -> None:
 
 
 # -- the machine ------------------------------------------------------------------------------------------------
-def command_output(cmd: list[str]) -> str | None:
+def command_output(cmd: list[str], strip: bool = True) -> str | None:
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=20, check=False)
     except (OSError, subprocess.TimeoutExpired):
         return None
-    return proc.stdout.strip() if proc.returncode == 0 else None
+    if proc.returncode != 0:
+        return None
+    return proc.stdout.strip() if strip else proc.stdout
 
 
 def machine_description() -> dict[str, Any]:
@@ -804,7 +804,7 @@ def machine_description() -> dict[str, Any]:
     sqljs_pkg = ROOT / "src/failback/engines/sqljs/node_modules/sql.js/package.json"
     sqljs = json.loads(sqljs_pkg.read_text())["version"] if sqljs_pkg.exists() else None
     sqlite_cli = command_output(["sqlite3", "--version"])
-    dirty = command_output(["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no"])
+    dirty = command_output(["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no"], strip=False)
     return {
         "cpu": cpu,
         "cores": os.cpu_count(),

@@ -291,13 +291,15 @@ def test_restore_round_trip_and_refusals(native_db: Path, tmp_path: Path, cli: C
     dest.unlink()
     stale_wal = Path(f"{dest}-wal")
     stale_wal.write_bytes(b"a leftover write-ahead log from another database")
-    assert cli("backup", "restore", "-c", str(cfg), bid, str(dest)).returncode == 2 and not dest.exists()
-    forced = cli("backup", "restore", "-c", str(cfg), bid, str(dest), "--force")
-    assert forced.returncode == 0, forced.stderr
+    layers = load_config(cfg).backup_layers
+    with pytest.raises(InputError, match="-wal exists"):
+        restore_backup(layers, bid, dest)
+    assert not dest.exists()
+    restore_backup(layers, bid, dest, force=True)
     assert not stale_wal.exists() and tables(dest) == tables(native_db)
     assert sorted(p.name for p in dest.parent.iterdir()) == ["restored.sqlite"]
-    missing = cli("backup", "restore", "-c", str(cfg), "../" + bid, str(tmp_path / "x.sqlite"))
-    assert missing.returncode == 2 and "no backup" in missing.stderr
+    with pytest.raises(InputError, match="no backup"):
+        restore_backup(layers, "../" + bid, tmp_path / "x.sqlite")
 
 
 # -- manifests are data ---------------------------------------------------------------------------

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import re
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import click
@@ -15,6 +13,7 @@ import pytest
 
 import failback.cli.report  # noqa: F401  (registers `failback report` until failback.cli imports it)
 from failback.docs import GENERATORS, error_classes, raised_messages, regenerate, region, replace_region, walk_commands
+from failback.docs import main as docs_main
 from failback.errors import InputError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -83,21 +82,17 @@ def test_regions_keep_the_hand_written_text() -> None:
         region(text, "y")
 
 
-def test_docs_command_rewrites_and_checks(tmp_path: Path) -> None:
+def test_docs_command_rewrites_and_checks(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`python -m failback.docs` (its main): --check reports a stale file and writes nothing; a plain run rewrites
+    only the generated region."""
     docs = tmp_path / "docs"
     shutil.copytree(DOCS, docs)
     cli = docs / "cli.md"
     cli.write_text(replace_region(cli.read_text("utf-8"), "cli", "stale\n"), "utf-8")
-
-    def run(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "failback.docs", "--docs", str(docs), *args], capture_output=True, text=True
-        )
-
-    check = run("--check")
-    assert check.returncode == 1 and "cli.md is stale" in check.stderr
+    assert docs_main(["--check", "--docs", str(docs)]) == 1
+    assert "cli.md is stale" in capsys.readouterr().err
     assert region(cli.read_text("utf-8"), "cli") == "stale\n"  # --check writes nothing
-    rewrite = run()
-    assert rewrite.returncode == 0 and f"updated {cli}" in rewrite.stdout
-    assert run("--check").returncode == 0
-    assert "## failback rollback" in cli.read_text("utf-8")
+    assert docs_main(["--docs", str(docs)]) == 0
+    assert capsys.readouterr().out == f"updated {cli}\n"
+    assert docs_main(["--check", "--docs", str(docs)]) == 0
+    assert "\n## failback rollback\n" in region(cli.read_text("utf-8"), "cli")

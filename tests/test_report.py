@@ -136,8 +136,11 @@ def test_report_of_a_run_killed_before_its_report(demo_dir: Path) -> None:
     assert "## Risk: high" in md and "## Backup of the source" in md and "## Conversion" in md
 
 
-def test_no_runs_yet(demo_dir: Path) -> None:
-    r = run_cli("report", cwd=demo_dir)
+def test_no_runs_yet(tmp_path: Path) -> None:
+    (tmp_path / "failback.toml").write_text(
+        '[source]\npath = "n.sqlite"\n[target]\npath = "t.sqlite"\n[app]\nconfig = "app.env"\n', "utf-8"
+    )
+    r = run_cli("report", cwd=tmp_path)
     assert r.returncode == 2 and "no runs yet" in r.stderr
 
 

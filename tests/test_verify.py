@@ -145,8 +145,10 @@ def test_baseline_and_postcheck(demo_dir: Path, cli: Callable[..., Any]) -> None
 
 
 def test_regression_past_the_limit_is_flagged() -> None:
-    baseline = {"queries": [{"sql": "q1", "p50_ms": 1.0, "p95_ms": 2.0}, {"sql": "q2", "p50_ms": 1.0, "p95_ms": 2.0}]}
-    rows = compare(baseline, [Timing("q1", 1.5, 2.9), Timing("q2", 3.0, 3.1)], 1.5)
-    assert [r["ok"] for r in rows] == [True, False]
+    baseline = {"queries": [{"sql": q, "p50_ms": 1.0, "p95_ms": 2.0 if q != "q3" else 0.1} for q in ("q1", "q2", "q3")]}
+    rows = compare(baseline, [Timing("q1", 1.5, 2.9), Timing("q2", 3.0, 3.1), Timing("q3", 1.0, 2.9)], 1.5, 1.0)
+    assert [r["ok"] for r in rows] == [True, False, False]
+    jitter = compare(baseline, [Timing("q3", 0.1, 0.9)], 1.5, 1.0)  # 9x, but only 0.8 ms: noise
+    assert jitter[0]["ok"]
     assert rows[1]["ratio"] == pytest.approx(1.55)
     assert percentile([5, 1, 4, 2, 3], 0.5) == 3 and percentile([float(i) for i in range(1, 101)], 0.95) == 95

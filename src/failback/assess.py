@@ -463,16 +463,15 @@ def disk_parts(
     state_dir: Path,
     temp_dir: Path,
     sort_bytes: int,
-    backups_written: bool,
     previous_linked: bool,
 ) -> list[tuple[Path, str, int]]:
-    """(folder, what, bytes) the rest of the rollback writes (pure). The snapshot already exists."""
+    """(folder, what, bytes) the rest of the rollback writes (pure). The snapshot already exists; the backups
+    are still to come (a rollback writes them while it assesses and converts)."""
     parts: list[tuple[Path, str, int]] = []
-    if not backups_written:
-        for layer in layers:
-            parts.append((layer, "backup", math.ceil(snapshot_bytes / zstd_ratio)))
-            if previous_target_bytes:
-                parts.append((layer, "backup of the current target", math.ceil(previous_target_bytes / zstd_ratio)))
+    for layer in layers:
+        parts.append((layer, "backup", math.ceil(snapshot_bytes / zstd_ratio)))
+        if previous_target_bytes:
+            parts.append((layer, "backup of the current target", math.ceil(previous_target_bytes / zstd_ratio)))
     parts.append((target_dir, "converted target", target_bytes))
     parts.append((state_dir, "run journal and reports", MB))
     if previous_target_bytes and not previous_linked:
@@ -940,19 +939,23 @@ def sqlite_temp_dir() -> Path:
     return Path.cwd()
 
 
-def _device(folder: Path) -> int:
-    p = folder
-    while not p.exists() and p != p.parent:
-        p = p.parent
-    return p.stat().st_dev
+def folder_space(folders: list[Path]) -> dict[Path, tuple[int, int]]:
+    """(file system id, free bytes) of each folder (of its nearest existing parent)."""
+    space = {}
+    for folder in folders:
+        p = folder
+        while not p.exists() and p != p.parent:
+            p = p.parent
+        space[folder] = (p.stat().st_dev, free_bytes(p))
+    return space
 
 
-def disk_needs(parts: list[tuple[Path, str, int]]) -> list[DiskNeed]:
-    """Group what is written by file system (folders on one share its free space) and read the free space."""
+def disk_needs(parts: list[tuple[Path, str, int]], space: dict[Path, tuple[int, int]]) -> list[DiskNeed]:
+    """Group what is written by file system: folders on one share its free space (pure)."""
     needs: dict[int, DiskNeed] = {}
     for folder, what, n in parts:
-        dev = _device(folder)
-        need = needs.setdefault(dev, DiskNeed([], free_bytes(folder), {}))
+        dev, free = space[folder]
+        need = needs.setdefault(dev, DiskNeed([], free, {}))
         if str(folder) not in need.folders:
             need.folders.append(str(folder))
         need.parts[what] = need.parts.get(what, 0) + n
@@ -981,13 +984,15 @@ def gather(
     plan: Plan,
     *,
     emergency: bool = False,
-    dry_run: bool = False,
     sides: SideFiles | None = None,
 ) -> Facts:
     """Read every fact: the snapshot (quick_check in a second thread), the live source (watched in a third
     one meanwhile), the machine."""
     source = cfg.source_path
     sides = sides or observe_sides(source)
+    layers = cfg.backup_layers[:1] if emergency else cfg.backup_layers
+    temp = sqlite_temp_dir()
+    space = folder_space([*layers, cfg.target_path.parent, cfg.state_path, temp])  # before the backup grows
     with ThreadPoolExecutor(2) as pool:
         watching = pool.submit(watch_source, source, cfg.assess.liveness_seconds, sides)
         checking = None if emergency else pool.submit(quick_check, snapshot)
@@ -1009,7 +1014,6 @@ def gather(
     snapshot_bytes = snapshot.stat().st_size
     ratio, zstd_rate = measure_compression(snapshot, cfg.backup.zstd_level, cfg.backup.threads)
     target_bytes = max(0, snapshot_bytes - schema.freelist_count * schema.page_size)
-    layers = cfg.backup_layers[:1] if emergency else cfg.backup_layers
     previous = cfg.target_path.stat().st_size if cfg.target_path.exists() else 0
     parts = disk_parts(
         target_bytes=target_bytes,
@@ -1019,10 +1023,9 @@ def gather(
         layers=layers,
         target_dir=cfg.target_path.parent,
         state_dir=cfg.state_path,
-        temp_dir=sqlite_temp_dir(),
+        temp_dir=temp,
         sort_bytes=sort_bytes,
-        backups_written=not dry_run,
-        previous_linked=_device(cfg.target_path.parent) == _device(cfg.state_path),
+        previous_linked=space[cfg.target_path.parent][0] == space[cfg.state_path][0],
     )
     facts = Facts(
         mode="emergency" if emergency else "standard",
@@ -1040,7 +1043,7 @@ def gather(
         memory_warn_bytes=cfg.assess.memory_warn_mb * MB,
         memory_critical_bytes=cfg.assess.memory_critical_mb * MB,
         limits=limit_checks(schema, load_profile(cfg.target.profile), tables),
-        disk=disk_needs(parts),
+        disk=disk_needs(parts, space),
         calibration=cal,
         pending=pending,
         liveness=liveness,
@@ -1062,9 +1065,9 @@ def run_assessment(
     plan: Plan,
     *,
     emergency: bool = False,
-    dry_run: bool = False,
     sides: SideFiles | None = None,
 ) -> Assessment:
     """The assess step of a rollback: gather the facts for ``cfg`` and evaluate them. ``sides`` is what lay
-    beside the source before the snapshot opened it (observed now when not given)."""
-    return evaluate(gather(cfg, snapshot, schema, plan, emergency=emergency, dry_run=dry_run, sides=sides))
+    beside the source before the snapshot opened it (observed now when not given). A dry run is assessed as
+    the rollback it rehearses."""
+    return evaluate(gather(cfg, snapshot, schema, plan, emergency=emergency, sides=sides))

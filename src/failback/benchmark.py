@@ -56,8 +56,13 @@ def time_in_engine(engine: Engine, db: Path, queries: list[str], runs: int) -> l
     """Each query ``runs`` times in ``engine`` on ``db`` (loaded once)."""
     if not queries:
         return []
-    run = engine.run(db, [{"op": "time", "sql": q, "runs": runs} for q in queries])
-    return [summarize(q, r) for q, r in zip(queries, run.results, strict=True)]
+    run = engine.run(db, [{"op": "time", "sql": q, "runs": runs + 1} for q in queries])
+    return [summarize(q, _without_warmup(r)) for q, r in zip(queries, run.results, strict=True)]
+
+
+def _without_warmup(result: dict[str, Any]) -> dict[str, Any]:
+    """Drop the first run: it pays for cold caches (and the engine's first compile), not the query."""
+    return {**result, "ms": result["ms"][1:]} if result.get("ok") and len(result["ms"]) > 1 else result
 
 
 def time_readonly(db: Path, queries: list[str], runs: int) -> tuple[list[Timing], int]:
@@ -129,14 +134,18 @@ def load_baseline(state: Path) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
-def compare(baseline: dict[str, Any], now: list[Timing], max_regression: float) -> list[dict[str, Any]]:
-    """Per query: p50/p95 before and after, the p95 ratio, and whether it is within ``max_regression``."""
+def compare(
+    baseline: dict[str, Any], now: list[Timing], max_regression: float, min_delta_ms: float = 0.0
+) -> list[dict[str, Any]]:
+    """Per query: p50/p95 before and after, the p95 ratio, and whether it regressed: p95 more than
+    ``max_regression`` times the baseline's *and* at least ``min_delta_ms`` slower (jitter is not a regression)."""
     before = {q["sql"]: q for q in baseline.get("queries", [])}
     rows = []
     for t in now:
         b = before.get(t.sql)
         ratio = (t.p95_ms / b["p95_ms"]) if b and b["p95_ms"] > 0 else None
-        ok = not t.error and (ratio is None or ratio <= max_regression)
+        slower = b is not None and t.p95_ms - b["p95_ms"] >= min_delta_ms
+        ok = not t.error and (ratio is None or ratio <= max_regression or not slower)
         rows.append(
             {
                 "sql": t.sql,

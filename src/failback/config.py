@@ -77,7 +77,9 @@ class AssessConfig(_Section):
 
 class SyncConfig(_Section):
     pending_sql: list[str] = Field(
-        [], description="Queries on the source returning a count of unsynced changes (run read-only)."
+        [],
+        description="Queries on the snapshot returning a count of unsynced changes and, optionally, the oldest "
+        "pending time as a second column. Only reading is allowed (an authorizer refuses anything else).",
     )
     presets: bool = Field(True, description="Also look for known sync layouts (outbox, CloudKit metadata, flags).")
 
@@ -85,7 +87,12 @@ class SyncConfig(_Section):
 class BenchmarkConfig(_Section):
     queries: list[str] = Field([], description="The app's hot queries, timed in the target engine.")
     runs: int = Field(20, ge=1, description="Runs per query when recording or checking a baseline.")
-    max_regression: float = Field(1.5, gt=0, description="Post-check fails when p95 exceeds baseline p95 × this.")
+    max_regression: float = Field(
+        1.5, gt=0, description="Post-check flags a query whose p95 exceeds baseline p95 × this."
+    )
+    min_delta_ms: float = Field(
+        2.0, ge=0, description="…and is at least this many milliseconds slower (smaller differences are noise)."
+    )
 
 
 class TriggerRule(_Section):

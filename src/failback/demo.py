@@ -43,6 +43,9 @@ zstd_level = 3
 [convert]
 collations = { swiftLocalizedCaseInsensitiveCompare = "NOCASE" }
 
+[assess]
+liveness_seconds = 0.5            # how long to watch the source for an active writer
+
 [verify]
 fts_queries = ["zebra", "cafe", "meeting AND zebra", "zeb*"]
 queries = [
@@ -56,8 +59,8 @@ queries = [
   "SELECT id, title FROM note WHERE folderId = 3 ORDER BY updatedAt DESC LIMIT 50",
   "SELECT count(*) FROM note WHERE title LIKE '%meeting%'",
 ]
-runs = 10
-max_regression = 3.0
+runs = 20
+max_regression = 1.5
 """
 
 

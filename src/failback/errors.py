@@ -83,7 +83,7 @@ class SourceChanged(FailbackError):
     """The source database was written after the snapshot; nothing was switched."""
 
     exit_code = 5
-    default_hint = "stop the app's writers and run again, or pass --retake to snapshot again"
+    default_hint = "stop the app's writers (or let them finish), then run the rollback again: it snapshots anew"
 
 
 class LockedError(FailbackError):

@@ -98,6 +98,23 @@ def list_runs(state_dir: Path) -> list[RunDir]:
     return [RunDir(state_dir, p.name) for p in sorted(runs.iterdir(), reverse=True) if (p / "state.json").exists()]
 
 
+def find_run(state_dir: Path, run_id: str | None, statuses: tuple[str, ...] | None = None) -> RunDir:
+    """A run by id or unique id prefix; without one, the newest run (whose status is in ``statuses``, if given)."""
+    from .errors import InputError
+
+    runs = list_runs(state_dir)
+    if run_id:
+        match = [rd for rd in runs if rd.id.startswith(run_id)]
+        if len(match) != 1:
+            raise InputError(f"no single run matches {run_id!r}", "see `failback status`")
+        return match[0]
+    for rd in runs:
+        if statuses is None or rd.load().status in statuses:
+            return rd
+    what = f"no run that is {' or '.join(statuses)}" if statuses else "no runs yet"
+    raise InputError(f"{what} in {state_dir / 'runs'}", "see `failback status`")
+
+
 class RunLock:
     """Only one rollback at a time. The lock file records pid and host; a lock whose process is gone (on
     this host) is stale and can be broken."""

@@ -17,7 +17,6 @@ from .convert import load_plan
 from .files import write_text
 from .journal import RunDir, RunState, StepState
 
-FORMATS = ("md", "html", "json")
 SECTIONS = ("plan", "assessment", "backup", "verification", "audit")
 
 
@@ -98,6 +97,82 @@ def _bytes(n: int | None) -> str:
     return f"{n} B"
 
 
+# -- the tables (plain text; Markdown and HTML render the same rows) ---------------------------------
+Table = tuple[list[str], list[list[str]]]
+
+
+def _yes_no(ok: bool) -> str:
+    return "yes" if ok else "NO"
+
+
+def findings_table(a: dict[str, Any]) -> Table:
+    return ["severity", "finding", "fix"], [[f["severity"], f["message"], f["fix"]] for f in a["findings"]]
+
+
+def layers_table(b: dict[str, Any]) -> Table:
+    return ["layer", "verified", "error"], [[x["folder"], _yes_no(x["ok"]), x["error"]] for x in b["layers"]]
+
+
+def hashes_table(b: dict[str, Any]) -> Table:
+    return ["kind", "sha256", "bytes"], [[k, b["sha256"][k], f"{b['bytes'][k]:,}"] for k in ("raw", "compressed")]
+
+
+def plan_table(plan: dict[str, Any]) -> Table:
+    return ["kind", "object", "action", "reason"], [
+        [d["kind"], d["name"], d["action"], d["reason"]] for d in plan["decisions"]
+    ]
+
+
+def matrix_table(v: dict[str, Any]) -> Table:
+    """The verification matrix: rows · digest per table in snapshot, target and sql.js."""
+    return ["table", "snapshot", "target", "sql.js", "equal"], [
+        [t["table"], _rows(t["snapshot"]), _rows(t["target"]), _rows(t["sqljs"]), _yes_no(t["ok"])] for t in v["tables"]
+    ]
+
+
+def checks_table(checks: list[dict[str, Any]]) -> Table:
+    return ["check", "name", "ok", "detail"], [[c["kind"], c["name"], _yes_no(c["ok"]), c["detail"]] for c in checks]
+
+
+def benchmark_table(queries: list[dict[str, Any]]) -> Table:
+    header = ["query", "p50 before", "p50 after", "p95 before", "p95 after", "p95 ratio", "ok"]
+    return header, [
+        [
+            q["sql"],
+            _ms(q.get("before_p50_ms")),
+            _ms(q["p50_ms"]),
+            _ms(q.get("before_p95_ms")),
+            _ms(q["p95_ms"]),
+            "—" if q.get("ratio") is None else f"{q['ratio']:.2f}",
+            " ".join(filter(None, [_yes_no(q["ok"]), q.get("error")])),
+        ]
+        for q in queries
+    ]
+
+
+def audit_table(records: list[dict[str, Any]]) -> Table:
+    return ["seq", "time", "event", "data"], [
+        [str(r["seq"]), r["time"], r["event"], _compact(r.get("data"))] for r in records
+    ]
+
+
+def steps_table(state: RunState) -> Table:
+    return ["step", "status", "seconds"], [
+        [s.name, s.status, "" if s.seconds is None else f"{s.seconds:.2f}"] for s in state.steps
+    ]
+
+
+def _compact(v: Any) -> str:
+    return json.dumps(v, separators=(", ", ": "), ensure_ascii=False, default=str) if v else ""
+
+
+CHECK_GROUPS: list[tuple[str, str | None]] = [
+    ("Search parity", "search"),
+    ("Query parity", "query"),
+    ("Other checks", None),
+]
+
+
 # -- JSON and Markdown ------------------------------------------------------------------------------
 def render_json(state: RunState, data: dict[str, Any]) -> str:
     """Everything: the run's state and the report data."""
@@ -115,13 +190,6 @@ def md_table(header: list[str], rows: list[list[Any]]) -> list[str]:
     return [*out, ""]
 
 
-def _md_checks(title: str, checks: list[dict[str, Any]]) -> list[str]:
-    if not checks:
-        return []
-    rows = [[c["kind"], c["name"], "yes" if c["ok"] else "NO", c["detail"]] for c in checks]
-    return [f"### {title}", "", *md_table(["check", "name", "ok", "detail"], rows)]
-
-
 def render_markdown(state: RunState, data: dict[str, Any]) -> str:
     """A readable report of one run."""
     lines = [
@@ -132,67 +200,31 @@ def render_markdown(state: RunState, data: dict[str, Any]) -> str:
     ]
     if state.error:
         lines.append(f"- error: {state.error}")
-    lines += ["", "## Steps", ""]
-    lines += md_table(
-        ["step", "status", "seconds"],
-        [[s.name, s.status, f"{s.seconds:.2f}" if s.seconds is not None else ""] for s in state.steps],
-    )
-    if data.get("assessment"):
-        a = data["assessment"]
-        lines += [f"## Risk: {a['level']}", ""]
-        lines += md_table(
-            ["severity", "finding", "fix"], [[f["severity"], f["message"], f["fix"]] for f in a["findings"]]
-        )
+    lines += ["", "## Steps", "", *md_table(*steps_table(state))]
+    if a := data.get("assessment"):
+        lines += [f"## Risk: {a['level']}", "", *md_table(*findings_table(a))]
     for role, b in backups(state, data):
         lines += [f"## Backup of the {role.replace('_', ' ')}: `{b['id']}`", ""]
-        lines += [f"- sha256 raw `{b['sha256']['raw']}`", f"- sha256 compressed `{b['sha256']['compressed']}`", ""]
-        lines += md_table(["layer", "verified", "error"], [[x["folder"], x["ok"], x["error"]] for x in b["layers"]])
-    if data.get("plan"):
-        lines += ["## Conversion", ""]
-        lines += md_table(
-            ["kind", "object", "action", "reason"],
-            [[d["kind"], d["name"], d["action"], d["reason"]] for d in data["plan"]["decisions"]],
-        )
-    if data.get("verification"):
-        v = data["verification"]
+        lines += [*md_table(*hashes_table(b)), *md_table(*layers_table(b))]
+    if plan := data.get("plan"):
+        lines += ["## Conversion", "", *md_table(*plan_table(plan))]
+    if v := data.get("verification"):
         lines += [f"## Verification ({v['level']}): {'passed' if v['ok'] else 'FAILED'}", ""]
         lines += [
             f"- integrity: {v['integrity']}; foreign key violations: {v['foreign_keys']}; sql.js {v['sqljs_version']}",
             "",
+            *md_table(*matrix_table(v)),
         ]
-        lines += md_table(
-            ["table", "snapshot", "target", "sql.js", "equal"],
-            [
-                [t["table"], _rows(t["snapshot"]), _rows(t["target"]), _rows(t["sqljs"]), "yes" if t["ok"] else "NO"]
-                for t in v["tables"]
-            ],
-        )
-        lines += _md_checks("Search parity", _checks(data, "search"))
-        lines += _md_checks("Query parity", _checks(data, "query"))
-        lines += _md_checks("Other checks", _checks(data, None))
+        for title, kind in CHECK_GROUPS:
+            if checks := _checks(data, kind):
+                lines += [f"### {title}", "", *md_table(*checks_table(checks))]
         lines += [f"- problem: {p}" for p in v.get("problems") or []]
-        if v["deferred"]:
+        if v.get("deferred"):
             lines += [f"Deferred (verification debt): {', '.join(v['deferred'])}", ""]
     if bench := benchmark(state):
-        lines += ["## Benchmark (ms, sql.js)", ""]
-        lines += md_table(
-            ["query", "p50 before", "p50 after", "p95 before", "p95 after", "p95 ratio", "ok"],
-            [
-                [
-                    q["sql"],
-                    _ms(q["before_p50_ms"]),
-                    _ms(q["p50_ms"]),
-                    _ms(q["before_p95_ms"]),
-                    _ms(q["p95_ms"]),
-                    "—" if q["ratio"] is None else f"{q['ratio']:.2f}",
-                    "yes" if q["ok"] else "NO",
-                ]
-                for q in bench
-            ],
-        )
+        lines += ["## Benchmark (ms, sql.js)", "", *md_table(*benchmark_table(bench))]
     if data.get("audit"):
-        lines += ["## Audit events", ""]
-        lines += md_table(["seq", "time", "event"], [[r["seq"], r["time"], r["event"]] for r in data["audit"]])
+        lines += ["## Audit events", "", *md_table(*audit_table(data["audit"]))]
     return "\n".join(lines) + "\n"
 
 
@@ -235,8 +267,8 @@ th, td { text-align: left; padding: 4px 8px; border-bottom: 1px solid #eaeef2; v
 th { background: #f6f8fa; } td.num { text-align: right; font-variant-numeric: tabular-nums; }
 code, .mono { font-family: ui-monospace, "DejaVu Sans Mono", monospace; font-size: 12px; overflow-wrap: anywhere; }
 .ok { color: #1a7f37; font-weight: 600; } .bad { color: #cf222e; font-weight: 600; }
-.sev-high, .sev-critical, .act-refuse, .act-drop { color: #cf222e; font-weight: 600; }
-.sev-warn, .act-convert { color: #9a6700; } .act-skip, .muted { color: #6e7781; }
+.v-high, .v-critical, .v-refuse, .v-drop { color: #cf222e; font-weight: 600; }
+.v-warn, .v-convert { color: #9a6700; } .v-skip, .muted { color: #6e7781; }
 svg { width: 100%; height: auto; display: block; } svg text { font: 13px system-ui, "DejaVu Sans", sans-serif; }
 """
 
@@ -245,24 +277,38 @@ def _e(v: Any) -> str:
     return escape(str(v), quote=True)
 
 
-def _html_table(header: list[str], rows: list[list[str]], num: tuple[int, ...] = ()) -> str:
-    """An HTML table; cells are already-escaped HTML."""
-    head = "".join(f"<th>{_e(h)}</th>" for h in header)
-    body = "".join(
-        "<tr>"
-        + "".join(f'<td class="num">{c}</td>' if i in num else f"<td>{c}</td>" for i, c in enumerate(r))
-        + "</tr>"
-        for r in rows
-    )
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
-
-
 def _span(css: str, text: Any) -> str:
     return f'<span class="{_e(css)}">{_e(text)}</span>'
 
 
-def _yes(ok: bool) -> str:
-    return _span("ok", "yes") if ok else _span("bad", "NO")
+def _html_cell(value: str, style: str) -> str:
+    """One escaped cell: ``code`` in a code span, ``tag`` coloured by its value, ``ok`` green when "yes"."""
+    if style == "ok":
+        return _span("ok" if value == "yes" else "bad", value)
+    if style == "code":
+        return f"<code>{_e(value)}</code>"
+    return _span(f"v-{value}", value) if style == "tag" else _e(value)
+
+
+def html_table(table: Table, styles: dict[int, str] | None = None) -> str:
+    """An HTML table of plain-text rows; ``styles`` maps a column to ``code``, ``tag``, ``ok`` or ``num``."""
+    header, rows = table
+    styles = styles or {}
+    head = "".join(f"<th>{_e(h)}</th>" for h in header)
+    body = "".join(
+        "<tr>"
+        + "".join(
+            (
+                f'<td class="num">{_e(c)}</td>'
+                if styles.get(i) == "num"
+                else f"<td>{_html_cell(c, styles.get(i, ''))}</td>"
+            )
+            for i, c in enumerate(r)
+        )
+        + "</tr>"
+        for r in rows
+    )
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
 def _section(title: str, body: str, css: str = "") -> str:
@@ -373,7 +419,8 @@ def timeline_svg(state: RunState) -> str:
             dash = 'stroke="#9a6700" stroke-dasharray="4 3"'
             parts.append(f'<line x1="{x:.1f}" y1="{y}" x2="{x:.1f}" y2="{bottom}" {dash}/>')
         if s.seconds is None:
-            parts.append(_text(x + 4, y + 17, s.status, fill="#6e7781"))
+            busy = s.status in ("running", "done")  # done without a time: the report step, writing this page
+            parts.append(_text(x + 4, y + 17, "running as this was written" if busy else s.status, fill="#6e7781"))
             continue
         w = secs * scale
         note = ("" if s.status == "done" else f" {s.status}") + (f" · after a {_duration(cut)} pause" if cut else "")
@@ -407,32 +454,33 @@ def sizes_svg(sizes: list[tuple[str, int | None, int | None]]) -> str:
 
 
 def benchmark_svg(queries: list[dict[str, Any]]) -> str:
-    """Per query, p50 and p95 before (baseline, grey) and after (blue); each query on its own scale."""
-    parts = [
-        _bar(LABEL_WIDTH, 6, 14, 12, BEFORE, "before: the baseline"),
-        _text(LABEL_WIDTH + 20, 17, "before (baseline)"),
-        _bar(LABEL_WIDTH + 160, 6, 14, 12, AFTER, "after the rollback"),
-        _text(LABEL_WIDTH + 180, 17, "after the rollback"),
-    ]
+    """Per query, p50 and p95 before (baseline, grey) and after (blue), each query on its own scale; only the
+    after bars when no baseline was recorded."""
+    whens = [("after the rollback", "", AFTER)]
+    if any(q.get("before_p95_ms") is not None for q in queries):
+        whens.insert(0, ("before (baseline)", "before_", BEFORE))
+    parts = []
+    for i, (label, _, color) in enumerate(whens):
+        parts += [_bar(LABEL_WIDTH + i * 160, 6, 14, 12, color, label), _text(LABEL_WIDTH + i * 160 + 20, 17, label)]
     y = 30.0
     plot = SVG_WIDTH - LABEL_WIDTH - 150
     for q in queries:
         parts.append(_text(0, y + 14, _clip(q["sql"], 110), bold=True))
         y += 22
-        top = max((v for k in ("before_p50_ms", "p50_ms", "before_p95_ms", "p95_ms") if (v := q.get(k))), default=1.0)
+        values = [q.get(f"{prefix}{p}_ms") for _, prefix, _ in whens for p in ("p50", "p95")]
+        top = max((v for v in values if v), default=1.0)
         for p in ("p50", "p95"):
-            pairs = [("before", q.get(f"before_{p}_ms"), BEFORE), ("after", q.get(f"{p}_ms"), AFTER)]
-            for i, (when, v, color) in enumerate(pairs):
-                if i == 0:
-                    parts.append(_text(LABEL_WIDTH - 10, y + 18, p, "end"))
+            parts.append(_text(LABEL_WIDTH - 10, y + 6 + 6.5 * len(whens), p, "end"))
+            for i, (label, prefix, color) in enumerate(whens):
+                v, bar_y = q.get(f"{prefix}{p}_ms"), y + 2 + i * 13
                 if v is None:
-                    parts.append(_text(LABEL_WIDTH + 4, y + 11 + i * 13, f"{when}: not recorded", fill="#6e7781"))
+                    parts.append(_text(LABEL_WIDTH + 4, bar_y + 9, f"{label}: not recorded", fill="#6e7781"))
                     continue
-                fill = FAILED_COLOR if when == "after" and p == "p95" and not q["ok"] else color
+                fill = FAILED_COLOR if not prefix and p == "p95" and not q["ok"] else color
                 w = v / top * plot
-                parts.append(_bar(LABEL_WIDTH, y + 2 + i * 13, w, 11, fill, f"{p} {when}: {v:.3f} ms"))
-                parts.append(_text(LABEL_WIDTH + max(w, 2) + 6, y + 12 + i * 13, f"{v:.2f} ms", fill="#57606a"))
-            y += 30
+                parts.append(_bar(LABEL_WIDTH, bar_y, w, 11, fill, f"{p} {label}: {v:.3f} ms"))
+                parts.append(_text(LABEL_WIDTH + max(w, 2) + 6, bar_y + 10, f"{v:.2f} ms", fill="#57606a"))
+            y += 4 + 13 * len(whens)
         y += 8
     return _svg(y, "".join(parts), "benchmark before and after")
 
@@ -460,53 +508,24 @@ def _cards(state: RunState, data: dict[str, Any]) -> str:
 
 
 def _backups_html(state: RunState, data: dict[str, Any]) -> str:
-    out = []
-    for role, b in backups(state, data):
-        layers = _html_table(
-            ["layer", "verified", "error"], [[_e(x["folder"]), _yes(x["ok"]), _e(x["error"])] for x in b["layers"]]
-        )
-        out.append(
-            f"<h3>{_e(role.replace('_', ' '))}: <code>{_e(b['id'])}</code></h3>"
-            + _html_table(
-                ["", "sha256", "bytes"],
-                [
-                    [kind, f'<span class="mono">{_e(b["sha256"][kind])}</span>', _e(f"{b['bytes'][kind]:,}")]
-                    for kind in ("raw", "compressed")
-                ],
-                (2,),
-            )
-            + layers
-        )
-    return "".join(out)
-
-
-def _checks_html(checks: list[dict[str, Any]]) -> str:
-    return _html_table(
-        ["check", "name", "ok", "detail"],
-        [[_e(c["kind"]), f"<code>{_e(c['name'])}</code>", _yes(c["ok"]), _e(c["detail"])] for c in checks],
+    return "".join(
+        f"<h3>{_e(role.replace('_', ' '))}: <code>{_e(b['id'])}</code></h3>"
+        + html_table(hashes_table(b), {1: "code", 2: "num"})
+        + html_table(layers_table(b), {1: "ok"})
+        for role, b in backups(state, data)
     )
 
 
 def _verification_html(v: dict[str, Any]) -> str:
-    def cell(x: dict[str, Any] | None) -> str:
-        return _e(_rows(x))
-
     head = (
         f'<p class="meta">{_e(v["level"])} verification: '
         f"{_span('ok', 'passed') if v['ok'] else _span('bad', 'FAILED')} · integrity "
         f"{_e(v['integrity'])} · foreign key violations {_e(v['foreign_keys'])} · sql.js {_e(v['sqljs_version'])}</p>"
     )
-    matrix = _html_table(
-        ["table", "snapshot (rows · digest)", "target", "sql.js", "equal"],
-        [
-            [_e(t["table"]), cell(t["snapshot"]), cell(t["target"]), cell(t["sqljs"]), _yes(t["ok"])]
-            for t in v["tables"]
-        ],
-    )
     problems = "".join(f'<p class="bad">✗ {_e(p)}</p>' for p in v.get("problems") or [])
     deferred = v.get("deferred") or []
-    debt = f'<p class="sev-warn">Deferred (verification debt): {_e(", ".join(deferred))}</p>' if deferred else ""
-    return head + matrix + problems + debt
+    debt = f'<p class="v-warn">Deferred (verification debt): {_e(", ".join(deferred))}</p>' if deferred else ""
+    return head + html_table(matrix_table(v), {4: "ok"}) + problems + debt
 
 
 def _benchmark_html(queries: list[dict[str, Any]]) -> str:
@@ -516,40 +535,8 @@ def _benchmark_html(queries: list[dict[str, Any]]) -> str:
         else '<p class="muted">No baseline was recorded: run <code>failback baseline record</code> before a rollback '
         "to compare.</p>"
     )
-    rows = [
-        [
-            f"<code>{_e(q['sql'])}</code>",
-            _e(_ms(q.get("before_p50_ms"))),
-            _e(_ms(q["p50_ms"])),
-            _e(_ms(q.get("before_p95_ms"))),
-            _e(_ms(q["p95_ms"])),
-            _e("—" if q.get("ratio") is None else f"{q['ratio']:.2f}"),
-            _yes(q["ok"]) + (f" {_e(q['error'])}" if q.get("error") else ""),
-        ]
-        for q in queries
-    ]
-    table = _html_table(
-        ["query", "p50 before", "p50 after", "p95 before", "p95 after", "p95 ratio", "ok"], rows, (1, 2, 3, 4, 5)
-    )
-    return note + benchmark_svg(queries) + table
-
-
-def _findings_html(a: dict[str, Any]) -> str:
-    rows = [[_span(f"sev-{f['severity']}", f["severity"]), _e(f["message"]), _e(f["fix"])] for f in a["findings"]]
-    return _html_table(["severity", "finding", "fix"], rows)
-
-
-def _plan_html(plan: dict[str, Any]) -> str:
-    rows = [
-        [_e(d["kind"]), f"<code>{_e(d['name'])}</code>", _span(f"act-{d['action']}", d["action"]), _e(d["reason"])]
-        for d in plan["decisions"]
-    ]
-    return _html_table(["kind", "object", "action", "reason"], rows)
-
-
-def _audit_html(records: list[dict[str, Any]]) -> str:
-    rows = [[_e(r["seq"]), _e(r["time"]), _e(r["event"]), _span("mono", _compact(r.get("data")))] for r in records]
-    return _html_table(["seq", "time", "event", "data"], rows, (0,))
+    nums = dict.fromkeys(range(1, 6), "num")
+    return note + benchmark_svg(queries) + html_table(benchmark_table(queries), {0: "code", **nums, 6: "ok"})
 
 
 def render_html(state: RunState, data: dict[str, Any]) -> str:
@@ -570,19 +557,19 @@ def render_html(state: RunState, data: dict[str, Any]) -> str:
         parts.append(_section("Size by table", legend + sizes_svg(sizes)))
     if v := data.get("verification"):
         parts.append(_section("Verification: snapshot / target / sql.js per table", _verification_html(v)))
-        named: list[tuple[str, str | None]] = [("Search parity", "search"), ("Query parity", "query")]
-        named.append(("Other checks", None))
-        parts += [_section(title, _checks_html(c)) for title, kind in named if (c := _checks(data, kind))]
+        for title, kind in CHECK_GROUPS:
+            if checks := _checks(data, kind):
+                parts.append(_section(title, html_table(checks_table(checks), {1: "code", 2: "ok"})))
     if bench := benchmark(state):
         parts.append(_section("Benchmark: p50 / p95 before and after (ms, in sql.js)", _benchmark_html(bench)))
     if a := data.get("assessment"):
-        parts.append(_section(f"Findings (risk {a['level']})", _findings_html(a)))
+        parts.append(_section(f"Findings (risk {a['level']})", html_table(findings_table(a), {0: "tag"})))
     if backups(state, data):
         parts.append(_section("Backups", _backups_html(state, data)))
     if plan := data.get("plan"):
-        parts.append(_section(f"Conversion ({plan['profile']})", _plan_html(plan)))
+        parts.append(_section(f"Conversion ({plan['profile']})", html_table(plan_table(plan), {1: "code", 2: "tag"})))
     if data.get("audit"):
-        parts.append(_section("Audit events", _audit_html(data["audit"])))
+        parts.append(_section("Audit events", html_table(audit_table(data["audit"]), {0: "num", 3: "code"})))
     footer = f'<p class="meta">written by failback {_e(__version__)}; the same data is in report.json</p>'
     return (
         '<!doctype html>\n<html lang="en"><head><meta charset="utf-8">'
@@ -590,10 +577,6 @@ def render_html(state: RunState, data: dict[str, Any]) -> str:
         f"<title>failback run {_e(state.id)}: {_e(state.status)}</title><style>{CSS}</style></head>"
         f"<body><main>{''.join(parts)}{footer}</main></body></html>\n"
     )
-
-
-def _compact(v: Any) -> str:
-    return json.dumps(v, separators=(", ", ": "), ensure_ascii=False, default=str) if v else ""
 
 
 RENDERERS: dict[str, Callable[[RunState, dict[str, Any]], str]] = {

@@ -30,7 +30,7 @@ from typing import Any
 import apsw
 
 from . import __version__
-from .assess import Assessment, gate, run_assessment
+from .assess import Assessment, SideFiles, gate, observe_sides, run_assessment
 from .audit import AuditLog
 from .backup import BackupResult, Snapshot, SnapshotGuard, create_backup, find_backup, read_manifest, take_snapshot
 from .benchmark import compare, load_baseline, time_in_engine
@@ -51,7 +51,7 @@ from .errors import (
 )
 from .export import build_target, prove_schema
 from .files import copy_file, file_xxh3, fsync_dir, remove_quietly, sha256_file, write_bytes, write_text
-from .journal import DEBT, RunDir, RunLock, RunState, crash_point, list_runs
+from .journal import DEBT, RunDir, RunLock, RunState, crash_point, find_run
 from .profiles import load_profile
 from .report import write_reports
 from .schema import Schema, read_schema
@@ -111,8 +111,10 @@ class Rollback:
         progress: Progress | None = None,
         on_step: Callable[[str, str, dict[str, Any]], None] | None = None,
         engine: Engine | None = None,
+        confirm: Callable[[Assessment], bool] | None = None,
     ) -> None:
         self.cfg, self.opts = cfg, options or Options()
+        self.confirm = confirm  # asks a person at high risk (the CLI, on a terminal); None: refuse
         self.config_path = config_path
         self._progress: Progress = progress or (lambda *_: None)
         self.on_step = on_step or (lambda *_: None)
@@ -128,7 +130,8 @@ class Rollback:
         self._stop: int | None = None
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="failback-backup")
         self._backup_job: Future[dict[str, Any]] | None = None
-        self._backup_started = time.perf_counter()
+        self._backup_started, self._backup_started_at = time.perf_counter(), time.time()
+        self.sides: SideFiles | None = None
 
     @property
     def emergency(self) -> bool:
@@ -194,7 +197,7 @@ class Rollback:
                 else:
                     outcome.results[name] = self._step(name, fn)
                 if name == "snapshot" and not self.opts.dry_run and "backup" not in trusted:
-                    self._backup_started = time.perf_counter()
+                    self._backup_started, self._backup_started_at = time.perf_counter(), time.time()
                     self._backup_job = self._pool.submit(self._make_backup)
             return self._finish(outcome, "dry-run" if self.opts.dry_run else "done", None)
         except KeyboardInterrupt:
@@ -339,6 +342,7 @@ class Rollback:
     # -- steps ----------------------------------------------------------------------------------
     def step_snapshot(self) -> dict[str, Any]:
         self.preflight()
+        self.sides = observe_sides(self.cfg.source_path)  # before the snapshot's read-only open adds a -shm
         self.snapshot = take_snapshot(self.cfg.source_path, self.rd.file("snapshot.sqlite"), self.progress)
         self.schema = _read_schema(self.snapshot.path)
         self.plan = plan_conversion(self.schema, load_profile(self.cfg.target.profile), self.cfg.convert)
@@ -368,6 +372,7 @@ class Rollback:
         if self._backup_job is None:  # (resumed before the backup started)
             self._backup_job = self._pool.submit(self._make_backup)
         result = self._backup_job.result()
+        self.state.step("backup").started = self._backup_started_at  # when it really began, in the background
         return {**result, "background_seconds": round(time.perf_counter() - self._backup_started, 3)}
 
     def _make_backup(self) -> dict[str, Any]:
@@ -400,11 +405,19 @@ class Rollback:
     def step_assess(self) -> dict[str, Any]:
         assert self.snapshot is not None and self.schema is not None and self.plan is not None
         self.assessment = run_assessment(
-            self.cfg, self.snapshot.path, self.schema, self.plan, emergency=self.emergency, dry_run=self.opts.dry_run
+            self.cfg, self.snapshot.path, self.schema, self.plan, emergency=self.emergency, sides=self.sides
         )
         result = {**self.assessment.to_json(), "plan": self.plan.to_json()}
         if not self.opts.dry_run:
-            gate(self.assessment, yes=self.opts.yes, force=self.opts.force, reason=self.opts.reason)
+            confirmed: list[bool] = []
+
+            def ask(a: Assessment) -> bool:
+                confirmed.append(bool(self.confirm and self.confirm(a)))
+                return confirmed[-1]
+
+            gate(self.assessment, yes=self.opts.yes, force=self.opts.force, reason=self.opts.reason, confirm=ask)
+            if any(confirmed):
+                self.audit.append("gate.confirmed", {"level": self.assessment.level, "by": "terminal"}, self.rd.id)
             if self.opts.force and self.opts.reason:
                 self.audit.append(
                     "gate.override", {"level": self.assessment.level, "reason": self.opts.reason}, self.rd.id
@@ -530,7 +543,7 @@ class Rollback:
         if not queries:
             return {"skipped": "no [benchmark] queries configured"}
         now = time_in_engine(self.engine, self.cfg.target_path, queries, self.cfg.benchmark.runs)
-        rows = compare(baseline or {}, now, self.cfg.benchmark.max_regression)
+        rows = compare(baseline or {}, now, self.cfg.benchmark.max_regression, self.cfg.benchmark.min_delta_ms)
         regressions = [r for r in rows if not r["ok"]]
         if regressions:
             self.audit.append("postcheck.regression", {"queries": [r["sql"] for r in regressions]}, self.rd.id)
@@ -562,20 +575,6 @@ def _summary(result: dict[str, Any]) -> dict[str, Any]:
         out["backup"] = result["source"].get("id")
         out["sha256"] = result["source"].get("sha256")
     return out
-
-
-def find_run(state_dir: Path, run_id: str | None, statuses: tuple[str, ...]) -> RunDir:
-    """A run by id (or the newest whose status is one of ``statuses``)."""
-    runs = list_runs(state_dir)
-    if run_id:
-        match = [rd for rd in runs if rd.id.startswith(run_id)]
-        if len(match) != 1:
-            raise InputError(f"no single run matches {run_id!r}", "see `failback status`")
-        return match[0]
-    for rd in runs:
-        if rd.load().status in statuses:
-            return rd
-    raise InputError(f"no run to act on (none is {' or '.join(statuses)})", "see `failback status`")
 
 
 def abort_run(cfg: Config, run_id: str | None = None) -> dict[str, Any]:

@@ -69,29 +69,42 @@ def emit_json(data: Any) -> None:
     click.echo(json.dumps(data, indent=2, default=str, ensure_ascii=False))
 
 
+class ProgressBars:
+    """A progress callback drawing one bar per phase (nothing when disabled), which can step aside for a
+    question asked on the terminal."""
+
+    def __init__(self, bar: Progress | None) -> None:
+        self.bar = bar
+        self.tasks: dict[str, TaskID] = {}
+
+    def __call__(self, phase: str, done: int, total: int) -> None:
+        if self.bar is None:
+            return
+        key = phase.split(" ", 1)[0]
+        if key not in self.tasks:
+            self.tasks[key] = self.bar.add_task(phase, total=max(total, 1))
+        self.bar.update(self.tasks[key], completed=done, total=max(total, 1), description=phase[:22])
+
+    @contextmanager
+    def paused(self) -> Iterator[None]:
+        if self.bar is not None:
+            self.bar.stop()
+        try:
+            yield
+        finally:
+            if self.bar is not None:
+                self.bar.start()
+
+
 @contextmanager
-def progress_bar(enabled: bool) -> Iterator[Callable[[str, int, int], None]]:
-    """A progress callback drawing one bar per phase (nothing when disabled or not a terminal)."""
+def progress_bar(enabled: bool) -> Iterator[ProgressBars]:
+    """Progress bars on stderr while the block runs (transient: they vanish when done)."""
     if not enabled:
-        yield lambda *_: None
+        yield ProgressBars(None)
         return
-    with Progress(
-        TextColumn("{task.description:<22}"),
-        BarColumn(),
-        TextColumn("{task.percentage:>5.1f}%"),
-        TimeElapsedColumn(),
-        console=err,
-        transient=True,
-    ) as bar:
-        tasks: dict[str, TaskID] = {}
-
-        def update(phase: str, done: int, total: int) -> None:
-            key = phase.split(" ", 1)[0]
-            if key not in tasks:
-                tasks[key] = bar.add_task(phase, total=max(total, 1))
-            bar.update(tasks[key], completed=done, total=max(total, 1), description=phase[:22])
-
-        yield update
+    columns = (TextColumn("{task.description:<22}"), BarColumn(), TextColumn("{task.percentage:>5.1f}%"))
+    with Progress(*columns, TimeElapsedColumn(), console=err, transient=True) as bar:
+        yield ProgressBars(bar)
 
 
 config_option = click.option(
@@ -132,6 +145,6 @@ def render_plan(decisions: list[dict[str, Any]]) -> None:
     out.print(t)
 
 
-from . import assess, audit, backup, convert, run, triggers, verify  # noqa: E402  (each registers its commands on main)
+from . import assess, audit, backup, convert, report, run, triggers, verify  # noqa: E402  (each registers its commands on main)
 
-__all__ = ["assess", "audit", "backup", "convert", "main", "run", "triggers", "verify"]
+__all__ = ["assess", "audit", "backup", "convert", "main", "report", "run", "triggers", "verify"]

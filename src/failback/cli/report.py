@@ -7,7 +7,6 @@ from pathlib import Path
 import click
 
 from ..config import load_config
-from ..errors import InputError
 from . import config_option, err, handle_errors, main
 
 
@@ -29,16 +28,11 @@ def report(run: str | None, fmt: str, output: Path | None, config_path: Path) ->
     report.json in its directory.
     """
     from ..files import write_text
-    from ..journal import list_runs
+    from ..journal import find_run
     from ..report import RENDERERS, load_report
 
     cfg = load_config(config_path)
-    runs = list_runs(cfg.state_path)
-    found = [rd for rd in runs if rd.id.startswith(run)] if run else runs[:1]
-    if len(found) != 1:
-        what = f"no single run matches {run!r}" if run else f"no runs yet in {cfg.state_path / 'runs'}"
-        raise InputError(what, "see `failback status`")
-    state, data = load_report(found[0], cfg.state_path / "audit.jsonl")
+    state, data = load_report(find_run(cfg.state_path, run), cfg.state_path / "audit.jsonl")
     text = RENDERERS[fmt](state, data)
     if output is None:
         click.echo(text, nl=False)

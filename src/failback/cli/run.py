@@ -64,6 +64,7 @@ def run_rollback(cfg: Config, config_path: Path, options: Any, as_json: bool, ru
     """Run a rollback (or resume run ``run_id``; "" = the newest) with live step lines and progress bars, then
     print its summary."""
     from ..rollback import Rollback
+    from .assess import confirm_high_risk
 
     def on_step(name: str, event: str, result: dict[str, Any]) -> None:
         if as_json:
@@ -74,8 +75,13 @@ def run_rollback(cfg: Config, config_path: Path, options: Any, as_json: bool, ru
             err.print(f"[red]✗[/] {name:<9} {escape(str(result.get('error', '')))}", highlight=False, soft_wrap=True)
 
     with progress_bar(not as_json and err.is_terminal) as progress:
+
+        def confirm(a: Any) -> bool:
+            with progress.paused():
+                return confirm_high_risk(a)
+
         if run_id is None:
-            outcome = Rollback(cfg, config_path, options, progress, on_step).run()
+            outcome = Rollback(cfg, config_path, options, progress, on_step, confirm=confirm).run()
         else:
             outcome = Rollback.resume(cfg, config_path, run_id or None, progress=progress, on_step=on_step)
     if as_json:
@@ -114,6 +120,14 @@ def _step_line(name: str, r: dict[str, Any]) -> str:
     if name == "verify":
         checks = sum(c["ok"] for c in r["checks"])
         return f"{len(r['tables'])} tables equal in snapshot/target/sql.js, {checks}/{len(r['checks'])} checks passed"
+    if name == "postcheck":
+        if "skipped" in r:
+            return r["skipped"]
+        slow = [q for q in r["queries"] if not q["ok"]]
+        base = "against the baseline" if r["baseline"] else "(no baseline recorded: `failback baseline record`)"
+        return f"{len(r['queries'])} queries timed in sql.js {base}" + (
+            f"; {len(slow)} slower than allowed" if slow else ""
+        )
     if name == "switch":
         return f"{r['config']}: {r['from']} → {r['to']}"
     return ", ".join(Path(f).name for f in r.get("files", []))
@@ -194,18 +208,23 @@ def status(config_path: Path, as_json: bool) -> None:
 @handle_errors
 def demo(directory: Path, notes: int, as_json: bool) -> None:
     """Build a GRDB-style sample app in DIRECTORY and roll it back to sql.js."""
+    from ..benchmark import record_baseline
     from ..demo import create_demo
+    from ..engines.sqljs import SqlJsEngine
     from ..rollback import Options
 
     cfg_path = create_demo(directory, notes)
+    cfg = load_config(cfg_path)
+    baseline = record_baseline(cfg, SqlJsEngine())  # how the app's queries ran in sql.js before the migration
     if not as_json:
         out.print(
             f"demo app in {directory}: native.sqlite (GRDB-style, WAL, FTS5), app.env, "
             "app-sqljs.sqlite (the pre-migration sql.js file), failback.toml",
             highlight=False,
         )
+        out.print(f"baseline: {len(baseline['queries'])} app queries timed in sql.js on the pre-migration file")
         out.print("rolling back (the demo confirms the risk gate with --yes, as an operator would):")
-    outcome = run_rollback(load_config(cfg_path), cfg_path, Options(yes=True), as_json)
+    outcome = run_rollback(cfg, cfg_path, Options(yes=True), as_json)
     if outcome.error is not None:
         raise outcome.error
     if not as_json:
