@@ -33,8 +33,8 @@ from failback.assess import (
     file_locks,
     folder_space,
     gate,
+    gather,
     observe_sides,
-    run_assessment,
     timestamp_column,
     watch_source,
 )
@@ -120,7 +120,7 @@ def assess(cfg_path: Path, *, emergency: bool = False, sides: SideFiles | None =
         finally:
             conn.close()
         plan = plan_conversion(schema, load_profile(cfg.target.profile), cfg.convert)
-        return run_assessment(cfg, snap.path, schema, plan, emergency=emergency, sides=sides)
+        return evaluate(gather(cfg, snap.path, schema, plan, emergency=emergency, sides=sides))
     finally:
         snap.guard.close()
 

@@ -1056,18 +1056,3 @@ def gather(
     if cal is not None:
         facts.estimates = estimate_steps(cal, facts, len(layers))
     return facts
-
-
-def run_assessment(
-    cfg: Config,
-    snapshot: Path,
-    schema: Schema,
-    plan: Plan,
-    *,
-    emergency: bool = False,
-    sides: SideFiles | None = None,
-) -> Assessment:
-    """The assess step of a rollback: gather the facts for ``cfg`` and evaluate them. ``sides`` is what lay
-    beside the source before the snapshot opened it (observed now when not given). A dry run is assessed as
-    the rollback it rehearses."""
-    return evaluate(gather(cfg, snapshot, schema, plan, emergency=emergency, sides=sides))

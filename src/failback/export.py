@@ -27,6 +27,7 @@ from .errors import (
     NotADatabaseError,
     UnsupportedSchemaError,
     VerificationFailed,
+    from_os_error,
 )
 from .files import ensure_dir, publish, remove_quietly
 from .profiles import load_profile
@@ -58,6 +59,10 @@ def build_target(snapshot: Path, dest: Path, plan: Plan, progress: Progress | No
         raise UnsupportedSchemaError(f"the target cannot hold {names}: {plan.refused[0].reason}")
     result = BuildResult()
     remove_quietly(dest, Path(str(dest) + "-journal"))
+    try:  # created here, not by SQLite, so a read-only or full folder is named with its reason
+        os.close(os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
+    except OSError as err:
+        raise from_os_error(err, f"cannot create {dest}") from err
     conn = connect(dest, create=True)
     try:
         _build(conn, snapshot, plan, result, progress or (lambda *_: None))

@@ -96,10 +96,17 @@ def publish(tmp: Path, path: Path) -> None:
 
 
 def remove_quietly(*paths: Path) -> None:
-    """Delete files that may not exist (temp files on the way out)."""
+    """Delete files that may not exist (temp files on the way out). A path that does not exist is never an
+    error, whatever the OS says about it (Linux answers EROFS for a missing file on a read-only mount, and
+    that error would hide the one that matters); a file that exists and cannot be deleted still raises."""
     for p in paths:
-        with contextlib.suppress(FileNotFoundError, IsADirectoryError):
+        try:
             p.unlink()
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+            pass
+        except OSError:
+            if os.path.lexists(p):
+                raise
 
 
 def sha256_file(path: Path) -> str:

@@ -30,7 +30,7 @@ from typing import Any
 import apsw
 
 from . import __version__
-from .assess import Assessment, SideFiles, gate, observe_sides, run_assessment
+from .assess import Assessment, SideFiles, evaluate, gate, gather, observe_sides
 from .audit import AuditLog
 from .backup import BackupResult, Snapshot, SnapshotGuard, create_backup, find_backup, read_manifest, take_snapshot
 from .benchmark import compare, load_baseline, time_in_engine
@@ -404,9 +404,8 @@ class Rollback:
 
     def step_assess(self) -> dict[str, Any]:
         assert self.snapshot is not None and self.schema is not None and self.plan is not None
-        self.assessment = run_assessment(
-            self.cfg, self.snapshot.path, self.schema, self.plan, emergency=self.emergency, sides=self.sides
-        )
+        facts = gather(self.cfg, self.snapshot.path, self.schema, self.plan, emergency=self.emergency, sides=self.sides)
+        self.assessment = evaluate(facts)
         result = {**self.assessment.to_json(), "plan": self.plan.to_json()}
         if not self.opts.dry_run:
             confirmed: list[bool] = []

@@ -11,7 +11,7 @@ from typing import Any
 
 import apsw
 
-from .errors import InputError, NotADatabaseError
+from .errors import EnvironmentFailure, FailbackError, InputError, NotADatabaseError
 
 HEADER = b"SQLite format 3\x00"
 SIDE_FILES = ("-wal", "-shm", "-journal")
@@ -165,8 +165,13 @@ def _reason(err: BaseException) -> str:
     return str(err).split(":", 1)[-1].strip() or type(err).__name__
 
 
-def database_error(path: Path, err: BaseException) -> NotADatabaseError:
-    """Wrap an apsw/decoding error raised while reading ``path``."""
+def database_error(path: Path, err: BaseException) -> FailbackError:
+    """Wrap an apsw/decoding error raised while reading ``path``: a full disk or an I/O error is the machine's
+    failure (exit 6), anything else means the file is not a readable database."""
+    if isinstance(err, apsw.FullError):
+        return EnvironmentFailure(f"{path}: disk full ({_reason(err)})")
+    if isinstance(err, apsw.IOError):
+        return EnvironmentFailure(f"{path}: I/O error ({_reason(err)})")
     return NotADatabaseError(f"{path}: cannot be read ({_reason(err)})")
 
 

@@ -116,6 +116,23 @@ config_option = click.option(
     show_default=True,
     help="Path of failback.toml.",
 )
+profile_option = click.option(
+    "--profile", default="sqljs-1.16.0", show_default=True, help="Target profile (name or file)."
+)
+
+
+def mode_option(help: str) -> Callable[[F], F]:
+    """``--mode standard|emergency`` with a command's own description of what emergency changes."""
+    return click.option(
+        "--mode", type=click.Choice(["standard", "emergency"]), default="standard", show_default=True, help=help
+    )
+
+
+def settings_option(help: str) -> Callable[[F], F]:
+    """An optional ``--config`` for commands that work without one (their settings then are the defaults)."""
+    return click.option("--config", "config_path", type=click.Path(path_type=Path), default=None, help=help)
+
+
 json_option = click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON instead of tables.")
 
 

@@ -12,20 +12,25 @@ from rich.table import Table
 
 from ..assess import Assessment
 from ..config import load_config
-from . import config_option, emit_json, err, handle_errors, json_option, main, out, progress_bar, render_assessment
+from . import (
+    config_option,
+    emit_json,
+    err,
+    handle_errors,
+    json_option,
+    main,
+    mode_option,
+    out,
+    progress_bar,
+    render_assessment,
+)
 
 TOP_TABLES = 10
 
 
 @main.command()
 @config_option
-@click.option(
-    "--mode",
-    type=click.Choice(["standard", "emergency"]),
-    default="standard",
-    show_default=True,
-    help="emergency: skip the slow facts (calibration, dbstat, quick_check); pending changes and disk are kept.",
-)
+@mode_option("emergency: skip the slow facts (calibration, dbstat, quick_check); pending changes and disk are kept.")
 @json_option
 @handle_errors
 def assess(config_path: Path, mode: str, as_json: bool) -> None:

@@ -8,20 +8,25 @@ from pathlib import Path
 import click
 
 from ..config import load_config
-from . import emit_json, err, handle_errors, json_option, main, out, progress_bar, render_plan
+from . import (
+    emit_json,
+    err,
+    handle_errors,
+    json_option,
+    main,
+    out,
+    profile_option,
+    progress_bar,
+    render_plan,
+    settings_option,
+)
 
 
 @main.command()
 @click.argument("source", type=click.Path(path_type=Path))
 @click.argument("target", type=click.Path(path_type=Path))
-@click.option("--profile", default="sqljs-1.16.0", show_default=True, help="Target profile (name or file).")
-@click.option(
-    "--config",
-    "config_path",
-    type=click.Path(path_type=Path),
-    default=None,
-    help="Take [convert] and [verify] settings from this failback.toml.",
-)
+@profile_option
+@settings_option("Take [convert] and [verify] settings from this failback.toml.")
 @click.option("--force", is_flag=True, help="Replace TARGET if it exists.")
 @json_option
 @handle_errors
@@ -47,14 +52,8 @@ def export(source: Path, target: Path, profile: str, config_path: Path | None, f
 
 @main.command()
 @click.argument("source", type=click.Path(path_type=Path))
-@click.option("--profile", default="sqljs-1.16.0", show_default=True, help="Target profile (name or file).")
-@click.option(
-    "--config",
-    "config_path",
-    type=click.Path(path_type=Path),
-    default=None,
-    help="Take [convert] settings from this failback.toml.",
-)
+@profile_option
+@settings_option("Take [convert] settings from this failback.toml.")
 @json_option
 @handle_errors
 def plan(source: Path, profile: str, config_path: Path | None, as_json: bool) -> None:

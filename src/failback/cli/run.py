@@ -17,6 +17,7 @@ from . import (
     handle_errors,
     json_option,
     main,
+    mode_option,
     out,
     progress_bar,
     render_assessment,
@@ -27,13 +28,7 @@ from . import (
 # -- rollback ---------------------------------------------------------------------------------------
 @main.command()
 @config_option
-@click.option(
-    "--mode",
-    type=click.Choice(["standard", "emergency"]),
-    default="standard",
-    show_default=True,
-    help="emergency: one backup layer, quick verification (the rest is recorded as debt).",
-)
+@mode_option("emergency: one backup layer, quick verification (the rest is recorded as debt).")
 @click.option("--dry-run", is_flag=True, help="Snapshot, assess and plan; change nothing.")
 @click.option("--yes", is_flag=True, help="Proceed when the risk is high.")
 @click.option("--force", is_flag=True, help="Proceed when the risk is critical (needs --reason).")

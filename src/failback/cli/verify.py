@@ -12,7 +12,7 @@ from rich.table import Table
 
 from ..config import load_config
 from ..errors import InputError
-from . import config_option, emit_json, handle_errors, json_option, main, out
+from . import config_option, emit_json, handle_errors, json_option, main, out, profile_option
 
 
 def render_verification(v: dict[str, Any]) -> None:
@@ -50,7 +50,7 @@ def render_verification(v: dict[str, Any]) -> None:
 @click.argument("source", type=click.Path(path_type=Path), required=False)
 @click.argument("target", type=click.Path(path_type=Path), required=False)
 @click.option("--level", type=click.Choice(["quick", "standard", "deep"]), default="standard", show_default=True)
-@click.option("--profile", default="sqljs-1.16.0", show_default=True, help="Target profile (name or file).")
+@profile_option
 @click.option(
     "--debt",
     "debt_run",
