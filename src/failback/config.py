@@ -6,6 +6,7 @@ not silently disable a safety setting). docs/config.md is generated from this mo
 
 from __future__ import annotations
 
+import re
 import tomllib
 from pathlib import Path
 from typing import Literal
@@ -15,6 +16,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from .errors import ConfigError
 
 DEFAULT_NAME = "failback.toml"
+_ENV_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]*")
+_ENV_VALUE = re.compile(r"[A-Za-z0-9_.:/@%+,=-]+")
 
 
 class _Section(BaseModel):
@@ -36,6 +39,22 @@ class AppConfig(_Section):
     native_value: str = Field("native", description="The value that selects the native provider.")
     rollback_value: str = Field("sqljs", description="The value written on rollback.")
 
+    # The key and value are written unquoted into the app's .env, a file shells often source: nothing a shell
+    # would interpret (spaces, quotes, $, `, ;, |, &, #, newlines, …) may reach it.
+    @field_validator("key")
+    @classmethod
+    def _plain_key(cls, v: str) -> str:
+        if not _ENV_KEY.fullmatch(v):
+            raise ValueError("must be a plain name (letters, digits, _ . -; not starting with a digit)")
+        return v
+
+    @field_validator("native_value", "rollback_value")
+    @classmethod
+    def _plain_value(cls, v: str) -> str:
+        if not _ENV_VALUE.fullmatch(v):
+            raise ValueError("must be a plain word (letters, digits, _ . : / @ % + , = -): nothing a shell interprets")
+        return v
+
 
 class BackupConfig(_Section):
     dir: Path = Field(Path(".failback/backups"), description="Primary backup folder.")
@@ -46,6 +65,14 @@ class BackupConfig(_Section):
     keep_last: int = Field(10, ge=1, description="Prune: always keep this many newest backups.")
     keep_within: str = Field("30d", description="Prune: keep every backup younger than this (e.g. 12h, 30d, 8w).")
     keep_daily: int = Field(14, ge=0, description="Prune: keep the newest backup of each of this many days.")
+
+    @field_validator("keep_within")
+    @classmethod
+    def _duration(cls, v: str) -> str:
+        from .retention import parse_duration
+
+        parse_duration(v)  # ValueError → a one-line ConfigError naming backup.keep_within
+        return v
 
 
 class ConvertConfig(_Section):
