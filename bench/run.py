@@ -440,7 +440,7 @@ def rollback_op(mode: str) -> Callable[[Path, Path], Sample]:
 
 
 def sub_timings(state: dict[str, Any]) -> dict[str, float]:
-    """Timings reported inside the step results (convert phases, backup, verify)."""
+    """Timings reported inside the step results (convert phases, the background backup)."""
     out: dict[str, float] = {}
     steps = {s["name"]: s for s in state["steps"]}
     conv = (steps.get("convert") or {}).get("result") or {}
@@ -451,6 +451,9 @@ def sub_timings(state: dict[str, Any]) -> dict[str, float]:
     step = (steps.get("convert") or {}).get("seconds")
     if step is not None and "total" in phases:
         out["convert: outside build_target"] = step - phases["total"]
+    background = ((steps.get("backup") or {}).get("result") or {}).get("background_seconds")
+    if isinstance(background, int | float):  # the backup runs beside the other steps; its step only joins it
+        out["backup: in the background"] = background
     return out
 
 
@@ -770,7 +773,7 @@ def print_result(res: dict[str, Any]) -> None:
             for v in by_op.values():
                 row = next((p for p in v["convert_phases"] if p["part"] == part), None)
                 cells += [fmt_s(row["seconds"]) if row else "", ""]
-            st.add_row(f"  {part}", *cells)
+            st.add_row(f"  {part}", *cells)  # parts of, or beside, the steps above
         console.print(st)
     for n in res["notes"]:
         console.print(f"[yellow]note:[/] {n}", highlight=False)

@@ -57,10 +57,10 @@ def time_in_engine(engine: Engine, db: Path, queries: list[str], runs: int) -> l
     if not queries:
         return []
     run = engine.run(db, [{"op": "time", "sql": q, "runs": runs + 1} for q in queries])
-    return [summarize(q, _without_warmup(r)) for q, r in zip(queries, run.results, strict=True)]
+    return [summarize(q, without_warmup(r)) for q, r in zip(queries, run.results, strict=True)]
 
 
-def _without_warmup(result: dict[str, Any]) -> dict[str, Any]:
+def without_warmup(result: dict[str, Any]) -> dict[str, Any]:
     """Drop the first run: it pays for cold caches (and the engine's first compile), not the query."""
     return {**result, "ms": result["ms"][1:]} if result.get("ok") and len(result["ms"]) > 1 else result
 

@@ -6,6 +6,7 @@ Nothing here touches a file; ``export.py`` carries a plan out and ``verify.py`` 
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass, field, replace
 from enum import StrEnum
 from typing import Any
@@ -20,6 +21,7 @@ from .sqltext import string_literal
 
 FTS5_COMMANDS = {"delete", "delete-all", "rebuild", "optimize", "merge", "integrity-check", "automerge"}
 CASE_INSENSITIVE_WORDS = ("caseinsensitive", "nocase", "unicase", "localized")
+_PLAIN_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 FTS5_MAPPED = {"content", "content_rowid", "tokenize", "prefix", "contentless_delete", "contentless_unindexed"}
@@ -145,8 +147,8 @@ def target_collation(name: str, profile: Profile, options: ConvertConfig) -> str
     if profile.has_collation(name):
         return None
     for key, value in options.collations.items():
-        if key.lower() == name.lower():
-            return value
+        if key.lower() == name.lower():  # a name from the config: it reaches SQL only as an identifier
+            return value if _PLAIN_NAME.fullmatch(value) else quote(value)
     return "NOCASE" if any(w in name.lower() for w in CASE_INSENSITIVE_WORDS) else "BINARY"
 
 

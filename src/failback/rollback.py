@@ -33,7 +33,7 @@ from . import __version__
 from .assess import Assessment, SideFiles, evaluate, gate, gather, observe_sides
 from .audit import AuditLog
 from .backup import BackupResult, Snapshot, SnapshotGuard, create_backup, find_backup, read_manifest, take_snapshot
-from .benchmark import compare, load_baseline, time_in_engine
+from .benchmark import Timing, compare, load_baseline, time_in_engine
 from .config import Config
 from .convert import Plan, apply_proofs, load_plan, plan_conversion
 from .digest import TableDigest
@@ -381,7 +381,7 @@ class Rollback:
         need = 1 if self.emergency else self.cfg.backup.min_layers
         kw: dict[str, Any] = {
             "level": 1 if self.emergency else self.cfg.backup.zstd_level,
-            "threads": self.cfg.backup.threads,
+            "threads": min(self.cfg.backup.threads, 1),  # in the background: leave a core to the conversion
             "progress": self.progress,
         }
         self.backup = create_backup(
@@ -452,6 +452,8 @@ class Rollback:
             fts_queries=v.fts_queries,
             sample_terms=v.sample_terms,
             queries=v.queries,
+            timed=self.cfg.benchmark.queries,
+            runs=self.cfg.benchmark.runs,
         )
         self.verification = result = report.to_json()
         if not report.ok:
@@ -541,7 +543,11 @@ class Rollback:
         queries = self.cfg.benchmark.queries
         if not queries:
             return {"skipped": "no [benchmark] queries configured"}
-        now = time_in_engine(self.engine, self.cfg.target_path, queries, self.cfg.benchmark.runs)
+        measured = (self.verification or {}).get("timings")
+        if measured:  # timed by the verification's sql.js run on the same bytes: no third load of the file
+            now = [Timing(**t) for t in measured]
+        else:
+            now = time_in_engine(self.engine, self.cfg.target_path, queries, self.cfg.benchmark.runs)
         rows = compare(baseline or {}, now, self.cfg.benchmark.max_regression, self.cfg.benchmark.min_delta_ms)
         regressions = [r for r in rows if not r["ok"]]
         if regressions:
