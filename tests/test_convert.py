@@ -431,3 +431,24 @@ def test_plan_command_shows_each_decision(demo_dir: Path, cli: Any) -> None:
     assert by_name["note_ft"]["action"] == "convert" and "FTS4" in by_name["note_ft"]["reason"]
     assert by_name["note_ft_data"]["action"] == "skip"
     assert by_name["__note_ft_ad"]["action"] == "convert"
+
+
+def test_geopoly_rows_keep_their_rowids_and_shapes(tmp_path: Path) -> None:
+    out = export(
+        tmp_path,
+        """CREATE VIRTUAL TABLE zone USING geopoly(name);
+           INSERT INTO zone(rowid, _shape, name) VALUES (7, '[[0,0],[1,0],[1,1],[0,0]]', 'tri'),
+               (42, '[[0,0],[2,0],[2,2],[0,2],[0,0]]', 'square');""",
+    )
+    r = sqljs(out, "SELECT rowid, name, length(_shape) FROM zone ORDER BY rowid")
+    assert values(r[0]) == [[7, "tri", 28], [42, "square", 36]]  # 4 + 8 bytes per vertex, closing one dropped
+
+
+def test_contentless_delete_fts5_is_contentless_too(tmp_path: Path) -> None:
+    db = make_db(
+        tmp_path / "d.sqlite",
+        "CREATE VIRTUAL TABLE d USING fts5(a, content='', contentless_delete=1);"
+        " INSERT INTO d(rowid, a) VALUES (1, 'x')",
+    )
+    [d] = [d for d in plan_for(db).decisions if d.name == "d"]
+    assert d.action is Action.REFUSE and d.severity == "critical"

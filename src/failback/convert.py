@@ -316,7 +316,10 @@ class _Planner:
             "warn",
         )
         self.plan_.create_tables.append(f"CREATE TABLE {quote(t.name)}({', '.join(defs)})")
-        collist = ", ".join(quote(c.name) for c in cols)
+        names = [quote(c.name) for c in cols]
+        if t.module == "geopoly":  # its rows are keyed by rowid (rtree's by its first column)
+            names.insert(0, "_rowid_")
+        collist = ", ".join(names)
         self.plan_.copies.append(
             Copy(
                 t.name,

@@ -152,8 +152,10 @@ def digest_spec(t: Table) -> DigestSpec | None:
         return DigestSpec(t.name, cols, rowid=t.has_rowid)
     if t.module in ("fts3", "fts4", "fts5") and t.option("content") is None:
         return DigestSpec(t.name, cols, rowid=True)
-    if t.module in ("rtree", "rtree_i32", "geopoly"):
-        return DigestSpec(t.name, cols, rowid=False)
+    if t.module in ("rtree", "rtree_i32"):
+        return DigestSpec(t.name, cols, rowid=False)  # the first column is the key
+    if t.module == "geopoly":
+        return DigestSpec(t.name, cols, rowid=True)
     return None
 
 
