@@ -323,7 +323,7 @@ def _text(text: str | bytes) -> Callable[[Path, Path], None]:
     return build
 
 
-CONFIGS = {
+CONFIGS: dict[str, tuple[str, str | bytes]] = {
     "config-wrong-types.toml": (
         "values of the wrong type: a number for a path, a string for an int, a table for a list",
         GOOD_TOML.replace('path = "native.sqlite"', "path = 5")
@@ -353,7 +353,8 @@ CONFIGS = {
         + '\n[backup]\nmin_layers = 0\nkeep_within = "forever"\n\n[triggers]\ninterval = -1\n',
     ),
     "config-injection.toml": (
-        "values that look like shell or SQL (they must stay data): a key, a path and a query",
+        "an [app] key a shell would run if the app's .env is sourced (`X; rm -rf / #`), and SQL in "
+        "[sync] pending_sql: a config error",
         GOOD_TOML.replace('config = "app.env"', 'config = "app.env"\nkey = "X; rm -rf / #"')
         + '\n[sync]\npending_sql = ["SELECT 1; DROP TABLE note"]\n',
     ),
@@ -428,7 +429,10 @@ ENTRIES: list[Entry] = [
 
 
 def build(dest: Path = DATA) -> list[Path]:
-    """Write every corpus entry (and tests/data/README.md) into ``dest``; return the paths written."""
+    """Write every corpus entry (and tests/data/README.md) into ``dest``; return the paths written.
+
+    Byte-for-byte repeatable only in a fresh process (as the script runs it): SQLite seeds its random number
+    generator once per process, from the VFS that is the default at that moment."""
     from failback.files import ensure_dir, write_text
 
     vfs = _ZeroRandomVFS()

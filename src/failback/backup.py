@@ -195,8 +195,8 @@ def take_snapshot(source: Path, dest: Path, progress: Progress = _noop, step_byt
     except BaseException as err:
         src.close()
         remove_quietly(*leftovers)
-        if isinstance(err, apsw.FullError):
-            raise EnvironmentFailure(f"cannot write snapshot {dest}: disk full") from err
+        if isinstance(err, apsw.FullError | apsw.IOError) and free_bytes(dest.parent) < (4 << 20):
+            raise EnvironmentFailure(f"cannot write the snapshot in {dest.parent}: disk full") from err
         if isinstance(err, apsw.BusyError):
             raise BackupError(
                 f"{source}: another process kept the database locked; no snapshot taken",
@@ -245,7 +245,10 @@ def _copy_pages(
                 progress("snapshot", b.page_count - b.remaining, b.page_count)
         if src.in_transaction:
             src.execute("COMMIT")
-        run_script(dst, "PRAGMA journal_mode = DELETE")  # the copy says WAL in its header: one file instead
+        try:
+            run_script(dst, "PRAGMA journal_mode = DELETE")  # the copy says WAL in its header: one file instead
+        except apsw.Error as err:  # only the copy is touched here: its disk, not the source, failed
+            raise EnvironmentFailure(f"cannot write the snapshot in {dest.parent}: {err}") from err
         assert guard is not None  # the loop ran: a database has at least one page
         return restarts, guard, pragma(dst, "page_size"), pragma(dst, "page_count")
     finally:
@@ -488,8 +491,8 @@ def read_manifest(folder: Path) -> dict[str, Any]:
         raise BackupError(f"{folder}: invalid manifest (larger than {_mb(MANIFEST_MAX)})")
     try:
         data = json.loads(text)
-    except (ValueError, UnicodeDecodeError) as err:
-        raise BackupError(f"{folder}: unreadable manifest ({err})") from None
+    except (ValueError, UnicodeDecodeError, RecursionError) as err:
+        raise BackupError(f"{folder}: unreadable manifest ({str(err)[:200] or type(err).__name__})") from None
     problem = _manifest_problem(data, folder.name)
     if problem:
         raise BackupError(f"{folder}: invalid manifest ({problem})")

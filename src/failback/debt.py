@@ -24,7 +24,7 @@ from .engines import Engine
 from .errors import InputError
 from .export import build_target
 from .files import file_xxh3, write_text
-from .journal import DEBT, RunDir, list_runs
+from .journal import DEBT, RunDir, find_run, list_runs
 from .verify import VerifyReport, verify_target
 
 
@@ -56,7 +56,7 @@ def unpaid(state_dir: Path) -> list[RunDir]:
 
 def pay_debt(cfg: Config, engine: Engine, run: str | None = None) -> DebtPayment:
     """Run the deferred verification of ``run`` (default: the newest unpaid one) and record the outcome."""
-    runs = unpaid(cfg.state_path) if run is None else [RunDir(cfg.state_path, run)]
+    runs = unpaid(cfg.state_path) if run is None else [find_run(cfg.state_path, run)]
     if not runs or read_debt(runs[0]) is None:
         raise InputError(f"no unpaid verification debt{' for run ' + run if run else ''}", "see `failback status`")
     rd = runs[0]

@@ -66,6 +66,8 @@ max_regression = 1.5
 
 def create_demo(directory: Path, notes: int = 3000) -> Path:
     """Create (or re-create) the demo folder and return the path of its failback.toml."""
+    if directory.exists() and not directory.is_dir():
+        raise InputError(f"{directory} exists and is not a folder", "pass a new folder for the demo")
     if directory.exists():
         if not (directory / MARKER).exists() and any(directory.iterdir()):
             raise InputError(

@@ -110,11 +110,13 @@ def findings_table(a: dict[str, Any]) -> Table:
 
 
 def layers_table(b: dict[str, Any]) -> Table:
-    return ["layer", "verified", "error"], [[x["folder"], _yes_no(x["ok"]), x["error"]] for x in b["layers"]]
+    return ["layer", "verified", "error"], [[x["folder"], _yes_no(x["ok"]), x["error"]] for x in b.get("layers", [])]
 
 
 def hashes_table(b: dict[str, Any]) -> Table:
-    return ["kind", "sha256", "bytes"], [[k, b["sha256"][k], f"{b['bytes'][k]:,}"] for k in ("raw", "compressed")]
+    """SHA-256 and size of the stored data (none when no layer could store it)."""
+    sha, size = b.get("sha256") or {}, b.get("bytes") or {}
+    return ["kind", "sha256", "bytes"], [[k, sha[k], f"{size[k]:,}"] for k in ("raw", "compressed") if k in sha]
 
 
 def plan_table(plan: dict[str, Any]) -> Table:

@@ -48,9 +48,10 @@ from .errors import (
     RiskRefused,
     SourceChanged,
     VerificationFailed,
+    from_os_error,
 )
 from .export import build_target, prove_schema
-from .files import copy_file, file_xxh3, fsync_dir, remove_quietly, sha256_file, write_bytes, write_text
+from .files import copy_file, file_xxh3, fsync_dir, remove_quietly, sha256_file, tmp_name, write_bytes, write_text
 from .journal import DEBT, RunDir, RunLock, RunState, crash_point, find_run
 from .profiles import load_profile
 from .report import write_reports
@@ -482,6 +483,7 @@ class Rollback:
         in_place = target.is_file() and file_xxh3(target) == converted
         if not in_place:
             self._source_unchanged()
+            probe_writable(self.cfg.app_config_path)  # the config switch must be able to follow the rename
             assert self.tmp_target is not None and self.tmp_target.exists(), "converted target missing"
             kept = self.rd.file("previous-target.sqlite")
             if target.exists() and not kept.exists():  # the old target's inode stays in the run directory
@@ -562,6 +564,17 @@ class Rollback:
             "verification": self.verification,
             "audit": self.audit.records(self.rd.id),
         }
+
+
+def probe_writable(path: Path) -> None:
+    """Prove a file can be replaced atomically (a temp file created and removed beside it), so nothing is
+    switched half-way; EnvironmentFailure (exit 6) otherwise."""
+    probe = tmp_name(path, "probe")
+    try:
+        os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        probe.unlink()
+    except OSError as err:
+        raise from_os_error(err, f"cannot replace {path}") from err
 
 
 def _read_schema(path: Path) -> Schema:

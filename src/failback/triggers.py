@@ -36,6 +36,7 @@ import os
 import signal
 import socket
 import time
+import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, replace
@@ -347,10 +348,15 @@ def _fired_json(rule: TriggerRule, r: RuleResult) -> dict[str, Any]:
 SOURCE_ERRORS = (OSError, ValueError, http.client.HTTPException, apsw.Error, FailbackError)
 
 
+MAX_METRICS_BYTES = 16 << 20  # a /metrics page larger than this is cut, not read whole
+
+
 def read_prometheus(url: str, timeout: float) -> list[Series]:
     """Every sample of a Prometheus text-format endpoint (names as exposed, e.g. ``requests_total``)."""
+    if urllib.parse.urlsplit(url).scheme not in ("http", "https"):
+        raise ValueError(f"{url}: only http(s) metrics endpoints are read")
     with urllib.request.urlopen(url, timeout=timeout) as resp:
-        text = resp.read().decode("utf-8")
+        text = resp.read(MAX_METRICS_BYTES).decode("utf-8")
     return [
         Series(s.name, s.value, dict(s.labels)) for fam in text_string_to_metric_families(text) for s in fam.samples
     ]

@@ -31,7 +31,7 @@ from .digest import DigestSpec, TableDigest, digest_rows, table_digest
 from .engines import Engine, decode_typed, first_difference
 from .engines.sqlite import SqliteEngine
 from .errors import FailbackError
-from .sqlite import connect, quote
+from .sqlite import connect, database_error, quote
 
 MARKER = "fbverifymarkerq"
 LEVELS = ("quick", "standard", "deep")
@@ -228,11 +228,15 @@ def verify_target(
     with ThreadPoolExecutor(1) as pool:
         future = pool.submit(engine.run, target, job.actions)
         target_d = _target_side(rep, target, plan, snapshot, quick, level == "deep")
-        snap = (
-            snapshot_digests_
-            if snapshot_digests_ is not None
-            else (snapshot_digests(snapshot, plan.digests, quick) if snapshot else {})
-        )
+        try:
+            snap = (
+                snapshot_digests_
+                if snapshot_digests_ is not None
+                else (snapshot_digests(snapshot, plan.digests, quick) if snapshot else {})
+            )
+        except (apsw.Error, UnicodeDecodeError) as err:
+            future.cancel()
+            raise database_error(snapshot or target, err) from err
         run = future.result()
     job.results = dict(zip(job.tags, run.results, strict=True))
     rep.sqljs_version, rep.sqljs_peak_rss = run.version, run.peak_rss_bytes
@@ -271,10 +275,12 @@ def verify_target(
     return rep
 
 
-def _apsw_digest(target: Path, spec: DigestSpec) -> TableDigest:
+def _apsw_digest(target: Path, spec: DigestSpec) -> TableDigest | None:
     conn = connect(target, readonly=True)
     try:
         return table_digest(conn, spec)
+    except (apsw.Error, UnicodeDecodeError):
+        return None
     finally:
         conn.close()
 
@@ -302,16 +308,24 @@ def _target_side(
 ) -> dict[str, TableDigest]:
     """The target read by apsw: integrity (quick_check at level quick), foreign keys, row counts, and content
     digests at level deep."""
-    conn = connect(target, readonly=True)
+    try:
+        conn = connect(target, readonly=True)
+    except FailbackError as err:
+        rep.problems.append(f"target cannot be opened: {err}")
+        return {}
     try:
         rep.integrity = conn.execute("PRAGMA quick_check" if quick else "PRAGMA integrity_check").get
         if rep.integrity != "ok":
             rep.problems.append(f"target integrity: {rep.integrity}")
         rep.foreign_keys = len(list(conn.execute("PRAGMA foreign_key_check")))
-        if deep:
-            digests = {s.table: table_digest(conn, s) for s in plan.digests}
-        else:  # counts; content is read by sql.js (and by apsw too only where they disagree)
-            digests = {s.table: TableDigest(s.table, conn.execute(_count_sql(s)).get, "") for s in plan.digests}
+        digests = {}
+        for s in plan.digests:  # counts; content is read by sql.js (by apsw too at deep, or where they disagree)
+            digests[s.table] = (
+                table_digest(conn, s) if deep else TableDigest(s.table, conn.execute(_count_sql(s)).get, "")
+            )
+    except (apsw.Error, UnicodeDecodeError) as err:
+        rep.problems.append(f"target cannot be read by apsw: {err}")
+        return {}
     finally:
         conn.close()
     if rep.foreign_keys:

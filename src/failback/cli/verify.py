@@ -87,6 +87,9 @@ def verify(
     else:
         if source is None or target is None:
             raise InputError("give SOURCE and TARGET, or --debt [RUN]", "see `failback verify --help`")
+        from ..sqlite import open_source
+
+        open_source(target).close()  # a clean error for a target that is not a readable database
         report = verify_target(target, plan_for(source, profile), SqlJsEngine(), snapshot=source, level=level)
     if as_json:
         emit_json(report.to_json())

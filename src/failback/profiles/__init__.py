@@ -114,6 +114,8 @@ def load_profile(name_or_path: str | Path) -> Profile:
             f"no capability profile {name_or_path!s}",
             f"use one of {', '.join(shipped())} or a file written by `failback probe`",
         ) from None
+    except OSError as err:
+        raise ConfigError(f"profile {path}: cannot read ({err.strerror or err})") from None
     except (tomllib.TOMLDecodeError, ValidationError, UnicodeDecodeError) as err:
         raise ConfigError(f"profile {path}: invalid ({str(err).splitlines()[0]})") from None
 
