@@ -389,8 +389,11 @@ def create_backup(
     level: int = 3,
     threads: int = 2,
     progress: Progress = _noop,
+    digests: bool = True,
 ) -> BackupResult:
     """Store a compressed, checksummed copy of ``snapshot`` in every layer; the manifest is written last.
+    ``digests=False`` (emergency rollbacks) records checksums but no content digests: they are computed when
+    the verification debt is paid, from this very copy.
 
     The first layer that works gets the compressed stream (while another thread computes the content
     digests); the others get a copy of that verified file. A layer that fails is reported in the result and
@@ -400,7 +403,7 @@ def create_backup(
     result = BackupResult(bid, {})
     stored: Path | None = None  # the first verified copy: what mirrors copy
     with ThreadPoolExecutor(max_workers=1) as pool:
-        described = pool.submit(describe_database, snapshot)
+        described = pool.submit(describe_database, snapshot, digests)
         for layer in layers:
             folder, created = layer / bid, False
             try:
@@ -571,7 +574,10 @@ def verify_folder(folder: Path, deep: bool = False, work: Path | None = None) ->
                     facts, _ = describe_database(_unpack(folder, m, Path(tmp) / "check.sqlite", _noop))
             except OSError as err:
                 return [str(from_os_error(err, f"{data}: cannot be checked deeply"))]
-            differ = sorted(t for t in {*facts["tables"], *m["tables"]} if facts["tables"].get(t) != m["tables"].get(t))
+            recorded = m["tables"]  # empty for an emergency backup: integrity and checksums only
+            differ = sorted(
+                t for t in {*facts["tables"], *recorded} if recorded and facts["tables"].get(t) != recorded.get(t)
+            )
             if differ:
                 return [f"{data}: content digests differ from the manifest: {', '.join(differ)}"]
     except FileNotFoundError as err:

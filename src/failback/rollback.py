@@ -383,6 +383,7 @@ class Rollback:
         kw: dict[str, Any] = {
             "level": 1 if self.emergency else self.cfg.backup.zstd_level,
             "threads": min(self.cfg.backup.threads, 1),  # in the background: leave a core to the conversion
+            "digests": not self.emergency,  # deferred with the rest of the proof (paid from this backup)
             "progress": self.progress,
         }
         self.backup = create_backup(
