@@ -55,6 +55,7 @@ try:  # the bench runs inside the project's venv; say how to get there instead o
 
     import failback
     from failback import demo
+    from failback.files import fsync_path
     from failback.sample import build_native
 except ImportError as _err:  # pragma: no cover - environment problem
     sys.exit(f"bench/run.py: {_err}. Run it with the project's venv: `make bench` (or `make deps` first).")
@@ -80,14 +81,6 @@ SIZES = {
 
 
 # -- small file helpers ---------------------------------------------------------------------------------------
-def fsync_path(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def db_files(path: Path) -> list[Path]:
     """The main file and its -wal (the -shm is rebuilt by SQLite; copying it would be wrong)."""
     return [p for p in (path, Path(f"{path}-wal")) if p.exists()]

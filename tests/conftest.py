@@ -4,6 +4,7 @@ the source database's bytes (and its -wal) exactly as they were."""
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
 import subprocess
 import sys
@@ -78,3 +79,45 @@ def cli(tmp_path: Path) -> Callable[..., subprocess.CompletedProcess[str]]:
         )
 
     return run
+
+
+# -- mounts -----------------------------------------------------------------------------------------------
+class Mounts:
+    """Small tmpfs file systems for one test, unmounted at its end (root only; skipped where not permitted)."""
+
+    def __init__(self) -> None:
+        self.mounted: list[Path] = []
+
+    def tmpfs(self, folder: Path, size: str) -> Path:
+        if os.geteuid() != 0:
+            pytest.skip("mounting a tmpfs needs root")
+        folder.mkdir(parents=True, exist_ok=True)
+        res = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={size},mode=0700", "tmpfs", str(folder)],
+            capture_output=True,
+            text=True,
+        )
+        if res.returncode:
+            pytest.skip(f"mounting a tmpfs is not permitted here: {res.stderr.strip()}")
+        self.mounted.append(folder)
+        return folder
+
+    @staticmethod
+    def readonly(folder: Path) -> None:
+        """Remount a tmpfs read-only (root ignores permission bits, not a read-only mount)."""
+        subprocess.run(["mount", "-o", "remount,ro", str(folder)], check=True, capture_output=True)
+
+    def unmount_all(self) -> None:
+        for folder in reversed(self.mounted):
+            if subprocess.run(["umount", str(folder)], capture_output=True).returncode:
+                subprocess.run(["umount", "-l", str(folder)], capture_output=True)
+        self.mounted.clear()
+
+
+@pytest.fixture
+def mounts() -> Iterator[Mounts]:
+    m = Mounts()
+    try:
+        yield m
+    finally:
+        m.unmount_all()

@@ -8,7 +8,7 @@ import pty
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +48,7 @@ from failback.sample import build_native
 from failback.schema import Column, Table, read_schema
 from failback.sqlite import connect, run_script
 
-from .conftest import copy_db, db_files, file_hashes
+from .conftest import Mounts, copy_db, db_files, file_hashes
 
 Cli = Callable[..., subprocess.CompletedProcess[str]]
 Builder = Callable[[apsw.Connection], None]
@@ -350,17 +350,9 @@ def test_pending_changes_in_each_preset_layout_and_by_probe(tmp_path: Path, make
 
 
 @pytest.fixture
-def small_mount(tmp_path: Path) -> Iterator[Path]:
+def small_mount(tmp_path: Path, mounts: Mounts) -> Path:
     """A 64 KB tmpfs (needs root; skipped otherwise)."""
-    mnt = tmp_path / "small"
-    mnt.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mnt)], capture_output=True, text=True)
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a small tmpfs: {done.stderr.strip() or done.returncode}")
-    try:
-        yield mnt
-    finally:
-        subprocess.run(["umount", str(mnt)], check=False)
+    return mounts.tmpfs(tmp_path / "small", "64k")
 
 
 def test_too_little_disk_for_a_backup_layer(

@@ -11,7 +11,7 @@ import stat
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -40,6 +40,8 @@ from failback.errors import BackupError, ConfigError, EnvironmentFailure, InputE
 from failback.journal import RunDir
 from failback.retention import Item, Policy, decide, parse_duration
 from failback.rollback import Options, Rollback
+
+from .conftest import Mounts
 
 Cli = Callable[..., subprocess.CompletedProcess[str]]
 Mount = Callable[[str], Path]
@@ -86,30 +88,9 @@ def fill(folder: Path) -> None:
 
 
 @pytest.fixture
-def tiny_disk(tmp_path: Path) -> Iterator[Mount]:
+def tiny_disk(tmp_path: Path, mounts: Mounts) -> Mount:
     """Mount small tmpfs file systems (root only; the test is skipped where mounting is not permitted)."""
-    mounted: list[Path] = []
-
-    def mount(size: str) -> Path:
-        folder = tmp_path / f"disk{len(mounted)}"
-        folder.mkdir()
-        if os.geteuid() != 0:
-            pytest.skip("mounting a tmpfs to fill a disk needs root")
-        res = subprocess.run(
-            ["mount", "-t", "tmpfs", "-o", f"size={size},mode=0700", "tmpfs", str(folder)],
-            capture_output=True,
-            text=True,
-        )
-        if res.returncode:
-            pytest.skip(f"mounting a tmpfs is not permitted here: {res.stderr.strip()}")
-        mounted.append(folder)
-        return folder
-
-    try:
-        yield mount
-    finally:
-        for folder in mounted:
-            subprocess.run(["umount", str(folder)], check=False)
+    return lambda size: mounts.tmpfs(tmp_path / f"disk{len(mounts.mounted)}", size)
 
 
 # -- consistency under a concurrent writer ---------------------------------------------------------

@@ -19,7 +19,7 @@ import stat
 import subprocess
 import sys
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,8 @@ from failback.errors import FailbackError
 from failback.export import export_database
 from failback.rollback import Options, Outcome, Rollback
 from failback.sqlite import connect
+
+from .conftest import Mounts
 
 NOTES = 60  # a small GRDB-style app: every fault below runs a real rollback or export on it
 DOCUMENTED_EXITS = {1, 2, 3, 4, 5, 6}
@@ -56,48 +58,6 @@ collations = {{ swiftLocalizedCaseInsensitiveCompare = "NOCASE" }}
 [assess]
 liveness_seconds = 0
 """
-
-
-# -- mounts -----------------------------------------------------------------------------------------------
-class Mounts:
-    """Small tmpfs file systems for one test, unmounted at its end (root only; skipped where not permitted)."""
-
-    def __init__(self) -> None:
-        self.mounted: list[Path] = []
-
-    def tmpfs(self, folder: Path, size: str) -> Path:
-        if os.geteuid() != 0:
-            pytest.skip("mounting a tmpfs needs root")
-        folder.mkdir(parents=True, exist_ok=True)
-        res = subprocess.run(
-            ["mount", "-t", "tmpfs", "-o", f"size={size},mode=0700", "tmpfs", str(folder)],
-            capture_output=True,
-            text=True,
-        )
-        if res.returncode:
-            pytest.skip(f"mounting a tmpfs is not permitted here: {res.stderr.strip()}")
-        self.mounted.append(folder)
-        return folder
-
-    @staticmethod
-    def readonly(folder: Path) -> None:
-        """Remount a tmpfs read-only (root ignores permission bits, not a read-only mount)."""
-        subprocess.run(["mount", "-o", "remount,ro", str(folder)], check=True, capture_output=True)
-
-    def unmount_all(self) -> None:
-        for folder in reversed(self.mounted):
-            if subprocess.run(["umount", str(folder)], capture_output=True).returncode:
-                subprocess.run(["umount", "-l", str(folder)], capture_output=True)
-        self.mounted.clear()
-
-
-@pytest.fixture
-def mounts() -> Iterator[Mounts]:
-    m = Mounts()
-    try:
-        yield m
-    finally:
-        m.unmount_all()
 
 
 def fill(folder: Path) -> Path:

@@ -26,13 +26,18 @@ def tmp_name(path: Path, tag: str = "tmp") -> Path:
     return path.with_name(f".{path.name}.failback-{tag}-{os.getpid()}")
 
 
-def fsync_dir(folder: Path) -> None:
-    """Make a rename or unlink in ``folder`` durable."""
-    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+def fsync_path(path: Path) -> None:
+    """fsync a file or a folder by path."""
+    fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def fsync_dir(folder: Path) -> None:
+    """Make a rename or unlink in ``folder`` durable."""
+    fsync_path(folder)
 
 
 def ensure_dir(folder: Path) -> Path:
@@ -84,11 +89,7 @@ def write_text(path: Path, text: str, mode: int = FILE_MODE) -> None:
 def publish(tmp: Path, path: Path) -> None:
     """fsync a finished temp file, rename it to ``path`` and fsync the folder."""
     try:
-        fd = os.open(tmp, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        fsync_path(tmp)
         os.replace(tmp, path)
         fsync_dir(path.parent)
     except OSError as err:

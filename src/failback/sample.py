@@ -238,7 +238,7 @@ def build_native(
             conn.close()
         built = [p for p in (tmp, Path(f"{tmp}-wal")) if p.exists()]
         for p in built:  # the bulk phase ran with synchronous=OFF
-            _fsync(p)
+            files.fsync_path(p)
         size = sum(p.stat().st_size for p in built)
         _refuse_existing(path)
         for suffix in ("-wal", "-shm"):
@@ -489,14 +489,6 @@ def _refuse_existing(path: Path) -> None:
     for p in (path, *_sides(path)):
         if os.path.lexists(p):
             raise FileExistsError(f"{p}: already exists; sample databases are only written to new paths")
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _sides(path: Path) -> list[Path]:
