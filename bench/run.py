@@ -403,17 +403,25 @@ def warm_up(work: Path) -> dict[str, Any]:
     return out
 
 
+def timed_failback(args: list[str], src: Path) -> tuple[Sample, int, dict[str, Any] | None]:
+    """Run failback with ``--json`` in the app folder of ``src``: the sample, exit code and parsed output
+    (None, with the sample marked failed, when stdout is not JSON)."""
+    app_folder(src)
+    seconds, code, stdout, rss = run_failback(args, src.parent)
+    sample = Sample(seconds, python_rss=rss.get("self"), children_rss=rss.get("children"), wait4_rss=rss["wait4"])
+    try:
+        return sample, code, json.loads(stdout)
+    except json.JSONDecodeError:
+        sample.ok, sample.note = False, f"exit {code}: {stdout.strip()[-300:]}"
+        return sample, code, None
+
+
 def rollback_op(mode: str) -> Callable[[Path, Path], Sample]:
     def op(src: Path, work: Path) -> Sample:
-        app_folder(src)
         args = ["rollback", "-c", "failback.toml", "--mode", mode, "--yes", "--json"]
         args += ["--force", "--reason", "benchmark"]  # the 1 GB file is above assess.memory_critical_mb
-        seconds, code, stdout, rss = run_failback(args, src.parent)
-        sample = Sample(seconds, python_rss=rss.get("self"), children_rss=rss.get("children"), wait4_rss=rss["wait4"])
-        try:
-            doc = json.loads(stdout)
-        except json.JSONDecodeError:
-            sample.ok, sample.note = False, f"exit {code}: {stdout.strip()[-300:]}"
+        sample, code, doc = timed_failback(args, src)
+        if doc is None:
             return sample
         if code != 0 or doc.get("status") != "done":
             sample.ok, sample.note = False, f"exit {code}, status {doc.get('status')}: {doc.get('error')}"
@@ -451,14 +459,9 @@ def sub_timings(state: dict[str, Any]) -> dict[str, float]:
 
 
 def op_export(src: Path, work: Path) -> Sample:
-    app_folder(src)
     args = ["export", "native.sqlite", "exported.sqlite", "--config", "failback.toml", "--json"]
-    seconds, code, stdout, rss = run_failback(args, src.parent)
-    sample = Sample(seconds, python_rss=rss.get("self"), children_rss=rss.get("children"), wait4_rss=rss["wait4"])
-    try:
-        doc = json.loads(stdout)
-    except json.JSONDecodeError:
-        sample.ok, sample.note = False, f"exit {code}: {stdout.strip()[-300:]}"
+    sample, code, doc = timed_failback(args, src)
+    if doc is None:
         return sample
     if code != 0:
         sample.ok, sample.note = False, f"exit {code}"

@@ -14,7 +14,11 @@ from pathlib import Path
 import pytest
 
 from failback.demo import create_demo
+from failback.digest import DigestSpec, table_digest
+from failback.engines.sqljs import SqlJsEngine
 from failback.sample import build_native
+from failback.schema import digest_specs, read_schema
+from failback.sqlite import connect
 
 DEMO_NOTES = 400
 
@@ -26,6 +30,31 @@ def file_hashes(*paths: Path) -> dict[str, str | None]:
 
 def db_files(db: Path) -> list[Path]:
     return [db, Path(str(db) + "-wal")]
+
+
+def digest_specs_of(db: Path) -> list[DigestSpec]:
+    """What a database's content digests cover (read-only)."""
+    conn = connect(db, readonly=True)
+    try:
+        return digest_specs(read_schema(conn))
+    finally:
+        conn.close()
+
+
+def apsw_digests(db: Path, specs: list[DigestSpec]) -> dict[str, tuple[int, str]]:
+    """(rows, digest) per table, read through apsw (a -wal included)."""
+    conn = connect(db, readonly=True)
+    try:
+        return {s.table: (d.rows, d.digest) for s in specs for d in [table_digest(conn, s)]}
+    finally:
+        conn.close()
+
+
+def sqljs_digests(db: Path, specs: list[DigestSpec]) -> dict[str, tuple[int, str]]:
+    """(rows, digest) per table, as the real sql.js reads the file."""
+    result = SqlJsEngine().run(db, [{"op": "digest", "tables": [s.to_json() for s in specs]}]).results[0]
+    assert result["ok"], result
+    return {t["table"]: (t["rows"], t["digest"]) for t in result["tables"]}
 
 
 @pytest.fixture(scope="session")

@@ -19,13 +19,10 @@ import pytest
 from failback.audit import verify_chain
 from failback.config import load_config
 from failback.demo import create_demo
-from failback.engines.sqljs import SqlJsEngine
 from failback.rollback import Options, Rollback
-from failback.schema import digest_specs, read_schema
-from failback.sqlite import connect
 from failback.switch import current_provider
 
-from .conftest import file_hashes
+from .conftest import digest_specs_of, file_hashes, sqljs_digests
 
 KILL_POINTS = [
     "progress:snapshot",  # inside the snapshot copy
@@ -64,16 +61,8 @@ def failback(*args: str, env: dict[str, str] | None = None) -> subprocess.Comple
 
 
 def target_digests(demo: Path, db: Path) -> dict[str, Any]:
-    conn = connect(demo / "native.sqlite", readonly=True)
-    specs = digest_specs(read_schema(conn))
-    conn.close()
-    action = {
-        "op": "digest",
-        "tables": [{"table": s.table, "columns": list(s.columns), "rowid": s.rowid} for s in specs],
-    }
-    result = SqlJsEngine().run(db, [action]).results[0]
-    assert result["ok"], result
-    return {t["table"]: (t["rows"], t["digest"]) for t in result["tables"]}
+    """The content of ``db`` as sql.js reads it, over the native database's tables."""
+    return sqljs_digests(db, digest_specs_of(demo / "native.sqlite"))
 
 
 def app_view_is_consistent(demo: Path, old_target: bytes, expected: dict[str, Any]) -> str:

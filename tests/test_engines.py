@@ -60,10 +60,6 @@ def reference_digests(path: Path, specs: list[DigestSpec]) -> list[dict[str, obj
         conn.close()
 
 
-def spec_json(spec: DigestSpec) -> dict[str, object]:
-    return {"table": spec.table, "columns": list(spec.columns), "rowid": spec.rowid}
-
-
 def only(run: EngineRun) -> dict[str, Any]:
     """The single result of a run, which must have succeeded."""
     (result,) = run.results
@@ -178,7 +174,7 @@ def test_digests_agree_property(case: tuple[str, dict[str, Any], list[DigestSpec
         expected = reference_digests(db, specs)
         first = specs[0]
         actions = [
-            {"op": "digest", "tables": [spec_json(s) for s in specs]},
+            {"op": "digest", "tables": [s.to_json() for s in specs]},
             {"op": "query", "sql": f"SELECT * FROM {quote(first.table)}", "limit": 3},
         ]
         runs = [engine.run(db, actions) for engine in ENGINES]
@@ -204,8 +200,8 @@ def test_invalid_utf8_text_digests_the_same(tmp_path: Path) -> None:
     spec = DigestSpec("t", ("a", "b"), True)
     expected = reference_digests(db, [spec])
     actions = [
-        {"op": "digest", "tables": [spec_json(spec)]},
-        {"op": "row_hashes", "table": spec_json(spec)},
+        {"op": "digest", "tables": [spec.to_json()]},
+        {"op": "row_hashes", "table": spec.to_json()},
         {"op": "query", "sql": "SELECT a FROM t"},
     ]
     runs = [engine.run(db, actions) for engine in ENGINES]
@@ -219,7 +215,7 @@ def test_invalid_utf8_text_digests_the_same(tmp_path: Path) -> None:
 def test_utf16_database_digests_like_utf8(tmp_path: Path) -> None:
     rows = [(1, "plain"), (2, "a\x00b"), (3, "😀 astral 𝄞"), (4, ""), (5, None), (6, b"\x00\xfe")]
     specs = [DigestSpec("t", ("k", "v"), True), DigestSpec("t", ("v",), False)]
-    action = {"op": "digest", "tables": [spec_json(s) for s in specs]}
+    action = {"op": "digest", "tables": [s.to_json() for s in specs]}
     digests = []
     for encoding in ("UTF-8", "UTF-16le", "UTF-16be"):
         db = make_db(tmp_path / f"{encoding}.db", {"t": (["k INTEGER", "v TEXT"], rows)}, encoding)

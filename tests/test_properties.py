@@ -11,11 +11,10 @@ import apsw
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from failback.digest import table_digest
-from failback.engines.sqljs import SqlJsEngine
 from failback.export import export_database
-from failback.schema import digest_specs, read_schema
-from failback.sqlite import connect, quote
+from failback.sqlite import quote
+
+from .conftest import apsw_digests, digest_specs_of, sqljs_digests
 
 NAMES = ["a", "b c", 'q"uote', "it's", "select", "Ünïcødé", "日本", "x_1", "order", "group"]
 TYPES = ["INTEGER", "REAL", "TEXT", "BLOB", "NUMERIC", "", "VARCHAR(10)", "BOOLEAN", "DATETIME"]
@@ -76,16 +75,7 @@ def test_random_schemas_and_data_survive_conversion(specs: list[Any], encoding: 
         result = export_database(src, out)  # verifies snapshot = target = sql.js itself
         assert result.verification.ok, result.verification.problems
         # and independently: digests of the source (apsw) equal the target's as sql.js reads it
-        s = connect(src, readonly=True)
-        specs_ = digest_specs(read_schema(s))
-        expected = {d.table: (d.rows, d.digest) for d in (table_digest(s, x) for x in specs_)}
-        s.close()
-        action = {
-            "op": "digest",
-            "tables": [{"table": x.table, "columns": list(x.columns), "rowid": x.rowid} for x in specs_],
-        }
-        got = SqlJsEngine().run(out, [action]).results[0]
-        assert got["ok"], got
-        assert {t["table"]: (t["rows"], t["digest"]) for t in got["tables"]} == expected
+        specs = digest_specs_of(src)
+        assert sqljs_digests(out, specs) == apsw_digests(src, specs)
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -16,28 +16,15 @@ from failback.config import load_config
 from failback.demo import create_demo
 from failback.engines.sqljs import SqlJsEngine
 from failback.rollback import Options, Rollback
-from failback.schema import digest_specs, read_schema
 from failback.sqlite import connect
 
-from .conftest import DEMO_NOTES
+from .conftest import DEMO_NOTES, apsw_digests, digest_specs_of, sqljs_digests
 
 Cli = Callable[..., subprocess.CompletedProcess[str]]
 
 
 def sqljs(db: Path, actions: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return SqlJsEngine().run(db, actions).results
-
-
-def source_digests(native: Path) -> dict[str, tuple[int, str]]:
-    """Digests of the native database, read through apsw (WAL included)."""
-    from failback.digest import table_digest
-
-    conn = connect(native, readonly=True)
-    try:
-        schema = read_schema(conn)
-        return {s.table: (d.rows, d.digest) for s in digest_specs(schema) for d in [table_digest(conn, s)]}
-    finally:
-        conn.close()
 
 
 def rowids(result: dict[str, Any]) -> set[int]:
@@ -51,20 +38,9 @@ def test_demo_command_rolls_back_end_to_end(cli: Cli, tmp_path: Path) -> None:
     assert "DATABASE_PROVIDER=sqljs" in (d / "app.env").read_text()
     assert "## Verification (standard): passed" in res.stdout
     # every row of the native database is in the target, as sql.js reads it
-    expected = source_digests(d / "native.sqlite")
-    specs = [{"table": t, "columns": c, "rowid": r} for t, c, r in _specs(d / "native.sqlite")]
-    got = sqljs(d / "app-sqljs.sqlite", [{"op": "digest", "tables": specs}])[0]
-    assert got["ok"], got
-    assert {t["table"]: (t["rows"], t["digest"]) for t in got["tables"]} == expected
+    specs = digest_specs_of(d / "native.sqlite")
+    assert sqljs_digests(d / "app-sqljs.sqlite", specs) == apsw_digests(d / "native.sqlite", specs)
     assert verify_chain(d / ".failback" / "audit.jsonl").ok
-
-
-def _specs(db: Path) -> list[tuple[str, list[str], bool]]:
-    conn = connect(db, readonly=True)
-    try:
-        return [(s.table, list(s.columns), s.rowid) for s in digest_specs(read_schema(conn))]
-    finally:
-        conn.close()
 
 
 def test_target_searches_and_writes_in_sqljs_like_fts5(demo_dir: Path) -> None:

@@ -23,6 +23,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import apsw
 import xxhash
@@ -44,6 +45,14 @@ class DigestSpec:
     table: str
     columns: tuple[str, ...]
     rowid: bool
+
+    def to_json(self) -> dict[str, object]:
+        """The spec as engine actions carry it (``{"table", "columns", "rowid"}``)."""
+        return {"table": self.table, "columns": list(self.columns), "rowid": self.rowid}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> DigestSpec:
+        return cls(str(data["table"]), tuple(data["columns"]), bool(data["rowid"]))
 
     def select_sql(self, schema: str = "main", raw_text: bool = False) -> str:
         """The SELECT both engines run; ``raw_text`` reads TEXT as bytes (CAST) with a type flag."""

@@ -149,7 +149,7 @@ def _build_job(
         for s in plan.digests:
             job.add(f"count:{s.table}", {"op": "query", "sql": _count_sql(s)})
         return job
-    specs = [{"table": s.table, "columns": list(s.columns), "rowid": s.rowid} for s in plan.digests]
+    specs = [s.to_json() for s in plan.digests]
     job.add("digests", {"op": "digest", "tables": specs})
     for pair, q in searches:
         f = quote(pair.target)
@@ -300,7 +300,7 @@ def _first_difference(snapshot: Path, target: Path, spec: DigestSpec, engine: En
     the target engine reads it."""
     action = {
         "op": "row_hashes",
-        "table": {"table": spec.table, "columns": list(spec.columns), "rowid": spec.rowid},
+        "table": spec.to_json(),
         "order_by": None if spec.rowid else list(spec.columns),
     }
     try:

@@ -18,10 +18,6 @@ from . import Action, EngineRun, Result, check_engine_input, decode_typed, encod
 SINGLE_STATEMENT = "query takes a single SQL statement; use exec for scripts"
 
 
-def _spec(table: dict[str, Any]) -> DigestSpec:
-    return DigestSpec(str(table["table"]), tuple(table["columns"]), bool(table["rowid"]))
-
-
 def load(database: Path | None) -> apsw.Connection:
     """An in-memory connection holding a copy of ``database``, with fallback collations registered.
 
@@ -82,11 +78,17 @@ def run_action(conn: apsw.Connection, action: Action) -> Result:
         if op == "query":
             return {"ok": True, **_query(conn, action)}
         if op == "digest":
-            return {"ok": True, "tables": [table_digest(conn, _spec(t)).to_json() for t in action["tables"]]}
+            return {
+                "ok": True,
+                "tables": [table_digest(conn, DigestSpec.from_json(t)).to_json() for t in action["tables"]],
+            }
         if op == "time":
             return {"ok": True, **_time(conn, action["sql"], int(action.get("runs", 1)))}
         if op == "row_hashes":
-            return {"ok": True, "rows": _row_hashes(conn, _spec(action["table"]), action.get("order_by"))}
+            return {
+                "ok": True,
+                "rows": _row_hashes(conn, DigestSpec.from_json(action["table"]), action.get("order_by")),
+            }
         raise ValueError(f"unknown op: {op}")
     except apsw.ExecTraceAbort:
         return {"ok": False, "error": SINGLE_STATEMENT}
