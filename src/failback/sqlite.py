@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import stat
 import struct
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -184,13 +184,3 @@ def run_script(conn: apsw.Connection, sql: str, bindings: Any = None) -> None:
     """Execute every statement of ``sql`` (apsw runs the next statement only as rows are consumed)."""
     for _ in conn.execute(sql, bindings):
         pass
-
-
-def rows(conn: apsw.Connection, sql: str, bindings: Any = None) -> Iterator[tuple[Any, ...]]:
-    """Rows of a query as tuples."""
-    yield from conn.execute(sql, bindings)
-
-
-def side_files(path: Path) -> list[Path]:
-    """The -wal/-shm/-journal files that exist beside ``path``."""
-    return [Path(str(path) + s) for s in SIDE_FILES if Path(str(path) + s).exists()]
