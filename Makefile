@@ -7,7 +7,7 @@ PY_OK  := $(VENV)/.installed
 JS_OK  := $(SQLJS)/node_modules/.package-lock.json
 DEMO_DIR ?= failback-demo
 
-.PHONY: deps demo test lint docs bench bench-quick clean
+.PHONY: deps demo test lint docs bench bench-quick bench-digest clean
 
 deps: $(PY_OK) $(JS_OK)
 
@@ -39,6 +39,9 @@ bench: deps
 
 bench-quick: deps
 	$(BIN)/python bench/run.py --quick
+
+bench-digest: deps
+	$(BIN)/python bench/digest.py
 
 clean:
 	rm -rf $(VENV) $(SQLJS)/node_modules $(DEMO_DIR)

@@ -41,7 +41,7 @@ import apsw
 import zstandard
 
 from . import __version__
-from .digest import TableDigest, table_digest
+from .digest import TableDigest, database_digests
 from .errors import BackupError, ConfigError, EnvironmentFailure, FailbackError, InputError, from_os_error
 from .files import (
     DIR_MODE,
@@ -295,12 +295,15 @@ def backup_id(label: str) -> str:
     return f"{stamp}-{safe}-{os.urandom(3).hex()}"
 
 
-def describe_database(path: Path, with_digests: bool = True) -> tuple[dict[str, Any], dict[str, TableDigest]]:
-    """Manifest facts about a database file: header pragmas, per-table row counts and digests."""
+def describe_database(
+    path: Path, with_digests: bool = True, workers: int = 0
+) -> tuple[dict[str, Any], dict[str, TableDigest]]:
+    """Manifest facts about a database file: header pragmas, per-table row counts and digests (taken by up to
+    ``workers`` processes, 0 = one per CPU)."""
     conn = open_source(path)
     try:
         schema = read_schema(conn)
-        digests = {spec.table: table_digest(conn, spec) for spec in digest_specs(schema)} if with_digests else {}
+        digests = database_digests(path, digest_specs(schema), workers) if with_digests else {}
         facts = {
             "page_size": schema.page_size,
             "page_count": schema.page_count,
@@ -403,7 +406,7 @@ def create_backup(
     result = BackupResult(bid, {})
     stored: Path | None = None  # the first verified copy: what mirrors copy
     with ThreadPoolExecutor(max_workers=1) as pool:
-        described = pool.submit(describe_database, snapshot, digests)
+        described = pool.submit(describe_database, snapshot, digests, max(threads, 1))
         for layer in layers:
             folder, created = layer / bid, False
             try:

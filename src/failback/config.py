@@ -61,7 +61,9 @@ class BackupConfig(_Section):
     mirrors: list[Path] = Field([], description="Further folders that receive a verified copy of each backup.")
     min_layers: int = Field(1, ge=1, description="Verified copies required before a rollback continues.")
     zstd_level: int = Field(3, ge=1, le=22, description="zstd compression level.")
-    threads: int = Field(2, ge=0, description="Compression threads (0 = one, in the calling thread).")
+    threads: int = Field(
+        2, ge=0, description="Cores a backup may use: zstd threads and digest processes (0 = one, in the caller)."
+    )
     keep_last: int = Field(10, ge=1, description="Prune: always keep this many newest backups.")
     keep_within: str = Field("30d", description="Prune: keep every backup younger than this (e.g. 12h, 30d, 8w).")
     keep_daily: int = Field(14, ge=0, description="Prune: keep the newest backup of each of this many days.")

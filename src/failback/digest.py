@@ -16,26 +16,49 @@ through apsw and through sql.js must give the same digest. Specification (docs/d
   lowercase hex digits, together with the row count.
 
 So 1, 1.0 and '1' differ, and nothing depends on how a SQLite version prints a REAL.
+
+How it is fast in Python: TEXT is read as raw bytes (never decoded and re-encoded); rows are encoded in
+batches of about :data:`BATCH_BYTES`, column by column, so a run of same-typed fixed-size values costs one
+``struct`` call per row; and :func:`database_digests` spreads large tables over worker processes by rowid
+range, since sums of row hashes add up.
 """
 
 from __future__ import annotations
 
+import json
+import os
+import selectors
+import signal
 import struct
-from collections.abc import Iterable, Sequence
+import subprocess
+import sys
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
+from functools import partial
+from itertools import islice, repeat
+from pathlib import Path
 from typing import Any
 
 import apsw
 import xxhash
 
-from .sqlite import quote
+from .sqlite import connect, quote
 
 ALGORITHM = "fbd1"
 MOD = 1 << 128
+BATCH_BYTES = 256 * 1024  # rows are encoded and hashed in batches of about this many bytes
+_MAX_BATCH_ROWS = 512
+CHUNK_ROWS = 65536  # rowids per range when a table is digested by several processes
+MAX_RANGES = 16  # ranges per table at most
+_NULL, _INTEGER, _REAL, _TEXT, _BLOB = range(5)
+_TAG = {type(None): _NULL, int: _INTEGER, float: _REAL, str: _TEXT}
+_FORMAT = {_NULL: "x", _INTEGER: "Bq", _REAL: "Bd", _TEXT: "BI", _BLOB: "BI"}  # "x" writes the NULL tag, 0x00
 _pack_q = struct.Struct(">Bq").pack
 _pack_d = struct.Struct(">Bd").pack
 _pack_len = struct.Struct(">BI").pack
-_NULL = b"\x00"
+_utf8 = partial(str.encode, encoding="utf-8", errors="surrogatepass")
+_hash = xxhash.xxh3_128_intdigest
+Column = Sequence[Any]
 
 
 @dataclass(frozen=True)
@@ -54,18 +77,19 @@ class DigestSpec:
     def from_json(cls, data: dict[str, Any]) -> DigestSpec:
         return cls(str(data["table"]), tuple(data["columns"]), bool(data["rowid"]))
 
-    def select_sql(self, schema: str = "main", raw_text: bool = False) -> str:
-        """The SELECT both engines run; ``raw_text`` reads TEXT as bytes (CAST) with a type flag."""
-        if raw_text:
-            parts = [
-                f"CASE WHEN typeof({q}) = 'text' THEN CAST({q} AS BLOB) ELSE {q} END, typeof({q}) = 'text'"
-                for q in map(quote, self.columns)
-            ]
-        else:
-            parts = [quote(c) for c in self.columns]
-        if self.rowid:
-            parts.insert(0, "_rowid_")
-        return f"SELECT {', '.join(parts) or 'NULL'} FROM {quote(schema)}.{quote(self.table)}"
+    def select_sql(self, schema: str = "main", where: str = "", keys: Sequence[str] = ()) -> str:
+        """The SELECT that reads rows for :func:`table_digest`: every value (the rowid first) with an is-text flag
+        after it; TEXT comes as the bytes ``CAST(x AS BLOB)`` gives, so it is never decoded and re-encoded.
+        ``keys`` are columns read the same way before all that (to label rows)."""
+        parts = ["_rowid_, 0"] if self.rowid else []
+        parts += [_raw_column(quote(c)) for c in self.columns] or ([] if self.rowid else ["NULL, 0"])
+        parts[:0] = [_raw_column(quote(k)) for k in keys]
+        return f"SELECT {', '.join(parts)} FROM {quote(schema)}.{quote(self.table)}{where}"
+
+
+def _raw_column(q: str) -> str:
+    """A value read raw (TEXT as bytes) followed by its is-text flag."""
+    return f"iif(typeof({q}) = 'text', CAST({q} AS BLOB), {q}), typeof({q}) = 'text'"
 
 
 @dataclass(frozen=True)
@@ -80,77 +104,266 @@ class TableDigest:
         return asdict(self)
 
 
-def encode_row(row: Iterable[object]) -> bytes:
-    """The canonical encoding of a row of values as apsw returns them (int, float, str, bytes, None).
-
-    This is the hot loop of every digest: one pass, no call per value."""
-    parts: list[bytes] = []
-    add = parts.append
-    for v in row:
-        t = type(v)
-        if t is str:
-            raw = v.encode("utf-8", "surrogatepass")  # type: ignore[attr-defined]
-            add(_pack_len(3, len(raw)))
-            add(raw)
-        elif t is int:
-            add(_pack_q(1, v))
-        elif t is float:
-            add(_pack_d(2, v))
-        elif v is None:
-            add(_NULL)
-        else:
-            raw = bytes(v)  # type: ignore[call-overload]
-            add(_pack_len(4, len(raw)))
-            add(raw)
-    return b"".join(parts)
+def encode_value(v: object, is_text: bool = False) -> bytes:
+    """The canonical encoding of one value as apsw returns it; ``is_text`` marks bytes that are TEXT read raw."""
+    t = type(v)
+    if t is int:
+        return _pack_q(_INTEGER, v)
+    if v is None:
+        return b"\x00"
+    if t is float:
+        return _pack_d(_REAL, v)
+    if isinstance(v, str):
+        raw, tag = _utf8(v), _TEXT
+    else:
+        raw, tag = bytes(v), _TEXT if is_text else _BLOB  # type: ignore[call-overload]
+    return _pack_len(tag, len(raw)) + raw
 
 
-def encode_value(v: object) -> bytes:
-    """The canonical encoding of one value."""
-    return encode_row((v,))
+def _column_tag(values: Column, is_text: Column | None) -> int | None:
+    """The storage class all of a batch's values in one column share, or None when they differ."""
+    types = set(map(type, values))
+    if len(types) != 1:
+        return None
+    t = types.pop()
+    if t is not bytes:
+        return _TAG.get(t)
+    flags = set(is_text or (False,))
+    return (_TEXT if flags.pop() else _BLOB) if len(flags) == 1 else None
 
 
-def row_hash(values: Iterable[object]) -> int:
-    """XXH3-128 of a row's canonical encoding, as an integer."""
-    return xxhash.xxh3_128_intdigest(encode_row(values))
+def _mixed(values: Column, is_text: Iterable[Any]) -> list[bytes]:
+    """Value-by-value encodings of a column that mixes storage classes (NULLs among integers or bytes, mostly)."""
+    return [
+        b"\x00"
+        if v is None
+        else _pack_q(_INTEGER, v)
+        if type(v) is int
+        else _pack_len(_TEXT if t else _BLOB, len(v)) + v
+        if type(v) is bytes
+        else encode_value(v)
+        for v, t in zip(values, is_text, strict=False)
+    ]
 
 
-def _raw_row(row: Sequence[object], rowid: bool, utf16: str | None = None) -> bytes:
-    """Encode a row selected with ``raw_text``: (value, is_text) pairs after the rowid; text comes as the bytes
-    ``CAST(x AS BLOB)`` gives, transcoded to UTF-8 when the database is UTF-16 (``utf16`` = its codec)."""
-    out = [_pack_q(1, row[0])] if rowid else []
-    for i in range(1 if rowid else 0, len(row), 2):
-        value = row[i]
-        if row[i + 1]:
-            raw = bytes(value)  # type: ignore[call-overload]
-            if utf16:
-                raw = raw.decode(utf16, "surrogatepass").encode("utf-8", "surrogatepass")
-            out.append(_pack_len(3, len(raw)) + raw)
-        else:
-            out.append(encode_value(value))
-    return b"".join(out)
+def encode_columns(columns: Sequence[Column], flags: Sequence[Column] | None = None) -> Iterator[bytes]:
+    """The canonical encodings of a batch of rows given column by column (values as apsw returns them).
+
+    ``flags[j]`` marks which bytes of column j are TEXT read raw; without flags, bytes are BLOBs. A run of
+    columns whose batch values share one fixed-size storage class is packed by one struct per row; TEXT and
+    BLOB bytes are joined in as they are; only columns that mix storage classes are encoded value by value.
+    """
+    n = len(columns[0]) if columns else 0
+    pieces: list[Iterable[bytes]] = []
+    fmt, args = ">", list[Iterable[Any]]()
+
+    def packed() -> None:  # close the run of fixed-size values (and TEXT/BLOB headers) collected so far
+        nonlocal fmt, args
+        if fmt != ">":
+            pieces.append(map(struct.Struct(fmt).pack, *args) if args else repeat(struct.pack(fmt), n))
+        fmt, args = ">", []
+
+    for j, values in enumerate(columns):
+        is_text = flags[j] if flags else None
+        tag = _column_tag(values, is_text)
+        if tag is None:
+            packed()
+            pieces.append(_mixed(values, is_text or repeat(False)))
+            continue
+        fmt += _FORMAT[tag]
+        if tag in (_INTEGER, _REAL):
+            args += [repeat(tag), values]
+        elif tag in (_TEXT, _BLOB):
+            if type(values[0]) is str:
+                values = list(map(_utf8, values))
+            args += [repeat(tag), map(len, values)]
+            packed()
+            pieces.append(values)
+    packed()
+    return map(b"".join, zip(*pieces, strict=True))
 
 
-def digest_rows(rows: Iterable[Sequence[object]]) -> tuple[int, int]:
-    """(row count, sum of row hashes mod 2**128) over rows of plain values."""
-    total = count = 0
-    h, enc = xxhash.xxh3_128_intdigest, encode_row
-    for row in rows:
-        total += h(enc(row))
-        count += 1
+def raw_encoder(codec: str | None, skip: int = 0) -> Callable[[list[Sequence[Any]]], list[bytes]]:
+    """Encode a batch of rows read by :meth:`DigestSpec.select_sql` (after ``skip`` leading columns); TEXT of a
+    UTF-16 database (``codec`` is then its Python codec) is transcoded to UTF-8."""
+
+    def encode(batch: list[Sequence[Any]]) -> list[bytes]:
+        columns = list(zip(*batch, strict=True))[skip:]
+        values: Sequence[Column] = columns[0::2]
+        flags = columns[1::2]
+        if codec:
+            values = [_transcoded(v, f, codec) for v, f in zip(values, flags, strict=True)]
+        return list(encode_columns(values, flags))
+
+    return encode
+
+
+def _transcoded(values: Column, is_text: Column, codec: str) -> list[Any]:
+    return [
+        v.decode(codec, "surrogatepass").encode("utf-8", "surrogatepass") if t else v
+        for v, t in zip(values, is_text, strict=True)
+    ]
+
+
+def plain_encoder(batch: list[Sequence[Any]]) -> list[bytes]:
+    """Encode a batch of rows of plain values (str is TEXT, bytes BLOB), as any query returns them."""
+    return list(encode_columns(list(zip(*batch, strict=True))))
+
+
+def encoded_batches(
+    rows: Iterable[Sequence[Any]], encode: Callable[[list[Sequence[Any]]], list[bytes]]
+) -> Iterator[tuple[list[Sequence[Any]], list[bytes]]]:
+    """(rows, their encodings) in batches of about :data:`BATCH_BYTES` (sized from the previous batch)."""
+    size, it = 16, iter(rows)
+    while batch := list(islice(it, size)):
+        encoded = encode(batch)
+        yield batch, encoded
+        size = min(_MAX_BATCH_ROWS, max(1, BATCH_BYTES * len(batch) // max(1, sum(map(len, encoded)))))
+
+
+def _summed(batches: Iterable[tuple[list[Sequence[Any]], list[bytes]]]) -> tuple[int, int]:
+    count = total = 0
+    for _, encoded in batches:
+        count += len(encoded)
+        total += sum(map(_hash, encoded))
     return count, total % MOD
 
 
-def table_digest(conn: apsw.Connection, spec: DigestSpec, schema: str = "main") -> TableDigest:
-    """Digest one table; text that is not valid UTF-8 falls back to reading raw bytes."""
-    try:
-        count, total = digest_rows(conn.execute(spec.select_sql(schema)))
-    except UnicodeDecodeError:
-        count, total = 0, 0
-        encoding = str(conn.execute(f"PRAGMA {quote(schema)}.encoding").get).lower()
-        utf16 = {"utf-16le": "utf-16-le", "utf-16be": "utf-16-be"}.get(encoding)
-        for row in conn.execute(spec.select_sql(schema, raw_text=True)):
-            total += xxhash.xxh3_128_intdigest(_raw_row(row, spec.rowid, utf16))
-            count += 1
-        total %= MOD
+def digest_rows(rows: Iterable[Sequence[Any]]) -> tuple[int, int]:
+    """(row count, sum of row hashes mod 2**128) over rows of plain values."""
+    return _summed(encoded_batches(rows, plain_encoder))
+
+
+def text_codec(conn: apsw.Connection, schema: str = "main") -> str | None:
+    """The Python codec of a UTF-16 database's text, None for UTF-8."""
+    encoding = str(conn.execute(f"PRAGMA {quote(schema)}.encoding").get).lower()
+    return {"utf-16le": "utf-16-le", "utf-16be": "utf-16-be"}.get(encoding)
+
+
+def table_digest(
+    conn: apsw.Connection, spec: DigestSpec, schema: str = "main", rowids: tuple[int, int] | None = None
+) -> TableDigest:
+    """Digest one table (or, for a rowid table, the rows with ``lo <= rowid <= hi``), streaming."""
+    where = " WHERE _rowid_ BETWEEN ? AND ?" if rowids else ""
+    rows = conn.execute(spec.select_sql(schema, where), rowids)
+    count, total = _summed(encoded_batches(rows, raw_encoder(text_codec(conn, schema))))
     return TableDigest(spec.table, count, f"{total:032x}")
+
+
+def database_digests(
+    path: Path, specs: Sequence[DigestSpec], workers: int = 0, chunk_rows: int = CHUNK_ROWS
+) -> dict[str, TableDigest]:
+    """Digest the tables of a database file that nothing writes to meanwhile (a snapshot, a built target).
+
+    Rowid tables spanning more than ``chunk_rows`` rowids are cut into rowid ranges that up to ``workers``
+    processes (0: one per CPU this process may use) digest side by side; a table's digest is the sum of its
+    ranges' (mod 2**128). Should anyone commit to the file while they run (``PRAGMA data_version`` moves), the
+    digests are taken again in one read transaction.
+    """
+    conn = connect(path, readonly=True)
+    try:
+        tasks = [task for spec in specs for task in _chunks(conn, spec, chunk_rows)]
+        workers = min(workers or len(os.sched_getaffinity(0)), len(tasks))
+        if workers > 1 and len(tasks) > len(specs):
+            version = conn.execute("PRAGMA data_version").get  # moves when anyone commits to the file
+            parts = _digest_in_workers(path, tasks, workers)
+            if conn.execute("PRAGMA data_version").get == version:
+                return _combined(specs, parts)
+        with conn:  # one read transaction
+            digests = {spec.table: table_digest(conn, spec) for spec in specs}
+    finally:
+        conn.close()
+    return digests
+
+
+def _chunks(
+    conn: apsw.Connection, spec: DigestSpec, chunk_rows: int
+) -> list[tuple[DigestSpec, tuple[int, int] | None]]:
+    """Rowid ranges (inclusive, at most :data:`MAX_RANGES`) of about ``chunk_rows`` rowids covering a rowid table;
+    the whole table otherwise."""
+    low, high = (
+        conn.execute(f"SELECT min(_rowid_), max(_rowid_) FROM {quote(spec.table)}").get if spec.rowid else (0, 0)
+    )
+    span = high - low + 1 if spec.rowid and low is not None else 0
+    n = min(-(-span // chunk_rows), MAX_RANGES)
+    if n < 2:
+        return [(spec, None)]
+    bounds = [low + span * k // n for k in range(n + 1)]
+    return [(spec, (bounds[k], bounds[k + 1] - 1)) for k in range(n)]
+
+
+def _digest_in_workers(
+    path: Path, tasks: list[tuple[DigestSpec, tuple[int, int] | None]], workers: int
+) -> list[tuple[DigestSpec, int, int]]:
+    """Hand the tasks, one at a time, to ``workers`` processes (``python -m failback.digest PATH``), longest
+    first: whole tables, then ranges."""
+    order = sorted(range(len(tasks)), key=lambda i: tasks[i][1] is not None)
+    queue = iter(order)
+    results: dict[int, tuple[int, int]] = {}
+    busy: dict[subprocess.Popen[str], int] = {}
+    command = [sys.executable, "-m", "failback.digest", str(path)]
+    procs = [
+        subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True) for _ in range(workers)
+    ]
+
+    def feed(proc: subprocess.Popen[str], selector: selectors.BaseSelector) -> None:
+        assert proc.stdin is not None
+        i = next(queue, None)
+        if i is None:  # nothing left for this worker: it exits when its stdin closes
+            selector.unregister(proc.stdout)  # type: ignore[arg-type]
+            proc.stdin.close()
+            return
+        spec, rowids = tasks[i]
+        busy[proc] = i
+        proc.stdin.write(json.dumps({"spec": spec.to_json(), "rowids": rowids}) + "\n")
+        proc.stdin.flush()
+
+    try:
+        with selectors.DefaultSelector() as selector:
+            for proc in procs:
+                selector.register(proc.stdout, selectors.EVENT_READ, proc)  # type: ignore[arg-type]
+                feed(proc, selector)
+            while busy:
+                for key, _ in selector.select():
+                    proc = key.data
+                    reply = json.loads(proc.stdout.readline() or '{"error": "a digest worker stopped"}')
+                    if "error" in reply:
+                        raise getattr(apsw, reply.get("kind", ""), apsw.Error)(reply["error"])
+                    results[busy.pop(proc)] = (reply["rows"], int(reply["sum"], 16))
+                    feed(proc, selector)
+    finally:
+        for proc in procs:
+            if proc.stdin and not proc.stdin.closed:
+                proc.stdin.close()
+            proc.wait()
+    return [(tasks[i][0], *results[i]) for i in range(len(tasks))]
+
+
+def _worker(path: str) -> None:
+    """Digest the tasks read from stdin, one JSON line each, replying with one JSON line each."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop
+    conn = connect(path, readonly=True)
+    for line in sys.stdin:
+        task = json.loads(line)
+        try:
+            rowids = tuple(task["rowids"]) if task["rowids"] else None
+            d = table_digest(conn, DigestSpec.from_json(task["spec"]), rowids=rowids)
+            reply: dict[str, Any] = {"rows": d.rows, "sum": d.digest}
+        except apsw.Error as err:
+            reply = {"error": str(err), "kind": type(err).__name__}
+        try:
+            print(json.dumps(reply), flush=True)
+        except BrokenPipeError:  # the parent is gone
+            return
+
+
+def _combined(specs: Sequence[DigestSpec], parts: list[tuple[DigestSpec, int, int]]) -> dict[str, TableDigest]:
+    sums = {s.table: [0, 0] for s in specs}
+    for spec, count, total in parts:
+        sums[spec.table][0] += count
+        sums[spec.table][1] += total
+    return {t: TableDigest(t, count, f"{total % MOD:032x}") for t, (count, total) in sums.items()}
+
+
+if __name__ == "__main__":
+    _worker(sys.argv[1])

@@ -27,7 +27,7 @@ import apsw
 
 from .benchmark import summarize, without_warmup
 from .convert import Plan, SearchPair
-from .digest import DigestSpec, TableDigest, digest_rows, table_digest
+from .digest import DigestSpec, TableDigest, database_digests, digest_rows, table_digest
 from .engines import Engine, decode_typed, first_difference
 from .engines.sqlite import SqliteEngine
 from .errors import FailbackError
@@ -109,11 +109,11 @@ def _count_sql(spec: DigestSpec) -> str:
 
 def snapshot_digests(snapshot: Path, specs: list[DigestSpec], quick: bool = False) -> dict[str, TableDigest]:
     """Digests (or, ``quick``, row counts only) of the snapshot's tables."""
+    if not quick:
+        return database_digests(snapshot, specs)
     conn = connect(snapshot, readonly=True)
     try:
-        if quick:
-            return {s.table: TableDigest(s.table, conn.execute(_count_sql(s)).get, "") for s in specs}
-        return {s.table: table_digest(conn, s) for s in specs}
+        return {s.table: TableDigest(s.table, conn.execute(_count_sql(s)).get, "") for s in specs}
     finally:
         conn.close()
 

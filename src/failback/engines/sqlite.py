@@ -10,7 +10,7 @@ from typing import Any
 import apsw
 import xxhash
 
-from ..digest import DigestSpec, _raw_row, digest_rows, row_hash, table_digest
+from ..digest import DigestSpec, digest_rows, encoded_batches, raw_encoder, table_digest, text_codec
 from ..errors import InputError
 from ..sqlite import connect, database_error, quote
 from . import Action, EngineRun, Result, check_engine_input, decode_typed, encode_typed
@@ -136,32 +136,26 @@ def _query(conn: apsw.Connection, action: Action) -> dict[str, Any]:
     return {"columns": columns, "rows": kept, "count": count, "digest": f"{total:032x}"}
 
 
-def _raw(q: str) -> str:
-    """A column read as in ``DigestSpec.select_sql(raw_text=True)``: TEXT as bytes, then an is-text flag."""
-    return f"CASE WHEN typeof({q}) = 'text' THEN CAST({q} AS BLOB) ELSE {q} END, typeof({q}) = 'text'"
-
-
 def _row_hashes(conn: apsw.Connection, spec: DigestSpec, order_by: list[str] | None) -> list[list[Any]]:
     """(key, row hash) per row, ordered by rowid or ``order_by``; row hashes are those of table_digest."""
-    keys = [quote(c) for c in order_by or []] if not spec.rowid else []
+    keys = [] if spec.rowid else list(order_by or [])
     if not spec.rowid and not keys:
         raise ValueError("row_hashes needs a rowid table or order_by columns")
-    values = [quote(c) for c in spec.columns] or ([] if spec.rowid else ["NULL"])
-    head = ["_rowid_"] if spec.rowid else []
-    source = f"FROM {quote('main')}.{quote(spec.table)} ORDER BY {', '.join(keys or head)}"
-    n = len(keys)
+    codec = text_codec(conn)
+    order = f" ORDER BY {', '.join(map(quote, keys)) or '_rowid_'}"
+    rows = conn.execute(spec.select_sql(where=order, keys=keys))
     out: list[list[Any]] = []
-    try:
-        for row in conn.execute(f"SELECT {', '.join(keys + head + values)} {source}"):
-            label = encode_typed(row[0]) if spec.rowid else [encode_typed(v) for v in row[:n]]
-            out.append([label, f"{row_hash(row[n:]):032x}"])
-        return out
-    except UnicodeDecodeError:
-        out.clear()
-    # Some TEXT is not valid UTF-8: read TEXT as bytes, as table_digest does in that case.
-    for row in conn.execute(f"SELECT {', '.join([*map(_raw, keys), *head, *map(_raw, values)])} {source}"):
-        pairs = zip(row[0 : 2 * n : 2], row[1 : 2 * n : 2], strict=True)
-        key = [v.decode("utf-8", "replace") if is_text else v for v, is_text in pairs]
-        label = encode_typed(row[0]) if spec.rowid else [encode_typed(v) for v in key]
-        out.append([label, xxhash.xxh3_128_hexdigest(_raw_row(row[2 * n :], spec.rowid))])
+    for batch, encoded in encoded_batches(rows, raw_encoder(codec, skip=2 * len(keys))):
+        for row, data in zip(batch, encoded, strict=True):
+            label = (
+                encode_typed(row[0])
+                if spec.rowid
+                else [_label(row[i], row[i + 1], codec) for i in range(0, 2 * len(keys), 2)]
+            )
+            out.append([label, xxhash.xxh3_128_hexdigest(data)])
     return out
+
+
+def _label(value: Any, is_text: int, codec: str | None) -> Any:
+    """A key value read raw, typed for the report (TEXT decoded, undecodable bytes replaced)."""
+    return encode_typed(value.decode(codec or "utf-8", "replace") if is_text else value)
