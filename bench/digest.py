@@ -132,9 +132,9 @@ def show(res: dict[str, Any]) -> None:
         table.add_column(col, justify="left" if col == "operation" else "right")
     for op, s in secs.items():
         rss = res["peak_rss"].get(op)
-        mem = (
-            "" if rss is None else f"{rss[0] / 2**20:.0f}" + (f" + workers {rss[1] / 2**20:.0f} each" if rss[1] else "")
-        )
+        mem = "" if rss is None else f"{rss[0] / 2**20:.0f}"
+        if rss and op != "digest, 1 process":
+            mem += f" + {rss[1] / 2**20:.0f} per worker" if rss[1] else " (no worker: no table is big enough)"
         is_digest = op.startswith("digest")
         table.add_row(
             op,

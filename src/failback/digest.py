@@ -27,11 +27,12 @@ from __future__ import annotations
 
 import json
 import os
-import selectors
 import signal
 import struct
 import subprocess
 import sys
+import threading
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from functools import partial
@@ -255,10 +256,11 @@ def database_digests(
 ) -> dict[str, TableDigest]:
     """Digest the tables of a database file that nothing writes to meanwhile (a snapshot, a built target).
 
-    Rowid tables spanning more than ``chunk_rows`` rowids are cut into rowid ranges that up to ``workers``
-    processes (0: one per CPU this process may use) digest side by side; a table's digest is the sum of its
-    ranges' (mod 2**128). Should anyone commit to the file while they run (``PRAGMA data_version`` moves), the
-    digests are taken again in one read transaction.
+    Rowid tables spanning more than ``chunk_rows`` rowids are cut into rowid ranges, digested side by side by
+    up to ``workers`` processes (this one included; 0: one per CPU this process may use); a table's digest is
+    the sum of its ranges' (mod 2**128). Should anyone commit to the file meanwhile (``PRAGMA data_version``
+    moves) or a worker fail, the digests are taken again here in one read transaction (which raises any
+    error of the file itself).
     """
     conn = connect(path, readonly=True)
     try:
@@ -266,8 +268,8 @@ def database_digests(
         workers = min(workers or len(os.sched_getaffinity(0)), len(tasks))
         if workers > 1 and len(tasks) > len(specs):
             version = conn.execute("PRAGMA data_version").get  # moves when anyone commits to the file
-            parts = _digest_in_workers(path, tasks, workers)
-            if conn.execute("PRAGMA data_version").get == version:
+            parts = _digest_in_parallel(conn, path, tasks, workers - 1)
+            if parts is not None and conn.execute("PRAGMA data_version").get == version:
                 return _combined(specs, parts)
         with conn:  # one read transaction
             digests = {spec.table: table_digest(conn, spec) for spec in specs}
@@ -292,51 +294,53 @@ def _chunks(
     return [(spec, (bounds[k], bounds[k + 1] - 1)) for k in range(n)]
 
 
-def _digest_in_workers(
-    path: Path, tasks: list[tuple[DigestSpec, tuple[int, int] | None]], workers: int
-) -> list[tuple[DigestSpec, int, int]]:
-    """Hand the tasks, one at a time, to ``workers`` processes (``python -m failback.digest PATH``), longest
-    first: whole tables, then ranges."""
-    order = sorted(range(len(tasks)), key=lambda i: tasks[i][1] is not None)
-    queue = iter(order)
+def _digest_in_parallel(
+    conn: apsw.Connection, path: Path, tasks: list[tuple[DigestSpec, tuple[int, int] | None]], helpers: int
+) -> list[tuple[DigestSpec, int, int]] | None:
+    """Digest the tasks here and in ``helpers`` worker processes (``python -m failback.digest PATH``, each fed
+    by a thread): the workers take whole tables first, this process the last ranges. None if a worker fails
+    (cannot start, stops, or cannot read the file)."""
+    pending = deque(sorted(range(len(tasks)), key=lambda i: tasks[i][1] is not None))
     results: dict[int, tuple[int, int]] = {}
-    busy: dict[subprocess.Popen[str], int] = {}
-    command = [sys.executable, "-m", "failback.digest", str(path)]
-    procs = [
-        subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True) for _ in range(workers)
-    ]
+    failed = threading.Event()
 
-    def feed(proc: subprocess.Popen[str], selector: selectors.BaseSelector) -> None:
-        assert proc.stdin is not None
-        i = next(queue, None)
-        if i is None:  # nothing left for this worker: it exits when its stdin closes
-            selector.unregister(proc.stdout)  # type: ignore[arg-type]
-            proc.stdin.close()
-            return
-        spec, rowids = tasks[i]
-        busy[proc] = i
-        proc.stdin.write(json.dumps({"spec": spec.to_json(), "rowids": rowids}) + "\n")
-        proc.stdin.flush()
+    def take(pop: Callable[[], int]) -> int | None:
+        try:
+            return None if failed.is_set() else pop()
+        except IndexError:
+            return None
 
+    def helper() -> None:
+        command = [sys.executable, "-m", "failback.digest", str(path)]
+        try:
+            with subprocess.Popen(
+                command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+            ) as proc:
+                assert proc.stdin is not None and proc.stdout is not None
+                while (i := take(pending.popleft)) is not None:
+                    spec, rowids = tasks[i]
+                    proc.stdin.write(json.dumps({"spec": spec.to_json(), "rowids": rowids}) + "\n")
+                    proc.stdin.flush()
+                    reply = json.loads(proc.stdout.readline() or "{}")
+                    results[i] = (reply["rows"], int(reply["sum"], 16))  # KeyError: the worker failed
+        except (OSError, ValueError, KeyError):
+            failed.set()
+
+    threads = [threading.Thread(target=helper, name="failback-digest", daemon=True) for _ in range(helpers)]
+    for thread in threads:
+        thread.start()
     try:
-        with selectors.DefaultSelector() as selector:
-            for proc in procs:
-                selector.register(proc.stdout, selectors.EVENT_READ, proc)  # type: ignore[arg-type]
-                feed(proc, selector)
-            while busy:
-                for key, _ in selector.select():
-                    proc = key.data
-                    reply = json.loads(proc.stdout.readline() or '{"error": "a digest worker stopped"}')
-                    if "error" in reply:
-                        raise getattr(apsw, reply.get("kind", ""), apsw.Error)(reply["error"])
-                    results[busy.pop(proc)] = (reply["rows"], int(reply["sum"], 16))
-                    feed(proc, selector)
+        while (i := take(pending.pop)) is not None:
+            spec, rowids = tasks[i]
+            d = table_digest(conn, spec, rowids=rowids)
+            results[i] = (d.rows, int(d.digest, 16))
+    except BaseException:
+        pending.clear()  # the workers stop after their current task
+        raise
     finally:
-        for proc in procs:
-            if proc.stdin and not proc.stdin.closed:
-                proc.stdin.close()
-            proc.wait()
-    return [(tasks[i][0], *results[i]) for i in range(len(tasks))]
+        for thread in threads:
+            thread.join()
+    return None if failed.is_set() else [(tasks[i][0], *results[i]) for i in range(len(tasks))]
 
 
 def _worker(path: str) -> None:
@@ -350,7 +354,7 @@ def _worker(path: str) -> None:
             d = table_digest(conn, DigestSpec.from_json(task["spec"]), rowids=rowids)
             reply: dict[str, Any] = {"rows": d.rows, "sum": d.digest}
         except apsw.Error as err:
-            reply = {"error": str(err), "kind": type(err).__name__}
+            reply = {"error": str(err)}
         try:
             print(json.dumps(reply), flush=True)
         except BrokenPipeError:  # the parent is gone
