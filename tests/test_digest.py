@@ -36,19 +36,37 @@ raw_values = st.one_of(
 )
 
 
-@given(
-    st.integers(1, 6).flatmap(
-        lambda w: st.lists(
-            st.lists(st.tuples(raw_values, st.booleans()), min_size=w, max_size=w), min_size=1, max_size=30
-        )
-    )
-)
-def test_batch_encoder_equals_the_value_by_value_definition(rows: list[list[tuple[Any, bool]]]) -> None:
+# One column of a batch: (value, is-text flag) pairs of one storage class, maybe with NULLs, or of any.
+CELLS = {
+    "integer": st.tuples(st.integers(-(2**63), 2**63 - 1), st.just(0)),
+    "real": st.tuples(st.floats(allow_nan=False), st.just(0)),
+    "text": st.tuples(st.binary(max_size=40), st.just(1)),
+    "blob": st.tuples(st.binary(max_size=40), st.just(0)),
+    "null": st.tuples(st.none(), st.just(0)),
+    "any": st.tuples(raw_values, st.integers(0, 1)),
+}
+
+
+@st.composite
+def batches(draw: st.DrawFn) -> list[list[tuple[Any, int]]]:
+    """A batch as columns: each column one kind of cell, some with NULLs mixed in."""
+    rows, width = draw(st.integers(1, 30)), draw(st.integers(1, 6))
+    columns = []
+    for _ in range(width):
+        cell = CELLS[draw(st.sampled_from(sorted(CELLS)))]
+        if draw(st.booleans()):
+            cell = cell | CELLS["null"]
+        columns.append(draw(st.lists(cell, min_size=rows, max_size=rows)))
+    return columns
+
+
+@given(batches())
+def test_batch_encoder_equals_the_value_by_value_definition(batch: list[list[tuple[Any, int]]]) -> None:
     """Columns of one storage class take the packed path, mixed ones the per-value path; both must give the
     bytes that encode_value defines, value after value."""
-    columns = [tuple(v for v, _ in col) for col in zip(*rows, strict=True)]
-    flags = [tuple(int(f) for _, f in col) for col in zip(*rows, strict=True)]
-    expected = [b"".join(encode_value(v, f) for v, f in row) for row in rows]
+    columns = [tuple(v for v, _ in col) for col in batch]
+    flags = [tuple(f for _, f in col) for col in batch]
+    expected = [b"".join(encode_value(v, f) for v, f in row) for row in zip(*batch, strict=True)]
     assert list(encode_columns(columns, flags)) == expected
 
 
