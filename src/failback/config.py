@@ -117,10 +117,10 @@ class BenchmarkConfig(_Section):
     queries: list[str] = Field([], description="The app's hot queries, timed in the target engine.")
     runs: int = Field(20, ge=1, description="Runs per query when recording or checking a baseline.")
     max_regression: float = Field(
-        1.5, gt=0, description="Post-check flags a query whose p95 exceeds baseline p95 × this."
+        1.5, gt=0, description="Post-check flags a query whose p95 and p50 both exceed the baseline's × this."
     )
     min_delta_ms: float = Field(
-        2.0, ge=0, description="…and is at least this many milliseconds slower (smaller differences are noise)."
+        2.0, ge=0, description="…and whose p95 is at least this many milliseconds slower (less is noise)."
     )
 
 
