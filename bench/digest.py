@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import statistics
 import subprocess
@@ -26,7 +25,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from run import DEFAULT_DATA, SIZES, Sample, cached_databases, console, op_cli_backup, op_cp, op_vacuum
 
-from failback.digest import CHUNK_ROWS
+from failback.digest import CHUNK_ROWS, usable_cpus
 from failback.schema import digest_specs, read_schema
 from failback.sqlite import connect, quote
 
@@ -90,7 +89,7 @@ def reference(fn: Any, src: Path, data: Path) -> Sample:
 def run_size(name: str, args: argparse.Namespace) -> dict[str, Any]:
     native, _, _ = cached_databases(SIZES[name], args.data)
     vbytes, rows = value_bytes(native)
-    cpus = len(os.sched_getaffinity(0))
+    cpus = usable_cpus()
     refs = {"cp + fsync": op_cp, "VACUUM INTO": op_vacuum}
     if shutil.which("sqlite3"):
         refs |= {'sqlite3 ".backup"': op_cli_backup, "sqlite3 .sha3sum": op_sha3sum}

@@ -265,7 +265,7 @@ def database_digests(
     conn = connect(path, readonly=True)
     try:
         tasks = [task for spec in specs for task in _chunks(conn, spec, chunk_rows)]
-        workers = min(workers or len(os.sched_getaffinity(0)), len(tasks))
+        workers = min(workers or usable_cpus(), len(tasks))
         if workers > 1 and len(tasks) > len(specs):
             version = conn.execute("PRAGMA data_version").get  # moves when anyone commits to the file
             parts = _digest_in_parallel(conn, path, tasks, workers - 1)
@@ -276,6 +276,11 @@ def database_digests(
     finally:
         conn.close()
     return digests
+
+
+def usable_cpus() -> int:
+    """The CPUs this process may run on (its affinity where the OS tells it, else all of them)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def _chunks(
