@@ -45,6 +45,7 @@ _ENV_ASSIGN = re.compile(rf"[ \t]*(?:export[ \t]+)?(?P<key>{_ENV_KEY})[ \t]*=")
 _EOL = re.compile(r"\r\n|\n|\r")
 _DQ_ESCAPE = re.compile(r'\\([\\"$`])')
 _WS = re.compile(r"[ \t\n\r]*")
+_JSON_HINT = "fix the app's config file ([app] config), or point [app] key at a setting holding one value"
 
 
 def _kind(path: Path) -> str:
@@ -121,9 +122,9 @@ def _json(text: str) -> dict[str, Any]:
     try:
         data = json.loads(text)
     except ValueError as err:
-        raise ConfigError(f"app config is not valid JSON ({err})") from None
+        raise ConfigError(f"app config is not valid JSON ({err})", _JSON_HINT) from None
     if not isinstance(data, dict):
-        raise ConfigError("app config JSON must be an object")
+        raise ConfigError("app config JSON must be an object", _JSON_HINT)
     return data
 
 
@@ -143,7 +144,8 @@ def _parent(data: dict[str, Any], path: list[str], create: bool) -> dict[str, An
             return None
         if not isinstance(child, dict):
             where = ".".join(path[: i + 1])
-            raise ConfigError(f"app config: {where} is {_json_type(child)}, not an object: cannot hold {path[-1]}")
+            what = f"{where} is {_json_type(child)}, not an object: cannot hold {path[-1]}"
+            raise ConfigError(f"app config: {what}", _JSON_HINT)
         node = child
     return node
 
@@ -153,7 +155,7 @@ def _json_value(data: dict[str, Any], key: str) -> str | None:
     parent = _parent(data, path, create=False)
     value = None if parent is None else parent.get(path[-1])
     if isinstance(value, dict | list):
-        raise ConfigError(f"app config: {key} is {_json_type(value)}, not a single value")
+        raise ConfigError(f"app config: {key} is {_json_type(value)}, not a single value", _JSON_HINT)
     return value if value is None or isinstance(value, str) else json.dumps(value)
 
 

@@ -61,15 +61,17 @@ def run_rollback(cfg: Config, config_path: Path, options: Any, as_json: bool, ru
     from ..rollback import Rollback
     from .assess import confirm_high_risk
 
-    def on_step(name: str, event: str, result: dict[str, Any]) -> None:
-        if as_json:
-            return
-        if event == "done":
-            err.print(f"[green]✓[/] {name:<9} {escape(_step_line(name, result))}", highlight=False)
-        elif event == "failed":
-            err.print(f"[red]✗[/] {name:<9} {escape(str(result.get('error', '')))}", highlight=False, soft_wrap=True)
-
     with progress_bar(not as_json and err.is_terminal) as progress:
+
+        def on_step(name: str, event: str, result: dict[str, Any]) -> None:
+            progress.step(name, event)
+            if as_json:
+                return
+            if event == "done":
+                err.print(f"[green]✓[/] {name:<9} {escape(_step_line(name, result))}", highlight=False)
+            elif event == "failed":
+                error = escape(str(result.get("error", "")))
+                err.print(f"[red]✗[/] {name:<9} {error}", highlight=False, soft_wrap=True)
 
         def confirm(a: Any) -> bool:
             with progress.paused():
