@@ -190,6 +190,14 @@ def test_rejected_input_is_a_one_line_config_error(kind: str, text: str, key: st
         assert "\n" not in info.value.message
 
 
+def test_a_rewrite_that_would_change_more_is_refused() -> None:
+    """Duplicate objects on the path: the value found is not the one a JSON reader uses (the last object)."""
+    text = '{"database": {"provider": "native"}, "database": {"path": "x"}}'
+    assert read_provider(text, "database.provider", "json") is None
+    with pytest.raises(ConfigError, match=r"cannot rewrite database\.provider alone"):
+        render_switched(text, "database.provider", "sqljs", "json")
+
+
 def test_switch_keeps_the_old_bytes_and_the_file_mode(tmp_path: Path) -> None:
     config = tmp_path / "app.env"
     original = b"# app\r\nexport DATABASE_PROVIDER=\"native\"  # db\r\nSQLJS_DATABASE_PATH='app-sqljs.sqlite'\r\n"

@@ -522,12 +522,13 @@ def test_hold_and_release_commands(demo_dir: Path, cli: Cli) -> None:
     assert "unreadable" in read_hold(cfg).reason  # type: ignore[union-attr]
 
 
-def test_sigterm_stops_watch_cleanly(demo_dir: Path) -> None:
+@pytest.mark.parametrize("flag", ["--json", "--jsonl"])  # a watch is a stream: both print JSON Lines
+def test_sigterm_stops_watch_cleanly(demo_dir: Path, flag: str) -> None:
     (demo_dir / "metrics.jsonl").write_text('{"latency": 5}\n')
     rules = '[[triggers.rules]]\nname = "lat"\nmetric = "latency"\nthreshold = 100\n'
     cfg, path = configure(demo_dir, 'interval = 0.05\njsonl_path = "metrics.jsonl"', rules)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "failback", "watch", "-c", str(path), "--json"],
+        [sys.executable, "-m", "failback", "watch", "-c", str(path), flag],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

@@ -205,8 +205,8 @@ def _json_render(text: str, key: str, value: str) -> str:
         eol = "\r\n" if "\r\n" in text else "\n"
         new = json.dumps(expected, indent=_indent(text), ensure_ascii=False).replace("\n", eol)
         new += eol if text.endswith(("\n", "\r")) else ""
-    if json.loads(new) != expected:  # a bug, not a user error: nothing is written
-        raise RuntimeError(f"the JSON rewrite of {key} changed more than that value")
+    if json.loads(new) != expected:  # the proof failed: nothing is written
+        raise ConfigError(f"app config: cannot rewrite {key} alone (the same key twice on its path?)", _JSON_HINT)
     return new
 
 
