@@ -456,10 +456,51 @@ def test_check_exits_3_when_a_rollback_rule_fires(demo_dir: Path, server: Metric
     assert fired.returncode == 3, fired.stderr
     assert "would roll back (standard)" in fired.stdout and "notes-latency" in fired.stdout
     as_json = cli("check", "-c", str(path), "--json")
-    assert as_json.returncode == 3 and json.loads(as_json.stdout)["decision"]["mode"] == "standard"
+    fired_doc = json.loads(as_json.stdout)
+    assert as_json.returncode == 3 and (fired_doc["fired"], fired_doc["exit_code"]) == (True, 3)
+    assert fired_doc["evaluations"][0]["decision"]["mode"] == "standard"
     healthy = cli("check", "-c", str(path), "--json")
-    assert healthy.returncode == 0 and json.loads(healthy.stdout)["rules"][0]["status"] == "ok"
+    healthy_doc = json.loads(healthy.stdout)
+    assert healthy.returncode == 0 and (healthy_doc["fired"], healthy_doc["exit_code"]) == (False, 0)
+    assert healthy_doc["evaluations"][0]["rules"][0]["status"] == "ok"
     assert provider(demo_dir) == "DATABASE_PROVIDER=native"
+
+
+@pytest.mark.parametrize("server", [[500, 500, 10]], indirect=True)
+def test_check_json_is_one_document_and_jsonl_one_line_per_sample(
+    demo_dir: Path, server: MetricsServer, cli: Cli
+) -> None:
+    """--json: one document whatever --samples says; --jsonl: the lines `watch --json` prints."""
+    _, path = configure(demo_dir, prom_triggers(server.url), n=2)
+    doc = cli("check", "-c", str(path), "--samples", "2", "--json")
+    assert doc.returncode == 3, doc.stderr
+    parsed = json.loads(doc.stdout)  # fails on two concatenated JSON lines
+    assert (parsed["samples"], parsed["fired"]) == (2, True)
+    assert [e["rules"][0]["status"] for e in parsed["evaluations"]] == ["failing", "firing"]
+    lines = cli("check", "-c", str(path), "--samples", "2", "--jsonl")  # samples 3 and 4: 10, 10 (healthy)
+    assert lines.returncode == 0, lines.stderr
+    records = [json.loads(line) for line in lines.stdout.splitlines()]
+    assert [r["rules"][0]["status"] for r in records[:-1]] == ["ok", "ok"]
+    assert records[-1] == {"samples": 2, "fired": False, "exit_code": 0}
+    both = cli("check", "-c", str(path), "--json", "--jsonl")
+    assert both.returncode == 2 and "exclude each other" in both.stderr
+
+
+def test_check_header_agrees_with_the_rule_rows(demo_dir: Path, cli: Cli) -> None:
+    """A failing rule (streak 1 of 3) is no "ok" sample: the header says no action and counts the rows."""
+    (demo_dir / "metrics.jsonl").write_text('{"latency": 500, "errors": 1}\n')
+    rules = "".join(
+        f'[[triggers.rules]]\nname = "{name}"\nmetric = "{metric}"\nthreshold = 100\nfor = 3\n'
+        for name, metric in (("lat", "latency"), ("err", "errors"), ("gone", "missing"))
+    )
+    _, path = configure(demo_dir, 'jsonl_path = "metrics.jsonl"', rules)
+    res = cli("check", "-c", str(path))
+    assert res.returncode == 0, res.stderr
+    header = res.stdout.splitlines()[0]
+    rows = {name: line for line in res.stdout.splitlines() for name in ("lat", "err", "gone") if f" {name} " in line}
+    assert "failing" in rows["lat"] and "ok" in rows["err"] and "inconclusive" in rows["gone"]
+    assert " ok " not in header.split("·")[0] and "no action" in header
+    assert header.endswith("3 rule(s): 1 failing, 1 inconclusive, 1 ok")
 
 
 def test_hold_and_release_commands(demo_dir: Path, cli: Cli) -> None:
@@ -481,12 +522,13 @@ def test_hold_and_release_commands(demo_dir: Path, cli: Cli) -> None:
     assert "unreadable" in read_hold(cfg).reason  # type: ignore[union-attr]
 
 
-def test_sigterm_stops_watch_cleanly(demo_dir: Path) -> None:
+@pytest.mark.parametrize("flag", ["--json", "--jsonl"])  # a watch is a stream: both print JSON Lines
+def test_sigterm_stops_watch_cleanly(demo_dir: Path, flag: str) -> None:
     (demo_dir / "metrics.jsonl").write_text('{"latency": 5}\n')
     rules = '[[triggers.rules]]\nname = "lat"\nmetric = "latency"\nthreshold = 100\n'
     cfg, path = configure(demo_dir, 'interval = 0.05\njsonl_path = "metrics.jsonl"', rules)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "failback", "watch", "-c", str(path), "--json"],
+        [sys.executable, "-m", "failback", "watch", "-c", str(path), flag],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

@@ -73,6 +73,7 @@ WATCH_INTERVAL = 0.05
 CALIBRATION_FILE = "calibration.json"
 CALIBRATION_NOTES = 2000  # a ~4 MB sample database
 CALIBRATION_RUNS = 3
+CALIBRATION_TMP = ".calibrate-"  # the sample's temporary folder, inside the state folder
 HEADROOM = 0.10  # disk: less free space than needed + 10% (and 100 MB) is worth a warning
 
 
@@ -864,7 +865,7 @@ def measure_throughput(folder: Path, profile: str) -> Calibration:
     from .sample import build_native
 
     t0 = time.perf_counter()
-    with tempfile.TemporaryDirectory(dir=ensure_dir(folder), prefix=".calibrate-") as tmp:
+    with tempfile.TemporaryDirectory(dir=ensure_dir(folder), prefix=CALIBRATION_TMP) as tmp:
         d = Path(tmp)
         build_native(d / "sample.sqlite", notes=CALIBRATION_NOTES)
 
@@ -906,9 +907,20 @@ def calibration(cfg: Config, *, measure: bool) -> Calibration | None:
             return cached
     if not measure:
         return None
-    cal = measure_throughput(cfg.state_path, cfg.target.profile)
+    try:
+        cal = measure_throughput(cfg.state_path, cfg.target.profile)
+    except FailbackError as err:
+        raise _calibration_failed(err, cfg.state_path) from None
     write_text(path, json.dumps(asdict(cal), indent=2) + "\n")
     return cal
+
+
+def _calibration_failed(err: FailbackError, folder: Path) -> FailbackError:
+    """``err`` from measuring throughput, told without the sample's temporary paths (removed by now)."""
+    sample = re.compile(re.escape(str(folder / CALIBRATION_TMP)) + r"[^\s:()]*")
+    reason = sample.sub("the sample", err.message)
+    what = f"calibration (timing each step on a ~4 MB sample database in {folder}) failed: {reason}"
+    return type(err)(what, f"{err.hint}; --mode emergency skips the calibration")
 
 
 def measure_compression(

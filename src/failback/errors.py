@@ -3,7 +3,8 @@
 Exit codes (also in docs/ROLLBACK-PROCEDURES.md):
   0 done · 1 verification failed (nothing switched) · 2 usage, config or input error · 3 refused (risk gate,
   unsupported schema object) · 4 interrupted (resumable) · 5 source changed during the run (nothing switched)
-  · 6 environment failure: disk full, permission denied, I/O error (nothing changed)
+  · 6 environment failure: disk full, permission denied, I/O error (nothing changed) · 70 internal error, a bug
+  (not a FailbackError: the CLI prints one line; FAILBACK_DEBUG=1 shows the traceback)
 """
 
 from __future__ import annotations

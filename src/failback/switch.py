@@ -1,81 +1,230 @@
 """The provider switch: rewrite one key of the app's configuration atomically (.env or .json).
 
 Pure part: ``read_provider`` / ``render_switched`` (text in, text out). Effect: ``switch_provider`` writes the
-new text under a temp name, fsyncs, renames and fsyncs the folder, after saving the previous bytes.
+new text under a temp name, fsyncs, renames and fsyncs the folder, after saving the previous bytes. Files are
+read and written as bytes decoded as UTF-8 (no newline translation), so CRLF files stay CRLF.
+
+.env (shell rules): ``[export] KEY=value``, the value unquoted, 'single' or "double" quoted (quotes may span
+lines); an inline comment starts at a ``#`` after whitespace. The key is literal (a dotted key is a name).
+When a key is assigned more than once the last assignment wins, as in a shell; a rewrite sets every
+assignment, so a loader that takes the first one reads the same value. Only the value's characters change
+(its quotes, ``export``, spacing, comment and line ending stay); a missing key is appended on a new line.
+
+.json: a dotted key names a nested setting (``database.provider`` → ``{"database": {"provider": …}}``); the
+last of duplicate keys wins, as in ``JSON.parse``. An existing value is rewritten by a targeted textual
+replacement of the value's span (found by walking the objects on the key path with the stdlib decoder), so
+every other byte — key order, indentation, escapes, number spelling — stays; the result is re-parsed and must
+equal the old document with only that value changed. A missing key is added by re-serialising with the
+detected indentation and the original key order (only possible with --force: a rollback needs the key).
+
+Not python-dotenv: its ``set_key`` rewrites the whole line (dropping the inline comment and quote style) and it
+reads ``KEY= # note`` as a value, unlike a shell; the grammar above fits in two regular expressions.
 """
 
 from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from .errors import ConfigError, InputError, from_os_error
 from .files import write_bytes
 
-_ENV_LINE = re.compile(r"^(?P<lead>\s*(?:export\s+)?)(?P<key>[A-Za-z_][A-Za-z0-9_.]*)(?P<eq>\s*=\s*)(?P<value>.*)$")
+_ENV_KEY = r"[A-Za-z_][A-Za-z0-9_.-]*"
+# an unquoted value: words separated by blanks; a word after a blank cannot start a comment (#)
+_ENV_ENTRY = re.compile(
+    rf"""[ \t]*(?:export[ \t]+)?(?P<key>{_ENV_KEY})[ \t]*=(?P<pad>[ \t]*)
+    (?P<value>"(?:[^"\\]|\\.)*"|'[^']*'|(?:(?<==)|(?!\#))[^\s'"]\S*(?:[ \t]+[^\s\#]\S*)*|)
+    [ \t]*(?:\#[^\r\n]*)?(?:\r\n|\n|\r|\Z)""",
+    re.VERBOSE,
+)
+_ENV_ASSIGN = re.compile(rf"[ \t]*(?:export[ \t]+)?(?P<key>{_ENV_KEY})[ \t]*=")
+_EOL = re.compile(r"\r\n|\n|\r")
+_DQ_ESCAPE = re.compile(r'\\([\\"$`])')
+_WS = re.compile(r"[ \t\n\r]*")
+_JSON_HINT = "fix the app's config file ([app] config), or point [app] key at a setting holding one value"
 
 
 def _kind(path: Path) -> str:
     return "json" if path.suffix.lower() == ".json" else "env"
 
 
-def _unquote(value: str) -> str:
-    v = value.strip()
-    if len(v) >= 2 and v[0] == v[-1] and v[0] in "\"'":
-        return v[1:-1]
-    return v.split(" #", 1)[0].strip()
+# -- .env ---------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class _EnvAssignment:
+    key: str
+    at: int  # where the line starts
+    span: tuple[int, int] | None  # the value's characters, quotes included; None: not readable
 
 
-def read_provider(text: str, key: str, kind: str = "env") -> str | None:
-    """The provider value currently set in ``text`` (None when the key is absent)."""
-    if kind == "json":
-        data = _json(text)
-        value = data.get(key)
-        return None if value is None else str(value)
-    found = None
-    for line in text.splitlines():
-        m = _ENV_LINE.match(line)
-        if m and m["key"] == key:
-            found = _unquote(m["value"])
-    return found
+def _env_assignments(text: str) -> Iterator[_EnvAssignment]:
+    """Every ``KEY=value`` in ``text`` (a quoted value spanning lines is one assignment, not several lines)."""
+    pos = 0
+    while pos < len(text):
+        m = _ENV_ENTRY.match(text, pos)
+        if m:
+            # an empty value is set right after the "=", so that a comment after it stays a comment
+            yield _EnvAssignment(m["key"], pos, m.span("value") if m["value"] else (m.start("pad"),) * 2)
+            pos = m.end()
+            continue
+        loose = _ENV_ASSIGN.match(text, pos)
+        if loose:
+            yield _EnvAssignment(loose["key"], pos, None)
+        eol = _EOL.search(text, pos)
+        pos = eol.end() if eol else len(text)
 
 
-def render_switched(text: str, key: str, value: str, kind: str = "env") -> str:
-    """``text`` with ``key`` set to ``value``; every other line and key kept byte for byte."""
-    if kind == "json":
-        data = _json(text)
-        data[key] = value
-        return json.dumps(data, indent=2, ensure_ascii=False) + "\n"
-    lines = text.splitlines(keepends=True)
-    done = False
-    for i, line in enumerate(lines):
-        m = _ENV_LINE.match(line.rstrip("\r\n"))
-        if m and m["key"] == key:
-            ending = line[len(line.rstrip("\r\n")) :]
-            lines[i] = f"{m['lead']}{key}{m['eq']}{value}{ending}"
-            done = True
-    if not done:
-        if lines and not lines[-1].endswith("\n"):
-            lines[-1] += "\n"
-        lines.append(f"{key}={value}\n")
-    return "".join(lines)
+def _env_spans(text: str, key: str) -> list[tuple[int, int]]:
+    """The value spans of every assignment of ``key``; an assignment that cannot be read is an error."""
+    spans = []
+    for a in _env_assignments(text):
+        if a.key != key:
+            continue
+        if a.span is None:
+            line = text.count("\n", 0, a.at) + 1
+            raise ConfigError(
+                f"app config line {line}: cannot read the value of {key} (an unclosed quote or text after it?)",
+                "write it as KEY=value, KEY='value' or KEY=\"value\", optionally followed by a # comment",
+            )
+        spans.append(a.span)
+    return spans
 
 
-def _json(text: str) -> dict[str, object]:
+def _env_read(text: str, key: str) -> str | None:
+    spans = _env_spans(text, key)
+    if not spans:
+        return None
+    raw = text[spans[-1][0] : spans[-1][1]]
+    if raw[:1] == "'":
+        return raw[1:-1]
+    if raw[:1] == '"':
+        return _DQ_ESCAPE.sub(r"\1", raw[1:-1])
+    return raw
+
+
+def _env_render(text: str, key: str, value: str) -> str:
+    spans = _env_spans(text, key)
+    if not spans:
+        eol = "\r\n" if "\r\n" in text else "\n"
+        sep = eol if text and not text.endswith(("\n", "\r")) else ""
+        return f"{text}{sep}{key}={value}{eol}"
+    for start, end in reversed(spans):
+        quote = text[start] if end > start and text[start] in "\"'" else ""
+        text = f"{text[:start]}{quote}{value}{quote}{text[end:]}"
+    return text
+
+
+# -- .json --------------------------------------------------------------------------------------------
+def _json(text: str) -> dict[str, Any]:
     try:
         data = json.loads(text)
     except ValueError as err:
-        raise ConfigError(f"app config is not valid JSON ({err})") from None
+        raise ConfigError(f"app config is not valid JSON ({err})", _JSON_HINT) from None
     if not isinstance(data, dict):
-        raise ConfigError("app config JSON must be an object")
+        raise ConfigError("app config JSON must be an object", _JSON_HINT)
     return data
 
 
+def _json_type(value: object) -> str:
+    names = {dict: "an object", list: "an array", str: "a string", bool: "a boolean"}
+    return names.get(type(value), "a number")
+
+
+def _parent(data: dict[str, Any], path: list[str], create: bool) -> dict[str, Any] | None:
+    """The object holding the last key of ``path`` (None when absent and not ``create``d)."""
+    node = data
+    for i, name in enumerate(path[:-1]):
+        child = node.get(name)
+        if child is None and create:
+            child = node[name] = {}
+        if child is None:
+            return None
+        if not isinstance(child, dict):
+            where = ".".join(path[: i + 1])
+            what = f"{where} is {_json_type(child)}, not an object: cannot hold {path[-1]}"
+            raise ConfigError(f"app config: {what}", _JSON_HINT)
+        node = child
+    return node
+
+
+def _json_value(data: dict[str, Any], key: str) -> str | None:
+    path = key.split(".")
+    parent = _parent(data, path, create=False)
+    value = None if parent is None else parent.get(path[-1])
+    if isinstance(value, dict | list):
+        raise ConfigError(f"app config: {key} is {_json_type(value)}, not a single value", _JSON_HINT)
+    return value if value is None or isinstance(value, str) else json.dumps(value)
+
+
+def _json_spans(text: str, path: list[str]) -> list[tuple[int, int]]:
+    """The text spans of every value at ``path`` (duplicate keys included) in valid JSON ``text``."""
+    decoder = json.JSONDecoder()
+
+    def ws(i: int) -> int:
+        m = _WS.match(text, i)
+        return m.end() if m else i
+
+    def walk(i: int, depth: int) -> Iterator[tuple[int, int]]:  # text[i] == "{"
+        i = ws(i + 1)
+        while text[i] != "}":
+            name, i = decoder.raw_decode(text, i)
+            start = ws(ws(i) + 1)  # past the ":"
+            _, end = decoder.raw_decode(text, start)
+            if name == path[depth]:
+                if depth == len(path) - 1:
+                    yield start, end
+                elif text[start] == "{":
+                    yield from walk(start, depth + 1)
+            i = ws(end)
+            i = ws(i + 1) if text[i] == "," else i
+
+    return list(walk(ws(0), 0))
+
+
+def _indent(text: str) -> str | None:
+    """The indentation unit of ``text`` (its first indented line), None for a one-line document."""
+    m = re.search(r"[\r\n]([ \t]+)\S", text)
+    return m[1] if m else None
+
+
+def _json_render(text: str, key: str, value: str) -> str:
+    path = key.split(".")
+    expected = _json(text)
+    _json_value(expected, key)  # rejects a path through a non-object, or an object/array value
+    parent = _parent(expected, path, create=True)
+    assert parent is not None  # created
+    parent[path[-1]] = value
+    spans = _json_spans(text, path)
+    new = text
+    for start, end in reversed(spans):
+        new = f"{new[:start]}{json.dumps(value, ensure_ascii=False)}{new[end:]}"
+    if not spans:
+        eol = "\r\n" if "\r\n" in text else "\n"
+        new = json.dumps(expected, indent=_indent(text), ensure_ascii=False).replace("\n", eol)
+        new += eol if text.endswith(("\n", "\r")) else ""
+    if json.loads(new) != expected:  # the proof failed: nothing is written
+        raise ConfigError(f"app config: cannot rewrite {key} alone (the same key twice on its path?)", _JSON_HINT)
+    return new
+
+
+# -- the face -----------------------------------------------------------------------------------------
+def read_provider(text: str, key: str, kind: str = "env") -> str | None:
+    """The provider value currently set in ``text`` (None when the key is absent)."""
+    return _json_value(_json(text), key) if kind == "json" else _env_read(text, key)
+
+
+def render_switched(text: str, key: str, value: str, kind: str = "env") -> str:
+    """``text`` with ``key`` set to ``value`` (a plain word, as AppConfig guarantees); every other byte kept."""
+    return _json_render(text, key, value) if kind == "json" else _env_render(text, key, value)
+
+
 def read_app_config(path: Path) -> str:
-    """The app config's text, with clean errors."""
+    """The app config's text (UTF-8, line endings as they are), with clean errors."""
     try:
-        return path.read_text(encoding="utf-8")
+        return path.read_bytes().decode("utf-8")
     except FileNotFoundError:
         raise InputError(f"app config {path}: no such file", "set [app] config in failback.toml") from None
     except PermissionError:
@@ -93,8 +242,8 @@ def switch_provider(path: Path, key: str, value: str, keep: Path) -> tuple[str |
     text = read_app_config(path)
     kind = _kind(path)
     old = read_provider(text, key, kind)
-    write_bytes(keep, text.encode("utf-8"))
     new_text = render_switched(text, key, value, kind)
+    write_bytes(keep, text.encode("utf-8"))
     try:
         mode = path.stat().st_mode & 0o777
     except OSError as err:

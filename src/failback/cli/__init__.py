@@ -8,6 +8,7 @@ import functools
 import json
 import os
 import sys
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -16,7 +17,7 @@ from typing import Any, TypeVar
 import click
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, Progress, TaskID, TaskProgressColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from .. import __version__
@@ -70,20 +71,47 @@ def emit_json(data: Any) -> None:
 
 
 class ProgressBars:
-    """A progress callback drawing one bar per phase (nothing when disabled), which can step aside for a
-    question asked on the terminal."""
+    """A progress callback drawing one bar per phase, plus one for the running step (nothing when disabled),
+    which can step aside for a question asked on the terminal.
+
+    A phase's bar goes when the phase reaches its total or the step it ran in ends. The step's bar pulses until
+    a phase of the same name reports progress (``snapshot``) and goes when the step ends: a step that reports no
+    progress (``verify``) still shows that it runs, and no finished phase stays on screen under it. Phases also
+    tick from a background thread (the backup's compression): a lock keeps the bars and their ids together."""
 
     def __init__(self, bar: Progress | None) -> None:
         self.bar = bar
         self.tasks: dict[str, TaskID] = {}
+        self.running: str | None = None
+        self.lock = threading.Lock()
 
     def __call__(self, phase: str, done: int, total: int) -> None:
         if self.bar is None:
             return
         key = phase.split(" ", 1)[0]
-        if key not in self.tasks:
-            self.tasks[key] = self.bar.add_task(phase, total=max(total, 1))
-        self.bar.update(self.tasks[key], completed=done, total=max(total, 1), description=phase[:22])
+        with self.lock:
+            if done >= total > 0 and key != self.running:
+                self._remove(self.bar, key)
+                return
+            if key not in self.tasks:
+                self.tasks[key] = self.bar.add_task(phase[:22], total=max(total, 1))
+            self.bar.update(self.tasks[key], completed=done, total=max(total, 1), description=phase[:22])
+
+    def step(self, name: str, event: str) -> None:
+        """A step started (a bar of its own) or ended (its bar and every phase bar go); no-op when disabled."""
+        if self.bar is None:
+            return
+        with self.lock:
+            for key in list(self.tasks):
+                self._remove(self.bar, key)
+            self.running = name if event == "start" else None
+            if self.running:
+                self.tasks[name] = self.bar.add_task(name, total=None)
+
+    def _remove(self, bar: Progress, key: str) -> None:
+        task = self.tasks.pop(key, None)
+        if task is not None:
+            bar.remove_task(task)
 
     @contextmanager
     def paused(self) -> Iterator[None]:
@@ -102,7 +130,7 @@ def progress_bar(enabled: bool) -> Iterator[ProgressBars]:
     if not enabled:
         yield ProgressBars(None)
         return
-    columns = (TextColumn("{task.description:<22}"), BarColumn(), TextColumn("{task.percentage:>5.1f}%"))
+    columns = (TextColumn("{task.description:<22}"), BarColumn(), TaskProgressColumn("{task.percentage:>5.1f}%"))
     with Progress(*columns, TimeElapsedColumn(), console=err, transient=True) as bar:
         yield ProgressBars(bar)
 

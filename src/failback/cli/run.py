@@ -61,15 +61,17 @@ def run_rollback(cfg: Config, config_path: Path, options: Any, as_json: bool, ru
     from ..rollback import Rollback
     from .assess import confirm_high_risk
 
-    def on_step(name: str, event: str, result: dict[str, Any]) -> None:
-        if as_json:
-            return
-        if event == "done":
-            err.print(f"[green]✓[/] {name:<9} {escape(_step_line(name, result))}", highlight=False)
-        elif event == "failed":
-            err.print(f"[red]✗[/] {name:<9} {escape(str(result.get('error', '')))}", highlight=False, soft_wrap=True)
-
     with progress_bar(not as_json and err.is_terminal) as progress:
+
+        def on_step(name: str, event: str, result: dict[str, Any]) -> None:
+            progress.step(name, event)
+            if as_json:
+                return
+            if event == "done":
+                err.print(f"[green]✓[/] {name:<9} {escape(_step_line(name, result))}", highlight=False)
+            elif event == "failed":
+                error = escape(str(result.get("error", "")))
+                err.print(f"[red]✗[/] {name:<9} {error}", highlight=False, soft_wrap=True)
 
         def confirm(a: Any) -> bool:
             with progress.paused():
@@ -170,12 +172,36 @@ def abort(config_path: Path, run_id: str | None, as_json: bool) -> None:
 
 
 # -- status, demo ------------------------------------------------------------------------------------
+QUIET = ("refused", "dry-run")  # runs that changed nothing: one summary line in `status` unless --all
+
+
+def fold_quiet_runs(runs: list[Any], show_all: bool) -> tuple[list[Any], str]:
+    """The runs `status` lists, and one line standing for the refused and dry-run (assess-only) ones it folds."""
+    if show_all:
+        return runs, ""
+    folded = [r for r in runs if r.status in QUIET]
+    if not folded:
+        return runs, ""
+    kinds = ", ".join(f"{n} {s}" for s in QUIET if (n := sum(r.status == s for r in folded)))
+    newest = folded[0]  # runs come newest first
+    why = f": {newest.error}" if newest.error else ""
+    line = (
+        f"{len(folded)} run(s) that changed nothing not listed ({kinds}; newest {newest.id} {newest.status}{why})"
+        " — `failback status --all` lists them"
+    )
+    return [r for r in runs if r.status not in QUIET], line
+
+
 @main.command()
 @config_option
+@click.option("--all", "show_all", is_flag=True, help="List refused and dry-run (assess-only) runs too.")
 @json_option
 @handle_errors
-def status(config_path: Path, as_json: bool) -> None:
-    """Show runs, their steps and what to do next."""
+def status(config_path: Path, show_all: bool, as_json: bool) -> None:
+    """Show runs, their steps and what to do next.
+
+    Refused and dry-run (assess-only) runs changed nothing: they are counted in one line unless --all is given.
+    --json always lists every run."""
     from ..debt import unpaid
     from ..journal import list_runs
 
@@ -185,13 +211,16 @@ def status(config_path: Path, as_json: bool) -> None:
     if as_json:
         emit_json([{**r.to_json(), "verification_debt_unpaid": r.id in owed} for r in runs])
         return
+    listed, folded = fold_quiet_runs(runs, show_all)
     t = Table(title="Runs")
     for col in ("run", "mode", "status", "steps", "next"):
         t.add_column(col, overflow="fold")
-    for r in runs:
+    for r in listed:
         steps = " ".join(f"{s.name}:{s.status}" for s in r.steps if s.status != "pending")
         t.add_row(r.id, r.mode, r.status, steps, escape(NEXT.get(r.status, "") or r.error))
     out.print(t)
+    if folded:
+        out.print(escape(folded), highlight=False, soft_wrap=True)
     for run_id in sorted(owed):
         out.print(f"run {run_id}: verification debt unpaid — run `failback verify --debt {run_id}`", soft_wrap=True)
 

@@ -13,31 +13,51 @@ from rich.markup import escape
 from rich.table import Table
 
 from ..config import load_config
+from ..errors import FailbackError
 from . import config_option, emit_json, handle_errors, json_option, main, out
 
 ACTION_TEXT = {
-    "none": "[green]ok[/]",
-    "warn": "[yellow]warning[/]",
+    "warn": "[yellow]warning[/] by {warnings}",
     "rollback": "[bold red]ROLLBACK ({mode})[/] by {rules}",
     "would-rollback": "[bold yellow]dry run: would roll back ({mode})[/] by {rules}",
     "held": "[bold yellow]held[/]: {rules} would roll back ({mode}); automatic rollback blocked",
     "skipped": "[yellow]not rolled back[/]: {rules} fired; {note}",
 }
 STATUS_STYLE = {"ok": "green", "failing": "yellow", "firing": "bold red", "fired": "red", "paused": "dim"}
+STATUS_ORDER = ("firing", "fired", "failing", "inconclusive", "paused", "ok")
+
+jsonl_option = click.option(
+    "--jsonl",
+    "as_jsonl",
+    is_flag=True,
+    help="Print JSON Lines: one line per evaluation as it is made, then a summary line.",
+)
 
 
 def _num(v: float | None) -> str:
     return "—" if v is None else f"{v:.6g}"
 
 
-def render_evaluation(ev: Any, as_json: bool) -> None:
-    """One line of JSON, or a table with the decision as its title (and the hold, every time)."""
-    if as_json:
+def evaluation_headline(ev: Any) -> str:
+    """The sample's header: what was decided, and the rule rows counted by status (so a header never says
+    "ok" above a failing, fired or inconclusive rule)."""
+    d = ev.decision
+    statuses = [r.status for r in ev.results]
+    if d.action == "none":
+        title = "[green]ok[/]" if set(statuses) <= {"ok"} else "[yellow]no action[/]"
+    else:
+        rules, warnings = escape(", ".join(d.rules)), escape(", ".join(d.warnings))
+        title = ACTION_TEXT[d.action].format(mode=d.mode, rules=rules, warnings=warnings, note=escape(d.note))
+    counts = ", ".join(f"{statuses.count(s)} {s}" for s in STATUS_ORDER if s in statuses)
+    return f"[bold]#{ev.seq}[/] {ev.time} — {title} · {len(statuses)} rule(s): {counts}"
+
+
+def render_evaluation(ev: Any, as_jsonl: bool) -> None:
+    """One line of JSON, or a table under the sample's header (and the hold, every time)."""
+    if as_jsonl:
         click.echo(json.dumps(ev.to_json(), default=str, ensure_ascii=False))
         return
-    d = ev.decision
-    title = ACTION_TEXT[d.action].format(mode=d.mode, rules=escape(", ".join(d.rules)), note=escape(d.note))
-    out.print(f"[bold]#{ev.seq}[/] {ev.time} — {title}", highlight=False)
+    out.print(evaluation_headline(ev), highlight=False)
     t = Table()
     for col in ("rule", "metric", "value", "fails when", "streak", "status", "note"):
         t.add_column(col, overflow="fold")
@@ -68,19 +88,24 @@ def render_evaluation(ev: Any, as_json: bool) -> None:
 @click.option("--dry-run", is_flag=True, help="Say what would be done; never roll back.")
 @click.option("--max-samples", type=click.IntRange(min=1), help="Stop after N samples.")
 @json_option
+@jsonl_option
 @handle_errors
-def watch(config_path: Path, once: bool, dry_run: bool, max_samples: int | None, as_json: bool) -> None:
+def watch(config_path: Path, once: bool, dry_run: bool, max_samples: int | None, as_json: bool, as_jsonl: bool) -> None:
     """Evaluate [triggers] every interval and roll back when a rollback rule fires.
 
     A rule fires after `for` consecutive failing samples, once per streak. A firing rule pre-authorises a high
     risk (like --yes), never a critical one. `failback hold` blocks automatic rollbacks. The watch ends after an
     automatic rollback with its exit code; SIGINT/SIGTERM stop it after the current sample (exit 0), or
-    interrupt a rollback in progress (exit 4, resumable). With --json, one JSON line per evaluation.
+    interrupt a rollback in progress (exit 4, resumable).
+
+    A watch is a stream, so --json and --jsonl both print JSON Lines: one line per evaluation as it is made, then
+    a summary line (the lines `check --jsonl` prints).
     """
     from ..rollback import Options, Outcome
     from ..triggers import Stop, Watcher
     from .run import run_rollback
 
+    as_json |= as_jsonl
     cfg = load_config(config_path)
 
     def rollback(opts: Options) -> Outcome:
@@ -107,26 +132,39 @@ def watch(config_path: Path, once: bool, dry_run: bool, max_samples: int | None,
 @config_option
 @click.option("--samples", type=click.IntRange(min=1), default=1, show_default=True, help="Samples, an interval apart.")
 @json_option
+@jsonl_option
 @handle_errors
-def check(config_path: Path, samples: int, as_json: bool) -> None:
+def check(config_path: Path, samples: int, as_json: bool, as_jsonl: bool) -> None:
     """Evaluate [triggers] and exit 3 when a rollback rule fires (for CI/CD); never rolls back.
 
     `for` applies as in `watch`: a rule with for = 3 needs --samples 3. A hold does not change the exit code
-    (check reports, it does not act); the output says the hold is there.
+    (check reports, it does not act); the output says the hold is there. --json prints one JSON document when
+    the samples are done ({"samples", "fired", "exit_code", "evaluations": [...]}); --jsonl prints JSON Lines
+    as `watch --json` does: one line per evaluation as it is made, then the summary line.
     """
     from ..triggers import CHECK_FIRED, Watcher
 
+    if as_json and as_jsonl:
+        raise FailbackError("--json and --jsonl exclude each other", "pass one of them")
     cfg = load_config(config_path)
     watcher = Watcher(cfg, config_path, dry_run=True, via="check")
     fired = False
+    evaluations: list[dict[str, Any]] = []
     for n in range(samples):
         if n:
             time.sleep(cfg.triggers.interval)
         ev = watcher.evaluate()
-        render_evaluation(ev, as_json)
+        if as_json:
+            evaluations.append(ev.to_json())
+        else:
+            render_evaluation(ev, as_jsonl)
         fired |= ev.decision.rollback_fired
-    if fired:
-        sys.exit(CHECK_FIRED)
+    summary = {"samples": samples, "fired": fired, "exit_code": CHECK_FIRED if fired else 0}
+    if as_json:
+        emit_json({**summary, "evaluations": evaluations})
+    elif as_jsonl:
+        click.echo(json.dumps(summary))
+    sys.exit(summary["exit_code"])
 
 
 @main.command()
