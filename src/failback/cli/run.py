@@ -175,15 +175,23 @@ def abort(config_path: Path, run_id: str | None, as_json: bool) -> None:
 @json_option
 @handle_errors
 def status(config_path: Path, as_json: bool) -> None:
-    """Show runs, their steps and what to do next."""
-    from ..debt import unpaid
+    """Show runs, their steps and what to do next, and the backups prune must keep, with why."""
+    from ..backup import list_backups, protected_backups
     from ..journal import list_runs
+    from ..keep import unpaid
 
     cfg = load_config(config_path)
     runs = [rd.load() for rd in list_runs(cfg.state_path)]
     owed = {rd.id for rd in unpaid(cfg.state_path)}
+    entries = list_backups(cfg.backup_layers)
+    stored = {e["manifest"]["id"] for e in entries}
+    kept: list[dict[str, Any]] = [
+        {"id": bid, "present": bid in stored, "reasons": list(reasons)}
+        for bid, reasons in protected_backups(entries, cfg.state_path).items()
+    ]
     if as_json:
-        emit_json([{**r.to_json(), "verification_debt_unpaid": r.id in owed} for r in runs])
+        runs_json = [{**r.to_json(), "verification_debt_unpaid": r.id in owed} for r in runs]
+        emit_json({"runs": runs_json, "protected_backups": kept})
         return
     t = Table(title="Runs")
     for col in ("run", "mode", "status", "steps", "next"):
@@ -194,6 +202,14 @@ def status(config_path: Path, as_json: bool) -> None:
     out.print(t)
     for run_id in sorted(owed):
         out.print(f"run {run_id}: verification debt unpaid — run `failback verify --debt {run_id}`", soft_wrap=True)
+    if kept:
+        k = Table(title="Backups prune keeps, whatever the retention rules say")
+        for col in ("backup", "why"):
+            k.add_column(col, overflow="fold")
+        for row in kept:
+            missing = "" if row["present"] else "[red]MISSING from every backup folder[/]: "
+            k.add_row(row["id"], missing + escape("; ".join(row["reasons"])))
+        out.print(k)
 
 
 @main.command()
