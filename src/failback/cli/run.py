@@ -176,22 +176,20 @@ def abort(config_path: Path, run_id: str | None, as_json: bool) -> None:
 @handle_errors
 def status(config_path: Path, as_json: bool) -> None:
     """Show runs, their steps and what to do next, and the backups prune must keep, with why."""
-    from ..backup import list_backups, protected_backups
+    from ..debt import unpaid
     from ..journal import list_runs
-    from ..keep import unpaid
 
     cfg = load_config(config_path)
     runs = [rd.load() for rd in list_runs(cfg.state_path)]
     owed = {rd.id for rd in unpaid(cfg.state_path)}
-    entries = list_backups(cfg.backup_layers)
-    stored = {e["manifest"]["id"] for e in entries}
-    kept: list[dict[str, Any]] = [
-        {"id": bid, "present": bid in stored, "reasons": list(reasons)}
-        for bid, reasons in protected_backups(entries, cfg.state_path).items()
-    ]
+    kept = protected_rows(cfg)
     if as_json:
-        runs_json = [{**r.to_json(), "verification_debt_unpaid": r.id in owed} for r in runs]
-        emit_json({"runs": runs_json, "protected_backups": kept})
+        emit_json(
+            {
+                "runs": [{**r.to_json(), "verification_debt_unpaid": r.id in owed} for r in runs],
+                "protected_backups": kept,
+            }
+        )
         return
     t = Table(title="Runs")
     for col in ("run", "mode", "status", "steps", "next"):
@@ -202,14 +200,31 @@ def status(config_path: Path, as_json: bool) -> None:
     out.print(t)
     for run_id in sorted(owed):
         out.print(f"run {run_id}: verification debt unpaid — run `failback verify --debt {run_id}`", soft_wrap=True)
-    if kept:
-        k = Table(title="Backups prune keeps, whatever the retention rules say")
-        for col in ("backup", "why"):
-            k.add_column(col, overflow="fold")
-        for row in kept:
-            missing = "" if row["present"] else "[red]MISSING from every backup folder[/]: "
-            k.add_row(row["id"], missing + escape("; ".join(row["reasons"])))
-        out.print(k)
+    render_protected(kept)
+
+
+def protected_rows(cfg: Config) -> list[dict[str, Any]]:
+    """What prune must keep (``backup.protected_backups``): id, whether any backup folder holds it, reasons."""
+    from ..backup import list_backups, protected_backups
+
+    entries = list_backups(cfg.backup_layers)
+    stored = {e["manifest"]["id"] for e in entries}
+    return [
+        {"id": bid, "present": bid in stored, "reasons": list(reasons)}
+        for bid, reasons in protected_backups(entries, cfg.state_path).items()
+    ]
+
+
+def render_protected(kept: list[dict[str, Any]]) -> None:
+    if not kept:
+        return
+    t = Table(title="Backups prune keeps, whatever the retention rules say")
+    for col in ("backup", "why"):
+        t.add_column(col, overflow="fold")
+    for row in kept:
+        missing = "" if row["present"] else "[red]MISSING from every backup folder[/]: "
+        t.add_row(row["id"], missing + escape("; ".join(row["reasons"])))
+    out.print(t)
 
 
 @main.command()
