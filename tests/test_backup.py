@@ -37,8 +37,9 @@ from failback.backup import (
 )
 from failback.config import load_config
 from failback.errors import BackupError, ConfigError, EnvironmentFailure, InputError
-from failback.journal import RunDir
-from failback.retention import Item, Policy, decide, parse_duration
+from failback.journal import DEBT, RunDir
+from failback.keep import run_needs
+from failback.retention import ABORTABLE, RESUMABLE, Item, Policy, RunNeeds, decide, must_keep, parse_duration
 from failback.rollback import Options, Rollback
 
 from .conftest import Mounts
@@ -387,7 +388,7 @@ def test_restore_refuses_a_disk_without_room(native_db: Path, tmp_path: Path, ti
 NOW = datetime(2026, 3, 31, 12, 0, tzinfo=UTC)
 
 
-def kept(items: list[Item], policy: Policy, protected: dict[str, str] | None = None) -> list[str]:
+def kept(items: list[Item], policy: Policy, protected: dict[str, tuple[str, ...]] | None = None) -> list[str]:
     return [v.id for v in decide(items, policy, NOW, protected) if v.keep]
 
 
@@ -434,7 +435,7 @@ def test_keep_daily_keeps_the_newest_of_each_day_that_has_backups() -> None:
 def test_rules_combine_and_protected_backups_are_never_deleted() -> None:
     items = spread()
     oldest = items[-1].id
-    verdicts = decide(items, Policy(2, "1d", 3), NOW, {oldest: "used by interrupted run r1"})
+    verdicts = decide(items, Policy(2, "1d", 3), NOW, {oldest: ("used by interrupted run r1",)})
     by_id = {v.id: v for v in verdicts}
     assert by_id[items[0].id].reasons == ("one of the 2 newest", "younger than 1d", "newest of 2026-03-31")
     assert by_id[oldest].reasons == ("used by interrupted run r1",)
@@ -447,7 +448,7 @@ def test_prune_never_deletes_the_newest_verified_or_a_backup_an_unfinished_run_u
 ) -> None:
     cfg_path = write_config(tmp_path, native_db, keep_last=1, keep_within="0h", keep_daily=0)
     cfg = load_config(cfg_path)
-    oldest, middle, newest = (backup_source(cfg, label).id for label in ("a", "b", "c"))
+    oldest, middle, newest = (backup_source(cfg, "nightly").id for _ in range(3))
     for layer in cfg.backup_layers:
         flip_byte(layer / newest / DATA)  # the newest backup no longer verifies anywhere
     run, state = RunDir.create(cfg.state_path, cfg_path, "standard")
@@ -462,8 +463,8 @@ def test_prune_never_deletes_the_newest_verified_or_a_backup_an_unfinished_run_u
 
     first = prune()
     assert [b["action"] for b in first.values()] == ["keep"] * 3
-    assert first[middle]["reasons"] == ["newest verified backup"]
-    assert first[oldest]["reasons"] == [f"used by interrupted run {run.id}"]
+    assert first[middle]["reasons"] == ["newest verified backup labelled 'nightly'"]
+    assert first[oldest]["reasons"] == [f"the snapshot a resume of interrupted run {run.id} needs"]
     state.status = "done"
     run.save(state)
     dry = prune("--dry-run")
@@ -478,3 +479,109 @@ def test_prune_with_a_bad_duration_is_a_config_error(native_db: Path, tmp_path: 
     assert res.returncode == 2 and "backup.keep_within" in res.stderr and "Traceback" not in res.stderr
     with pytest.raises(ConfigError, match="'30x' is not a duration"):
         prune_backups(load_config(write_config(tmp_path, native_db, keep_within="30x")))
+
+
+# -- what backups must keep ---------------------------------------------------------------------------
+def labelled(*specs: tuple[str, str, int]) -> list[Item]:
+    """Items from (id, label, hours before NOW)."""
+    return [Item(bid, NOW - timedelta(hours=h), label) for bid, label, h in specs]
+
+
+def test_must_keep_the_newest_verified_backup_of_each_label_asking_only_as_far_as_needed() -> None:
+    items = labelled(("s3", "source", 1), ("s2", "source", 5), ("s1", "source", 9), ("p2", "previous-target", 2))
+    items += labelled(("p1", "previous-target", 6), ("m1", "manual", 30))
+    damaged, asked = {"s3"}, []
+
+    def verified(bid: str) -> bool:
+        asked.append(bid)
+        return bid not in damaged
+
+    keep = must_keep(items, [], verified)
+    newest_good = {
+        label: max((i for i in items if i.label == label and i.id not in damaged), key=lambda i: i.created)
+        for label in {i.label for i in items}
+    }
+    assert keep == {i.id: (f"newest verified backup labelled {label!r}",) for label, i in newest_good.items()}
+    assert sorted(asked) == sorted([*damaged, *(i.id for i in newest_good.values())])
+
+
+@pytest.mark.parametrize("status", [*ABORTABLE, "done", "aborted", "dry-run"])
+def test_must_keep_what_a_resume_or_an_abort_needs(status: str) -> None:
+    run = RunNeeds("r1", status, {"source": "s1", "previous_target": "p1"})
+    keep = must_keep([], [run], lambda _: True)  # listed though no such backup exists: status says "missing"
+    expected = {}
+    if status in RESUMABLE:
+        expected["s1"] = (f"the snapshot a resume of {status} run r1 needs",)
+    if status in ABORTABLE:
+        expected["p1"] = (f"the previous target an abort of {status} run r1 needs",)
+    assert keep == expected
+    assert status not in ("done", "aborted", "dry-run") or keep == {}
+
+
+def test_must_keep_what_an_unpaid_debt_needs_and_decide_keeps_it_against_every_rule() -> None:
+    items = labelled(("s2", "source", 1), ("s1", "source", 3), ("s0", "source", 20))
+    runs = [RunNeeds("r2", "done", {"source": "s2"}), RunNeeds("r1", "done", {"source": "s1"}, debt="s1")]
+    keep = must_keep(items, runs, lambda _: True)
+    assert keep == {
+        "s2": ("newest verified backup labelled 'source'",),
+        "s1": ("the unpaid verification debt of run r1 needs",),
+    }
+    verdicts = {v.id: v for v in decide(items, Policy(0, "0h", 0), NOW, keep)}
+    assert {bid for bid, v in verdicts.items() if v.keep} == set(keep)
+    assert verdicts["s1"].reasons == keep["s1"]
+
+
+def test_run_needs_reads_each_run_and_its_debt(tmp_path: Path) -> None:
+    state_dir, cfg_path = tmp_path / "state", tmp_path / "failback.toml"
+    debts = {"unpaid": None, "payment-failed": {"ok": False}, "paid": {"ok": True}}
+    made = {}
+    for n, (name, paid) in enumerate(debts.items()):
+        rd, state = RunDir.create(state_dir, cfg_path, "emergency")
+        state.status = "done"
+        state.step("backup").result = {"source": {"id": f"s{n}"}, "previous_target": {"id": f"p{n}"}, "x": 1}
+        rd.save(state)
+        rd.file(DEBT).write_text(json.dumps({"backup": f"s{n}", "paid": paid}))
+        made[rd.id] = (n, name)
+    needs = {r.run: r for r in run_needs(state_dir)}
+    assert set(needs) == set(made)
+    for run_id, (n, name) in made.items():
+        owed = None if name == "paid" else f"s{n}"
+        assert needs[run_id] == RunNeeds(run_id, "done", {"source": f"s{n}", "previous_target": f"p{n}"}, owed)
+    broken, _ = RunDir.create(state_dir, cfg_path, "standard")
+    broken.file("state.json").write_text("{not json")
+    with pytest.raises(BackupError, match="refusing to prune what it may still need"):
+        run_needs(state_dir)
+
+
+def test_prune_after_an_emergency_rollback_keeps_what_the_debt_needs(demo_dir: Path, cli: Cli) -> None:
+    """Defect: keep_last=1, keep_within=0d, keep_daily=0, an emergency rollback, then `backup prune` deleted the
+    source snapshot and `verify --debt` failed for good."""
+    cfg_path = demo_dir / "failback.toml"
+    text = cfg_path.read_text()
+    cfg_path.write_text(text.replace("[backup]\n", '[backup]\nkeep_last = 1\nkeep_within = "0d"\nkeep_daily = 0\n'))
+    rolled = cli("rollback", "-c", str(cfg_path), "--mode", "emergency", "--yes", "--json")
+    assert rolled.returncode == 0, rolled.stderr
+    run = json.loads(rolled.stdout)["run"]
+    owed = json.loads(RunDir(demo_dir / ".failback", run).file(DEBT).read_text())["backup"]
+    debt_reason = f"the unpaid verification debt of run {run} needs"
+
+    def prune() -> dict[str, dict[str, Any]]:
+        res = cli("backup", "prune", "-c", str(cfg_path), "--json")
+        assert res.returncode == 0, res.stderr
+        return {b["id"]: b for b in json.loads(res.stdout)["backups"]}
+
+    first = prune()
+    assert first[owed]["action"] == "keep" and debt_reason in first[owed]["reasons"]
+    # a newer backup with the same label: now only the debt holds the emergency snapshot
+    assert cli("backup", "create", "-c", str(cfg_path), "--label", "source").returncode == 0
+    status = cli("status", "-c", str(cfg_path), "--json")
+    protected = {b["id"]: b for b in json.loads(status.stdout)["protected_backups"]}
+    assert protected[owed] == {"id": owed, "present": True, "reasons": [debt_reason]}
+    second = prune()
+    assert second[owed]["action"] == "keep" and len(second) == 3
+    assert {bid for bid, b in second.items() if b["action"] == "keep"} == set(protected)
+    paid = cli("verify", "-c", str(cfg_path), "--debt")
+    assert paid.returncode == 0, paid.stdout + paid.stderr
+    third = prune()  # paid: the rules alone decide
+    assert {bid for bid, b in third.items() if b["action"] == "delete"} == {owed}
+    assert owed not in {e["manifest"]["id"] for e in list_backups(load_config(cfg_path).backup_layers)}

@@ -65,7 +65,7 @@ def test_a_finished_phase_leaves_the_screen_and_each_step_has_its_own_bar(demo_d
 def _runs(cli: Cli, demo: Path) -> dict[str, str]:
     res = cli("status", "--json", cwd=demo)
     assert res.returncode == 0, res.stderr
-    return {r["id"]: r["status"] for r in json.loads(res.stdout)}
+    return {r["id"]: r["status"] for r in json.loads(res.stdout)["runs"]}
 
 
 def test_status_folds_runs_that_changed_nothing(demo_dir: Path, cli: Cli) -> None:

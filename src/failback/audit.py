@@ -1,23 +1,49 @@
-"""A tamper-evident audit log: JSON lines, each carrying the SHA-256 of the previous line's record.
+"""A tamper-evident audit log: JSON lines, each carrying the SHA-256 of the previous record, anchored by a head
+kept apart from the log.
 
-Each record is ``{"seq", "time", "run", "event", "data", "prev", "hash"}`` where ``hash`` is the SHA-256 of
-the canonical JSON (sorted keys, no spaces) of the record without ``hash``. Editing, removing or reordering
-a line breaks the chain at that line. Appends rewrite the file under a temp name (fsync, rename), so a crash
-never leaves a torn line.
+Each record is ``{"seq", "time", "run", "event", "data", "prev", "hash"}`` where ``hash`` is the SHA-256 of the
+canonical JSON (sorted keys, no spaces) of the record without ``hash``. Editing, removing or reordering a line
+breaks the chain at that line. Removing lines *from the end* leaves a valid chain, so after every append the
+newest ``seq`` and ``hash`` are written atomically to the head (``audit.head`` beside the log) and copied into
+each run's report.json: a log with fewer records than its head, or than a report saw, is truncated.
+
+An append holds an exclusive ``flock`` on ``audit.lock`` (beside the log) while it reads the head and the log's
+last line (seeking to the tail, never reading the whole file), writes one line in append mode, fsyncs, and
+replaces the head — so processes appending at once (a rollback, ``failback hold``/``release``) never lose a
+record. What a crash can leave, and how it is read:
+
+* killed mid-write: the log ends in a torn line (no newline) while the head still names the last whole record.
+  ``verify_chain`` notes it as torn, not tampered; the next append cuts the torn bytes off and records them
+  (size, SHA-256, text) in an ``audit.torn`` record first.
+* killed between the log write and the head update: the log is exactly one record ahead of the head, and that
+  record follows the head's. This is accepted (with a note) and the next append updates the head. Two or more
+  records ahead cannot come from a crash (every append updates the head under the lock) and fail the check.
+* any other disagreement (lines removed or rewritten at the end): the next append chains onto the head, not onto
+  the log, so the gap stays visible to ``verify_chain`` for good.
+
+A head that is missing while the log has records fails the check (a log written before heads existed gets its
+head at its next append). Rewriting the log *and* its head consistently is only caught by a report's copy.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
-from dataclasses import dataclass
+import os
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from .files import ensure_dir, write_bytes
+from .errors import from_os_error
+from .files import FILE_MODE, ensure_dir, fsync_dir, write_text
 
 GENESIS = "0" * 64
+TAIL_CHUNK = 64 << 10  # bytes read per step when seeking back to the log's last line
+TORN_TEXT = 4096  # characters of a torn line kept in its audit.torn record
 
 
 def _canonical(record: dict[str, Any]) -> bytes:
@@ -29,40 +55,161 @@ def record_hash(record: dict[str, Any]) -> str:
     return hashlib.sha256(_canonical({k: v for k, v in record.items() if k != "hash"})).hexdigest()
 
 
+@dataclass(frozen=True)
+class AuditHead:
+    """The newest record of the chain: its ``seq`` (= the number of records) and ``hash``."""
+
+    seq: int
+    hash: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"seq": self.seq, "hash": self.hash}
+
+    @classmethod
+    def parse(cls, data: Any) -> AuditHead | None:
+        """A head from JSON data (a head file, a report's copy, a record); None when it is not one."""
+        if isinstance(data, dict) and type(data.get("seq")) is int and isinstance(data.get("hash"), str):
+            return cls(data["seq"], data["hash"])
+        return None
+
+
+START = AuditHead(0, GENESIS)
+
+
+def head_path(log: Path) -> Path:
+    """Where the head of ``log`` is kept."""
+    return log.with_suffix(".head")
+
+
+def read_head(log: Path) -> AuditHead | None:
+    """The head of ``log``; None when it is missing or unreadable."""
+    try:
+        head = AuditHead.parse(json.loads(head_path(log).read_bytes()))
+    except (OSError, ValueError):
+        return None
+    return head if head is not None and head.seq > 0 else None
+
+
+def _follows(record: dict[str, Any], head: AuditHead) -> bool:
+    """``record`` is an intact record right after ``head``."""
+    return (
+        record.get("seq") == head.seq + 1
+        and record.get("prev") == head.hash
+        and record.get("hash") == record_hash(record)
+    )
+
+
+def chain_end(last: dict[str, Any] | None, head: AuditHead | None) -> AuditHead:
+    """What the next record follows: the log's last record when it agrees with the head (equal, or the one record
+    a crash left ahead of it; with no head yet, a log written before heads existed), else the head — so a log
+    cut short stays visibly broken after the next append."""
+    if last is None or (end := AuditHead.parse(last)) is None:
+        return head or START
+    if head is None or end == head or _follows(last, head):
+        return end
+    return head
+
+
+def _last_line(fd: int, size: int) -> tuple[bytes | None, int]:
+    """The log's last whole line and the offset where whole lines end (bytes after it are a torn line), read
+    backwards from the end in chunks."""
+    buf, pos = b"", size
+    while pos > 0 and buf.count(b"\n") < 2:
+        start = max(0, pos - TAIL_CHUNK)
+        buf, pos = os.pread(fd, pos - start, start) + buf, start
+    end = buf.rfind(b"\n")
+    if end < 0:
+        return None, 0
+    return buf[buf.rfind(b"\n", 0, end) + 1 : end], pos + end + 1
+
+
+def _parse(line: bytes | None) -> dict[str, Any] | None:
+    try:
+        rec = json.loads(line) if line is not None else None
+    except ValueError:
+        return None
+    return rec if isinstance(rec, dict) else None
+
+
+@contextlib.contextmanager
+def _exclusive(path: Path) -> Iterator[None]:
+    """Hold an exclusive flock on ``path`` (created if missing); the kernel drops it if the process dies."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, FILE_MODE)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
 class AuditLog:
-    """Append-only, hash-chained log at ``path``."""
+    """Append-only, hash-chained log at ``path``, its head beside it."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
 
-    def _lines(self) -> list[bytes]:
-        try:
-            return self.path.read_bytes().splitlines()
-        except FileNotFoundError:
-            return []
+    def head(self) -> AuditHead | None:
+        """The newest record as the head file records it."""
+        return read_head(self.path)
 
     def append(self, event: str, data: dict[str, Any] | None = None, run: str | None = None) -> dict[str, Any]:
-        """Add one event; returns the record written."""
-        lines = self._lines()
-        last = json.loads(lines[-1]) if lines else None
+        """Add one event (serialized with every other process appending); returns the record written."""
+        try:
+            ensure_dir(self.path.parent)
+            with _exclusive(self.path.with_suffix(".lock")):
+                created = not self.path.exists()
+                fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, FILE_MODE)
+                try:
+                    if created:
+                        fsync_dir(self.path.parent)
+                    size = os.fstat(fd).st_size
+                    line, whole = _last_line(fd, size)
+                    end = chain_end(_parse(line), self.head())
+                    if whole < size:  # a torn line: an append killed mid-write
+                        torn = os.pread(fd, size - whole, whole)
+                        os.ftruncate(fd, whole)
+                        note = self._write(fd, end, "audit.torn", _torn_data(torn), None)
+                        end = AuditHead(note["seq"], note["hash"])
+                    return self._write(fd, end, event, data or {}, run)
+                finally:
+                    os.close(fd)
+        except OSError as err:
+            raise from_os_error(err, f"cannot append to the audit log {self.path}") from err
+
+    def _write(self, fd: int, end: AuditHead, event: str, data: dict[str, Any], run: str | None) -> dict[str, Any]:
+        """Write the record following ``end`` as one line, fsync it, then replace the head."""
         record: dict[str, Any] = {
-            "seq": (last["seq"] + 1) if last else 1,
+            "seq": end.seq + 1,
             "time": datetime.now(UTC).isoformat(timespec="milliseconds"),
             "run": run,
             "event": event,
-            "data": data or {},
-            "prev": last["hash"] if last else GENESIS,
+            "data": data,
+            "prev": end.hash,
         }
         record["hash"] = record_hash(record)
-        ensure_dir(self.path.parent)
-        body = b"".join(line + b"\n" for line in lines) + _canonical(record) + b"\n"
-        write_bytes(self.path, body)
+        line = memoryview(_canonical(record) + b"\n")
+        while line:
+            line = line[os.write(fd, line) :]
+        os.fsync(fd)
+        write_text(head_path(self.path), json.dumps(AuditHead(record["seq"], record["hash"]).to_json()) + "\n")
         return record
 
     def records(self, run: str | None = None) -> list[dict[str, Any]]:
-        """All records (of one run when ``run`` is given)."""
-        out = [json.loads(line) for line in self._lines() if line.strip()]
+        """All whole records (of one run when ``run`` is given); a torn last line is left out."""
+        try:
+            lines = self.path.read_bytes().split(b"\n")[:-1]
+        except FileNotFoundError:
+            return []
+        out = [json.loads(line) for line in lines if line.strip()]
         return [r for r in out if run is None or r.get("run") == run]
+
+
+def _torn_data(torn: bytes) -> dict[str, Any]:
+    return {
+        "bytes": len(torn),
+        "sha256": hashlib.sha256(torn).hexdigest(),
+        "text": torn.decode("utf-8", "backslashreplace")[:TORN_TEXT],
+    }
 
 
 @dataclass
@@ -70,23 +217,57 @@ class ChainCheck:
     ok: bool
     records: int
     problem: str = ""
+    notes: list[str] = field(default_factory=list)  # benign findings: a torn line, a head one record behind
 
 
-def verify_chain(path: Path) -> ChainCheck:
-    """Check every line's hash and link; the first broken line is named."""
-    prev = GENESIS
+def verify_chain(path: Path, anchors: Iterable[tuple[str, AuditHead]] = ()) -> ChainCheck:
+    """Check every line's hash and link, then the log's end against its head and against ``anchors`` (heads
+    copied elsewhere, e.g. into run reports, each with where it came from). The first problem is named."""
     try:
-        lines = path.read_bytes().splitlines()
+        *lines, torn = path.read_bytes().split(b"\n")
     except FileNotFoundError:
-        return ChainCheck(True, 0)
+        lines, torn = [], b""
+    hashes: list[str] = []
     for n, line in enumerate(lines, 1):
-        try:
-            rec = json.loads(line)
-        except ValueError:
+        rec = _parse(line)
+        if rec is None:
             return ChainCheck(False, n - 1, f"line {n}: not valid JSON")
-        if not isinstance(rec, dict) or rec.get("prev") != prev:
+        if rec.get("prev") != (hashes[-1] if hashes else GENESIS) or rec.get("seq") != n:
             return ChainCheck(False, n - 1, f"line {n}: does not follow line {n - 1} (removed or reordered)")
         if rec.get("hash") != record_hash(rec):
             return ChainCheck(False, n - 1, f"line {n}: content does not match its hash (edited)")
-        prev = rec["hash"]
-    return ChainCheck(True, len(lines))
+        hashes.append(rec["hash"])
+    count, notes, head = len(hashes), [], read_head(path)
+    problem = _end_problem(hashes, head, anchors)
+    if not problem and head is not None and count == head.seq + 1:
+        notes.append(
+            f"record {count} is not in the head yet (a crash between an append and the head update); "
+            "the next append updates the head"
+        )
+    if torn:
+        notes.append(
+            f"torn final line: {len(torn)} byte(s) after record {count} (an append interrupted by a crash); the "
+            "next append moves them into an audit.torn record"
+        )
+    return ChainCheck(not problem, count, problem, notes)
+
+
+def _end_problem(hashes: list[str], head: AuditHead | None, anchors: Iterable[tuple[str, AuditHead]]) -> str:
+    """Why the end of a valid chain (``hashes``, one per record) disagrees with its head or an anchor, or ""."""
+    count = len(hashes)
+    if head is None:
+        return "" if not count else "the head (audit.head) is missing or unreadable: truncation cannot be ruled out"
+    if count > head.seq + 1:
+        return (
+            f"{count - head.seq} records after the head's newest (record {head.seq}): a crash leaves at most one; "
+            "records were added outside failback"
+        )
+    for source, anchor in [("the head", head), *anchors]:
+        if anchor.seq > count:
+            return (
+                f"truncated: {source} records {anchor.seq} record(s), the log holds {count} "
+                f"({anchor.seq - count} missing at the end)"
+            )
+        if anchor.seq > 0 and hashes[anchor.seq - 1] != anchor.hash:
+            return f"record {anchor.seq} is not the one {source} records (the end of the log was rewritten)"
+    return ""

@@ -55,8 +55,8 @@ from .files import (
     remove_quietly,
     write_text,
 )
-from .journal import list_runs
-from .retention import Item, Policy, Verdict, decide
+from .keep import run_needs
+from .retention import Item, Policy, Verdict, decide, must_keep
 from .schema import digest_specs, read_schema
 from .sqlite import SIDE_FILES, connect, database_error, open_source, pragma, run_script
 
@@ -74,6 +74,7 @@ __all__ = [
     "describe_database",
     "find_backup",
     "list_backups",
+    "protected_backups",
     "prune_backups",
     "read_manifest",
     "restore_backup",
@@ -91,7 +92,6 @@ MANIFEST_MAX = 16 << 20
 SLACK = 1 << 20  # free space kept on top of every estimate (manifest, file system overhead)
 SAMPLES, SAMPLE_BYTES = 16, 1 << 20  # what the compressed size is estimated from
 KINDS = ("raw", "compressed")  # the two forms a manifest records a checksum and a size for
-UNFINISHED = ("running", "interrupted")
 ID_PATTERN = re.compile(r"\d{8}T\d{6}-[A-Za-z0-9_-]{1,40}-[0-9a-f]{6}")
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 Progress = Callable[[str, int, int], None]
@@ -680,49 +680,46 @@ class PruneResult:
         }
 
 
-def protected_backups(entries: list[dict[str, Any]], state_dir: Path) -> dict[str, str]:
-    """Backups no rule may delete: the newest one with a verified copy, and those an unfinished run uses."""
-    keep = {}
-    newest = next((e for e in entries if any(not verify_folder(Path(f)) for f in e["folders"])), None)
-    if newest is not None:
-        keep[newest["manifest"]["id"]] = "newest verified backup"
-    for run in list_runs(state_dir):
-        try:
-            state = run.load()
-            if state.status not in UNFINISHED:
-                continue
-            used = state.step("backup").result
-            ids = [used[k]["id"] for k in ("source", "previous_target") if k in used]
-        except (OSError, ValueError, TypeError, KeyError, StopIteration) as err:
-            raise BackupError(
-                f"cannot read run {run.path} ({err}); refusing to prune what it may still need",
-                "inspect or remove that run directory, then run prune again",
-            ) from None
-        keep.update({bid: f"used by {state.status} run {run.id}" for bid in ids if bid not in keep})
-    return keep
+def protected_backups(entries: list[dict[str, Any]], state_dir: Path) -> dict[str, tuple[str, ...]]:
+    """What no retention rule may delete, with the reasons (``retention.must_keep``): ``entries`` are
+    ``list_backups``' answer, the runs' needs are read from ``state_dir``."""
+    folders = {e["manifest"]["id"]: e["folders"] for e in entries}
+    return must_keep(
+        [_item(e["manifest"]) for e in entries],
+        run_needs(state_dir),
+        verified=lambda bid: any(not verify_folder(Path(f)) for f in folders[bid]),
+    )
+
+
+def _item(manifest: dict[str, Any]) -> Item:
+    return Item(manifest["id"], created_at(manifest), manifest["label"])
 
 
 def prune_backups(cfg: Config, dry_run: bool = False) -> PruneResult:
-    """Delete the backups the retention rules of ``cfg.backup`` do not keep (all of their folders).
-
-    A folder is deleted manifest first, so an interrupted prune leaves at most an invalid, invisible folder."""
+    """Delete the backups (all of their folders) that neither the retention rules of ``cfg.backup`` nor
+    ``protected_backups`` keep."""
     b = cfg.backup
     try:
         policy = Policy(b.keep_last, b.keep_within, b.keep_daily)
     except ValueError as err:
         raise ConfigError(f"backup.keep_within: {err}") from None
     entries = list_backups(cfg.backup_layers)
-    items = [Item(e["manifest"]["id"], created_at(e["manifest"])) for e in entries]
+    items = [_item(e["manifest"]) for e in entries]
     verdicts = decide(items, policy, datetime.now(UTC), protected_backups(entries, cfg.state_path))
     result = PruneResult(dry_run, verdicts, {e["manifest"]["id"]: e["folders"] for e in entries})
     doomed = [] if dry_run else [Path(f) for v in verdicts if not v.keep for f in result.folders[v.id]]
     for folder in doomed:
         try:
-            (folder / MANIFEST).unlink()
-            fsync_dir(folder)
-            shutil.rmtree(folder)
-            fsync_dir(folder.parent)
+            delete_backup_folder(folder)
             result.removed.append(str(folder))
         except OSError as err:
             result.errors.append(str(from_os_error(err, f"cannot delete {folder}")))
     return result
+
+
+def delete_backup_folder(folder: Path) -> None:
+    """Delete one stored copy, manifest first: an interrupted delete leaves at most an invalid, invisible folder."""
+    (folder / MANIFEST).unlink()
+    fsync_dir(folder)
+    shutil.rmtree(folder)
+    fsync_dir(folder.parent)

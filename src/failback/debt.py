@@ -14,7 +14,6 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from .audit import AuditLog
 from .backup import restore_backup
@@ -24,7 +23,8 @@ from .engines import Engine
 from .errors import InputError
 from .export import build_target
 from .files import file_xxh3, write_text
-from .journal import DEBT, RunDir, find_run, list_runs
+from .journal import DEBT, find_run
+from .keep import read_debt, unpaid
 from .verify import VerifyReport, verify_target
 
 
@@ -33,25 +33,6 @@ class DebtPayment:
     run: str
     report: VerifyReport
     target: str  # "as switched" or "rebuilt from the backup (…)"
-
-
-def read_debt(rd: RunDir) -> dict[str, Any] | None:
-    """The run's debt record, or None when it has none."""
-    try:
-        data = json.loads(rd.file(DEBT).read_text(encoding="utf-8"))
-    except (FileNotFoundError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
-def unpaid(state_dir: Path) -> list[RunDir]:
-    """Runs with verification debt not yet paid (a failed payment stays unpaid), newest first."""
-    out = []
-    for rd in list_runs(state_dir):
-        debt = read_debt(rd)
-        if debt is not None and not (debt.get("paid") or {}).get("ok"):
-            out.append(rd)
-    return out
 
 
 def pay_debt(cfg: Config, engine: Engine, run: str | None = None) -> DebtPayment:

@@ -12,12 +12,12 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
-from .audit import AuditLog
+from .audit import AuditHead, AuditLog
 from .convert import load_plan
 from .files import write_text
-from .journal import RunDir, RunState, StepState
+from .journal import RunDir, RunState, StepState, list_runs
 
-SECTIONS = ("plan", "assessment", "backup", "verification", "audit")
+SECTIONS = ("plan", "assessment", "backup", "verification", "audit", "audit_head")
 
 
 # -- the data of a report ---------------------------------------------------------------------------
@@ -33,6 +33,20 @@ def load_report(rd: RunDir, audit_log: Path) -> tuple[RunState, dict[str, Any]]:
         data = _data_from_state(rd, state)
     data["audit"] = AuditLog(audit_log).records(rd.id) or data.get("audit") or []
     return state, data
+
+
+def audit_anchors(state_dir: Path) -> list[tuple[str, AuditHead]]:
+    """The audit head each run's report.json copied when it was written, named by run: older views of the chain
+    that a truncated or rewritten log (and head) must still agree with."""
+    anchors = []
+    for rd in list_runs(state_dir):
+        try:
+            head = AuditHead.parse(json.loads(rd.file("report.json").read_bytes()).get("audit_head"))
+        except (OSError, ValueError, AttributeError):
+            continue
+        if head is not None:
+            anchors.append((f"the report of run {rd.id}", head))
+    return anchors
 
 
 def _data_from_state(rd: RunDir, state: RunState) -> dict[str, Any]:
@@ -227,6 +241,8 @@ def render_markdown(state: RunState, data: dict[str, Any]) -> str:
         lines += ["## Benchmark (ms, sql.js)", "", *md_table(*benchmark_table(bench))]
     if data.get("audit"):
         lines += ["## Audit events", "", *md_table(*audit_table(data["audit"]))]
+    if head := data.get("audit_head"):
+        lines.append(f"Audit head when this report was written: record {head['seq']}, sha256 `{head['hash']}`")
     return "\n".join(lines) + "\n"
 
 

@@ -564,6 +564,7 @@ class Rollback:
             "backup": self.backup.to_json() if self.backup and self.backup.layers else None,
             "verification": self.verification,
             "audit": self.audit.records(self.rd.id),
+            "audit_head": head.to_json() if (head := self.audit.head()) else None,
         }
 
 

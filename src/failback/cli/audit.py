@@ -20,11 +20,15 @@ def audit() -> None:
 @config_option
 @handle_errors
 def audit_verify(config_path: Path) -> None:
-    """Check the audit log's hash chain (exit 1 at the first broken line)."""
+    """Check the audit log's hash chain, and its end against the head and every run report's copy of it (exit 1
+    at the first broken line, or when records are missing at the end)."""
     from ..audit import verify_chain
+    from ..report import audit_anchors
 
     cfg = load_config(config_path)
-    check = verify_chain(cfg.state_path / "audit.jsonl")
+    check = verify_chain(cfg.state_path / "audit.jsonl", audit_anchors(cfg.state_path))
+    for note in check.notes:
+        err.print(f"[yellow]![/] {escape(note)}", highlight=False)
     if check.ok:
         out.print(f"[green]✓[/] audit chain intact: {check.records} record(s)")
     else:

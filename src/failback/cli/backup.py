@@ -121,7 +121,8 @@ def backup_restore(config_path: Path, backup_id: str, dest: Path, force: bool) -
 def backup_prune(config_path: Path, dry_run: bool, as_json: bool) -> None:
     """Delete backups that keep_last, keep_within and keep_daily do not keep.
 
-    Never deletes the newest verified backup or one an unfinished run uses."""
+    Never deletes what `failback status` lists as protected: the newest verified backup of each label, and every
+    backup a resume, an abort or an unpaid verification debt needs."""
     from ..backup import prune_backups
 
     cfg = load_config(config_path)

@@ -198,7 +198,7 @@ def fold_quiet_runs(runs: list[Any], show_all: bool) -> tuple[list[Any], str]:
 @json_option
 @handle_errors
 def status(config_path: Path, show_all: bool, as_json: bool) -> None:
-    """Show runs, their steps and what to do next.
+    """Show runs, their steps and what to do next, and the backups prune must keep, with why.
 
     Refused and dry-run (assess-only) runs changed nothing: they are counted in one line unless --all is given.
     --json always lists every run."""
@@ -208,8 +208,14 @@ def status(config_path: Path, show_all: bool, as_json: bool) -> None:
     cfg = load_config(config_path)
     runs = [rd.load() for rd in list_runs(cfg.state_path)]
     owed = {rd.id for rd in unpaid(cfg.state_path)}
+    kept = protected_rows(cfg)
     if as_json:
-        emit_json([{**r.to_json(), "verification_debt_unpaid": r.id in owed} for r in runs])
+        emit_json(
+            {
+                "runs": [{**r.to_json(), "verification_debt_unpaid": r.id in owed} for r in runs],
+                "protected_backups": kept,
+            }
+        )
         return
     listed, folded = fold_quiet_runs(runs, show_all)
     t = Table(title="Runs")
@@ -223,6 +229,31 @@ def status(config_path: Path, show_all: bool, as_json: bool) -> None:
         out.print(escape(folded), highlight=False, soft_wrap=True)
     for run_id in sorted(owed):
         out.print(f"run {run_id}: verification debt unpaid — run `failback verify --debt {run_id}`", soft_wrap=True)
+    render_protected(kept)
+
+
+def protected_rows(cfg: Config) -> list[dict[str, Any]]:
+    """What prune must keep (``backup.protected_backups``): id, whether any backup folder holds it, reasons."""
+    from ..backup import list_backups, protected_backups
+
+    entries = list_backups(cfg.backup_layers)
+    stored = {e["manifest"]["id"] for e in entries}
+    return [
+        {"id": bid, "present": bid in stored, "reasons": list(reasons)}
+        for bid, reasons in protected_backups(entries, cfg.state_path).items()
+    ]
+
+
+def render_protected(kept: list[dict[str, Any]]) -> None:
+    if not kept:
+        return
+    t = Table(title="Backups prune keeps, whatever the retention rules say")
+    for col in ("backup", "why"):
+        t.add_column(col, overflow="fold")
+    for row in kept:
+        missing = "" if row["present"] else "[red]MISSING from every backup folder[/]: "
+        t.add_row(row["id"], missing + escape("; ".join(row["reasons"])))
+    out.print(t)
 
 
 @main.command()
