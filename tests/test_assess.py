@@ -490,6 +490,7 @@ def start(code: str, db: Path) -> subprocess.Popen[str]:
     return proc
 
 
+@pytest.mark.timeout(120)  # a child process that never says ready must not hang the run
 def test_a_writer_active_during_the_assessment(
     native_template: Path, tmp_path: Path, make_app: Callable[..., Path]
 ) -> None:
@@ -507,6 +508,7 @@ def test_a_writer_active_during_the_assessment(
     assert f.severity == "high" and "exit 5" in f.fix and a.level == "high"
 
 
+@pytest.mark.timeout(120)  # a child process that never says ready must not hang the run
 def test_a_process_holding_the_source_open(native_db: Path, make_app: Callable[..., Path]) -> None:
     if file_locks([native_db]) is None:
         pytest.skip("no /proc/locks on this system")
