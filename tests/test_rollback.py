@@ -116,7 +116,7 @@ def test_previous_target_and_config_are_kept(demo_dir: Path) -> None:
     labels = {e["manifest"]["label"] for e in list_backups(cfg.backup_layers)}
     assert labels == {"source", "previous-target"}
     for e in list_backups(cfg.backup_layers):
-        assert len(e["folders"]) == 2  # primary and mirror
+        assert len(e["folders"]) == len(cfg.backup_layers)  # primary and mirror
 
 
 def test_write_after_snapshot_switches_nothing(tmp_path: Path) -> None:
