@@ -6,15 +6,39 @@ SQLJS  := src/failback/engines/sqljs
 PY_OK  := $(VENV)/.installed
 JS_OK  := $(SQLJS)/node_modules/.package-lock.json
 DEMO_DIR ?= failback-demo
+CHROMIUM := /usr/bin/chromium
+LOCK_VENV := .venv-lock
 
-.PHONY: deps demo test lint docs bench bench-quick bench-digest clean
+.PHONY: deps deps-browser lock demo test lint docs bench bench-quick bench-digest clean
 
 deps: $(PY_OK) $(JS_OK)
 
-$(PY_OK): pyproject.toml
+# constraints.txt pins every Python distribution CI installs (regenerate on purpose: `make lock`)
+$(PY_OK): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[test]'
 	touch $@
+
+# the newest releases pyproject's ranges allow, resolved in a scratch venv and frozen into constraints.txt
+lock:
+	rm -rf $(LOCK_VENV)
+	$(PYTHON) -m venv $(LOCK_VENV)
+	$(LOCK_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
+	{ echo "# Exact versions CI installs (make deps passes -c constraints.txt). Regenerate: make lock"; \
+	  $(LOCK_VENV)/bin/python -m pip freeze --exclude-editable; } > constraints.txt.tmp
+	mv constraints.txt.tmp constraints.txt
+	rm -rf $(LOCK_VENV)
+
+# Debian's chromium renders the HTML report in tests/test_report.py
+deps-browser:
+	@if [ -x $(CHROMIUM) ]; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		echo "installing chromium (apt-get)"; \
+		DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	else \
+		echo "chromium is missing: install it (Debian: sudo apt-get install chromium) (the HTML report tests skip; under CI=true they fail)"; \
+	fi
 
 $(JS_OK): $(SQLJS)/package.json $(SQLJS)/package-lock.json
 	cd $(SQLJS) && npm ci --no-audit --no-fund --loglevel=error
@@ -28,7 +52,7 @@ lint: deps
 	$(BIN)/ruff format --check src tests $(wildcard bench)
 	$(BIN)/mypy src
 
-test: lint
+test: lint deps-browser
 	$(BIN)/python -m pytest -q
 
 docs: deps
@@ -44,4 +68,4 @@ bench-digest: deps
 	$(BIN)/python bench/digest.py
 
 clean:
-	rm -rf $(VENV) $(SQLJS)/node_modules $(DEMO_DIR)
+	rm -rf $(VENV) $(LOCK_VENV) $(SQLJS)/node_modules $(DEMO_DIR)

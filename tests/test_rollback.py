@@ -15,6 +15,7 @@ from failback.backup import list_backups
 from failback.config import load_config
 from failback.demo import create_demo
 from failback.engines.sqljs import SqlJsEngine
+from failback.files import file_xxh3
 from failback.rollback import Options, Rollback
 from failback.sqlite import connect
 
@@ -115,7 +116,7 @@ def test_previous_target_and_config_are_kept(demo_dir: Path) -> None:
     labels = {e["manifest"]["label"] for e in list_backups(cfg.backup_layers)}
     assert labels == {"source", "previous-target"}
     for e in list_backups(cfg.backup_layers):
-        assert len(e["folders"]) == 2  # primary and mirror
+        assert len(e["folders"]) == len(cfg.backup_layers)  # primary and mirror
 
 
 def test_write_after_snapshot_switches_nothing(tmp_path: Path) -> None:
@@ -144,15 +145,21 @@ def test_write_after_snapshot_switches_nothing(tmp_path: Path) -> None:
 
 def test_audit_chain_detects_an_edited_line(demo_dir: Path) -> None:
     cfg = load_config(demo_dir / "failback.toml")
-    Rollback(cfg, demo_dir / "failback.toml", Options(yes=True)).run()
+    outcome = Rollback(cfg, demo_dir / "failback.toml", Options(yes=True)).run()
+    assert outcome.exit_code == 0, outcome.error
     log = demo_dir / ".failback" / "audit.jsonl"
-    check = verify_chain(log)
-    assert check.ok and check.records >= 8
     lines = log.read_text().splitlines()
-    lines[3] = lines[3].replace('"step.', '"stop.', 1)
+    events = [json.loads(line)["event"] for line in lines]
+    assert events[0] == "run.start" and events[-1] == "run.end" and "switch.config" in events
+    check = verify_chain(log)
+    assert (check.ok, check.records) == (True, len(lines))
+    edited = 3
+    assert events[edited].startswith("step."), events
+    lines[edited] = lines[edited].replace('"step.', '"stop.', 1)
     log.write_text("\n".join(lines) + "\n")
     broken = verify_chain(log)
-    assert not broken.ok and broken.problem.startswith("line 4:")
+    assert (broken.ok, broken.records) == (False, edited)  # the lines before the edit are intact
+    assert broken.problem == f"line {edited + 1}: content does not match its hash (edited)"
 
 
 def test_dry_run_changes_nothing(demo_dir: Path, cli: Cli) -> None:
@@ -175,9 +182,22 @@ def test_emergency_mode_records_verification_debt(demo_dir: Path) -> None:
     cfg = load_config(demo_dir / "failback.toml")
     outcome = Rollback(cfg, demo_dir / "failback.toml", Options(mode="emergency", yes=True)).run()
     assert outcome.exit_code == 0, outcome.error
+    verified = outcome.results["verify"]
+    assert verified["level"] == "quick" and verified["ok"]
+    specs = digest_specs_of(cfg.source_path)
+    rows = {table: n for table, (n, _) in apsw_digests(cfg.source_path, specs).items()}
+    assert {t["table"]: t["sqljs"]["rows"] for t in verified["tables"]} == rows  # counted in sql.js
+    # one backup layer (the primary), holding the source and the file it replaced; the mirror untouched
+    primary, *mirrors = cfg.backup_layers
+    assert mirrors and all(list_backups([m]) == [] for m in mirrors)
+    kept = {e["manifest"]["label"]: e for e in list_backups([primary])}
+    assert set(kept) == {"source", "previous-target"} and all(len(e["folders"]) == 1 for e in kept.values())
     debt = json.loads((outcome.run_dir / "verification-debt.json").read_text())
-    assert "content digests" in debt["deferred"]
-    assert len(list_backups(cfg.backup_layers[:1])) >= 1
+    assert "content digests" in debt["deferred"] and debt["deferred"] == verified["deferred"]
+    assert (debt["run"], debt["backup"], debt["paid"]) == (outcome.run_id, kept["source"]["manifest"]["id"], None)
+    assert debt["target"] == str(cfg.target_path) and debt["target_xxh3"] == file_xxh3(cfg.target_path)
+    # what was deferred still holds: the switched file has the source's content, as sql.js reads it
+    assert sqljs_digests(cfg.target_path, specs) == apsw_digests(cfg.source_path, specs)
 
 
 @pytest.mark.parametrize(

@@ -102,10 +102,15 @@ def test_verify_command_exit_codes(pair: tuple[Path, Path], cli: Callable[..., A
     ok = cli("verify", str(src), str(out), "--json")
     assert ok.returncode == 0, ok.stderr
     assert {t["table"] for t in json.loads(ok.stdout)["tables"]} == {"item", "tag"}
-    tamper(out, "DELETE FROM item WHERE id = 3")
+    gone = 2  # a row in the middle: the message must name it, not the last one
+    tamper(out, f"DELETE FROM item WHERE id = {gone}")
     bad = cli("verify", str(src), str(out))
-    assert bad.returncode == 1
-    assert "item" in bad.stdout and "3" in bad.stdout
+    assert bad.returncode == 1, bad.stderr
+    rows = [[c.strip() for c in ln.split("│")[1:-1]] for ln in bad.stdout.splitlines() if ln.startswith("│")]
+    assert {r[0]: r[-1] for r in rows} == {"item": "NO", "tag": "yes"}, bad.stdout
+    [problem] = [ln for ln in bad.stdout.splitlines() if ln.startswith("✗ ")]
+    assert problem.startswith("✗ table item: content differs"), problem
+    assert problem.endswith(f"; rowid {gone}: in snapshot, missing in sqljs"), problem
 
 
 def test_emergency_debt_is_paid_and_recorded(demo_dir: Path, cli: Callable[..., Any]) -> None:
