@@ -61,7 +61,7 @@ def audit_events(app: Path) -> list[str]:
 def runs(cli: Cli, app: Path) -> dict[str, dict[str, Any]]:
     res = cli("status", "-c", str(app / "failback.toml"), "--json")
     assert res.returncode == 0, res.stderr
-    return {r["id"]: r for r in json.loads(res.stdout)}
+    return {r["id"]: r for r in json.loads(res.stdout)["runs"]}
 
 
 def killed_run(cli: Cli, app: Path) -> str:
@@ -251,7 +251,7 @@ def test_check_samples_until_a_rule_fires(app: Path, cli: Cli) -> None:
     for samples, code, status in ((streak - 1, 0, "failing"), (streak, 3, "firing")):
         res = cli("check", "-c", str(cfg_path), "--samples", str(samples), "--json")
         assert res.returncode == code, res.stderr
-        evaluations = [json.loads(line) for line in res.stdout.splitlines()]
+        evaluations = json.loads(res.stdout)["evaluations"]
         assert len(evaluations) == samples
         [rule] = evaluations[-1]["rules"]
         assert (rule["status"], rule["streak"], rule["value"]) == (status, samples, len(broken))
