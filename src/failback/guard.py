@@ -44,10 +44,6 @@ if TYPE_CHECKING:
     from .config import Config
 
 JOURNAL_MAGIC = bytes.fromhex("d9d505f920a163d7")  # the first bytes of a rollback journal that holds a transaction
-REPLACE_HINT = (
-    "point it at the file the app loads: not the source, the app config, a backup, nor a file in the state or "
-    "backup folders"
-)
 
 
 # -- identity -------------------------------------------------------------------------------------
@@ -115,7 +111,11 @@ def check_replaceable(path: Path, protected: Protected) -> None:
     """Refuse (exit 2) to replace a file that is, or lies among, what must never be replaced."""
     why = protected.conflict(path)
     if why is not None:
-        raise InputError(f"refusing to replace {path}: {why}", REPLACE_HINT)
+        raise InputError(
+            f"refusing to replace {path}: {why}",
+            "name the file the app loads: not the source, the app config, a backup, nor one in the state or "
+            "backup folders",
+        )
 
 
 def check_no_hot_journal(target: Path) -> None:
@@ -354,7 +354,9 @@ class Guard:
                 beside = p.name.startswith(f".{target.name}.failback-") and same_file(p.parent, target.parent)
                 why = never.conflict(p) or (None if beside or inside(p, run_dir) else "not a temp file of this run")
                 if why is not None:
-                    raise InputError(f"refusing to remove {p}: {why}", REPLACE_HINT)
+                    raise InputError(
+                        f"refusing to remove {p}: {why}", "report this: the run's temp files name one it must keep"
+                    )
             remove_quietly(*paths)
 
 
