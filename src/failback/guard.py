@@ -259,6 +259,8 @@ class Guard:
 
     @contextlib.contextmanager
     def _check(self, check: str) -> Iterator[None]:
+        """Run the checks in the block; a refusal is audited and re-raised. The act comes after the block, so
+        its own failures (a full disk) are not taken for refusals."""
         try:
             if not self.lock.held:
                 raise LockedError(
@@ -286,42 +288,47 @@ class Guard:
                 return
             if not evidence.content_same():
                 raise SourceChanged(f"source changed after the snapshot ({why}); nothing was switched")
-            self.audit.append("switch.source-touched", {"evidence": why, "content": "unchanged"}, self.run_id)
+        self.audit.append("switch.source-touched", {"evidence": why, "content": "unchanged"}, self.run_id)
 
     def keep_previous(self, kept: Path) -> None:
         """Keep the current target (hard link, else a copy) and move its side files to ``kept``'s suffixes."""
         target = self.cfg.target_path
         with self._check("keep"):
             check_replaceable(target, self.protected)
-            try:
-                if target.exists() and not kept.exists():
-                    try:
-                        os.link(target, kept)
-                    except OSError:
-                        copy_file(target, kept)
-                move_sidecars(target, kept)
-            except OSError as err:
-                raise from_os_error(err, f"cannot keep {target} in {kept.parent}") from err
+        try:
+            if target.exists() and not kept.exists():
+                try:
+                    os.link(target, kept)
+                except OSError:
+                    copy_file(target, kept)
+            move_sidecars(target, kept)
+        except OSError as err:
+            raise from_os_error(err, f"cannot keep {target} in {kept.parent}") from err
 
     def put_in_place(self, new: Path) -> None:
         """Rename the verified ``new`` file over the target (whose previous state was kept)."""
         with self._check("target"):
             check_replaceable(self.cfg.target_path, self.protected)
             check_published(self.cfg)
-            publish(new, self.cfg.target_path)
+        publish(new, self.cfg.target_path)
 
     def rewrite_app_config(self, before: Path) -> tuple[str | None, str]:
         """Switch the app's provider key (the previous bytes saved to ``before``); returns (old, new)."""
         app = self.cfg.app
         with self._check("app-config"):
             check_published(self.cfg)
-            return switch_provider(self.cfg.app_config_path, app.key, app.rollback_value, before)
+        return switch_provider(self.cfg.app_config_path, app.key, app.rollback_value, before)
 
     def restore_app_config(self, before: Path) -> None:
         """Put the app config's saved bytes back."""
         path = self.cfg.app_config_path
         with self._check("app-config"):
+            if not before.is_file() or not inside(before, self.cfg.state_path):
+                raise InputError(f"no saved app config at {before}; {path} left as it is", "see `failback status`")
+        try:
             write_bytes(path, before.read_bytes(), path.stat().st_mode & 0o777)
+        except OSError as err:
+            raise from_os_error(err, f"cannot restore {path}") from err
 
     def put_back(self, kept: Path, ours: bool) -> str:
         """Undo ``keep_previous`` and ``put_in_place``: when the target is this run's file (``ours``), the kept
@@ -330,18 +337,21 @@ class Guard:
         target = self.cfg.target_path
         with self._check("put-back"):
             check_replaceable(target, self.protected)
-            done = ""
+        done = []
+        try:
             if ours and kept.exists():
                 os.replace(kept, target)
-                done = f"{target.name} restored"
+                done.append(f"{target.name} restored")
             elif ours:
                 target.unlink()
-                done = f"{target.name} removed"
+                done.append(f"{target.name} removed")
             moved = move_sidecars(kept, target, overwrite=False)
             fsync_dir(target.parent)
-            if moved:
-                done = ", ".join(filter(None, [done, f"{len(moved)} side file(s) of {target.name} restored"]))
-            return done
+        except OSError as err:
+            raise from_os_error(err, f"cannot put {target} back") from err
+        if moved:
+            done.append(f"{len(moved)} side file(s) of {target.name} restored")
+        return ", ".join(done)
 
     def remove_temp(self, run_dir: Path, *paths: Path) -> None:
         """Delete this run's temp files: each must lie in ``run_dir`` or carry failback's temp name beside the
@@ -357,7 +367,7 @@ class Guard:
                     raise InputError(
                         f"refusing to remove {p}: {why}", "report this: the run's temp files name one it must keep"
                     )
-            remove_quietly(*paths)
+        remove_quietly(*paths)
 
 
 def delete_backup(folder: Path, cfg: Config, first: str) -> None:
