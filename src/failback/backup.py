@@ -50,11 +50,11 @@ from .files import (
     copy_file,
     ensure_dir,
     free_bytes,
-    fsync_dir,
     publish,
     remove_quietly,
     write_text,
 )
+from .guard import Protected, check_replaceable, delete_backup, publish_over
 from .keep import run_needs
 from .retention import Item, Policy, Verdict, decide, must_keep
 from .schema import digest_specs, read_schema
@@ -634,6 +634,7 @@ def restore_backup(
     existing = [p for p in (dest, *(Path(str(dest) + s) for s in SIDE_FILES)) if p.exists() or p.is_symlink()]
     if existing and not force:
         raise InputError(f"{existing[0]} exists; refusing to overwrite", "pass --force, or restore to a new path")
+    check_replaceable(dest, Protected(folders=tuple(("a backup folder", p) for p in layers)))
     folders = find_backup(layers, backup)
     good = next((f for f in folders if not verify_folder(f)), None)
     if good is None:
@@ -644,8 +645,7 @@ def restore_backup(
     tmp = dest.with_name(f".{dest.name}.failback-restore-{os.getpid()}")
     try:
         _unpack(good, m, tmp, progress)
-        remove_quietly(*(p for p in existing if p != dest))  # a stale -wal would be replayed into the new file
-        publish(tmp, dest)
+        publish_over(tmp, dest)  # a stale -wal would be replayed into the new file: it goes with the old one
     except OSError as err:
         raise from_os_error(err, f"cannot restore to {dest}") from err
     finally:
@@ -710,16 +710,8 @@ def prune_backups(cfg: Config, dry_run: bool = False) -> PruneResult:
     doomed = [] if dry_run else [Path(f) for v in verdicts if not v.keep for f in result.folders[v.id]]
     for folder in doomed:
         try:
-            delete_backup_folder(folder)
+            delete_backup(folder, cfg, first=MANIFEST)
             result.removed.append(str(folder))
         except OSError as err:
             result.errors.append(str(from_os_error(err, f"cannot delete {folder}")))
     return result
-
-
-def delete_backup_folder(folder: Path) -> None:
-    """Delete one stored copy, manifest first: an interrupted delete leaves at most an invalid, invisible folder."""
-    (folder / MANIFEST).unlink()
-    fsync_dir(folder)
-    shutil.rmtree(folder)
-    fsync_dir(folder.parent)

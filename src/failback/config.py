@@ -38,13 +38,19 @@ class AppConfig(_Section):
     key: str = Field("DATABASE_PROVIDER", description="The key that selects the provider.")
     native_value: str = Field("native", description="The value that selects the native provider.")
     rollback_value: str = Field("sqljs", description="The value written on rollback.")
+    path_key: str | None = Field(
+        None,
+        description="The key that names the file the app loads under the rollback provider (e.g. "
+        "SQLJS_DATABASE_PATH; relative values are relative to the app config's folder). When set, a rollback "
+        "refuses unless it names [target] path.",
+    )
 
     # The key and value are written unquoted into the app's .env, a file shells often source: nothing a shell
     # would interpret (spaces, quotes, $, `, ;, |, &, #, newlines, …) may reach it.
-    @field_validator("key")
+    @field_validator("key", "path_key")
     @classmethod
-    def _plain_key(cls, v: str) -> str:
-        if not _ENV_KEY.fullmatch(v):
+    def _plain_key(cls, v: str | None) -> str | None:
+        if v is not None and not _ENV_KEY.fullmatch(v):
             raise ValueError("must be a plain name (letters, digits, _ . -; not starting with a digit)")
         return v
 

@@ -33,6 +33,7 @@ config = "app.env"
 key = "DATABASE_PROVIDER"
 native_value = "native"
 rollback_value = "sqljs"
+path_key = "SQLJS_DATABASE_PATH"  # the file the app loads under sql.js: must be [target] path
 
 [backup]
 dir = "backups/primary"

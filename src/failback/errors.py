@@ -91,7 +91,7 @@ class LockedError(FailbackError):
     """Another failback run holds the lock."""
 
     exit_code = 2
-    default_hint = "wait for the other run; if its process is gone, pass --break-lock"
+    default_hint = "wait for the other run (`failback status`); a lock whose process died is free already"
 
 
 class EnvironmentFailure(FailbackError):

@@ -29,7 +29,8 @@ from .errors import (
     VerificationFailed,
     from_os_error,
 )
-from .files import ensure_dir, publish, remove_quietly
+from .files import ensure_dir, remove_quietly
+from .guard import Protected, check_replaceable, publish_over
 from .profiles import load_profile
 from .schema import read_schema
 from .sqlite import connect, database_error, open_source, run_script
@@ -208,8 +209,7 @@ def export_database(
     t0 = time.perf_counter()
     if (target.exists() or target.is_symlink()) and not force:
         raise InputError(f"{target} exists; refusing to overwrite", "pass --force or choose another path")
-    if os.path.realpath(target) == os.path.realpath(source):  # realpath: no error on a symlink loop
-        raise InputError("SOURCE and TARGET are the same file", "choose another TARGET")
+    check_replaceable(target, Protected.of(cfg, source))  # not the source, a backup, the state folder, …
     ensure_dir(target.parent)
     snap_path = target.with_name(f".{target.name}.failback-snapshot")
     tmp = target.with_name(f".{target.name}.failback-build")
@@ -243,7 +243,7 @@ def export_database(
         )
         if not report.ok:
             raise VerificationFailed(f"{target} not written: {report.problems[0]}")
-        publish(tmp, target)
+        publish_over(tmp, target)  # the old file's -wal/-shm/-journal go with it
         return ExportResult(target, plan, report, target.stat().st_size, time.perf_counter() - t0, built.seconds)
     finally:
         remove_quietly(snap_path, tmp, Path(str(tmp) + "-journal"))

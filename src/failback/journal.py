@@ -4,6 +4,8 @@ Also the one-rollback-at-a-time lock."""
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import signal
@@ -14,8 +16,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from .errors import LockedError
-from .files import ensure_dir, remove_quietly, write_text
+from .errors import LockedError, from_os_error
+from .files import ensure_dir, write_text
 
 DEBT = "verification-debt.json"
 STEPS = ("snapshot", "backup", "assess", "convert", "verify", "switch", "postcheck", "report")
@@ -116,53 +118,64 @@ def find_run(state_dir: Path, run_id: str | None, statuses: tuple[str, ...] | No
 
 
 class RunLock:
-    """Only one rollback at a time. The lock file records pid and host; a lock whose process is gone (on
-    this host) is stale and can be broken."""
+    """One rollback at a time per state folder: an OS lock (``flock``) on ``<state>/lock``, held for the whole
+    run and released by the kernel when its holder dies (SIGKILL, power cut, a container retried on another
+    host), so it can neither be stolen from a live run nor stay stuck after a dead one. The file also says who
+    holds it (run, pid, host, since) for messages; only the flock decides. Only the object that took the lock
+    gives it up."""
 
     def __init__(self, state_dir: Path) -> None:
         self.path = state_dir / "lock"
+        self._fd: int | None = None
 
-    def holder(self) -> dict[str, Any] | None:
+    @property
+    def held(self) -> bool:
+        """Whether this object holds the lock."""
+        return self._fd is not None
+
+    def holder(self) -> dict[str, Any]:
+        """What the last holder wrote (information only: empty once released)."""
         try:
-            data = json.loads(self.path.read_text(encoding="utf-8"))
-            return data if isinstance(data, dict) else {}
-        except FileNotFoundError:
-            return None
+            data = json.loads(self.path.read_text(encoding="utf-8") or "{}")
         except (OSError, ValueError):
             return {}
+        return data if isinstance(data, dict) else {}
 
-    def stale(self, holder: dict[str, Any]) -> bool:
-        if holder.get("host") != socket.gethostname():
-            return False
-        try:
-            os.kill(int(holder.get("pid", -1)), 0)
-        except ProcessLookupError:
-            return True
-        except (PermissionError, ValueError, OverflowError):
-            return False
-        return False
-
-    def acquire(self, run: str, break_lock: bool = False) -> None:
+    def acquire(self, run: str) -> None:
+        """Take the lock for ``run`` without waiting; LockedError (naming the holder) when a live process holds it."""
+        if self._fd is not None:
+            return
         ensure_dir(self.path.parent)
-        holder = self.holder()
-        if holder is not None:
-            if break_lock:
-                remove_quietly(self.path)
-            else:
-                stale = " (stale: its process is gone)" if holder and self.stale(holder) else ""
-                raise LockedError(
-                    f"another failback run holds the lock: run {holder.get('run')}, pid {holder.get('pid')} "
-                    f"on {holder.get('host')}{stale}"
-                )
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as err:
+            raise from_os_error(err, f"cannot open the lock file {self.path}") from err
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            h = self.holder()
+            raise LockedError(
+                f"another failback run holds the lock: run {h.get('run')}, pid {h.get('pid')} on {h.get('host')}"
+            ) from None
+        except OSError as err:
+            os.close(fd)
+            raise from_os_error(err, f"cannot lock {self.path}") from err
+        self._fd = fd
         body = json.dumps({"run": run, "pid": os.getpid(), "host": socket.gethostname(), "since": time.time()})
         try:
-            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:
-            raise LockedError("another failback run took the lock just now") from None
-        with os.fdopen(fd, "w") as fh:
-            fh.write(body)
-            fh.flush()
-            os.fsync(fh.fileno())
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, body.encode(), 0)
+            os.fsync(fd)
+        except OSError as err:
+            self.release()
+            raise from_os_error(err, f"cannot write {self.path}") from err
 
     def release(self) -> None:
-        remove_quietly(self.path)
+        """Give the lock up if this object holds it; another holder's lock is never touched."""
+        if self._fd is None:
+            return
+        fd, self._fd = self._fd, None
+        with contextlib.suppress(OSError):
+            os.ftruncate(fd, 0)  # the holder info goes while the lock is still ours
+        os.close(fd)  # closing the only descriptor releases the flock

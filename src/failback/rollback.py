@@ -15,7 +15,6 @@ exit 4, artifacts kept for ``resume``; ``abort_run`` puts everything back as it 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import signal
@@ -26,8 +25,6 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
-
-import apsw
 
 from . import __version__
 from .assess import Assessment, SideFiles, evaluate, gate, gather, observe_sides
@@ -51,17 +48,18 @@ from .errors import (
     from_os_error,
 )
 from .export import build_target, prove_schema
-from .files import copy_file, file_xxh3, fsync_dir, remove_quietly, sha256_file, tmp_name, write_bytes, write_text
+from .files import file_xxh3, sha256_file, tmp_name, write_text
+from .guard import Guard, SourceEvidence, schema_fingerprint
 from .journal import DEBT, RunDir, RunLock, RunState, crash_point, find_run
 from .profiles import load_profile
 from .report import write_reports
+from .retention import ABORTABLE, RESUMABLE
 from .schema import Schema, read_schema
 from .sqlite import connect
-from .switch import current_provider, switch_provider
+from .switch import current_provider
 from .verify import verify_target
 
 Progress = Callable[[str, int, int], None]
-UNFINISHED = ("running", "interrupted")
 STATUS_OF_EXIT = {1: "failed", 3: "refused", 4: "interrupted", 5: "source-changed", 6: "failed"}
 
 
@@ -72,7 +70,7 @@ class Options:
     yes: bool = False
     force: bool = False
     reason: str = ""
-    break_lock: bool = False
+    break_lock: bool = False  # ignored: the OS lock is free once its holder died (kept for scripts, saved runs)
 
 
 @dataclass
@@ -88,17 +86,6 @@ class Outcome:
     @property
     def exit_code(self) -> int:
         return 0 if self.error is None else self.error.exit_code
-
-
-def schema_fingerprint(path: Path) -> str:
-    """SHA-256 of a database's schema SQL and header values (what content digests do not cover)."""
-    conn = connect(path, readonly=True)
-    try:
-        rows = sorted(conn.execute("SELECT type, name, tbl_name, coalesce(sql, '') FROM sqlite_schema"))
-        head = [conn.execute(f"PRAGMA {p}").get for p in ("user_version", "application_id")]
-    finally:
-        conn.close()
-    return hashlib.sha256(json.dumps([rows, head]).encode()).hexdigest()
 
 
 class Rollback:
@@ -148,7 +135,7 @@ class Rollback:
     @classmethod
     def resume(cls, cfg: Config, config_path: Path, run_id: str | None = None, **kw: Any) -> Outcome:
         """Continue an interrupted run (default: the newest unfinished one) from its last trusted checkpoint."""
-        rd = find_run(cfg.state_path, run_id, UNFINISHED)
+        rd = find_run(cfg.state_path, run_id, RESUMABLE)
         state = rd.load()
         self = cls(cfg, config_path, Options(**state.options), **kw)
         return self._drive(rd, state, resuming=True)
@@ -164,11 +151,10 @@ class Rollback:
         lock = RunLock(self.cfg.state_path)
         outcome = Outcome(rd.id, rd.path, "running")
         try:
-            holder = lock.holder() or {}
-            mine_and_dead = holder.get("run") == rd.id and lock.stale(holder)
-            lock.acquire(rd.id, self.opts.break_lock or (resuming and mine_and_dead))
+            lock.acquire(rd.id)
         except FailbackError as err:
             return self._finish(outcome, "refused", err)
+        self.guard = Guard(self.cfg, self.audit, rd.id, lock)
         self.audit.append(
             "run.resume" if resuming else "run.start",
             {"mode": self.opts.mode, "dry_run": self.opts.dry_run, "tool": __version__},
@@ -207,10 +193,12 @@ class Rollback:
             return self._finish(outcome, STATUS_OF_EXIT.get(err.exit_code, "failed"), err)
         finally:
             self._pool.shutdown(wait=True)  # a background backup must finish reading the snapshot first
-            self._cleanup()
-            if self.snapshot is not None:
-                self.snapshot.guard.close()
-            lock.release()
+            try:
+                self._cleanup()
+            finally:
+                if self.snapshot is not None:
+                    self.snapshot.guard.close()
+                lock.release()
 
     @contextlib.contextmanager
     def _signals(self) -> Iterator[None]:
@@ -287,11 +275,10 @@ class Rollback:
 
     def _cleanup(self) -> None:
         """Temp files go unless the run can be resumed; the snapshot stays only for a resume."""
-        keep = self.state.status == "interrupted"
-        if self.tmp_target is not None and not keep:
-            remove_quietly(self.tmp_target, Path(str(self.tmp_target) + "-journal"))
-        if self.snapshot is not None and not keep:
-            remove_quietly(self.snapshot.path)
+        if self.state.status == "interrupted":
+            return
+        temps = [self.tmp_target, Path(f"{self.tmp_target}-journal")] if self.tmp_target is not None else []
+        self.guard.remove_temp(self.rd.path, *temps, *([self.snapshot.path] if self.snapshot is not None else []))
 
     # -- resume ---------------------------------------------------------------------------------
     def _trusted_steps(self) -> set[str]:
@@ -358,7 +345,10 @@ class Rollback:
         }
 
     def preflight(self) -> None:
-        """Refuse a second rollback: once the app is on sql.js, replacing its database would lose what it wrote."""
+        """Refuse, before the snapshot, a target that must not be replaced (the source, a backup, a file the app
+        config does not name, one beside a hot journal) and a second rollback: once the app is on sql.js,
+        replacing its database would lose what it wrote."""
+        self.guard.check_target()
         app = self.cfg.app
         current = current_provider(self.cfg.app_config_path, app.key)
         if current != app.native_value and not self.opts.dry_run and not (self.opts.force and self.opts.reason):
@@ -474,31 +464,36 @@ class Rollback:
         return result
 
     def step_switch(self) -> dict[str, Any]:
-        """Target into place, then the config; each part is skipped when it is already done (resume)."""
+        """Target into place, then the config; each part is skipped when it is already done (resume). Every
+        path re-checks the target and the source first, and a source written since the snapshot puts back a
+        target a killed attempt had already replaced."""
         assert self.snapshot is not None
         app, target = self.cfg.app, self.cfg.target_path
         converted = self.state.step("convert").result["xxh3"]
         before = self.rd.file("app-config.before")
         if current_provider(self.cfg.app_config_path, app.key) == app.rollback_value and before.exists():
             return self._switched("already switched")
+        kept = self.rd.file("previous-target.sqlite")
         in_place = target.is_file() and file_xxh3(target) == converted
+        self.guard.check_target()
+        try:
+            self.guard.check_source(self._evidence())
+        except SourceChanged as err:
+            if not in_place:
+                raise
+            undone = self.guard.put_back(kept, ours=True)
+            self.audit.append("switch.undone", {"undone": undone}, self.rd.id)
+            raise SourceChanged(f"{err.message}; {undone}") from None
         if not in_place:
-            self._source_unchanged()
             probe_writable(self.cfg.app_config_path)  # the config switch must be able to follow the rename
             assert self.tmp_target is not None and self.tmp_target.exists(), "converted target missing"
-            kept = self.rd.file("previous-target.sqlite")
-            if target.exists() and not kept.exists():  # the old target's inode stays in the run directory
-                try:
-                    os.link(target, kept)
-                except OSError:
-                    copy_file(target, kept)
+            self.guard.keep_previous(kept)  # the old target's inode (and side files) stay in the run directory
             crash_point("switch.kept")
-            os.replace(self.tmp_target, target)
-            fsync_dir(target.parent)
+            self.guard.put_in_place(self.tmp_target)
             self.tmp_target = None
             self.audit.append("switch.target", {"target": str(target), "previous_kept": kept.exists()}, self.rd.id)
         crash_point("switch.renamed")
-        old, new = switch_provider(self.cfg.app_config_path, app.key, app.rollback_value, before)
+        old, new = self.guard.rewrite_app_config(before)
         self.audit.append(
             "switch.config",
             {"config": str(self.cfg.app_config_path), "key": app.key, "from": old, "to": new},
@@ -516,28 +511,11 @@ class Rollback:
             "how": how,
         }
 
-    def _source_unchanged(self) -> None:
-        """Refuse (exit 5) when the source holds anything the snapshot does not. Cheap evidence first
-        (data_version, file fingerprints); when it says "touched", the content itself decides."""
+    def _evidence(self) -> SourceEvidence:
+        """What the snapshot saw of the source, for the guard's check."""
         assert self.snapshot is not None
-        why = self.snapshot.guard.changed()
-        if why is None:
-            return
-        source = self.cfg.source_path
-        if source.exists() and self.backup is not None and self.backup.manifest.get("tables") is not None:
-            try:
-                from .backup import describe_database
-
-                facts, _ = describe_database(source)
-                same = facts["tables"] == self.backup.manifest["tables"] and schema_fingerprint(
-                    source
-                ) == self.state.step("snapshot").result.get("schema_sha256")
-            except (FailbackError, apsw.Error):
-                same = False
-            if same:
-                self.audit.append("switch.source-touched", {"evidence": why, "content": "unchanged"}, self.rd.id)
-                return
-        raise SourceChanged(f"source changed after the snapshot ({why}); nothing was switched")
+        tables = self.backup.manifest.get("tables") if self.backup is not None else None
+        return SourceEvidence(self.snapshot.guard, tables, self.state.step("snapshot").result.get("schema_sha256"))
 
     def step_postcheck(self) -> dict[str, Any]:
         """The app's hot queries on the new target vs the recorded baseline (a regression is reported, not
@@ -599,16 +577,30 @@ def _summary(result: dict[str, Any]) -> dict[str, Any]:
 
 def abort_run(cfg: Config, run_id: str | None = None) -> dict[str, Any]:
     """Undo an unfinished run: remove its temp files and, if it got as far as the switch, put the previous
-    target and config back — only while the new target is untouched since (else the app's writes would be
-    lost: refuse)."""
-    rd = find_run(cfg.state_path, run_id, (*UNFINISHED, "failed", "source-changed", "refused"))
+    target (with its side files) and config back — only while the new target is untouched since (else the
+    app's writes would be lost: refuse) and while no live process holds the lock."""
+    rd = find_run(cfg.state_path, run_id, ABORTABLE)
     state = rd.load()
     if state.status in ("done", "aborted", "dry-run"):
         raise InputError(f"run {rd.id} is {state.status}; nothing to abort", "to go back to native, see the runbook")
     lock = RunLock(cfg.state_path)
-    holder = lock.holder()
-    if holder and holder.get("run") == rd.id and not lock.stale(holder):
-        raise LockedError(f"run {rd.id} is still running (pid {holder.get('pid')})", "stop it first (Ctrl-C)")
+    try:
+        lock.acquire(rd.id)
+    except LockedError as err:
+        raise LockedError(f"cannot abort run {rd.id}: {err.message}", "stop that run first (Ctrl-C)") from None
+    audit = AuditLog(cfg.state_path / "audit.jsonl")
+    try:
+        undone = _undo(cfg, rd, state, Guard(cfg, audit, rd.id, lock))
+        state.status, state.error = "aborted", ""
+        rd.save(state)
+        audit.append("run.aborted", {"undone": undone}, rd.id)
+    finally:
+        lock.release()
+    return {"run": rd.id, "undone": undone}
+
+
+def _undo(cfg: Config, rd: RunDir, state: RunState, guard: Guard) -> list[str]:
+    """Put back what run ``rd`` changed (config, target, side files) and remove its temp files."""
     converted = state.step("convert").result.get("xxh3")
     target, app = cfg.target_path, cfg.app
     undone: list[str] = []
@@ -621,22 +613,10 @@ def abort_run(cfg: Config, run_id: str | None = None) -> dict[str, Any]:
             "keep the rollback, or roll forward by hand (see docs/ROLLBACK-PROCEDURES.md)",
         )
     if switched_config:
-        write_bytes(cfg.app_config_path, before.read_bytes(), cfg.app_config_path.stat().st_mode & 0o777)
+        guard.restore_app_config(before)
         undone.append(f"{cfg.app_config_path.name} restored")
-    if target_is_ours:
-        kept = rd.file("previous-target.sqlite")
-        if kept.exists():
-            os.replace(kept, target)
-            undone.append(f"{target.name} restored")
-        else:  # there was no target before the run
-            target.unlink()
-            undone.append(f"{target.name} removed")
-        fsync_dir(target.parent)
+    put_back = guard.put_back(rd.file("previous-target.sqlite"), ours=target_is_ours)
+    undone += [put_back] if put_back else []
     tmp = Path(state.step("convert").result.get("path") or target.with_name(f".{target.name}.failback-{rd.id}"))
-    remove_quietly(tmp, Path(str(tmp) + "-journal"), rd.file("snapshot.sqlite"), rd.file("snapshot.sqlite.part"))
-    if holder and holder.get("run") == rd.id:
-        lock.release()
-    state.status, state.error = "aborted", ""
-    rd.save(state)
-    AuditLog(cfg.state_path / "audit.jsonl").append("run.aborted", {"undone": undone}, rd.id)
-    return {"run": rd.id, "undone": undone}
+    guard.remove_temp(rd.path, tmp, Path(f"{tmp}-journal"), rd.file("snapshot.sqlite"), rd.file("snapshot.sqlite.part"))
+    return undone

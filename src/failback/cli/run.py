@@ -33,7 +33,11 @@ from . import (
 @click.option("--yes", is_flag=True, help="Proceed when the risk is high.")
 @click.option("--force", is_flag=True, help="Proceed when the risk is critical (needs --reason).")
 @click.option("--reason", default="", help="Why a critical risk is overridden (written to the audit log).")
-@click.option("--break-lock", is_flag=True, help="Break a lock left by a run whose process is gone.")
+@click.option(
+    "--break-lock",
+    is_flag=True,
+    help="Does nothing (kept for old scripts): the lock is an OS lock, free as soon as its holder has died.",
+)
 @json_option
 @handle_errors
 def rollback(
