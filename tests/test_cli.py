@@ -20,6 +20,7 @@ import pytest
 from failback.config import load_config
 from failback.demo import create_demo
 from failback.export import export_database
+from failback.journal import RunLock
 from failback.rollback import Options, Rollback
 from failback.sqlite import connect, run_script
 
@@ -279,7 +280,7 @@ def test_abort_a_run_by_id_and_its_refusals(app: Path, cli: Cli) -> None:
     assert aborted.stdout.startswith(f"run {run_id} aborted: nothing had been switched; temp files removed")
     assert runs(cli, app)[run_id]["status"] == "aborted"
     assert file_hashes(app / "app-sqljs.sqlite", app / "app.env") == target
-    assert not list(app.glob(".app-sqljs.sqlite.failback-*")) and not (app / ".failback" / "lock").exists()
+    assert not list(app.glob(".app-sqljs.sqlite.failback-*")) and RunLock(app / ".failback").holder() == {}
     again = cli("abort", "-c", cfg, run_id)
     assert again.returncode == 2 and again.stderr.startswith(f"error: run {run_id} is aborted; nothing to abort")
     unknown = cli("abort", "-c", cfg, "nope")

@@ -62,8 +62,8 @@ def fb(demo: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.
 
 
 def tree(folder: Path) -> dict[str, str]:
-    """SHA-256 of every file under ``folder`` except failback's own journal (run directories, audit log, lock)."""
-    skip = {".failback/runs", ".failback/audit.jsonl", ".failback/lock"}
+    """SHA-256 of every file under ``folder`` except failback's own journal (runs, audit log, head, locks)."""
+    skip = {".failback/runs", ".failback/audit.", ".failback/lock"}
     return {
         str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
         for p in sorted(folder.rglob("*"))
