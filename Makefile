@@ -7,7 +7,7 @@ PY_OK  := $(VENV)/.installed
 JS_OK  := $(SQLJS)/node_modules/.package-lock.json
 DEMO_DIR ?= failback-demo
 
-.PHONY: deps demo test lint docs bench bench-quick bench-digest clean
+.PHONY: deps demo test soak lint docs bench bench-quick bench-digest clean
 
 deps: $(PY_OK) $(JS_OK)
 
@@ -29,7 +29,10 @@ lint: deps
 	$(BIN)/mypy src
 
 test: lint
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -m "not soak"
+
+soak: deps  # the long runs; FAILBACK_SOAK_SEED=<printed seed> replays one
+	FAILBACK_SOAK=1 $(BIN)/python -m pytest -q -s -m soak
 
 docs: deps
 	$(BIN)/python -m failback.docs
