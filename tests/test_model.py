@@ -228,9 +228,10 @@ class AppModel(RuleBasedStateMachine):
             self.wrote_sqljs = True
 
     def finish(self, proc: subprocess.Popen[str], what: str, killed: bool = False) -> int:
-        _, err = proc.communicate(timeout=900)
+        out, err = proc.communicate(timeout=900)
         code = proc.returncode
-        self.history.append(f"{what} → exit {code}: {err.strip().splitlines()[-1] if err.strip() else ''}"[:300])
+        said = [line for line in err.splitlines() if line.startswith("error:")] or out.strip().splitlines()[-1:]
+        self.history.append(f"{what} → exit {code}{': ' + said[0] if said else ''}"[:300])
         if not (code in DOCUMENTED_EXITS or (killed and code == -signal.SIGKILL)):
             self.problems.append(f"{what}: undocumented exit code {code}: {err[-400:]}")
         if "Traceback" in err:
@@ -303,21 +304,26 @@ class AppModel(RuleBasedStateMachine):
         signal_group(proc, signal.SIGKILL)
         self.finish(proc, f"rollback --yes, SIGKILL after {ms} ms", killed=True)
 
-    @rule(op=WRITES, pick=PICKS)
-    def app_writes_during_rollback(self, op: str, pick: int) -> None:
-        """Freeze a rollback once its snapshot is taken, commit a write, let it go on."""
+    def rollback_reaching(self, step: str, *statuses: str) -> tuple[subprocess.Popen[str], Callable[[], Any]]:
+        """Start a rollback and wait (bounded) until its ``step`` has one of ``statuses``; returns the process
+        and a reader of its current run state (None before its run directory exists)."""
         before = set(run_states(self.state))
         proc = start(self.demo, "rollback", "--yes")
 
-        def snapshot_taken() -> bool:
-            new = [r for i, r in run_states(self.state).items() if i not in before]
-            return bool(new) and step_status(new[0], "snapshot") == "done"
+        def new_run() -> dict[str, Any] | None:
+            return next((r for i, r in run_states(self.state).items() if i not in before), None)
 
-        wait_until(snapshot_taken, proc)
+        wait_until(lambda: (r := new_run()) is not None and step_status(r, step) in statuses, proc)
+        return proc, new_run
+
+    @rule(op=WRITES, pick=PICKS)
+    def app_writes_during_rollback(self, op: str, pick: int) -> None:
+        """Freeze a rollback once its snapshot is taken, commit a write, let it go on."""
+        proc, new_run = self.rollback_reaching("snapshot", "done")
         signal_group(proc, signal.SIGSTOP)
         try:
-            new = [r for i, r in run_states(self.state).items() if i not in before]
-            if proc.poll() is None and new and step_status(new[0], "switch") != "pending":
+            run = new_run()
+            if proc.poll() is None and run is not None and step_status(run, "switch") != "pending":
                 self.history.append("(no write: the frozen run had reached its switch)")
             else:
                 self.write(op, pick)
@@ -325,12 +331,18 @@ class AppModel(RuleBasedStateMachine):
             signal_group(proc, signal.SIGCONT)
         self.finish(proc, "rollback --yes (the app wrote after its snapshot)")
 
-    @rule(break_lock=st.booleans())
-    def two_rollbacks_at_once(self, break_lock: bool) -> None:
-        first = start(self.demo, "rollback", "--yes")
+    @rule(staggered=st.booleans(), break_lock=st.booleans())
+    def two_rollbacks(self, staggered: bool, break_lock: bool) -> None:
+        """A second rollback started at once, or once the first holds the lock (its first step started)."""
+        first = (
+            self.rollback_reaching("snapshot", "running", "done")[0]
+            if staggered
+            else start(self.demo, "rollback", "--yes")
+        )
         second = start(self.demo, "rollback", "--yes", *(["--break-lock"] if break_lock else []))
-        self.finish(first, "rollback --yes (concurrent, first)")
-        self.finish(second, f"rollback --yes{' --break-lock' if break_lock else ''} (concurrent, second)")
+        how = f"{'while the first runs' if staggered else 'at once'}{', --break-lock' if break_lock else ''}"
+        self.finish(first, f"rollback --yes (first of two, {how})")
+        self.finish(second, f"rollback --yes (second of two, {how})")
 
     @rule()
     def resume(self) -> None:
@@ -553,3 +565,11 @@ def test_resume_after_a_kill_at_switch_renamed_does_not_drop_app_writes(model: t
 @pytest.mark.parametrize("kind", ["native.sqlite", "./native.sqlite"])
 def test_a_target_at_the_source_is_refused(model: type[AppModel], kind: str) -> None:
     replay(model, ("rollback_with_misplaced_target", {"kind": kind}))
+
+
+def test_prune_keeps_the_backup_an_unpaid_debt_needs(model: type[AppModel]) -> None:
+    replay(model, ("rollback", {"mode": "emergency"}), ("prune", {}))
+
+
+def test_a_second_rollback_cannot_break_the_lock_of_a_live_one(model: type[AppModel]) -> None:
+    replay(model, ("two_rollbacks", {"staggered": True, "break_lock": True}))
