@@ -11,7 +11,8 @@ state folder (which must be refused).
 
 The model: the notes committed to native.sqlite (id → title, body), and — once app.env says sqljs — the notes
 in the sql.js file app.env names. Once switched, the app writes to that sql.js file (as the real app does after
-a restart), never to native.sqlite again, so a later abort must not drop those writes.
+a restart), never to native.sqlite again, so a later abort must not drop those writes; from then on only the
+plain `rollback` rule starts rollbacks (each must be refused), the costlier ways wait for an app on native.
 
 Invariants after every step:
 * every command ends with a documented exit code and no traceback; a misplaced target is refused;
@@ -51,7 +52,7 @@ import apsw
 import pytest
 from hypothesis import HealthCheck, seed, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_state_machine_as_test
+from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule, run_state_machine_as_test
 
 from failback.audit import verify_chain
 from failback.demo import create_demo
@@ -184,6 +185,12 @@ def step_status(run: dict[str, Any], name: str) -> str:
     return next(s["status"] for s in run["steps"] if s["name"] == name)
 
 
+def on_native(machine: AppModel) -> bool:
+    """Once switched, every rollback is refused at its start: one plain `rollback` rule keeps checking that,
+    the costlier ways to start one wait for an app on native."""
+    return machine.target_rows is None
+
+
 # -- the machine ------------------------------------------------------------------------------------------
 class AppModel(RuleBasedStateMachine):
     """One demo app folder per example, copied from a template; see the module docstring."""
@@ -228,9 +235,9 @@ class AppModel(RuleBasedStateMachine):
             self.wrote_sqljs = True
 
     def finish(self, proc: subprocess.Popen[str], what: str, killed: bool = False) -> int:
-        out, err = proc.communicate(timeout=900)
+        _, err = proc.communicate(timeout=900)
         code = proc.returncode
-        said = [line for line in err.splitlines() if line.startswith("error:")] or out.strip().splitlines()[-1:]
+        said = [line for line in err.splitlines() if line.startswith("error:")]
         self.history.append(f"{what} → exit {code}{': ' + said[0] if said else ''}"[:300])
         if not (code in DOCUMENTED_EXITS or (killed and code == -signal.SIGKILL)):
             self.problems.append(f"{what}: undocumented exit code {code}: {err[-400:]}")
@@ -292,10 +299,12 @@ class AppModel(RuleBasedStateMachine):
     def rollback(self, mode: str) -> None:
         self.run("rollback", "--yes", "--mode", mode)
 
+    @precondition(on_native)
     @rule(point=st.sampled_from(KILL_POINTS), mode=MODES)
     def rollback_killed_at(self, point: str, mode: str) -> None:
         self.run("rollback", "--yes", "--mode", mode, env={"FAILBACK_KILL_AT": point}, killed=True)
 
+    @precondition(on_native)
     @rule(ms=st.integers(0, 6000))
     def rollback_killed_after(self, ms: int) -> None:
         proc = start(self.demo, "rollback", "--yes")
@@ -316,6 +325,7 @@ class AppModel(RuleBasedStateMachine):
         wait_until(lambda: (r := new_run()) is not None and step_status(r, step) in statuses, proc)
         return proc, new_run
 
+    @precondition(on_native)
     @rule(op=WRITES, pick=PICKS)
     def app_writes_during_rollback(self, op: str, pick: int) -> None:
         """Freeze a rollback once its snapshot is taken, commit a write, let it go on."""
@@ -331,6 +341,7 @@ class AppModel(RuleBasedStateMachine):
             signal_group(proc, signal.SIGCONT)
         self.finish(proc, "rollback --yes (the app wrote after its snapshot)")
 
+    @precondition(on_native)
     @rule(staggered=st.booleans(), break_lock=st.booleans())
     def two_rollbacks(self, staggered: bool, break_lock: bool) -> None:
         """A second rollback started at once, or once the first holds the lock (its first step started)."""
@@ -357,6 +368,7 @@ class AppModel(RuleBasedStateMachine):
         self.pruning = True
         self.run("backup", "prune")
 
+    @precondition(on_native)
     @rule()
     def watch_fires(self) -> None:
         """A rule over a JSONL metric fires on its first sample and the watch rolls back."""
@@ -365,6 +377,7 @@ class AppModel(RuleBasedStateMachine):
         self.guarded = self._outside_files()
         self.run("watch", "-c", "watch.toml", "--once")
 
+    @precondition(on_native)
     @rule(kind=st.sampled_from(["native.sqlite", "./native.sqlite", "backup", "state"]))
     def rollback_with_misplaced_target(self, kind: str) -> None:
         """[target] path at the source (two spellings), a stored backup or a file in the state folder: refused."""
@@ -481,8 +494,8 @@ class AppModel(RuleBasedStateMachine):
 
 # -- profiles and tests ----------------------------------------------------------------------------------
 CI = settings(
-    max_examples=8,
-    stateful_step_count=10,
+    max_examples=12,
+    stateful_step_count=12,
     deadline=None,
     derandomize=True,
     database=None,
