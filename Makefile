@@ -9,7 +9,7 @@ DEMO_DIR ?= failback-demo
 CHROMIUM := /usr/bin/chromium
 LOCK_VENV := .venv-lock
 
-.PHONY: deps deps-browser lock demo test lint docs bench bench-quick bench-digest clean
+.PHONY: deps deps-browser lock demo test soak lint docs bench bench-quick bench-digest clean
 
 deps: $(PY_OK) $(JS_OK)
 
@@ -53,7 +53,10 @@ lint: deps
 	$(BIN)/mypy src
 
 test: lint deps-browser
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -m "not soak"
+
+soak: deps deps-browser  # the long runs; FAILBACK_SOAK_SEED=<printed seed> replays one
+	FAILBACK_SOAK=1 $(BIN)/python -m pytest -q -s -m soak -p no:timeout
 
 docs: deps
 	$(BIN)/python -m failback.docs
