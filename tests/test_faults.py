@@ -509,7 +509,7 @@ def test_sql_from_the_config_stays_data(tmp_path: Path) -> None:
     assert not (tmp_path / "out.sqlite").exists()
     checked = run_cli("check", "-c", str(cfg), "--json", cwd=tmp_path)
     assert checked.returncode == 0 and "Traceback" not in checked.stderr, checked.stderr
-    [rule] = json.loads(checked.stdout)["rules"]
+    [rule] = json.loads(checked.stdout)["evaluations"][0]["rules"]
     assert (rule["status"], rule["value"]) == ("ok", len(queries))  # every write refused: one error per query
     assert app_files(cfg) == before
 

@@ -244,15 +244,22 @@ JSON_STYLED = (
 
 
 @pytest.mark.parametrize(
-    ("name", "original", "key", "old_field", "new_field"),
+    ("name", "original", "key", "path_key", "old_field", "new_field"),
     [
-        ("app.env", ENV_STYLED, KEY, 'DATABASE_PROVIDER="native"', 'DATABASE_PROVIDER="sqljs"'),
-        ("app.json", JSON_STYLED, "database.provider", '"provider": "native"', '"provider": "sqljs"'),
+        ("app.env", ENV_STYLED, KEY, "SQLJS_DATABASE_PATH", 'DATABASE_PROVIDER="native"', 'DATABASE_PROVIDER="sqljs"'),
+        (
+            "app.json",
+            JSON_STYLED,
+            "database.provider",
+            "database.sqljsPath",
+            '"provider": "native"',
+            '"provider": "sqljs"',
+        ),
     ],
     ids=["env", "json-dotted-key"],
 )
 def test_rollback_changes_only_the_provider_value(
-    demo_dir: Path, cli: Cli, name: str, original: str, key: str, old_field: str, new_field: str
+    demo_dir: Path, cli: Cli, name: str, original: str, key: str, path_key: str, old_field: str, new_field: str
 ) -> None:
     config = demo_dir / name
     config.write_bytes(original.encode("utf-8"))
@@ -260,6 +267,7 @@ def test_rollback_changes_only_the_provider_value(
     toml.write_text(
         toml.read_text(encoding="utf-8")
         .replace('config = "app.env"', f'config = "{name}"')
+        .replace('path_key = "SQLJS_DATABASE_PATH"', f'path_key = "{path_key}"')
         .replace('key = "DATABASE_PROVIDER"', f'key = "{key}"'),
         encoding="utf-8",
     )
