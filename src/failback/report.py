@@ -16,6 +16,7 @@ from .audit import AuditLog
 from .convert import load_plan
 from .files import write_text
 from .journal import RunDir, RunState, StepState
+from .verify import table_status
 
 SECTIONS = ("plan", "assessment", "backup", "verification", "audit")
 
@@ -126,9 +127,18 @@ def plan_table(plan: dict[str, Any]) -> Table:
 
 
 def matrix_table(v: dict[str, Any]) -> Table:
-    """The verification matrix: rows · digest per table in snapshot, target and sql.js."""
+    """The verification matrix: rows · digest per table in snapshot, target and sql.js; a table that was not
+    compared says why (dropped by the plan, or unreadable in the source too)."""
+    cell = {"equal": "yes", "differs": "NO"}
     return ["table", "snapshot", "target", "sql.js", "equal"], [
-        [t["table"], _rows(t["snapshot"]), _rows(t["target"]), _rows(t["sqljs"]), _yes_no(t["ok"])] for t in v["tables"]
+        [
+            t["table"],
+            _rows(t["snapshot"]),
+            _rows(t["target"]),
+            _rows(t["sqljs"]),
+            cell.get(table_status(t)) or f"{table_status(t)}: {t.get('detail', '')}",
+        ]
+        for t in v["tables"]
     ]
 
 
@@ -284,9 +294,10 @@ def _span(css: str, text: Any) -> str:
 
 
 def _html_cell(value: str, style: str) -> str:
-    """One escaped cell: ``code`` in a code span, ``tag`` coloured by its value, ``ok`` green when "yes"."""
+    """One escaped cell: ``code`` in a code span, ``tag`` coloured by its value, ``ok`` green when "yes", red
+    when "NO…" (anything else, e.g. "dropped: …", as a warning)."""
     if style == "ok":
-        return _span("ok" if value == "yes" else "bad", value)
+        return _span("ok" if value == "yes" else "bad" if value.startswith("NO") else "v-warn", value)
     if style == "code":
         return f"<code>{_e(value)}</code>"
     return _span(f"v-{value}", value) if style == "tag" else _e(value)
@@ -495,7 +506,11 @@ def _cards(state: RunState, data: dict[str, Any]) -> str:
     if a:
         cards.append((a["level"], "risk"))
     if tables:
-        cards.append((f"{sum(t['ok'] for t in tables)}/{len(tables)}", "tables equal in all three"))
+        statuses = [table_status(t) for t in tables]
+        compared = [x for x in statuses if x in ("equal", "differs")]
+        cards.append((f"{statuses.count('equal')}/{len(compared)}", "tables equal in all three"))
+        if dropped := statuses.count("dropped"):
+            cards.append((str(dropped), "tables dropped by the plan"))
         cards.append((f"{rows:,}", "rows verified"))
     if v.get("checks"):
         cards.append((f"{sum(c['ok'] for c in v['checks'])}/{len(v['checks'])}", "checks passed"))

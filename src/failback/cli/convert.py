@@ -33,6 +33,7 @@ from . import (
 def export(source: Path, target: Path, profile: str, config_path: Path | None, force: bool, as_json: bool) -> None:
     """Convert SOURCE into a database the target engine accepts, verify it, write TARGET."""
     from ..export import export_database
+    from ..verify import tables_summary
 
     cfg = load_config(config_path) if config_path else None
     with progress_bar(not as_json and err.is_terminal) as progress:
@@ -41,11 +42,11 @@ def export(source: Path, target: Path, profile: str, config_path: Path | None, f
         emit_json(result.to_json())
         return
     render_plan([d.to_json() for d in result.plan.decisions])
-    v = result.verification
+    v = result.verification.to_json()
     out.print(
         f"[green]✓[/] {target}: {result.bytes / 1e6:.1f} MB in {result.seconds:.2f} s; "
-        f"{len(v.tables)} tables equal in source, target and sql.js {v.sqljs_version}; "
-        f"{sum(c.ok for c in v.checks)}/{len(v.checks)} checks passed",
+        f"{tables_summary(v['tables'], 'in source, target and sql.js ' + v['sqljs_version'])}; "
+        f"{sum(c['ok'] for c in v['checks'])}/{len(v['checks'])} checks passed",
         highlight=False,
     )
 

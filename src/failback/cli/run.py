@@ -113,8 +113,10 @@ def _step_line(name: str, r: dict[str, Any]) -> str:
     if name == "convert":
         return f"{r['bytes'] / 1e6:.1f} MB built in {r['seconds'].get('total', 0):.2f} s ({r['decisions']} decisions)"
     if name == "verify":
+        from ..verify import tables_summary
+
         checks = sum(c["ok"] for c in r["checks"])
-        return f"{len(r['tables'])} tables equal in snapshot/target/sql.js, {checks}/{len(r['checks'])} checks passed"
+        return f"{tables_summary(r['tables'], 'in snapshot/target/sql.js')}, {checks}/{len(r['checks'])} checks passed"
     if name == "postcheck":
         if "skipped" in r:
             return r["skipped"]
