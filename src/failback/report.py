@@ -15,6 +15,7 @@ from . import __version__
 from .audit import AuditLog
 from .convert import load_plan
 from .files import write_text
+from .integrity import repair_note
 from .journal import RunDir, RunState, StepState
 from .verify import table_status
 
@@ -55,6 +56,12 @@ def backups(state: RunState, data: dict[str, Any]) -> list[tuple[str, dict[str, 
     """(role, backup) for every backup the run made: the source, and the target it replaced."""
     found = [(role, b) for role, b in state.step("backup").result.items() if isinstance(b, dict) and "id" in b]
     return found or ([("source", data["backup"])] if data.get("backup") else [])
+
+
+def source_repair(state: RunState) -> dict[str, Any] | None:
+    """The source integrity check of the run, when the conversion repaired FTS indexes (``--repair-fts``)."""
+    integrity = state.step("assess").result.get("source_integrity") or {}
+    return integrity if integrity.get("repaired") else None
 
 
 def benchmark(state: RunState) -> list[dict[str, Any]]:
@@ -213,6 +220,8 @@ def render_markdown(state: RunState, data: dict[str, Any]) -> str:
     if state.error:
         lines.append(f"- error: {state.error}")
     lines += ["", "## Steps", "", *md_table(*steps_table(state))]
+    if repaired := source_repair(state):
+        lines += ["## Source repaired", "", f"- {repair_note(repaired)}", ""]
     if a := data.get("assessment"):
         lines += [f"## Risk: {a['level']}", "", *md_table(*findings_table(a))]
     for role, b in backups(state, data):
@@ -567,6 +576,8 @@ def render_html(state: RunState, data: dict[str, Any]) -> str:
     ]
     if state.error:
         parts.append(_section("Error", f"<p>{_e(state.error)}</p>", "error"))
+    if repaired := source_repair(state):
+        parts.append(_section("Source repaired", f'<p class="v-warn">{_e(repair_note(repaired))}</p>'))
     parts.append(_cards(state, data))
     parts.append(_section("Timeline", timeline_svg(state)))
     if sizes := table_sizes(data):

@@ -52,6 +52,7 @@ from .errors import (
 )
 from .export import build_target, prove_schema
 from .files import copy_file, file_xxh3, fsync_dir, remove_quietly, sha256_file, tmp_name, write_bytes, write_text
+from .integrity import check_source
 from .journal import DEBT, RunDir, RunLock, RunState, crash_point, find_run
 from .profiles import load_profile
 from .report import write_reports
@@ -73,6 +74,7 @@ class Options:
     force: bool = False
     reason: str = ""
     break_lock: bool = False
+    repair_fts: bool = False  # accept a source whose only damage is in FTS indexes the target rebuilds
 
 
 @dataclass
@@ -406,9 +408,14 @@ class Rollback:
 
     def step_assess(self) -> dict[str, Any]:
         assert self.snapshot is not None and self.schema is not None and self.plan is not None
+        integrity = check_source(
+            self.snapshot.path, self.cfg.source_path, self.schema, self.plan, self.opts.repair_fts
+        ).to_json()
+        if integrity["repaired"]:
+            self.audit.append("source.repair-fts", integrity, self.rd.id)
         facts = gather(self.cfg, self.snapshot.path, self.schema, self.plan, emergency=self.emergency, sides=self.sides)
         self.assessment = evaluate(facts)
-        result = {**self.assessment.to_json(), "plan": self.plan.to_json()}
+        result = {**self.assessment.to_json(), "plan": self.plan.to_json(), "source_integrity": integrity}
         if not self.opts.dry_run:
             confirmed: list[bool] = []
 
@@ -456,6 +463,7 @@ class Rollback:
             queries=v.queries,
             timed=self.cfg.benchmark.queries,
             runs=self.cfg.benchmark.runs,
+            repaired=self.state.step("assess").result.get("source_integrity", {}).get("repaired", ()),
         )
         self.verification = result = report.to_json()
         if not report.ok:

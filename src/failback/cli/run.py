@@ -22,6 +22,7 @@ from . import (
     progress_bar,
     render_assessment,
     render_plan,
+    repair_fts_option,
 )
 
 
@@ -34,6 +35,7 @@ from . import (
 @click.option("--force", is_flag=True, help="Proceed when the risk is critical (needs --reason).")
 @click.option("--reason", default="", help="Why a critical risk is overridden (written to the audit log).")
 @click.option("--break-lock", is_flag=True, help="Break a lock left by a run whose process is gone.")
+@repair_fts_option
 @json_option
 @handle_errors
 def rollback(
@@ -44,13 +46,15 @@ def rollback(
     force: bool,
     reason: str,
     break_lock: bool,
+    repair_fts: bool,
     as_json: bool,
 ) -> None:
     """Roll the app back: snapshot, backup, assess, convert, verify, switch, report."""
     from ..rollback import Options
 
     cfg = load_config(config_path)
-    outcome = run_rollback(cfg, config_path, Options(mode, dry_run, yes, force, reason, break_lock), as_json)
+    options = Options(mode, dry_run, yes, force, reason, break_lock, repair_fts=repair_fts)
+    outcome = run_rollback(cfg, config_path, options, as_json)
     if outcome.error is not None:
         raise outcome.error
 
@@ -109,7 +113,10 @@ def _step_line(name: str, r: dict[str, Any]) -> str:
         ok = sum(x["ok"] for x in s["layers"])
         return f"{s['id']} → {ok}/{len(s['layers'])} layer(s) verified, sha256 {s['sha256']['compressed'][:16]}…"
     if name == "assess":
-        return f"risk {r['level']} ({len(r['findings'])} findings)"
+        repaired = (r.get("source_integrity") or {}).get("repaired")
+        return f"risk {r['level']} ({len(r['findings'])} findings)" + (
+            f"; FTS index of {', '.join(repaired)} repaired (--repair-fts)" if repaired else ""
+        )
     if name == "convert":
         return f"{r['bytes'] / 1e6:.1f} MB built in {r['seconds'].get('total', 0):.2f} s ({r['decisions']} decisions)"
     if name == "verify":
