@@ -40,6 +40,9 @@ dir = "backups"
 
 [assess]
 liveness_seconds = 0
+
+[verify]
+fts_queries = ["qzx"]  # the word the damaged index lost: the source finds no row, the repaired target all
 """
 
 
@@ -183,11 +186,17 @@ def test_export_refuses_a_damaged_btree_even_with_repair_fts(tmp_path: Path, cli
 
 
 # -- rollback --------------------------------------------------------------------------------------------------
+def bad_app(folder: Path) -> Path:
+    """An app folder whose native database has the malformed FTS4 index."""
+    src = bad_fts_db(folder, "native.sqlite")
+    (folder / "app.env").write_text("DATABASE_PROVIDER=native\n")
+    (folder / "failback.toml").write_text(CONFIG.format(source="native.sqlite"))
+    return src
+
+
 def test_rollback_refuses_then_repairs_when_asked(tmp_path: Path, cli: Callable[..., Any]) -> None:
     app = tmp_path / "app"
-    src = bad_fts_db(app, "native.sqlite")
-    (app / "app.env").write_text("DATABASE_PROVIDER=native\n")
-    (app / "failback.toml").write_text(CONFIG.format(source="native.sqlite"))
+    src = bad_app(app)
     before = file_hashes(src)
     for mode in ("emergency", "standard"):  # the check runs in both modes, before the conversion
         refused = cli("rollback", "--yes", "--mode", mode, "--json", cwd=app)
@@ -210,3 +219,21 @@ def test_rollback_refuses_then_repairs_when_asked(tmp_path: Path, cli: Callable[
     [repair] = [e for e in events if e["event"] == "source.repair-fts"]
     assert repair["run"] == out["run"] and repair["data"]["repaired"] == ["note_ft"]
     assert file_hashes(src) == before
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="backup.py's _unpack runs integrity_check after the SHA-256 matched, so it refuses the faithful backup "
+    "of a snapshot whose FTS index is malformed: `verify --debt` cannot restore it (left to the backup owner)",
+)
+def test_an_emergency_repair_pays_its_debt(tmp_path: Path, cli: Callable[..., Any]) -> None:
+    """The deferred verification of an emergency rollback that repaired an index knows it was repaired: the
+    search parity of that table is not held against the damaged source."""
+    app = tmp_path / "app"
+    bad_app(app)
+    done = cli("rollback", "--yes", "--mode", "emergency", "--repair-fts", "--json", cwd=app)
+    assert done.returncode == 0, done.stdout + done.stderr
+    paid = cli("verify", "--debt", "--json", cwd=app)
+    assert paid.returncode == 0, paid.stdout + paid.stderr
+    checks = json.loads(paid.stdout)["checks"]
+    assert [c["detail"][:12] for c in checks if c["kind"] == "search"] == ["not compared"]

@@ -450,6 +450,7 @@ class Rollback:
     def step_verify(self) -> dict[str, Any]:
         assert self.snapshot is not None and self.plan is not None and self.tmp_target is not None
         digests = self.backup.digests if self.backup else None
+        repaired = self.state.step("assess").result.get("source_integrity", {}).get("repaired", [])
         v = self.cfg.verify
         report = verify_target(
             self.tmp_target,
@@ -463,7 +464,7 @@ class Rollback:
             queries=v.queries,
             timed=self.cfg.benchmark.queries,
             runs=self.cfg.benchmark.runs,
-            repaired=self.state.step("assess").result.get("source_integrity", {}).get("repaired", ()),
+            repaired=repaired,
         )
         self.verification = result = report.to_json()
         if not report.ok:
@@ -475,6 +476,7 @@ class Rollback:
                 "backup": self.backup.id if self.backup else None,
                 "target": str(self.cfg.target_path),
                 "target_xxh3": self.state.step("convert").result["xxh3"],
+                "repaired": repaired,  # FTS indexes repaired (--repair-fts): their search parity is not compared
                 "paid": None,
             }
             write_text(self.rd.file(DEBT), json.dumps(debt, indent=2) + "\n")
