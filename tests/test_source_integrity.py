@@ -21,29 +21,13 @@ from failback.sqlite import connect, run_script
 
 from .conftest import file_hashes
 from .make_corpus import FTS4_NOTES, b_fts4_bad_index
+from .test_corpus import CONFIG as CORPUS_CONFIG
 
 FTS4 = "malformed inverted index for FTS4 table main.{}"
 FTS5 = 'fts5: corruption found reading blob 2336462209025 from table "{}"'
 BTREE = "Tree 5 (note) page 9 cell 0: invalid page number 77"
-CONFIG = """\
-[source]
-path = "{source}"
-
-[target]
-path = "target.sqlite"
-
-[app]
-config = "app.env"
-
-[backup]
-dir = "backups"
-
-[assess]
-liveness_seconds = 0
-
-[verify]
-fts_queries = ["qzx"]  # the word the damaged index lost: the source finds no row, the repaired target all
-"""
+# the corpus's app config, plus the word the damaged index lost: the source finds no row, the repaired target all
+CONFIG = CORPUS_CONFIG + '\n[verify]\nfts_queries = ["qzx"]\n'
 
 
 # -- the decision (pure) -----------------------------------------------------------------------------------
