@@ -45,7 +45,7 @@ class Entry:
 
     name: str
     what: str
-    expect: str  # "error": a clean error · "export": exports with identical content · "either"
+    expect: str  # "error": a clean error · "export": exports with identical content · "either" · "repair"
     build: Callable[[Path, Path], None]  # (scratch folder, destination path)
     extra: tuple[str, ...] = ()  # side files written beside it (-wal, -journal)
     kind: str = "db"  # db or config
@@ -280,6 +280,25 @@ def b_app_collation(tmp: Path, dest: Path) -> None:
     _copy(tmp / "c.sqlite", dest)
 
 
+FTS4_NOTES = """
+CREATE TABLE note(id INTEGER PRIMARY KEY, body TEXT NOT NULL);
+CREATE VIRTUAL TABLE note_ft USING fts4(body);
+WITH RECURSIVE i(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM i WHERE x < 30)
+INSERT INTO note(body) SELECT printf('note %d lorem ipsum qzx', x) FROM i;
+INSERT INTO note_ft(docid, body) SELECT id, body FROM note;
+"""
+
+
+def b_fts4_bad_index(tmp: Path, dest: Path) -> None:
+    """A valid FTS4 table whose inverted index no longer matches its intact text: the term 'qzx' renamed 'qzy'
+    in the root of its segment (``note_ft_segdir``), as a damaged write leaves it. SELECT still returns every
+    row; MATCH 'qzx' finds none (a word too short for the search parity's samples, so only quick_check on
+    SQLite 3.54 tells: "malformed inverted index")."""
+    db = _sql(tmp / "f.sqlite", FTS4_NOTES, pre="PRAGMA page_size = 1024")
+    _sql(db, "UPDATE note_ft_segdir SET root = replace(root, CAST('qzx' AS BLOB), CAST('qzy' AS BLOB))")
+    _copy(db, dest)
+
+
 def b_bad_utf8_names(tmp: Path, dest: Path) -> None:
     """A schema whose table name and SQL hold bytes that are not UTF-8 (SQLite accepts them; Python cannot
     decode them)."""
@@ -424,6 +443,13 @@ ENTRIES: list[Entry] = [
         "either",
         b_app_collation,
     ),
+    Entry(
+        "fts4-bad-index.sqlite",
+        "a valid-looking database whose FTS4 index no longer matches its intact text (quick_check: malformed "
+        "inverted index)",
+        "repair",
+        b_fts4_bad_index,
+    ),
     *(Entry(name, what, "error", _text(text), kind="config") for name, (what, text) in CONFIGS.items()),
 ]
 
@@ -460,6 +486,7 @@ def readme() -> str:
         "error": "a clean error (exit 1/2/3/5/6)",
         "export": "exports with identical content (exit 0)",
         "either": "a correct result or a clean error",
+        "repair": "refused (exit 3) naming the index; with --repair-fts, exports with the index rebuilt from the text",
     }
     lines = [
         "# Bad-input corpus",

@@ -267,6 +267,8 @@ def run_steps(entry: Entry, ws: Path) -> dict[str, Run]:
         judge_files(run, before, tree(ws), may)
         if entry.expect == "error" and run.code == 0 and step.name in ("export", "rollback", "backup-create"):
             run.problems.append("a bad input was accepted")
+        if entry.expect == "repair" and step.name in ("export", "rollback"):
+            judge_refused_repair(run)
         if valid:
             judge_valid(run, step, entry, ws)
         elif entry.expect == EITHER and run.code == 0:
@@ -275,6 +277,13 @@ def run_steps(entry: Entry, ws: Path) -> dict[str, Run]:
             run.problems.append("the restored database differs from the backed-up one")
         out[step.name] = run
     return out
+
+
+def judge_refused_repair(run: Run) -> None:
+    """A source whose only damage is an FTS index the target would rebuild: refused (exit 3) without
+    --repair-fts, the error naming the index and the hint the option (a backup of it is fine: it is faithful)."""
+    if run.code != 3 or "FTS index of note_ft is malformed" not in run.stderr or "--repair-fts" not in run.stderr:
+        run.problems.append("a damaged FTS index was not refused by name (exit 3) without --repair-fts")
 
 
 def judge_valid(run: Run, step: Step, entry: Entry, ws: Path) -> None:

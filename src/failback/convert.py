@@ -287,7 +287,7 @@ class _Planner:
     def keep_virtual(self, t: Table) -> None:
         self.decide("virtual table", t.name, Action.KEEP, f"module {t.module} is available in the target")
         self.plan_.virtual_tables.append(t.sql)
-        content = t.option("content")
+        content = t.fts_content
         cols = [quote(c.name) for c in t.visible_columns]
         if t.module in ("fts3", "fts4", "fts5") and content is not None:
             if content:

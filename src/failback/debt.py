@@ -67,6 +67,7 @@ def pay_debt(cfg: Config, engine: Engine, run: str | None = None) -> DebtPayment
             fts_queries=v.fts_queries,
             sample_terms=v.sample_terms,
             queries=v.queries,
+            repaired=debt.get("repaired", []),
         )
         if how.endswith("DIFFERENT from the switched file)"):
             report.problems.append("the rebuilt target differs from the file that was switched to")

@@ -59,6 +59,13 @@ class RiskRefused(FailbackError):
     default_hint = "read `failback assess`; re-run with --yes (high) or --force --reason '…' (critical)"
 
 
+class SourceDamaged(FailbackError):
+    """The source fails quick_check; the run refuses to convert it (only FTS index damage may be repaired)."""
+
+    exit_code = 3
+    default_hint = "restore the source from a backup or recover it (sqlite3 .recover) first"
+
+
 class VerificationFailed(FailbackError):
     """The converted database does not hold the same data as the snapshot; nothing was switched."""
 

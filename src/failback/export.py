@@ -31,6 +31,7 @@ from .errors import (
 )
 from .files import ensure_dir, remove_quietly
 from .guard import Protected, check_replaceable, publish_over
+from .integrity import SourceIntegrity, check_source
 from .profiles import load_profile
 from .schema import read_schema
 from .sqlite import connect, database_error, open_source, run_script
@@ -171,6 +172,7 @@ class ExportResult:
     bytes: int
     seconds: float
     build: dict[str, float]
+    integrity: SourceIntegrity
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -180,6 +182,7 @@ class ExportResult:
             "build_seconds": self.build,
             "plan": self.plan.to_json(),
             "verification": self.verification.to_json(),
+            "source_integrity": self.integrity.to_json(),
         }
 
 
@@ -204,8 +207,11 @@ def export_database(
     force: bool = False,
     progress: Progress | None = None,
     engine: Engine | None = None,
+    repair_fts: bool = False,
 ) -> ExportResult:
-    """Snapshot ``source``, convert, verify in both engines, then publish ``target`` (never partial)."""
+    """Snapshot ``source``, check its integrity, convert, verify in both engines, then publish ``target`` (never
+    partial). A damaged source is refused, unless only FTS indexes the target rebuilds are damaged and
+    ``repair_fts`` allows the repair."""
     t0 = time.perf_counter()
     if (target.exists() or target.is_symlink()) and not force:
         raise InputError(f"{target} exists; refusing to overwrite", "pass --force or choose another path")
@@ -226,6 +232,7 @@ def export_database(
         engine = engine or SqlJsEngine()
         options = cfg.convert if cfg else None
         plan = plan_conversion(schema, load_profile(profile), options)
+        integrity = check_source(snap.path, source, schema, plan, repair_fts)
         plan = apply_proofs(plan, prove_schema(plan, engine), options)
         try:
             built = build_target(snap.path, tmp, plan, progress)
@@ -240,10 +247,12 @@ def export_database(
             fts_queries=v.fts_queries if v else [],
             sample_terms=v.sample_terms if v else 5,
             queries=v.queries if v else [],
+            repaired=integrity.repaired,
         )
         if not report.ok:
             raise VerificationFailed(f"{target} not written: {report.problems[0]}")
         publish_over(tmp, target)  # the old file's -wal/-shm/-journal go with it
-        return ExportResult(target, plan, report, target.stat().st_size, time.perf_counter() - t0, built.seconds)
+        seconds = time.perf_counter() - t0
+        return ExportResult(target, plan, report, target.stat().st_size, seconds, built.seconds, integrity)
     finally:
         remove_quietly(snap_path, tmp, Path(str(tmp) + "-journal"))

@@ -15,7 +15,9 @@ from . import __version__
 from .audit import AuditHead, AuditLog
 from .convert import load_plan
 from .files import write_text
+from .integrity import repair_note
 from .journal import RunDir, RunState, StepState, list_runs
+from .verify import table_status
 
 SECTIONS = ("plan", "assessment", "backup", "verification", "audit", "audit_head")
 
@@ -68,6 +70,12 @@ def backups(state: RunState, data: dict[str, Any]) -> list[tuple[str, dict[str, 
     """(role, backup) for every backup the run made: the source, and the target it replaced."""
     found = [(role, b) for role, b in state.step("backup").result.items() if isinstance(b, dict) and "id" in b]
     return found or ([("source", data["backup"])] if data.get("backup") else [])
+
+
+def source_repair(state: RunState) -> dict[str, Any] | None:
+    """The source integrity check of the run, when the conversion repaired FTS indexes (``--repair-fts``)."""
+    integrity = state.step("assess").result.get("source_integrity") or {}
+    return integrity if integrity.get("repaired") else None
 
 
 def benchmark(state: RunState) -> list[dict[str, Any]]:
@@ -140,9 +148,18 @@ def plan_table(plan: dict[str, Any]) -> Table:
 
 
 def matrix_table(v: dict[str, Any]) -> Table:
-    """The verification matrix: rows · digest per table in snapshot, target and sql.js."""
+    """The verification matrix: rows · digest per table in snapshot, target and sql.js; a table that was not
+    compared says why (dropped by the plan, or unreadable in the source too)."""
+    cell = {"equal": "yes", "differs": "NO"}
     return ["table", "snapshot", "target", "sql.js", "equal"], [
-        [t["table"], _rows(t["snapshot"]), _rows(t["target"]), _rows(t["sqljs"]), _yes_no(t["ok"])] for t in v["tables"]
+        [
+            t["table"],
+            _rows(t["snapshot"]),
+            _rows(t["target"]),
+            _rows(t["sqljs"]),
+            cell.get(table_status(t)) or f"{table_status(t)}: {t.get('detail', '')}",
+        ]
+        for t in v["tables"]
     ]
 
 
@@ -217,6 +234,8 @@ def render_markdown(state: RunState, data: dict[str, Any]) -> str:
     if state.error:
         lines.append(f"- error: {state.error}")
     lines += ["", "## Steps", "", *md_table(*steps_table(state))]
+    if repaired := source_repair(state):
+        lines += ["## Source repaired", "", f"- {repair_note(repaired)}", ""]
     if a := data.get("assessment"):
         lines += [f"## Risk: {a['level']}", "", *md_table(*findings_table(a))]
     for role, b in backups(state, data):
@@ -300,9 +319,10 @@ def _span(css: str, text: Any) -> str:
 
 
 def _html_cell(value: str, style: str) -> str:
-    """One escaped cell: ``code`` in a code span, ``tag`` coloured by its value, ``ok`` green when "yes"."""
+    """One escaped cell: ``code`` in a code span, ``tag`` coloured by its value, ``ok`` green when "yes", red
+    when "NO…" (anything else, e.g. "dropped: …", as a warning)."""
     if style == "ok":
-        return _span("ok" if value == "yes" else "bad", value)
+        return _span("ok" if value == "yes" else "bad" if value.startswith("NO") else "v-warn", value)
     if style == "code":
         return f"<code>{_e(value)}</code>"
     return _span(f"v-{value}", value) if style == "tag" else _e(value)
@@ -511,7 +531,11 @@ def _cards(state: RunState, data: dict[str, Any]) -> str:
     if a:
         cards.append((a["level"], "risk"))
     if tables:
-        cards.append((f"{sum(t['ok'] for t in tables)}/{len(tables)}", "tables equal in all three"))
+        statuses = [table_status(t) for t in tables]
+        compared = [x for x in statuses if x in ("equal", "differs")]
+        cards.append((f"{statuses.count('equal')}/{len(compared)}", "tables equal in all three"))
+        if dropped := statuses.count("dropped"):
+            cards.append((str(dropped), "tables dropped by the plan"))
         cards.append((f"{rows:,}", "rows verified"))
     if v.get("checks"):
         cards.append((f"{sum(c['ok'] for c in v['checks'])}/{len(v['checks'])}", "checks passed"))
@@ -568,6 +592,8 @@ def render_html(state: RunState, data: dict[str, Any]) -> str:
     ]
     if state.error:
         parts.append(_section("Error", f"<p>{_e(state.error)}</p>", "error"))
+    if repaired := source_repair(state):
+        parts.append(_section("Source repaired", f'<p class="v-warn">{_e(repair_note(repaired))}</p>'))
     parts.append(_cards(state, data))
     parts.append(_section("Timeline", timeline_svg(state)))
     if sizes := table_sizes(data):

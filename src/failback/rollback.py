@@ -50,6 +50,7 @@ from .errors import (
 from .export import build_target, prove_schema
 from .files import file_xxh3, sha256_file, tmp_name, write_text
 from .guard import Guard, SourceEvidence, schema_fingerprint
+from .integrity import check_source
 from .journal import DEBT, RunDir, RunLock, RunState, crash_point, find_run
 from .profiles import load_profile
 from .report import write_reports
@@ -71,6 +72,7 @@ class Options:
     force: bool = False
     reason: str = ""
     break_lock: bool = False  # ignored: the OS lock is free once its holder died (kept for scripts, saved runs)
+    repair_fts: bool = False  # accept a source whose only damage is in FTS indexes the target rebuilds
 
 
 @dataclass
@@ -396,9 +398,14 @@ class Rollback:
 
     def step_assess(self) -> dict[str, Any]:
         assert self.snapshot is not None and self.schema is not None and self.plan is not None
+        integrity = check_source(
+            self.snapshot.path, self.cfg.source_path, self.schema, self.plan, self.opts.repair_fts
+        ).to_json()
+        if integrity["repaired"]:
+            self.audit.append("source.repair-fts", integrity, self.rd.id)
         facts = gather(self.cfg, self.snapshot.path, self.schema, self.plan, emergency=self.emergency, sides=self.sides)
         self.assessment = evaluate(facts)
-        result = {**self.assessment.to_json(), "plan": self.plan.to_json()}
+        result = {**self.assessment.to_json(), "plan": self.plan.to_json(), "source_integrity": integrity}
         if not self.opts.dry_run:
             confirmed: list[bool] = []
 
@@ -433,6 +440,7 @@ class Rollback:
     def step_verify(self) -> dict[str, Any]:
         assert self.snapshot is not None and self.plan is not None and self.tmp_target is not None
         digests = self.backup.digests if self.backup else None
+        repaired = self.state.step("assess").result.get("source_integrity", {}).get("repaired", [])
         v = self.cfg.verify
         report = verify_target(
             self.tmp_target,
@@ -446,6 +454,7 @@ class Rollback:
             queries=v.queries,
             timed=self.cfg.benchmark.queries,
             runs=self.cfg.benchmark.runs,
+            repaired=repaired,
         )
         self.verification = result = report.to_json()
         if not report.ok:
@@ -457,6 +466,7 @@ class Rollback:
                 "backup": self.backup.id if self.backup else None,
                 "target": str(self.cfg.target_path),
                 "target_xxh3": self.state.step("convert").result["xxh3"],
+                "repaired": repaired,  # FTS indexes repaired (--repair-fts): their search parity is not compared
                 "paid": None,
             }
             write_text(self.rd.file(DEBT), json.dumps(debt, indent=2) + "\n")

@@ -69,6 +69,12 @@ class Table:
     def has_rowid(self) -> bool:
         return not self.without_rowid
 
+    @property
+    def fts_content(self) -> str | None:
+        """An FTS4/FTS5 table's ``content=`` option ('' when contentless), None when it keeps its own text. FTS3
+        has no such option: ``USING fts3(a, content="x")`` declares a column named ``content``."""
+        return self.option("content") if self.module in ("fts4", "fts5") else None
+
     def option(self, key: str) -> str | None:
         """A ``key=value`` argument of a virtual table (e.g. fts5 ``content``), unquoted."""
         for arg in self.module_args:
@@ -150,7 +156,7 @@ def digest_spec(t: Table) -> DigestSpec | None:
     cols = tuple(c.name for c in t.visible_columns)
     if t.kind == "table":
         return DigestSpec(t.name, cols, rowid=t.has_rowid)
-    if t.module in ("fts3", "fts4", "fts5") and t.option("content") is None:
+    if t.module in ("fts3", "fts4", "fts5") and t.fts_content is None:
         return DigestSpec(t.name, cols, rowid=True)
     if t.module in ("rtree", "rtree_i32"):
         return DigestSpec(t.name, cols, rowid=False)  # the first column is the key

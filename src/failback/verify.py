@@ -1,5 +1,11 @@
 """Verification: prove the target holds the snapshot's data, and that the real target engine reads it so.
 
+What is compared does not come from the plan: every table and virtual table a reader of the snapshot can
+``SELECT`` from (read from the snapshot's own schema; shadow tables are internal, their content is what their
+virtual table's SELECT returns) is digested in the snapshot and in the target, whatever the plan decided. The
+only exceptions are listed, never passed off as equal: objects the plan drops (``dropped``) and virtual tables
+whose SELECT fails in the snapshot itself (``unreadable``: nothing a reader sees to compare).
+
 Levels:
 * ``quick``: quick_check and foreign keys (apsw), row counts in snapshot, target and sql.js;
 * ``standard``: integrity_check, foreign keys, row counts (apsw) and content digests of the snapshot and of the
@@ -17,7 +23,9 @@ sides use both cores.
 
 from __future__ import annotations
 
+import contextlib
 import time
+from collections.abc import Collection
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -26,11 +34,12 @@ from typing import Any
 import apsw
 
 from .benchmark import summarize, without_warmup
-from .convert import Plan, SearchPair
+from .convert import Action, Plan, SearchPair
 from .digest import DigestSpec, TableDigest, database_digests, digest_rows, table_digest
 from .engines import Engine, decode_typed, first_difference
 from .engines.sqlite import SqliteEngine
 from .errors import FailbackError
+from .schema import Schema, Table, digest_spec, read_schema
 from .sqlite import connect, database_error, quote
 
 MARKER = "fbverifymarkerq"
@@ -39,11 +48,16 @@ LEVELS = ("quick", "standard", "deep")
 
 @dataclass
 class TableCheck:
+    """One table's rows and digest on each side; ``status`` equal, differs, dropped (by the plan, with its
+    reason in ``detail``) or unreadable (its SELECT fails in the snapshot itself)."""
+
     table: str
     snapshot: dict[str, Any] | None
     target: dict[str, Any] | None
     sqljs: dict[str, Any] | None
     ok: bool
+    status: str = "equal"
+    detail: str = ""
 
 
 @dataclass
@@ -83,6 +97,24 @@ class VerifyReport:
         return {**asdict(self), "ok": self.ok}
 
 
+def table_status(t: dict[str, Any]) -> str:
+    """A TableCheck's status from its JSON (one recorded before tables had a status: from ``ok``)."""
+    return str(t.get("status") or ("equal" if t["ok"] else "differs"))
+
+
+def tables_summary(tables: list[dict[str, Any]], where: str) -> str:
+    """'N tables equal WHERE', then the others by name (``tables``: TableCheck JSON)."""
+    by: dict[str, list[str]] = {}
+    for t in tables:
+        by.setdefault(table_status(t), []).append(t["table"])
+    parts = [f"{len(by.get('equal', []))} tables equal {where}"]
+    parts += [f"{len(by[k])} {label}: {', '.join(sorted(by[k]))}" for k, label in _NOT_EQUAL.items() if by.get(k)]
+    return "; ".join(parts)
+
+
+_NOT_EQUAL = {"differs": "differ", "dropped": "dropped by the plan", "unreadable": "unreadable in the source too"}
+
+
 class _Job:
     """sql.js actions, each with a tag so results are found by meaning, not by position."""
 
@@ -97,6 +129,62 @@ class _Job:
 
     def __getitem__(self, tag: str) -> dict[str, Any]:
         return self.results.get(tag, {"ok": False, "error": "not run"})
+
+
+@dataclass
+class SourceView:
+    """What a reader of the snapshot can SELECT (``specs``), what the plan drops, and what the snapshot itself
+    cannot read (table → the plan's reason or the error)."""
+
+    specs: list[DigestSpec]
+    dropped: dict[str, str]
+    unreadable: dict[str, str]
+
+
+def select_spec(t: Table) -> DigestSpec:
+    """What ``SELECT *`` of a table or virtual table returns, as a digest spec: the spec the backup manifest and the
+    plan use where they have one (so their digests are reused), else the visible columns, keyed by the rowid
+    for FTS tables (external-content and contentless ones too)."""
+    cols = tuple(c.name for c in t.visible_columns)
+    return digest_spec(t) or DigestSpec(t.name, cols, rowid=t.module in ("fts3", "fts4", "fts5"))
+
+
+def dropped_objects(schema: Schema, plan: Plan) -> dict[str, str]:
+    """Tables and virtual tables the plan drops, with its reason; ``sqlite_sequence`` too when counters of a
+    dropped table go with it (its other rows are then not compared)."""
+    drops = {
+        d.name: d.reason for d in plan.decisions if d.action is Action.DROP and d.kind in ("table", "virtual table")
+    }
+    if lost := sorted(n for n in schema.sequence if n in drops):
+        drops["sqlite_sequence"] = f"the AUTOINCREMENT counters of {', '.join(lost)} go with their table(s)"
+    return drops
+
+
+def source_view(snapshot: Path, plan: Plan) -> SourceView:
+    """Read the snapshot's schema (not the plan) for every table and virtual table a reader can SELECT from."""
+    conn = connect(snapshot, readonly=True)
+    try:
+        schema = read_schema(conn)
+        dropped = dropped_objects(schema, plan)
+        tables = [t for t in schema.user_tables() if t.name not in dropped]
+        unreadable = {
+            t.name: err for t in tables if t.kind == "virtual" and (err := _select_error(conn, select_spec(t)))
+        }
+    finally:
+        conn.close()
+    specs = [select_spec(t) for t in tables if t.name not in unreadable]
+    if schema.sequence and "sqlite_sequence" not in dropped:
+        specs.append(DigestSpec("sqlite_sequence", ("name", "seq"), rowid=False))
+    return SourceView(specs, dropped, unreadable)
+
+
+def _select_error(conn: apsw.Connection, spec: DigestSpec) -> str | None:
+    """Why the first row of a table cannot be read, or None."""
+    try:
+        conn.execute(f"{spec.select_sql()} LIMIT 1").fetchall()
+    except apsw.Error as err:
+        return str(err)
+    return None
 
 
 def _digest_json(d: TableDigest | None) -> dict[str, Any] | None:
@@ -140,17 +228,23 @@ def search_terms(snapshot: Path, pairs: list[SearchPair], n: int) -> list[str]:
 
 
 def _build_job(
-    plan: Plan, level: str, searches: list[tuple[SearchPair, str]], queries: list[str], timed: list[str], runs: int
+    plan: Plan,
+    specs: list[DigestSpec],
+    level: str,
+    searches: list[tuple[SearchPair, str]],
+    queries: list[str],
+    timed: list[str],
+    runs: int,
 ) -> _Job:
     job = _Job()
     for sql in timed:  # first, on the pristine data (the write round trip comes last)
         job.add(f"time:{sql}", {"op": "time", "sql": sql, "runs": runs + 1})
     if level == "quick":
-        for s in plan.digests:
+        for s in specs:
             job.add(f"count:{s.table}", {"op": "query", "sql": _count_sql(s)})
         return job
-    specs = [s.to_json() for s in plan.digests]
-    job.add("digests", {"op": "digest", "tables": specs})
+    for s in specs:  # one action per table: a table the target lacks fails alone
+        job.add(f"digest:{s.table}", {"op": "digest", "tables": [s.to_json()]})
     for pair, q in searches:
         f = quote(pair.target)
         job.add(
@@ -204,7 +298,7 @@ def verify_target(
     plan: Plan,
     engine: Engine,
     *,
-    snapshot: Path | None,
+    snapshot: Path,
     snapshot_digests_: dict[str, TableDigest] | None = None,
     level: str = "standard",
     fts_queries: list[str] | None = None,
@@ -212,37 +306,35 @@ def verify_target(
     queries: list[str] | None = None,
     timed: list[str] | None = None,
     runs: int = 20,
+    repaired: Collection[str] = (),
 ) -> VerifyReport:
     """Run the verification suite at ``level``. Problems are collected in the report, never raised.
-    ``timed`` queries are also timed in sql.js while it has the target loaded (for the post-check)."""
+    ``snapshot_digests_`` (e.g. from the backup manifest) are reused for the tables they cover; ``timed``
+    queries are also timed in sql.js while it has the target loaded (for the post-check). The search results
+    of ``repaired`` FTS tables (their source index was malformed: ``--repair-fts``) are not compared."""
     t0 = time.perf_counter()
     rep = VerifyReport(level)
     quick = level == "quick"
-    terms = (
-        []
-        if quick
-        else list(fts_queries or []) + (search_terms(snapshot, plan.search, sample_terms) if snapshot else [])
-    )
-    searches = [(p, q) for p in plan.search for q in terms]
-    job = _build_job(plan, level, searches, [] if quick else list(queries or []), list(timed or []), runs)
+    view = source_view(snapshot, plan)
+    terms = [] if quick else list(fts_queries or []) + search_terms(snapshot, plan.search, sample_terms)
+    searches = [(p, q) for p in plan.search if p.source not in repaired for q in terms]
+    job = _build_job(plan, view.specs, level, searches, [] if quick else list(queries or []), list(timed or []), runs)
     with ThreadPoolExecutor(1) as pool:
         future = pool.submit(engine.run, target, job.actions)
-        target_d = _target_side(rep, target, plan, snapshot, quick, level == "deep")
+        target_d = _target_side(rep, target, view.specs, snapshot, quick, level == "deep")
+        given = {} if quick else snapshot_digests_ or {}
         try:
-            snap = (
-                snapshot_digests_
-                if snapshot_digests_ is not None
-                else (snapshot_digests(snapshot, plan.digests, quick) if snapshot else {})
-            )
+            snap = {s.table: given[s.table] for s in view.specs if s.table in given}
+            snap |= snapshot_digests(snapshot, [s for s in view.specs if s.table not in given], quick)
         except (apsw.Error, UnicodeDecodeError) as err:
             future.cancel()
-            raise database_error(snapshot or target, err) from err
+            raise database_error(snapshot, err) from err
         run = future.result()
     job.results = dict(zip(job.tags, run.results, strict=True))
     rep.sqljs_version, rep.sqljs_peak_rss = run.version, run.peak_rss_bytes
     rep.timings = [asdict(summarize(sql, without_warmup(job[f"time:{sql}"]))) for sql in timed or []]
-    sqljs_d = _sqljs_digests(plan, job, quick)
-    for spec in plan.digests:
+    sqljs_d = _sqljs_digests(view.specs, job, quick)
+    for spec in view.specs:
         s, t, j = snap.get(spec.table), target_d.get(spec.table), sqljs_d.get(spec.table)
         if not quick and s and j and s.digest != j.digest and t and not t.digest:
             t = _apsw_digest(target, spec)  # which side is wrong: the file, or how sql.js reads it?
@@ -253,13 +345,20 @@ def verify_target(
             and s.rows == t.rows == j.rows
             and (quick or (s.digest == j.digest and t.digest in ("", j.digest)))
         )
-        rep.tables.append(TableCheck(spec.table, _digest_json(s), _digest_json(t), _digest_json(j), ok))
+        sides = (_digest_json(s), _digest_json(t), _digest_json(j))
+        rep.tables.append(TableCheck(spec.table, *sides, ok, "equal" if ok else "differs"))
         if not ok:
-            where = _first_difference(snapshot, target, spec, engine) if snapshot and not quick else None
+            where = None if quick else _first_difference(snapshot, target, spec, engine)
+            error = job[f"{'count' if quick else 'digest'}:{spec.table}"].get("error")
             rep.problems.append(
-                f"table {spec.table}: content differs (snapshot {_digest_json(s)}, target {_digest_json(t)}, "
-                f"sql.js {_digest_json(j) or job['digests'].get('error')})" + (f"; {where}" if where else "")
+                f"table {spec.table}: content differs (snapshot {sides[0]}, target {sides[1]}, "
+                f"sql.js {sides[2] or error})" + (f"; {where}" if where else "")
             )
+    rep.tables += [TableCheck(n, None, None, None, True, "dropped", why) for n, why in view.dropped.items()]
+    rep.tables += [
+        TableCheck(n, None, None, None, True, "unreadable", f"its SELECT fails in the snapshot too: {err}")
+        for n, err in view.unreadable.items()
+    ]
     if quick:
         rep.deferred = [
             "integrity_check",
@@ -271,6 +370,8 @@ def verify_target(
         ]
     else:
         _checks(rep, plan, job, snapshot, searches, list(queries or []), level)
+        for name in sorted({p.source for p in plan.search} & set(repaired)):
+            rep.add(Check("search", name, True, "not compared: the source's index is malformed, rebuilt in the target"))
     rep.seconds = time.perf_counter() - t0
     return rep
 
@@ -314,32 +415,33 @@ def _first_difference(snapshot: Path, target: Path, spec: DigestSpec, engine: En
 
 
 def _target_side(
-    rep: VerifyReport, target: Path, plan: Plan, snapshot: Path | None, quick: bool, deep: bool
+    rep: VerifyReport, target: Path, specs: list[DigestSpec], snapshot: Path, quick: bool, deep: bool
 ) -> dict[str, TableDigest]:
     """The target read by apsw: integrity (quick_check at level quick), foreign keys, row counts, and content
-    digests at level deep."""
+    digests at level deep; a table apsw cannot read in the target is left out (and so differs)."""
     try:
         conn = connect(target, readonly=True)
     except FailbackError as err:
         rep.problems.append(f"target cannot be opened: {err}")
         return {}
+    digests = {}
     try:
         rep.integrity = _quick_check(conn) if quick else conn.execute("PRAGMA integrity_check").get
         if rep.integrity != "ok":
             rep.problems.append(f"target integrity: {rep.integrity}")
         rep.foreign_keys = len(list(conn.execute("PRAGMA foreign_key_check")))
-        digests = {}
-        for s in plan.digests:  # counts; content is read by sql.js (by apsw too at deep, or where they disagree)
-            digests[s.table] = (
-                table_digest(conn, s) if deep else TableDigest(s.table, conn.execute(_count_sql(s)).get, "")
-            )
+        for s in specs:  # counts; content is read by sql.js (by apsw too at deep, or where they disagree)
+            with contextlib.suppress(apsw.SQLError):
+                digests[s.table] = (
+                    table_digest(conn, s) if deep else TableDigest(s.table, conn.execute(_count_sql(s)).get, "")
+                )
     except (apsw.Error, UnicodeDecodeError) as err:
         rep.problems.append(f"target cannot be read by apsw: {err}")
         return {}
     finally:
         conn.close()
     if rep.foreign_keys:
-        before = _fk_count(snapshot) if snapshot else 0
+        before = _fk_count(snapshot)
         if rep.foreign_keys > before:
             rep.problems.append(f"{rep.foreign_keys} foreign key violation(s) in the target ({before} in the snapshot)")
     return digests
@@ -353,21 +455,19 @@ def _fk_count(snapshot: Path) -> int:
         conn.close()
 
 
-def _sqljs_digests(plan: Plan, job: _Job, quick: bool) -> dict[str, TableDigest]:
+def _sqljs_digests(specs: list[DigestSpec], job: _Job, quick: bool) -> dict[str, TableDigest]:
     if quick:
         return {
             s.table: TableDigest(s.table, int(str(decode_typed(job[f"count:{s.table}"]["rows"][0][0]))), "")
-            for s in plan.digests
+            for s in specs
             if job[f"count:{s.table}"]["ok"]
         }
-    r = job["digests"]
-    return {d["table"]: TableDigest(d["table"], d["rows"], d["digest"]) for d in r.get("tables", [])} if r["ok"] else {}
+    found = (job[f"digest:{s.table}"] for s in specs)
+    return {d["table"]: TableDigest(d["table"], d["rows"], d["digest"]) for r in found if r["ok"] for d in r["tables"]}
 
 
-def _source_query(snapshot: Path | None, sql: str, params: tuple[Any, ...] = ()) -> tuple[int, str] | str:
+def _source_query(snapshot: Path, sql: str, params: tuple[Any, ...] = ()) -> tuple[int, str] | str:
     """(row count, digest) of a query on the snapshot, or the error text."""
-    if snapshot is None:
-        return "no snapshot to compare with"
     conn = connect(snapshot, readonly=True)
     try:
         n, total = digest_rows(conn.execute(sql, params))
@@ -382,7 +482,7 @@ def _checks(
     rep: VerifyReport,
     plan: Plan,
     job: _Job,
-    snapshot: Path | None,
+    snapshot: Path,
     searches: list[tuple[SearchPair, str]],
     queries: list[str],
     level: str,

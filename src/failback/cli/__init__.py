@@ -162,6 +162,12 @@ def settings_option(help: str) -> Callable[[F], F]:
 
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON instead of tables.")
+repair_fts_option = click.option(
+    "--repair-fts",
+    is_flag=True,
+    help="Accept a source whose only damage is in FTS indexes the target rebuilds from their intact text "
+    "(recorded as a repair); without it a damaged source is refused (exit 3).",
+)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

@@ -18,6 +18,7 @@ from . import (
     profile_option,
     progress_bar,
     render_plan,
+    repair_fts_option,
     settings_option,
 )
 
@@ -28,26 +29,35 @@ from . import (
 @profile_option
 @settings_option("Take [convert] and [verify] settings from this failback.toml.")
 @click.option("--force", is_flag=True, help="Replace TARGET if it exists.")
+@repair_fts_option
 @json_option
 @handle_errors
-def export(source: Path, target: Path, profile: str, config_path: Path | None, force: bool, as_json: bool) -> None:
+def export(
+    source: Path, target: Path, profile: str, config_path: Path | None, force: bool, repair_fts: bool, as_json: bool
+) -> None:
     """Convert SOURCE into a database the target engine accepts, verify it, write TARGET."""
     from ..export import export_database
+    from ..integrity import repair_note
+    from ..verify import tables_summary
 
     cfg = load_config(config_path) if config_path else None
     with progress_bar(not as_json and err.is_terminal) as progress:
-        result = export_database(source, target, profile=profile, cfg=cfg, force=force, progress=progress)
+        result = export_database(
+            source, target, profile=profile, cfg=cfg, force=force, progress=progress, repair_fts=repair_fts
+        )
     if as_json:
         emit_json(result.to_json())
         return
     render_plan([d.to_json() for d in result.plan.decisions])
-    v = result.verification
+    v = result.verification.to_json()
     out.print(
         f"[green]✓[/] {target}: {result.bytes / 1e6:.1f} MB in {result.seconds:.2f} s; "
-        f"{len(v.tables)} tables equal in source, target and sql.js {v.sqljs_version}; "
-        f"{sum(c.ok for c in v.checks)}/{len(v.checks)} checks passed",
+        f"{tables_summary(v['tables'], 'in source, target and sql.js ' + v['sqljs_version'])}; "
+        f"{sum(c['ok'] for c in v['checks'])}/{len(v['checks'])} checks passed",
         highlight=False,
     )
+    if result.integrity.repaired:
+        out.print(f"[yellow]repaired[/] {repair_note(result.integrity.to_json())}", highlight=False)
 
 
 @main.command()

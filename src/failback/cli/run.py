@@ -22,6 +22,7 @@ from . import (
     progress_bar,
     render_assessment,
     render_plan,
+    repair_fts_option,
 )
 
 
@@ -38,6 +39,7 @@ from . import (
     is_flag=True,
     help="Does nothing (kept for old scripts): the lock is an OS lock, free as soon as its holder has died.",
 )
+@repair_fts_option
 @json_option
 @handle_errors
 def rollback(
@@ -48,13 +50,15 @@ def rollback(
     force: bool,
     reason: str,
     break_lock: bool,
+    repair_fts: bool,
     as_json: bool,
 ) -> None:
     """Roll the app back: snapshot, backup, assess, convert, verify, switch, report."""
     from ..rollback import Options
 
     cfg = load_config(config_path)
-    outcome = run_rollback(cfg, config_path, Options(mode, dry_run, yes, force, reason, break_lock), as_json)
+    options = Options(mode, dry_run, yes, force, reason, break_lock, repair_fts=repair_fts)
+    outcome = run_rollback(cfg, config_path, options, as_json)
     if outcome.error is not None:
         raise outcome.error
 
@@ -115,12 +119,17 @@ def _step_line(name: str, r: dict[str, Any]) -> str:
         ok = sum(x["ok"] for x in s["layers"])
         return f"{s['id']} → {ok}/{len(s['layers'])} layer(s) verified, sha256 {s['sha256']['compressed'][:16]}…"
     if name == "assess":
-        return f"risk {r['level']} ({len(r['findings'])} findings)"
+        repaired = (r.get("source_integrity") or {}).get("repaired")
+        return f"risk {r['level']} ({len(r['findings'])} findings)" + (
+            f"; FTS index of {', '.join(repaired)} repaired (--repair-fts)" if repaired else ""
+        )
     if name == "convert":
         return f"{r['bytes'] / 1e6:.1f} MB built in {r['seconds'].get('total', 0):.2f} s ({r['decisions']} decisions)"
     if name == "verify":
+        from ..verify import tables_summary
+
         checks = sum(c["ok"] for c in r["checks"])
-        return f"{len(r['tables'])} tables equal in snapshot/target/sql.js, {checks}/{len(r['checks'])} checks passed"
+        return f"{tables_summary(r['tables'], 'in snapshot/target/sql.js')}, {checks}/{len(r['checks'])} checks passed"
     if name == "postcheck":
         if "skipped" in r:
             return r["skipped"]

@@ -17,6 +17,7 @@ from . import config_option, emit_json, handle_errors, json_option, main, out, p
 
 def render_verification(v: dict[str, Any]) -> None:
     """The verification matrix (snapshot / target / sql.js per table) and the checks."""
+    from ..verify import table_status
 
     def cell(x: dict[str, Any] | None) -> str:
         if x is None:
@@ -32,7 +33,9 @@ def render_verification(v: dict[str, Any]) -> None:
             cell(row["snapshot"]),
             cell(row["target"]),
             cell(row["sqljs"]),
-            "[green]yes[/]" if row["ok"] else "[red]NO[/]",
+            {"equal": "[green]yes[/]", "differs": "[red]NO[/]"}.get(
+                status := table_status(row), f"[yellow]{status}[/]"
+            ),
         )
     out.print(t)
     if v["checks"]:
