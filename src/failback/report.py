@@ -15,7 +15,7 @@ from . import __version__
 from .audit import AuditLog
 from .convert import load_plan
 from .files import write_text
-from .journal import RunDir, RunState, StepState
+from .journal import RunDir, RunState, StepState, crash_point
 
 SECTIONS = ("plan", "assessment", "backup", "verification", "audit")
 
@@ -594,5 +594,6 @@ def write_reports(rd: RunDir, state: RunState, data: dict[str, Any]) -> list[Pat
     for fmt, render in RENDERERS.items():
         path = rd.file(f"report.{fmt}")
         write_text(path, render(state, data))
+        crash_point(f"report.{fmt}")
         paths.append(path)
     return paths

@@ -401,6 +401,7 @@ class Rollback:
             prev = create_backup(target, self._layers(), label="previous-target", source=target, **kw)
             if prev.verified_layers < need:
                 raise BackupError(f"the current target {target} could not be backed up to {need} layer(s)")
+            crash_point("backup.previous-target-stored")
             out["previous_target"] = prev.to_json()
         return out
 
@@ -622,6 +623,7 @@ def abort_run(cfg: Config, run_id: str | None = None) -> dict[str, Any]:
     if switched_config:
         write_bytes(cfg.app_config_path, before.read_bytes(), cfg.app_config_path.stat().st_mode & 0o777)
         undone.append(f"{cfg.app_config_path.name} restored")
+        crash_point("abort.config-restored")
     if target_is_ours:
         kept = rd.file("previous-target.sqlite")
         if kept.exists():
