@@ -202,6 +202,15 @@ def backups_verify(cfg: str, *flags: str) -> dict[str, list[str]]:
     return report
 
 
+def status_runs(cfg: str) -> list[dict[str, Any]]:
+    """The runs `failback status --json` lists, newest first (a list; on main since the status folding, an
+    object whose "runs" is that list)."""
+    res = failback("status", "-c", cfg, "--json")
+    assert res.returncode == 0, res.stderr
+    data = json.loads(res.stdout)
+    return data["runs"] if isinstance(data, dict) else data
+
+
 def audit_events(demo: Path) -> list[str]:
     log = demo / ".failback" / "audit.jsonl"
     assert verify_chain(log).ok
@@ -244,7 +253,7 @@ def assert_finished(demo: Path, cfg: str, ref: Reference, source_before: dict[st
     assert audit_events(demo).count("switch.config") == 1, "config switched more or less than once"
     assert file_hashes(*db_files(demo / "native.sqlite")) == source_before
     gaps = leftover_gaps(demo)
-    (run, *_) = json.loads(failback("status", "-c", cfg, "--json").stdout)
+    (run, *_) = status_runs(cfg)
     assert run["status"] == "done", run
     listed = json.loads(failback("backup", "list", "-c", cfg, "--json").stdout)
     assert {b["label"] for b in listed} == {"source", "previous-target"}
@@ -312,7 +321,7 @@ def abort_and_check(demo: Path, cfg: str, ref: Reference) -> None:
     assert app_view(demo, ref) == "old"
     assert (demo / "app.env").read_bytes() == (ref.template / "app.env").read_bytes()
     assert not leftovers(demo), leftovers(demo)
-    (run, *_) = json.loads(failback("status", "-c", cfg, "--json").stdout)
+    (run, *_) = status_runs(cfg)
     assert run["status"] == "aborted"
     backups_verify(cfg)
     assert failback("resume", "-c", cfg).returncode == 2  # nothing left to resume
@@ -360,8 +369,7 @@ def test_emergency_mode_killed_then_resumed(
     recorded = json.loads(debt.read_text())
     assert recorded["paid"] is None and recorded["deferred"]
     assert recorded["target_xxh3"] == file_xxh3(demo / "app-sqljs.sqlite"), "the debt names another target"
-    status = json.loads(failback("status", "-c", cfg, "--json").stdout)
-    assert [r["verification_debt_unpaid"] for r in status] == [False, True]  # the dry run owes nothing
+    assert [r["verification_debt_unpaid"] for r in status_runs(cfg)] == [False, True]  # the dry run owes nothing
     debts = audit_events(demo).count("verify.debt")  # the verification ran twice: killed at its end, or redone
     if debts == 2:
         gaps.append(DEBT_GAP)
