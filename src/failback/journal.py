@@ -10,7 +10,9 @@ import json
 import os
 import signal
 import socket
+import threading
 import time
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -59,11 +61,24 @@ class RunState:
         return cls(steps=steps, **data)
 
 
+_crash_hits: Counter[str] = Counter()
+_crash_lock = threading.Lock()
+
+
 def crash_point(name: str) -> None:
-    """Fault-injection hook for the crash tests: ``FAILBACK_KILL_AT=<name>`` makes the process SIGKILL itself
-    here, as a power cut or the OOM killer would. Unset (always, outside the tests), it does nothing."""
-    if os.environ.get("FAILBACK_KILL_AT") == name:
-        os.kill(os.getpid(), signal.SIGKILL)
+    """Fault-injection hook for the crash tests: ``FAILBACK_KILL_AT=<name>[:<n>]`` makes the process SIGKILL
+    itself the n-th time (default: the first) it reaches ``name``, as a power cut or the OOM killer would.
+    Unset (always, outside the tests), it does nothing."""
+    at = os.environ.get("FAILBACK_KILL_AT", "")
+    point, sep, nth = at.rpartition(":")
+    if not (sep and nth.isdigit()):  # names contain ":" ("progress:copy"): only a number counts as n
+        point, nth = at, "1"
+    if point != name:
+        return
+    with _crash_lock:  # progress ticks arrive from the background backup thread too
+        _crash_hits[name] += 1
+        if _crash_hits[name] == int(nth):
+            os.kill(os.getpid(), signal.SIGKILL)
 
 
 class RunDir:

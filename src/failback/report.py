@@ -16,7 +16,7 @@ from .audit import AuditHead, AuditLog
 from .convert import load_plan
 from .files import write_text
 from .integrity import repair_note
-from .journal import RunDir, RunState, StepState, list_runs
+from .journal import RunDir, RunState, StepState, crash_point, list_runs
 from .verify import table_status
 
 SECTIONS = ("plan", "assessment", "backup", "verification", "audit", "audit_head")
@@ -636,5 +636,6 @@ def write_reports(rd: RunDir, state: RunState, data: dict[str, Any]) -> list[Pat
     for fmt, render in RENDERERS.items():
         path = rd.file(f"report.{fmt}")
         write_text(path, render(state, data))
+        crash_point(f"report.{fmt}")
         paths.append(path)
     return paths

@@ -393,6 +393,7 @@ class Rollback:
             prev = create_backup(target, self._layers(), label="previous-target", source=target, **kw)
             if prev.verified_layers < need:
                 raise BackupError(f"the current target {target} could not be backed up to {need} layer(s)")
+            crash_point("backup.previous-target-stored")
             out["previous_target"] = prev.to_json()
         return out
 
@@ -625,6 +626,7 @@ def _undo(cfg: Config, rd: RunDir, state: RunState, guard: Guard) -> list[str]:
     if switched_config:
         guard.restore_app_config(before)
         undone.append(f"{cfg.app_config_path.name} restored")
+        crash_point("abort.config-restored")
     put_back = guard.put_back(rd.file("previous-target.sqlite"), ours=target_is_ours)
     undone += [put_back] if put_back else []
     tmp = Path(state.step("convert").result.get("path") or target.with_name(f".{target.name}.failback-{rd.id}"))
