@@ -103,3 +103,25 @@ def stand_in(name: str) -> Callable[[str, str], int]:
     code points otherwise (as the target's mapping, ``target_for``)."""
     k = known(name)
     return _casefolded if k is not None and not k.case_sensitive else _code_points
+
+
+@dataclass(frozen=True)
+class CollationMerge:
+    """Rows a unique key keeps apart in the source that the target's collation would make equal."""
+
+    table: str
+    index: str
+    mapped: tuple[tuple[str, str], ...]  # (source collation, the target's) of the key's mapped columns
+    groups: tuple[tuple[str, ...], ...]  # keys that collide, each as its rows' values
+
+    def message(self) -> str:
+        how = ", ".join(f"{src} → {dst}" for src, dst in self.mapped)
+        shown = "; ".join(" = ".join(g) for g in self.groups)
+        return (
+            f"unique index {self.index} on {self.table}: with {how} the target treats as equal keys the source "
+            f"keeps apart ({shown}): the build would fail or ON CONFLICT would drop rows"
+        )
+
+    def fix(self) -> str:
+        names = ", ".join(sorted({src for src, _ in self.mapped}))
+        return f"map {names} to BINARY in [convert] collations: the app's collation tells these keys apart"
