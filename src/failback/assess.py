@@ -41,7 +41,8 @@ from typing import Any
 import apsw
 import zstandard
 
-from . import __version__
+from . import __version__, sqltext
+from .collations import CollationMerge
 from .config import Config
 from .convert import Action, Plan, plan_conversion
 from .errors import FailbackError, RiskRefused
@@ -183,6 +184,7 @@ class Facts:
     integrity: list[str] | None = None  # quick_check problems; None when not run
     migrations: list[str] = field(default_factory=list)
     old_only_rows: dict[str, int] = field(default_factory=dict)
+    collation_merges: list[CollationMerge] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)  # facts that could not be read
     skipped: list[str] = field(default_factory=list)
 
@@ -236,6 +238,7 @@ def evaluate(f: Facts) -> Assessment:
         *_disk_findings(f),
         *_fit_findings(f),
         *_schema_findings(f),
+        *_merge_findings(f),
         *_pending_findings(f),
         *_liveness_findings(f.liveness),
         *_state_findings(f),
@@ -336,6 +339,11 @@ def _schema_findings(f: Facts) -> Iterator[Finding]:
             f"{d['kind']} {d['name']}: {d['reason']}",
             PLAN_FIXES.get(d["action"], ""),
         )
+
+
+def _merge_findings(f: Facts) -> Iterator[Finding]:
+    for m in f.collation_merges:
+        yield Finding("critical", "collation-merge", m.message(), m.fix())
 
 
 def _pending_findings(f: Facts) -> Iterator[Finding]:
@@ -594,6 +602,45 @@ def run_probe(conn: apsw.Connection, sql: str) -> Pending:
 
 
 # -- snapshot facts -----------------------------------------------------------------------------------
+def collation_merges(conn: apsw.Connection, mapping: dict[str, str], shown: int = 5) -> list[CollationMerge]:
+    """Unique keys (UNIQUE, PRIMARY KEY, unique indexes) using a collation the plan maps (``mapping``: source
+    collation -> the target's) under which rows of the snapshot collide: grouped by the target's collations,
+    NULL keys left out (they never collide), a partial index's condition kept. Up to ``shown`` colliding keys
+    per index are named. Keys on expressions are not probed; a key mapped to BINARY only (which never makes
+    distinct values equal) needs no probe."""
+    lowered = {k.lower(): v for k, v in mapping.items()}
+    keys: dict[tuple[str, str, str | None], list[tuple[int, str, str]]] = {}
+    for table, index, sql, cid, column, coll in conn.execute(
+        "SELECT t.name, i.name, m.sql, x.cid, x.name, x.coll"
+        " FROM pragma_table_list AS t, pragma_index_list(t.name) AS i, pragma_index_xinfo(i.name) AS x"
+        " LEFT JOIN main.sqlite_schema AS m ON m.name = i.name"
+        " WHERE t.schema = 'main' AND t.type = 'table' AND i.\"unique\" AND x.key ORDER BY t.name, i.name, x.seqno"
+    ):
+        keys.setdefault((table, index, sql), []).append((cid, column or "", coll or "BINARY"))
+    found = []
+    for (table, index, sql), cols in keys.items():
+        mapped = tuple((c, lowered[c.lower()]) for _, _, c in cols if lowered.get(c.lower(), "BINARY") != "BINARY")
+        if not mapped or any(cid < 0 for cid, _, _ in cols):
+            continue
+        names = [quote(n) for _, n, _ in cols]
+        group = ", ".join(f"{quote(n)} COLLATE {lowered.get(c.lower(), quote(c))}" for _, n, c in cols)
+        where = [f"{q} IS NOT NULL" for q in names]
+        if sql and (partial := sqltext.index_where(sql)):
+            where.append(f"({partial})")
+        probe = (
+            f"SELECT json_group_array(json_array({', '.join(names)})) FROM main.{quote(table)}"
+            f" WHERE {' AND '.join(where)} GROUP BY {group} HAVING count(*) > 1 LIMIT {int(shown)}"
+        )
+        groups = tuple(tuple(_key_text(v) for v in json.loads(r[0])) for r in conn.execute(probe))
+        if groups:
+            found.append(CollationMerge(table, index, mapped, groups))
+    return found
+
+
+def _key_text(values: list[Any]) -> str:
+    return repr(values[0]) if len(values) == 1 else repr(tuple(values))
+
+
 def table_sizes(conn: apsw.Connection, schema: Schema, dbstat: bool) -> dict[str, TableSize]:
     """Rows of every table; with ``dbstat``, bytes and largest cell per table (indexes counted with it)."""
     sizes = {
@@ -1018,6 +1065,7 @@ def gather(
             pending += [run_probe(conn, sql) for sql in cfg.sync.pending_sql]
             migrations = r.read("grdb_migrations", lambda c: grdb_migrations(c, schema), [])
             old = r.read(f"old file {cfg.target_path}", lambda c: old_only_rows(c, schema, cfg.target_path), {})
+            merges = r.read("unique keys", lambda c: collation_merges(c, plan.collation_map), [])
             integrity = r.read("quick_check", lambda _: checking.result(), None) if checking else None
         finally:
             conn.close()
@@ -1062,6 +1110,7 @@ def gather(
         integrity=integrity,
         migrations=migrations,
         old_only_rows=old,
+        collation_merges=merges,
         errors=r.errors,
         skipped=(["calibration"] if cal is None else []) + (["dbstat", "quick_check"] if emergency else []),
     )

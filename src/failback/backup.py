@@ -55,6 +55,7 @@ from .files import (
     write_text,
 )
 from .guard import Protected, check_replaceable, delete_backup, publish_over
+from .integrity import check_integrity
 from .keep import run_needs
 from .retention import Item, Policy, Verdict, decide, must_keep
 from .schema import digest_specs, read_schema
@@ -65,11 +66,13 @@ if TYPE_CHECKING:
 
 __all__ = [
     "BackupResult",
+    "FolderCheck",
     "LayerResult",
     "PruneResult",
     "Snapshot",
     "SnapshotGuard",
     "backup_source",
+    "check_folder",
     "create_backup",
     "describe_database",
     "find_backup",
@@ -562,39 +565,56 @@ def find_backup(layers: list[Path], backup: str) -> list[Path]:
     return [Path(f) for f in matches[0]["folders"]]
 
 
+@dataclass
+class FolderCheck:
+    """What checking one stored copy found: problems (none = verified) and notes on how it was checked."""
+
+    problems: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
 def verify_folder(folder: Path, deep: bool = False, work: Path | None = None) -> list[str]:
-    """Problems with one stored copy (empty list = verified). ``deep`` also decompresses it (in a private
-    folder inside ``work``, default the system's temp folder), runs integrity_check and compares the content
-    digests with the manifest."""
+    """Problems with one stored copy (empty list = verified); see ``check_folder``."""
+    return check_folder(folder, deep, work).problems
+
+
+def check_folder(folder: Path, deep: bool = False, work: Path | None = None) -> FolderCheck:
+    """Check one stored copy against its manifest. ``deep`` also decompresses it (in a private folder inside
+    ``work``, default the system's temp folder), checks its integrity (``integrity.check_integrity``: its
+    notes say how indexes on app collations were checked) and compares the content digests with the manifest."""
     try:
         m = read_manifest(folder)
         data = folder / DATA
         if stored_sha256(data) != m["sha256"]["compressed"]:
-            return [f"{data}: checksum mismatch (the stored copy is damaged)"]
-        if deep:
-            try:
-                with tempfile.TemporaryDirectory(dir=work, prefix=".failback-verify-") as tmp:
-                    facts, _ = describe_database(_unpack(folder, m, Path(tmp) / "check.sqlite", _noop))
-            except OSError as err:
-                return [str(from_os_error(err, f"{data}: cannot be checked deeply"))]
-            recorded = m["tables"]  # empty for an emergency backup: integrity and checksums only
-            differ = sorted(
-                t for t in {*facts["tables"], *recorded} if recorded and facts["tables"].get(t) != recorded.get(t)
-            )
-            if differ:
-                return [f"{data}: content digests differ from the manifest: {', '.join(differ)}"]
+            return FolderCheck([f"{data}: checksum mismatch (the stored copy is damaged)"])
+        if not deep:
+            return FolderCheck()
+        try:
+            with tempfile.TemporaryDirectory(dir=work, prefix=".failback-verify-") as tmp:
+                copy = Path(tmp) / "check.sqlite"
+                notes = _unpack(folder, m, copy, _noop)
+                facts, _ = describe_database(copy)
+        except OSError as err:
+            return FolderCheck([str(from_os_error(err, f"{data}: cannot be checked deeply"))])
+        recorded = m["tables"]  # empty for an emergency backup: integrity and checksums only
+        differ = sorted(
+            t for t in {*facts["tables"], *recorded} if recorded and facts["tables"].get(t) != recorded.get(t)
+        )
+        if differ:
+            return FolderCheck([f"{data}: content digests differ from the manifest: {', '.join(differ)}"], notes)
+        return FolderCheck([], notes)
     except FileNotFoundError as err:
-        return [f"{err.filename}: missing"]
+        return FolderCheck([f"{err.filename}: missing"])
     except OSError as err:
-        return [f"{err.filename or folder}: unreadable ({err.strerror or err})"]
+        return FolderCheck([f"{err.filename or folder}: unreadable ({err.strerror or err})"])
     except FailbackError as err:
-        return [err.message]
-    return []
+        return FolderCheck([err.message])
 
 
-def _unpack(folder: Path, m: dict[str, Any], out: Path, progress: Progress) -> Path:
+def _unpack(folder: Path, m: dict[str, Any], out: Path, progress: Progress) -> list[str]:
     """Decompress a backup's data into the new file ``out`` (0600) and check it: size and SHA-256 against the
-    manifest (decompression stops at the size the manifest records), then integrity_check."""
+    manifest (decompression stops at the size the manifest records), then its integrity (``check_integrity``,
+    whose notes are returned)."""
     data, limit, sha, size = folder / DATA, m["bytes"]["raw"], hashlib.sha256(), 0
     fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
     try:
@@ -614,14 +634,14 @@ def _unpack(folder: Path, m: dict[str, Any], out: Path, progress: Progress) -> P
     try:
         conn = connect(out, readonly=True)
         try:
-            verdict = conn.execute("PRAGMA integrity_check").get
+            checked = check_integrity(conn)
         finally:
             conn.close()
     except apsw.Error as err:
         raise BackupError(f"{data}: the decompressed database cannot be read ({err})") from None
-    if verdict != "ok":
-        raise BackupError(f"{data}: the decompressed database fails integrity_check: {verdict}")
-    return out
+    if not checked.ok:
+        raise BackupError(f"{data}: the decompressed database fails integrity_check: {'; '.join(checked.problems)}")
+    return checked.notes
 
 
 def restore_backup(

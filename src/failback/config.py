@@ -86,8 +86,11 @@ class BackupConfig(_Section):
 class ConvertConfig(_Section):
     collations: dict[str, str] = Field(
         {},
-        description="Collation the target lacks -> collation to use instead. Unlisted ones become NOCASE "
-        "when their name says case-insensitive, else BINARY.",
+        description="Collation the target lacks -> collation to use instead. Unlisted ones are mapped by what "
+        "they do: the known case-sensitive ones (swiftCompare, swiftLocalizedCompare, UNICODE) become BINARY, the "
+        "case-insensitive ones (swiftCaseInsensitiveCompare, swiftLocalizedCaseInsensitiveCompare, "
+        "swiftLocalizedStandardCompare, unicase, LOCALIZED) NOCASE, unknown names BINARY (never merges rows). "
+        "See the runbook's table of collations.",
     )
     fts: dict[str, Literal["fts4", "plain"]] = Field(
         {}, description="FTS5 table -> 'fts4' (default: an FTS4 index) or 'plain' (text kept, no index)."

@@ -12,6 +12,7 @@ from enum import StrEnum
 from typing import Any
 
 from . import sqltext
+from .collations import target_for
 from .config import ConvertConfig
 from .digest import DigestSpec
 from .profiles import Profile
@@ -20,7 +21,6 @@ from .sqlite import quote
 from .sqltext import string_literal
 
 FTS5_COMMANDS = {"delete", "delete-all", "rebuild", "optimize", "merge", "integrity-check", "automerge"}
-CASE_INSENSITIVE_WORDS = ("caseinsensitive", "nocase", "unicase", "localized")
 _PLAIN_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
@@ -104,6 +104,7 @@ class Plan:
     digests: list[DigestSpec] = field(default_factory=list)
     search: list[SearchPair] = field(default_factory=list)
     proofs: list[Proof] = field(default_factory=list)
+    collation_map: dict[str, str] = field(default_factory=dict)  # source collation -> the target's (as SQL)
 
     @property
     def refused(self) -> list[Decision]:
@@ -142,14 +143,21 @@ def load_plan(data: dict[str, Any]) -> Plan:
     return Plan(**d)
 
 
-def target_collation(name: str, profile: Profile, options: ConvertConfig) -> str | None:
-    """The collation to use in the target for ``name``; None when the target has it."""
+def collation_choice(name: str, profile: Profile, options: ConvertConfig) -> tuple[str, str] | None:
+    """(collation the target uses for ``name``, why); None when the target has it. ``[convert] collations``
+    overrides the choice made by what the collation does (``collations.target_for``)."""
     if profile.has_collation(name):
         return None
     for key, value in options.collations.items():
         if key.lower() == name.lower():  # a name from the config: it reaches SQL only as an identifier
-            return value if _PLAIN_NAME.fullmatch(value) else quote(value)
-    return "NOCASE" if any(w in name.lower() for w in CASE_INSENSITIVE_WORDS) else "BINARY"
+            return (value if _PLAIN_NAME.fullmatch(value) else quote(value)), "as [convert] collations says"
+    return target_for(name)
+
+
+def target_collation(name: str, profile: Profile, options: ConvertConfig) -> str | None:
+    """The collation to use in the target for ``name``; None when the target has it."""
+    choice = collation_choice(name, profile, options)
+    return choice[0] if choice else None
 
 
 def plan_conversion(schema: Schema, profile: Profile, options: ConvertConfig | None = None) -> Plan:
@@ -227,9 +235,12 @@ class _Planner:
 
     def collations(self) -> None:
         for name in sorted(self.s.collations()):
-            new = target_collation(name, self.p, self.o)
-            if new is not None:
-                self.decide("collation", name, Action.CONVERT, f"not in the target; uses {new} instead", "warn")
+            choice = collation_choice(name, self.p, self.o)
+            if choice is not None:
+                self.plan_.collation_map[name] = choice[0]
+                self.decide(
+                    "collation", name, Action.CONVERT, f"not in the target; uses {choice[0]}: {choice[1]}", "warn"
+                )
 
     def table(self, t: Table) -> None:
         if t.without_rowid and not self.p.has("without_rowid"):

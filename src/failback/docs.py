@@ -1,5 +1,6 @@
 """Generated documentation: the CLI reference from the click commands, the config reference from the pydantic
-model, and the runbook's troubleshooting tables from the error classes and every place the code builds one.
+model, the runbook's troubleshooting tables from the error classes and every place the code builds one, and its
+table of known collations from ``collations.KNOWN``.
 
 Each generated part sits between ``<!-- generated: NAME … -->`` and ``<!-- end generated: NAME -->`` in a file
 under docs/; the hand-written text around it survives regeneration. ``python -m failback.docs`` rewrites the
@@ -22,6 +23,7 @@ import click
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
+from .collations import KNOWN, target_for
 from .config import Config
 from .errors import FailbackError, InputError
 from .files import write_text
@@ -231,11 +233,23 @@ def messages_reference() -> str:
     return "\n".join(md_table(["exit", "error", "message (`{…}` is filled in)", "hint"], rows))
 
 
+def collations_reference() -> str:
+    """Every collation failback knows, with the collation the target uses instead and why."""
+    rows = [[f"`{k.name}`", k.does, f"`{k.target}`", k.why] for k in KNOWN.values()]
+    other, why = target_for("")
+    rows.append(["any other name", "unknown to failback", f"`{other}`", why])
+    return "\n".join(md_table(["collation", "what it does", "target uses", "why"], rows))
+
+
 # -- the files --------------------------------------------------------------------------------------
 GENERATORS: dict[str, dict[str, Callable[[], str]]] = {
     "cli.md": {"cli": cli_reference},
     "config.md": {"config": config_reference},
-    "ROLLBACK-PROCEDURES.md": {"errors": errors_reference, "messages": messages_reference},
+    "ROLLBACK-PROCEDURES.md": {
+        "errors": errors_reference,
+        "messages": messages_reference,
+        "collations": collations_reference,
+    },
 }
 
 

@@ -15,7 +15,9 @@ from pathlib import Path
 
 import apsw
 
+from .assess import collation_merges
 from .backup import take_snapshot
+from .collations import CollationMerge
 from .config import Config, ConvertConfig
 from .convert import Plan, apply_proofs, created_name, plan_conversion
 from .engines import Engine
@@ -59,6 +61,8 @@ def build_target(snapshot: Path, dest: Path, plan: Plan, progress: Progress | No
     if plan.refused:
         names = ", ".join(f"{d.kind} {d.name!r}" for d in plan.refused)
         raise UnsupportedSchemaError(f"the target cannot hold {names}: {plan.refused[0].reason}")
+    if merges := _collation_merges(snapshot, plan):
+        raise UnsupportedSchemaError(merges[0].message(), merges[0].fix())
     result = BuildResult()
     remove_quietly(dest, Path(str(dest) + "-journal"))
     try:  # created here, not by SQLite, so a read-only or full folder is named with its reason
@@ -87,6 +91,19 @@ def build_target(snapshot: Path, dest: Path, plan: Plan, progress: Progress | No
     conn.close()
     result.bytes = dest.stat().st_size
     return result
+
+
+def _collation_merges(snapshot: Path, plan: Plan) -> list[CollationMerge]:
+    """Rows of the snapshot the plan's collation mapping would merge under a unique key (none without mapping)."""
+    if not plan.collation_map:
+        return []
+    conn = open_source(snapshot)
+    try:
+        return collation_merges(conn, plan.collation_map)
+    except (apsw.Error, UnicodeDecodeError) as err:
+        raise database_error(snapshot, err) from err
+    finally:
+        conn.close()
 
 
 def _build(conn: apsw.Connection, snapshot: Path, plan: Plan, result: BuildResult, progress: Progress) -> None:

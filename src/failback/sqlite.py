@@ -1,16 +1,16 @@
-"""apsw helpers: open a database read-only with clean errors, fallback collations, quoting, pragmas."""
+"""apsw helpers: open a database read-only with clean errors, stand-in collations, quoting, pragmas."""
 
 from __future__ import annotations
 
 import os
 import stat
 import struct
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import apsw
 
+from .collations import stand_in
 from .errors import EnvironmentFailure, FailbackError, InputError, NotADatabaseError
 
 HEADER = b"SQLite format 3\x00"
@@ -104,20 +104,12 @@ def _wal_header_problem(head: bytes) -> str | None:
     return None
 
 
-def fallback_collation(name: str) -> Callable[[str, str], int]:
-    """A stand-in for a collation this engine lacks: case-insensitive when the name says so."""
-    lowered = name.lower()
-    if any(word in lowered for word in ("caseinsensitive", "nocase", "unicase", "localized")):
-        return lambda a, b: (a.casefold() > b.casefold()) - (a.casefold() < b.casefold())
-    return lambda a, b: (a > b) - (a < b)
-
-
 def _collation_needed(conn: apsw.Connection, name: str) -> None:
-    conn.create_collation(name, fallback_collation(name))
+    conn.create_collation(name, stand_in(name))
 
 
 def connect(path: Path | str, *, readonly: bool = False, create: bool = False) -> apsw.Connection:
-    """Open a connection with fallback collations registered; read-only opens never write the file."""
+    """Open a connection with stand-in collations registered; read-only opens never write the file."""
     if readonly:
         flags = apsw.SQLITE_OPEN_READONLY | apsw.SQLITE_OPEN_URI
         target = "file:" + _uri_path(Path(path)) + "?mode=ro"

@@ -156,6 +156,16 @@ def _table_body(tokens: list[Token]) -> tuple[int, int]:
     raise ValueError("unbalanced parentheses")
 
 
+def index_where(sql: str) -> str | None:
+    """The WHERE expression of a partial ``CREATE INDEX`` (text after the column list), or None."""
+    tokens = tokenize(sql)
+    _, end = _table_body(tokens)
+    rest = significant(tokens[end + 1 :])
+    if not rest or rest[0][1].text.upper() != "WHERE":
+        return None
+    return "".join(t.text for t in tokens[end + 2 + rest[0][0] :]).strip().rstrip(";").strip()
+
+
 def strip_table_options(sql: str, options: set[str]) -> str:
     """Remove table options after the column list (e.g. ``STRICT``), keeping the others and their commas."""
     tokens = tokenize(sql)

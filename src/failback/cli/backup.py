@@ -75,7 +75,7 @@ def backup_list(config_path: Path, as_json: bool) -> None:
 @handle_errors
 def backup_verify(config_path: Path, backup_id: str | None, all_: bool, deep: bool, as_json: bool) -> None:
     """Check every stored copy against its checksum (exit 1 when one fails)."""
-    from ..backup import find_backup, list_backups, verify_folder
+    from ..backup import check_folder, find_backup, list_backups
 
     cfg = load_config(config_path)
     if bool(backup_id) == all_:
@@ -86,13 +86,16 @@ def backup_verify(config_path: Path, backup_id: str | None, all_: bool, deep: bo
         else find_backup(cfg.backup_layers, backup_id or "")
     )
     work = ensure_dir(cfg.state_path / "tmp")
-    report = {str(f): verify_folder(f, deep, work) for f in folders}
+    checks = {str(f): check_folder(f, deep, work) for f in folders}
+    report = {f: c.problems for f, c in checks.items()}
     if as_json:
         emit_json(report)
     else:
-        for f, problems in report.items():
-            line = f"[green]✓[/] {f}" if not problems else f"[red]✗[/] {'; '.join(problems)}"
+        for f, c in checks.items():
+            line = f"[green]✓[/] {f}" if not c.problems else f"[red]✗[/] {'; '.join(c.problems)}"
             out.print(line, highlight=False, soft_wrap=True)
+            for note in c.notes:
+                out.print(f"  note: {note}", highlight=False, soft_wrap=True)
     if any(report.values()):
         sys.exit(1)
 
@@ -106,11 +109,14 @@ def backup_verify(config_path: Path, backup_id: str | None, all_: bool, deep: bo
 def backup_restore(config_path: Path, backup_id: str, dest: Path, force: bool) -> None:
     """Restore a backup to DEST (refuses to overwrite without --force)."""
     from ..backup import restore_backup
+    from ..integrity import integrity_notes
 
     cfg = load_config(config_path)
     with progress_bar(err.is_terminal) as progress:
         restore_backup(cfg.backup_layers, backup_id, dest, force, progress)
     out.print(f"[green]✓[/] restored {backup_id} to {dest}", highlight=False, soft_wrap=True)
+    for note in integrity_notes(dest):
+        out.print(f"  note: {note}", highlight=False, soft_wrap=True)
 
 
 @backup.command("prune")
