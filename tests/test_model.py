@@ -62,7 +62,7 @@ from failback.sample import SWIFT_COLLATION
 from failback.switch import read_provider
 
 from .conftest import apsw_digests, digest_specs_of, sqljs_digests
-from .test_crash import KILL_POINTS
+from .test_crash import KILLS, SMALL
 
 NOTES = 60
 KEY, NATIVE, SQLJS = "DATABASE_PROVIDER", "native", "sqljs"
@@ -85,6 +85,8 @@ MODES = st.sampled_from(["standard", "emergency"])
 WRITES = st.sampled_from(["insert", "update", "delete"])
 PICKS = st.integers(0, 1 << 16)
 Notes = dict[int, tuple[str, str]]
+
+KILL_POINTS = [k.at for k in KILLS if k.notes == SMALL]  # the points a small demo reaches
 
 
 # -- the app's view of its databases ------------------------------------------------------------------
