@@ -284,6 +284,66 @@ def test_restore_round_trip_and_refusals(native_db: Path, tmp_path: Path, cli: C
         restore_backup(layers, "../" + bid, tmp_path / "x.sqlite")
 
 
+def _set_raw_sha256(folder: Path, sha: str) -> None:
+    m = json.loads((folder / MANIFEST).read_text())
+    m["sha256"]["raw"] = sha
+    (folder / MANIFEST).write_text(json.dumps(m))
+
+
+def test_restore_skips_a_copy_whose_raw_checksum_is_wrong(native_db: Path, tmp_path: Path, cli: Cli) -> None:
+    cfg_path = write_config(tmp_path, native_db)
+    cfg = load_config(cfg_path)
+    bid = backup_source(cfg, "x").id
+    primary, mirror = (layer / bid for layer in cfg.backup_layers)
+    wrong = hashlib.sha256(b"not the snapshot").hexdigest()
+    _set_raw_sha256(primary, wrong)  # its compressed data still matches: only decompressing shows it
+    check = cli("backup", "verify", "-c", str(cfg_path), "--all", "--json")
+    assert check.returncode == 1
+    assert json.loads(check.stdout) == {
+        str(primary): [f"{primary / DATA}: the decompressed data does not match its checksum"],
+        str(mirror): [],
+    }
+    dest = tmp_path / "out" / "restored.sqlite"
+    res = cli("backup", "restore", "-c", str(cfg_path), bid, str(dest), "--json")
+    assert res.returncode == 0, res.stderr
+    assert json.loads(res.stdout) == {
+        "path": str(dest),
+        "copy": str(mirror),
+        "skipped": [
+            {"folder": str(primary), "problem": f"{primary / DATA}: the decompressed data does not match its checksum"}
+        ],
+    }
+    assert tables(dest) == tables(native_db)
+    dest.unlink()
+    text = cli("backup", "restore", "-c", str(cfg_path), bid, str(dest))
+    assert text.returncode == 0, text.stderr
+    assert f"skipped {primary}: {primary / DATA}: the decompressed data" in text.stdout
+    assert f"restored {bid} to {dest} from {mirror}" in text.stdout
+
+
+def test_restore_checks_content_digests_and_names_every_bad_copy(native_db: Path, tmp_path: Path, cli: Cli) -> None:
+    cfg_path = write_config(tmp_path, native_db)
+    cfg = load_config(cfg_path)
+    bid = backup_source(cfg, "x").id
+    primary, mirror = (layer / bid for layer in cfg.backup_layers)
+    m = json.loads((primary / MANIFEST).read_text())
+    table = sorted(m["tables"])[0]
+    m["tables"][table]["digest"] = "0" * 32  # data and checksums intact; the recorded content is not this data
+    (primary / MANIFEST).write_text(json.dumps(m))
+    result = restore_backup(cfg.backup_layers, bid, tmp_path / "r1.sqlite")
+    assert result.copy == str(mirror)
+    assert result.skipped == [(str(primary), f"{primary / DATA}: content digests differ from the manifest: {table}")]
+    flip_byte(mirror / DATA)
+    dest = tmp_path / "out" / "r2.sqlite"
+    res = cli("backup", "restore", "-c", str(cfg_path), bid, str(dest))
+    assert res.returncode == 1
+    stderr = res.stderr.replace("\n", "")
+    assert "no stored copy passes every check" in stderr
+    assert f"{primary / DATA}: content digests differ" in stderr
+    assert f"{mirror / DATA}: checksum mismatch" in stderr
+    assert not dest.exists() and list(dest.parent.iterdir()) == []
+
+
 # -- manifests are data ---------------------------------------------------------------------------
 def test_only_complete_backups_with_trustworthy_manifests_exist(native_db: Path, tmp_path: Path) -> None:
     cfg = load_config(write_config(tmp_path, native_db, mirrors=[]))

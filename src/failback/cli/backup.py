@@ -102,15 +102,24 @@ def backup_verify(config_path: Path, backup_id: str | None, all_: bool, deep: bo
 @click.argument("backup_id")
 @click.argument("dest", type=click.Path(path_type=Path))
 @click.option("--force", is_flag=True, help="Overwrite DEST (and remove its -wal/-shm/-journal).")
+@json_option
 @handle_errors
-def backup_restore(config_path: Path, backup_id: str, dest: Path, force: bool) -> None:
-    """Restore a backup to DEST (refuses to overwrite without --force)."""
+def backup_restore(config_path: Path, backup_id: str, dest: Path, force: bool, as_json: bool) -> None:
+    """Restore a backup to DEST (refuses to overwrite without --force).
+
+    Tries every stored copy, primary first, and restores the first that passes every check (both checksums,
+    integrity_check, the content digests); names each copy it skipped and why. Exit 1 when none passes."""
     from ..backup import restore_backup
 
     cfg = load_config(config_path)
-    with progress_bar(err.is_terminal) as progress:
-        restore_backup(cfg.backup_layers, backup_id, dest, force, progress)
-    out.print(f"[green]✓[/] restored {backup_id} to {dest}", highlight=False, soft_wrap=True)
+    with progress_bar(not as_json and err.is_terminal) as progress:
+        result = restore_backup(cfg.backup_layers, backup_id, dest, force, progress)
+    if as_json:
+        emit_json(result.to_json())
+        return
+    for folder, problem in result.skipped:
+        out.print(f"[yellow]skipped[/] {folder}: {problem}", highlight=False, soft_wrap=True)
+    out.print(f"[green]✓[/] restored {backup_id} to {dest} from {result.copy}", highlight=False, soft_wrap=True)
 
 
 @backup.command("prune")
