@@ -375,6 +375,27 @@ def test_too_little_disk_for_a_backup_layer(
     assert "--force --reason" in res.stderr
 
 
+def test_a_mirror_on_the_primarys_disk_is_a_warning(
+    tmp_path: Path, mounts: Mounts, make_app: Callable[..., Path], cli: Cli
+) -> None:
+    build_native(tmp_path / "native.sqlite", notes=50)
+    other = mounts.tmpfs(tmp_path / "other-disk", "8m")
+    near = tmp_path / "offsite"  # not created yet: its nearest existing folder, tmp_path, decides its disk
+    cfg_path = make_app(tmp_path, backup={"mirrors": [str(near), str(other / "mirror")]})
+    [w] = found(assess(cfg_path), "mirror-same-disk")
+    assert w.severity == "warn"
+    assert (
+        w.message
+        == f"mirror {near} shares the primary's disk: it protects against deletion, not against a disk failure"
+    )
+    res = cli("backup", "create", "-c", str(cfg_path))
+    assert res.returncode == 0, res.stderr
+    assert f"warning: mirror {near} shares the primary's disk" in res.stderr
+    assert str(other) not in res.stderr
+    apart = make_app(tmp_path, backup={"mirrors": [str(other / "mirror")]})
+    assert found(assess(apart), "mirror-same-disk") == []
+
+
 def test_a_source_bigger_than_the_memory_budget(tmp_path: Path, make_app: Callable[..., Path]) -> None:
     build_native(tmp_path / "native.sqlite", notes=1000)  # about 2 MB
     warn = assess(make_app(tmp_path, assess={"memory_warn_mb": 1, "memory_critical_mb": 100}))

@@ -50,13 +50,13 @@ Mount = Callable[[str], Path]
 
 # -- helpers --------------------------------------------------------------------------------------
 def write_config(base: Path, source: Path, **backup: Any) -> Path:
-    """A failback.toml in ``base`` for ``source``, two layers (primary, mirror) unless told otherwise."""
-    backup.setdefault("mirrors", ["backups/mirror"])
+    """A failback.toml in ``base`` for ``source``, two layers (primary, mirror) unless ``backup`` says otherwise."""
+    backup = {"dir": "backups/primary", "mirrors": ["backups/mirror"], **backup}
     lines = [f"{key} = {json.dumps(value)}" for key, value in backup.items()]
     path = base / "failback.toml"
     path.write_text(
         f'[source]\npath = "{source}"\n[target]\npath = "app-sqljs.sqlite"\n[app]\nconfig = "app.env"\n'
-        '[backup]\ndir = "backups/primary"\n' + "\n".join(lines) + "\n"
+        "[backup]\n" + "\n".join(lines) + "\n"
     )
     return path
 
@@ -224,6 +224,36 @@ def test_rollback_refuses_to_continue_without_enough_verified_layers(native_db: 
     assert not {"verify", "switch"} & set(outcome.results)
     assert (tmp_path / "app.env").read_text() == "DATABASE_PROVIDER=native\n"
     assert [p.name for p in tmp_path.glob("*app-sqljs*")] == []
+
+
+# -- paths in the config ---------------------------------------------------------------------------
+def test_config_paths_expand_home_and_environment_variables(
+    native_db: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    home, offsite = tmp_path / "home", tmp_path / "elsewhere"
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("FB_OFFSITE", str(offsite))
+    monkeypatch.setenv("FB_NAME", "state")
+    cfg_path = write_config(tmp_path, native_db, dir="~/fb-backups", mirrors=["${FB_OFFSITE}/copy", "$FB_OFFSITE/b"])
+    cfg_path.write_text('state_dir = "~/$FB_NAME"\n' + cfg_path.read_text())
+    cfg = load_config(cfg_path)
+    assert cfg.backup_layers == [home / "fb-backups", offsite / "copy", offsite / "b"]
+    assert cfg.state_path == home / "state"
+    bid = backup_source(cfg, "x").id
+    assert [p.parent for p in (home / "fb-backups").glob(f"{bid}/{MANIFEST}")] == [home / "fb-backups" / bid]
+    assert not (tmp_path / "~").exists()
+    monkeypatch.delenv("FB_OFFSITE")
+    with pytest.raises(ConfigError, match=r"backup\.mirrors\.0: .*environment variable FB_OFFSITE is not set"):
+        load_config(cfg_path)
+
+
+def test_an_unset_variable_is_a_one_line_error(native_db: Path, tmp_path: Path, cli: Cli) -> None:
+    cfg_path = write_config(tmp_path, native_db, dir="$FAILBACK_TEST_UNSET_DIR/backups")
+    res = cli("backup", "list", "-c", str(cfg_path))
+    assert res.returncode == 2
+    [line, hint] = res.stderr.splitlines()
+    assert "backup.dir" in line and "environment variable FAILBACK_TEST_UNSET_DIR is not set" in line
+    assert hint.startswith("hint:")
 
 
 # -- verify ---------------------------------------------------------------------------------------

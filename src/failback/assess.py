@@ -183,6 +183,7 @@ class Facts:
     integrity: list[str] | None = None  # quick_check problems; None when not run
     migrations: list[str] = field(default_factory=list)
     old_only_rows: dict[str, int] = field(default_factory=dict)
+    shared_disk_mirrors: list[str] = field(default_factory=list)  # backup mirrors on the primary's file system
     errors: list[str] = field(default_factory=list)  # facts that could not be read
     skipped: list[str] = field(default_factory=list)
 
@@ -234,6 +235,7 @@ def evaluate(f: Facts) -> Assessment:
     out = [
         *_size_findings(f),
         *_disk_findings(f),
+        *(shared_disk_finding(m) for m in f.shared_disk_mirrors),
         *_fit_findings(f),
         *_schema_findings(f),
         *_pending_findings(f),
@@ -284,6 +286,16 @@ def _disk_findings(f: Facts) -> Iterator[Finding]:
                 f"{where}: {_mb(d.free)} free for {_mb(d.needed)} needed ({parts}): little headroom",
                 "free some disk space there first",
             )
+
+
+def shared_disk_finding(mirror: str) -> Finding:
+    """A backup mirror on the primary's file system: one disk failure loses both."""
+    return Finding(
+        "warn",
+        "mirror-same-disk",
+        f"mirror {mirror} shares the primary's disk: it protects against deletion, not against a disk failure",
+        "put backup.mirrors on another disk or machine",
+    )
 
 
 def _fit_findings(f: Facts) -> Iterator[Finding]:
@@ -951,15 +963,26 @@ def sqlite_temp_dir() -> Path:
     return Path.cwd()
 
 
+def _nearest_existing(folder: Path) -> Path:
+    """``folder``, or its nearest parent that exists (where it will be created)."""
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    return folder
+
+
 def folder_space(folders: list[Path]) -> dict[Path, tuple[int, int]]:
     """(file system id, free bytes) of each folder (of its nearest existing parent)."""
     space = {}
     for folder in folders:
-        p = folder
-        while not p.exists() and p != p.parent:
-            p = p.parent
+        p = _nearest_existing(folder)
         space[folder] = (p.stat().st_dev, free_bytes(p))
     return space
+
+
+def shared_disk_mirrors(layers: list[Path]) -> list[str]:
+    """The mirrors (``layers[1:]``) on the primary's file system: their nearest existing folders share its device."""
+    devices = [_nearest_existing(layer).stat().st_dev for layer in layers]
+    return [str(mirror) for mirror, dev in zip(layers[1:], devices[1:], strict=True) if dev == devices[0]]
 
 
 def disk_needs(parts: list[tuple[Path, str, int]], space: dict[Path, tuple[int, int]]) -> list[DiskNeed]:
@@ -1062,6 +1085,7 @@ def gather(
         integrity=integrity,
         migrations=migrations,
         old_only_rows=old,
+        shared_disk_mirrors=shared_disk_mirrors(cfg.backup_layers),
         errors=r.errors,
         skipped=(["calibration"] if cal is None else []) + (["dbstat", "quick_check"] if emergency else []),
     )

@@ -26,14 +26,19 @@ def backup() -> None:
 @handle_errors
 def backup_create(config_path: Path, label: str, as_json: bool) -> None:
     """Snapshot the source and store a verified, compressed copy in every layer."""
+    from ..assess import shared_disk_finding, shared_disk_mirrors
     from ..backup import backup_source
 
     cfg = load_config(config_path)
     with progress_bar(not as_json and err.is_terminal) as progress:
         result = backup_source(cfg, label, progress)
+    warnings = [shared_disk_finding(m) for m in shared_disk_mirrors(cfg.backup_layers)]
     if as_json:
-        emit_json(result.to_json())
+        emit_json({**result.to_json(), "warnings": [w.message for w in warnings]})
     else:
+        for w in warnings:
+            err.print(f"[yellow]warning:[/] {w.message}", highlight=False, soft_wrap=True)
+            err.print(f"[dim]hint:[/] {w.fix}", highlight=False, soft_wrap=True)
         restarts = result.snapshot.get("restarts", 0)
         out.print(f"backup {result.id} (snapshot restarted {restarts}× while the source was written)")
         for layer in result.layers:
