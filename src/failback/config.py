@@ -166,7 +166,11 @@ class TriggersConfig(_Section):
     inconclusive: Literal["keep", "pause", "fail"] = Field(
         "keep", description="A missing or non-numeric sample: keep watching, pause the rule, or count as failure."
     )
-    prometheus_url: str | None = Field(None, description="The app's /metrics endpoint (Prometheus text format).")
+    prometheus_url: str | None = Field(
+        None,
+        description="The app's /metrics endpoint (Prometheus text format). A request has the interval (between 1 "
+        "and 10 s) to complete; a slower or trickling answer makes the sample inconclusive.",
+    )
     jsonl_path: ConfigPath | None = Field(None, description="A JSONL file of metrics the app appends to.")
     probe: bool = Field(False, description="Run the benchmark queries against the live database as a probe.")
     rules: list[TriggerRule] = Field([], description="The policy: [[triggers.rules]] tables.")
