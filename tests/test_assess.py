@@ -375,6 +375,99 @@ def test_too_little_disk_for_a_backup_layer(
     assert "--force --reason" in res.stderr
 
 
+def test_a_mirror_on_the_primarys_disk_is_a_warning(
+    tmp_path: Path, mounts: Mounts, make_app: Callable[..., Path], cli: Cli
+) -> None:
+    build_native(tmp_path / "native.sqlite", notes=50)
+    other = mounts.tmpfs(tmp_path / "other-disk", "8m")
+    near = tmp_path / "offsite"  # not created yet: its nearest existing folder, tmp_path, decides its disk
+    cfg_path = make_app(tmp_path, backup={"mirrors": [str(near), str(other / "mirror")]})
+    [w] = found(assess(cfg_path), "mirror-same-disk")
+    assert w.severity == "warn"
+    assert (
+        w.message
+        == f"mirror {near} shares the primary's disk: it protects against deletion, not against a disk failure"
+    )
+    res = cli("backup", "create", "-c", str(cfg_path))
+    assert res.returncode == 0, res.stderr
+    assert f"warning: mirror {near} shares the primary's disk" in res.stderr
+    assert str(other) not in res.stderr
+    apart = make_app(tmp_path, backup={"mirrors": [str(other / "mirror")]})
+    assert found(assess(apart), "mirror-same-disk") == []
+
+
+BIG = 2**53  # the first integer a JavaScript number cannot tell from its neighbour
+
+
+def big_integer_app(conn: apsw.Connection) -> None:
+    """Integers on both sides of ±(2^53−1), in every place a column can keep them: a rowid alias, an indexed
+    column, a partially indexed one, columns without an index, a WITHOUT ROWID key; and the same numbers as
+    text and as floats, which sql.js reads without rounding surprises."""
+    script(
+        conn,
+        """
+        CREATE TABLE t(id INTEGER PRIMARY KEY, plain INTEGER, indexed INTEGER, part INTEGER, anything,
+                       num NUMERIC, txt TEXT, real REAL, edge INTEGER);
+        CREATE INDEX t_indexed ON t(indexed);
+        CREATE INDEX t_part ON t(part) WHERE part > 0;
+        CREATE TABLE k(key INTEGER PRIMARY KEY, v INTEGER) WITHOUT ROWID;
+        CREATE TABLE small(id INTEGER PRIMARY KEY, n INTEGER);
+        """,
+    )
+    big, limit = BIG, BIG - 1
+    rows = [
+        (1, 5, -(2**63), 7, "x", limit, 2**63 - 1, 1e300, limit),
+        (big, 2**63 - 1, 3, -big, -big, -limit, str(big), float(big), -limit),
+        (3, None, "text", 2, b"\x00", 1.5, "t", 2.0, 0),
+    ]
+    with conn:
+        conn.executemany("INSERT INTO t VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+        conn.executemany("INSERT INTO k VALUES (?, ?)", [(-(2**62), 1), (2, limit)])
+        conn.executemany("INSERT INTO small VALUES (?, ?)", [(1, limit), (2, -limit)])
+
+
+def expected_big_integer_columns(db: Path) -> list[str]:
+    """``table.column`` holding an integer beyond ±(2^53−1), as Python reads the stored values."""
+    conn = connect(db, readonly=True)
+    try:
+        out = []
+        for table in ("k", "small", "t"):  # the schema's order: by name
+            cur = conn.execute(f"SELECT * FROM {table}")
+            names = [d[0] for d in cur.description]
+            rows = cur.fetchall()
+            out += [
+                f"{table}.{name}"
+                for i, name in enumerate(names)
+                if any(type(r[i]) is int and abs(r[i]) >= BIG for r in rows)
+            ]
+        return out
+    finally:
+        conn.close()
+
+
+def test_integers_beyond_2_53_are_a_finding_in_assess_and_plan(
+    tmp_path: Path, make_app: Callable[..., Path], cli: Cli
+) -> None:
+    cfg_path = make_app(tmp_path, big_integer_app)
+    expected = expected_big_integer_columns(tmp_path / "native.sqlite")
+    assert expected == ["k.key", "t.id", "t.plain", "t.indexed", "t.part", "t.anything"]  # the input's intent
+    [f] = found(assess(cfg_path), "js-integer-precision")
+    assert f.severity == "warn" and f.message.startswith(", ".join(expected) + " hold(s) integers beyond")
+    assert "{useBigInt: true}" in f.fix
+    res = cli("plan", str(tmp_path / "native.sqlite"), "--json")
+    assert res.returncode == 0, res.stderr
+    [shown] = json.loads(res.stdout)["findings"]
+    assert (shown["code"], shown["message"], shown["fix"]) == (f.code, f.message, f.fix)
+    text = cli("plan", str(tmp_path / "native.sqlite"))
+    assert ", ".join(expected) + " hold(s) integers beyond" in text.stdout.replace("\n", "")
+
+
+def test_no_integer_finding_without_big_integers(demo_dir: Path, cli: Cli) -> None:
+    res = cli("plan", str(demo_dir / "native.sqlite"), "--json")
+    assert res.returncode == 0, res.stderr
+    assert json.loads(res.stdout)["findings"] == []
+
+
 def test_a_source_bigger_than_the_memory_budget(tmp_path: Path, make_app: Callable[..., Path]) -> None:
     build_native(tmp_path / "native.sqlite", notes=1000)  # about 2 MB
     warn = assess(make_app(tmp_path, assess={"memory_warn_mb": 1, "memory_critical_mb": 100}))

@@ -50,13 +50,13 @@ Mount = Callable[[str], Path]
 
 # -- helpers --------------------------------------------------------------------------------------
 def write_config(base: Path, source: Path, **backup: Any) -> Path:
-    """A failback.toml in ``base`` for ``source``, two layers (primary, mirror) unless told otherwise."""
-    backup.setdefault("mirrors", ["backups/mirror"])
+    """A failback.toml in ``base`` for ``source``, two layers (primary, mirror) unless ``backup`` says otherwise."""
+    backup = {"dir": "backups/primary", "mirrors": ["backups/mirror"], **backup}
     lines = [f"{key} = {json.dumps(value)}" for key, value in backup.items()]
     path = base / "failback.toml"
     path.write_text(
         f'[source]\npath = "{source}"\n[target]\npath = "app-sqljs.sqlite"\n[app]\nconfig = "app.env"\n'
-        '[backup]\ndir = "backups/primary"\n' + "\n".join(lines) + "\n"
+        "[backup]\n" + "\n".join(lines) + "\n"
     )
     return path
 
@@ -226,6 +226,36 @@ def test_rollback_refuses_to_continue_without_enough_verified_layers(native_db: 
     assert [p.name for p in tmp_path.glob("*app-sqljs*")] == []
 
 
+# -- paths in the config ---------------------------------------------------------------------------
+def test_config_paths_expand_home_and_environment_variables(
+    native_db: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    home, offsite = tmp_path / "home", tmp_path / "elsewhere"
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("FB_OFFSITE", str(offsite))
+    monkeypatch.setenv("FB_NAME", "state")
+    cfg_path = write_config(tmp_path, native_db, dir="~/fb-backups", mirrors=["${FB_OFFSITE}/copy", "$FB_OFFSITE/b"])
+    cfg_path.write_text('state_dir = "~/$FB_NAME"\n' + cfg_path.read_text())
+    cfg = load_config(cfg_path)
+    assert cfg.backup_layers == [home / "fb-backups", offsite / "copy", offsite / "b"]
+    assert cfg.state_path == home / "state"
+    bid = backup_source(cfg, "x").id
+    assert [p.parent for p in (home / "fb-backups").glob(f"{bid}/{MANIFEST}")] == [home / "fb-backups" / bid]
+    assert not (tmp_path / "~").exists()
+    monkeypatch.delenv("FB_OFFSITE")
+    with pytest.raises(ConfigError, match=r"backup\.mirrors\.0: .*environment variable FB_OFFSITE is not set"):
+        load_config(cfg_path)
+
+
+def test_an_unset_variable_is_a_one_line_error(native_db: Path, tmp_path: Path, cli: Cli) -> None:
+    cfg_path = write_config(tmp_path, native_db, dir="$FAILBACK_TEST_UNSET_DIR/backups")
+    res = cli("backup", "list", "-c", str(cfg_path))
+    assert res.returncode == 2
+    [line, hint] = res.stderr.splitlines()
+    assert "backup.dir" in line and "environment variable FAILBACK_TEST_UNSET_DIR is not set" in line
+    assert hint.startswith("hint:")
+
+
 # -- verify ---------------------------------------------------------------------------------------
 def test_verify_names_a_damaged_copy(native_db: Path, tmp_path: Path, cli: Cli) -> None:
     cfg_path = write_config(tmp_path, native_db)
@@ -282,6 +312,66 @@ def test_restore_round_trip_and_refusals(native_db: Path, tmp_path: Path, cli: C
     assert sorted(p.name for p in dest.parent.iterdir()) == ["restored.sqlite"]
     with pytest.raises(InputError, match="no backup"):
         restore_backup(layers, "../" + bid, tmp_path / "x.sqlite")
+
+
+def _set_raw_sha256(folder: Path, sha: str) -> None:
+    m = json.loads((folder / MANIFEST).read_text())
+    m["sha256"]["raw"] = sha
+    (folder / MANIFEST).write_text(json.dumps(m))
+
+
+def test_restore_skips_a_copy_whose_raw_checksum_is_wrong(native_db: Path, tmp_path: Path, cli: Cli) -> None:
+    cfg_path = write_config(tmp_path, native_db)
+    cfg = load_config(cfg_path)
+    bid = backup_source(cfg, "x").id
+    primary, mirror = (layer / bid for layer in cfg.backup_layers)
+    wrong = hashlib.sha256(b"not the snapshot").hexdigest()
+    _set_raw_sha256(primary, wrong)  # its compressed data still matches: only decompressing shows it
+    check = cli("backup", "verify", "-c", str(cfg_path), "--all", "--json")
+    assert check.returncode == 1
+    assert json.loads(check.stdout) == {
+        str(primary): [f"{primary / DATA}: the decompressed data does not match its checksum"],
+        str(mirror): [],
+    }
+    dest = tmp_path / "out" / "restored.sqlite"
+    res = cli("backup", "restore", "-c", str(cfg_path), bid, str(dest), "--json")
+    assert res.returncode == 0, res.stderr
+    assert json.loads(res.stdout) == {
+        "path": str(dest),
+        "copy": str(mirror),
+        "skipped": [
+            {"folder": str(primary), "problem": f"{primary / DATA}: the decompressed data does not match its checksum"}
+        ],
+    }
+    assert tables(dest) == tables(native_db)
+    dest.unlink()
+    text = cli("backup", "restore", "-c", str(cfg_path), bid, str(dest))
+    assert text.returncode == 0, text.stderr
+    assert f"skipped {primary}: {primary / DATA}: the decompressed data" in text.stdout
+    assert f"restored {bid} to {dest} from {mirror}" in text.stdout
+
+
+def test_restore_checks_content_digests_and_names_every_bad_copy(native_db: Path, tmp_path: Path, cli: Cli) -> None:
+    cfg_path = write_config(tmp_path, native_db)
+    cfg = load_config(cfg_path)
+    bid = backup_source(cfg, "x").id
+    primary, mirror = (layer / bid for layer in cfg.backup_layers)
+    m = json.loads((primary / MANIFEST).read_text())
+    table = sorted(m["tables"])[0]
+    m["tables"][table]["digest"] = "0" * 32  # data and checksums intact; the recorded content is not this data
+    (primary / MANIFEST).write_text(json.dumps(m))
+    result = restore_backup(cfg.backup_layers, bid, tmp_path / "r1.sqlite")
+    assert result.copy == str(mirror)
+    assert result.skipped == [(str(primary), f"{primary / DATA}: content digests differ from the manifest: {table}")]
+    flip_byte(mirror / DATA)
+    dest = tmp_path / "out" / "r2.sqlite"
+    res = cli("backup", "restore", "-c", str(cfg_path), bid, str(dest))
+    assert res.returncode == 1
+    stderr = res.stderr.replace("\n", "")
+    assert "no stored copy passes every check" in stderr
+    assert f"{primary / DATA}: content digests differ" in stderr
+    assert f"{mirror / DATA}: checksum mismatch" in stderr
+    assert not dest.exists() and list(dest.parent.iterdir()) == []
 
 
 # -- manifests are data ---------------------------------------------------------------------------

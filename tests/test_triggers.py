@@ -78,6 +78,53 @@ class MetricsServer:
         self.httpd.server_close()
 
 
+class TricklingServer:
+    """A real HTTP server on 127.0.0.1 that answers one byte every half second, in its headers or in its body,
+    until the client goes away or the test ends (``asked`` is set once a request arrived)."""
+
+    def __init__(self, where: str) -> None:
+        self.asked, self.done = threading.Event(), threading.Event()
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                server.asked.set()
+                head = b"HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\n"
+                body = ("# a metrics page that never ends\n" * 1000).encode()
+                data = body if where == "body" else head + body
+                if where == "body":
+                    self.wfile.write(head)
+                    self.wfile.flush()
+                for i in range(len(data)):
+                    if server.done.wait(0.5):
+                        return
+                    try:
+                        self.wfile.write(data[i : i + 1])
+                        self.wfile.flush()
+                    except OSError:
+                        return
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/metrics"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.done.set()
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture(params=["headers", "body"])
+def trickler(request: pytest.FixtureRequest) -> Iterator[TricklingServer]:
+    s = TricklingServer(request.param)
+    yield s
+    s.close()
+
+
 def prom(latency: float | None) -> str:
     """A /metrics page: the /notes latency (absent when None) beside another series of the same metric."""
     lines = ["# TYPE app_latency_ms gauge", 'app_latency_ms{route="/search"} 1']
@@ -331,6 +378,45 @@ def test_prometheus_labels_pick_one_series_and_a_dead_endpoint_is_inconclusive(
     cfg.triggers.prometheus_url = dead
     ev = Watcher(cfg, path, dry_run=True).evaluate()
     assert ev.results[0].status == "inconclusive" and ev.errors[0].startswith("prometheus:")
+
+
+@pytest.mark.timeout(120)
+def test_a_trickling_endpoint_is_inconclusive_within_its_deadline(
+    demo_dir: Path, trickler: TricklingServer, cli: Cli
+) -> None:
+    """Defect: one byte every 0.5 s kept `check` running for as long as the endpoint liked (each read had a
+    timeout, the request none). Now the request has the interval (1 s here) and the rule is inconclusive."""
+    _, path = configure(demo_dir, f'interval = 1\nprometheus_url = "{trickler.url}"', n=1)
+    res = cli("check", "-c", str(path), "--json")
+    assert res.returncode == 0, res.stderr
+    doc = json.loads(res.stdout)
+    [ev] = doc["evaluations"]
+    assert trickler.asked.is_set()
+    assert [r["status"] for r in ev["rules"]] == ["inconclusive"]
+    assert ev["errors"] == ["prometheus: no complete answer within 1 s (a slow or trickling endpoint)"]
+    assert (doc["fired"], ev["decision"]["action"]) == (False, "none")
+
+
+@pytest.mark.timeout(120)
+def test_sigterm_stops_watch_while_a_source_trickles(demo_dir: Path, trickler: TricklingServer) -> None:
+    """Defect: SIGTERM was only looked at between samples, and a trickling endpoint held the sample for good."""
+    cfg, path = configure(demo_dir, f'interval = 30\nprometheus_url = "{trickler.url}"', n=1)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "failback", "watch", "-c", str(path), "--json"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert trickler.asked.wait(60), "watch never asked the endpoint"
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=60)  # "it did not hang"; samples == 0 below: abandoned, not timed out
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err
+    assert json.loads(out.splitlines()[-1]) == {"samples": 0, "stopped": "signal", "exit_code": 0}
+    assert events(cfg, "watch.stop")[0]["data"]["stopped"] == "signal"
 
 
 # -- watch: end to end with real rollbacks ----------------------------------------------------------

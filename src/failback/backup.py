@@ -69,6 +69,7 @@ __all__ = [
     "FolderCheck",
     "LayerResult",
     "PruneResult",
+    "RestoreResult",
     "Snapshot",
     "SnapshotGuard",
     "backup_source",
@@ -579,58 +580,73 @@ def verify_folder(folder: Path, deep: bool = False, work: Path | None = None) ->
 
 
 def check_folder(folder: Path, deep: bool = False, work: Path | None = None) -> FolderCheck:
-    """Check one stored copy against its manifest. ``deep`` also decompresses it (in a private folder inside
-    ``work``, default the system's temp folder), checks its integrity (``integrity.check_integrity``: its
+    """Check one stored copy: its manifest, the compressed data's SHA-256 and, by decompressing it as a stream
+    (nothing written), the raw data's size and SHA-256. ``deep`` also writes the database out (in a private
+    folder inside ``work``, default the system's temp folder), checks its integrity (``check_integrity``: its
     notes say how indexes on app collations were checked) and compares the content digests with the manifest."""
+    data = folder / DATA
     try:
-        m = read_manifest(folder)
-        data = folder / DATA
-        if stored_sha256(data) != m["sha256"]["compressed"]:
-            return FolderCheck([f"{data}: checksum mismatch (the stored copy is damaged)"])
+        m = _stored_manifest(folder)
         if not deep:
+            _decompress(folder, m, None, _noop)
             return FolderCheck()
         try:
             with tempfile.TemporaryDirectory(dir=work, prefix=".failback-verify-") as tmp:
-                copy = Path(tmp) / "check.sqlite"
-                notes = _unpack(folder, m, copy, _noop)
-                facts, _ = describe_database(copy)
+                return FolderCheck([], _check_copy(folder, m, Path(tmp) / "check.sqlite", _noop))
         except OSError as err:
             return FolderCheck([str(from_os_error(err, f"{data}: cannot be checked deeply"))])
-        recorded = m["tables"]  # empty for an emergency backup: integrity and checksums only
-        differ = sorted(
-            t for t in {*facts["tables"], *recorded} if recorded and facts["tables"].get(t) != recorded.get(t)
-        )
-        if differ:
-            return FolderCheck([f"{data}: content digests differ from the manifest: {', '.join(differ)}"], notes)
-        return FolderCheck([], notes)
-    except FileNotFoundError as err:
-        return FolderCheck([f"{err.filename}: missing"])
     except OSError as err:
-        return FolderCheck([f"{err.filename or folder}: unreadable ({err.strerror or err})"])
+        return FolderCheck([_read_problem(err, folder)])
     except FailbackError as err:
         return FolderCheck([err.message])
 
 
-def _unpack(folder: Path, m: dict[str, Any], out: Path, progress: Progress) -> list[str]:
-    """Decompress a backup's data into the new file ``out`` (0600) and check it: size and SHA-256 against the
-    manifest (decompression stops at the size the manifest records), then its integrity (``check_integrity``,
-    whose notes are returned)."""
-    data, limit, sha, size = folder / DATA, m["bytes"]["raw"], hashlib.sha256(), 0
-    fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
+def _stored_manifest(folder: Path) -> dict[str, Any]:
+    """The manifest of one stored copy, once its compressed data matches the manifest's SHA-256."""
+    m = read_manifest(folder)
     try:
-        with os.fdopen(fd, "wb") as fh, _open_stored(data) as inp:
+        sha = stored_sha256(folder / DATA)
+    except OSError as err:
+        raise BackupError(_read_problem(err, folder)) from None
+    if sha != m["sha256"]["compressed"]:
+        raise BackupError(f"{folder / DATA}: checksum mismatch (the stored copy is damaged)")
+    return m
+
+
+def _read_problem(err: OSError, folder: Path) -> str:
+    if isinstance(err, FileNotFoundError):
+        return f"{err.filename}: missing"
+    return f"{err.filename or folder}: unreadable ({err.strerror or err})"
+
+
+def _decompress(folder: Path, m: dict[str, Any], out: IO[bytes] | None, progress: Progress) -> None:
+    """Decompress a backup's data into ``out`` (or nowhere) and check its size and SHA-256 against the manifest;
+    decompression stops at the size the manifest records."""
+    data, limit, sha, size = folder / DATA, m["bytes"]["raw"], hashlib.sha256(), 0
+    try:
+        with _open_stored(data) as inp:
             reader = zstandard.ZstdDecompressor().stream_reader(inp, read_size=READ_CHUNK)
             while chunk := reader.read(READ_CHUNK):
                 size += len(chunk)
                 if size > limit:
                     raise BackupError(f"{data}: decompresses to more than the {limit} bytes its manifest records")
                 sha.update(chunk)
-                fh.write(chunk)
+                if out is not None:
+                    out.write(chunk)
                 progress("restore", size, limit)
     except zstandard.ZstdError as err:
         raise BackupError(f"{data}: cannot be decompressed ({err})") from None
     if sha.hexdigest() != m["sha256"]["raw"]:
         raise BackupError(f"{data}: the decompressed data does not match its checksum")
+
+
+def _unpack(folder: Path, m: dict[str, Any], out: Path, progress: Progress) -> list[str]:
+    """Decompress a backup's data into the new file ``out`` (0600) and check it: size and SHA-256 against the
+    manifest, then its integrity (``check_integrity``, whose notes are returned)."""
+    data = folder / DATA
+    fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
+    with os.fdopen(fd, "wb") as fh:
+        _decompress(folder, m, fh, progress)
     try:
         conn = connect(out, readonly=True)
         try:
@@ -644,11 +660,68 @@ def _unpack(folder: Path, m: dict[str, Any], out: Path, progress: Progress) -> l
     return checked.notes
 
 
+def _check_copy(folder: Path, m: dict[str, Any], out: Path, progress: Progress) -> list[str]:
+    """Unpack one stored copy to ``out`` and check all of it: sizes, both SHA-256s, integrity and, where the
+    manifest records them (not for an emergency backup), the content digests of every table. Returns the
+    integrity check's notes."""
+    notes = _unpack(folder, m, out, progress)
+    recorded = m["tables"]
+    if not recorded:
+        return notes
+    facts, _ = describe_database(out)
+    differ = sorted(t for t in {*facts["tables"], *recorded} if facts["tables"].get(t) != recorded.get(t))
+    if differ:
+        raise BackupError(f"{folder / DATA}: content digests differ from the manifest: {', '.join(differ)}")
+    return notes
+
+
+@dataclass
+class RestoreResult:
+    """A restored backup: where it went, the stored copy it came from, each copy skipped with why, and how its
+    integrity was checked (notes)."""
+
+    path: Path
+    copy: str
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (folder, problem)
+    notes: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "path": str(self.path),
+            "copy": self.copy,
+            "skipped": [{"folder": f, "problem": p} for f, p in self.skipped],
+            "notes": self.notes,
+        }
+
+
+def _first_good_copy(backup: str, folders: list[Path], out: Path, progress: Progress) -> RestoreResult:
+    """Unpack the stored copies into ``out`` one after another (primary first) until one passes every check
+    (``_check_copy``): that copy, the ones skipped (each with its problem) and the integrity notes. None
+    passes: BackupError naming each copy's problem. A full disk or an unwritable ``out`` is not a copy's
+    fault: it ends the search."""
+    skipped: list[tuple[str, str]] = []
+    for folder in folders:
+        try:
+            m = _stored_manifest(folder)
+            _require_space(out.parent, m["bytes"]["raw"], f"restore to {out.parent}")
+            notes = _check_copy(folder, m, out, progress)
+            return RestoreResult(out, str(folder), skipped, notes)
+        except BackupError as err:
+            skipped.append((str(folder), err.message))
+        remove_quietly(out)
+    problems = "; ".join(problem for _, problem in skipped)
+    raise BackupError(
+        f"backup {backup}: no stored copy passes every check: {problems}",
+        "run `failback backup verify --deep` on it; restore another backup (`failback backup list`)",
+    )
+
+
 def restore_backup(
     layers: list[Path], backup: str, dest: Path, force: bool = False, progress: Progress = _noop
-) -> Path:
+) -> RestoreResult:
     """Restore a backup to ``dest``: refuse to overwrite (a database or a leftover -wal/-shm/-journal) unless
-    ``force``; decompress to a temp name beside it, check, remove stale side files, rename."""
+    ``force``; decompress the first stored copy that passes every check to a temp name beside it, remove stale
+    side files, rename."""
     if dest.is_dir():
         raise InputError(f"{dest} is a folder", "name the database file to restore to")
     existing = [p for p in (dest, *(Path(str(dest) + s) for s in SIDE_FILES)) if p.exists() or p.is_symlink()]
@@ -656,21 +729,17 @@ def restore_backup(
         raise InputError(f"{existing[0]} exists; refusing to overwrite", "pass --force, or restore to a new path")
     check_replaceable(dest, Protected(folders=tuple(("a backup folder", p) for p in layers)))
     folders = find_backup(layers, backup)
-    good = next((f for f in folders if not verify_folder(f)), None)
-    if good is None:
-        raise BackupError(f"backup {backup}: no stored copy passes its checksum")
-    m = read_manifest(good)
     ensure_dir(dest.parent)
-    _require_space(dest.parent, m["bytes"]["raw"], f"restore to {dest}")
     tmp = dest.with_name(f".{dest.name}.failback-restore-{os.getpid()}")
     try:
-        _unpack(good, m, tmp, progress)
+        result = _first_good_copy(backup, folders, tmp, progress)
         publish_over(tmp, dest)  # a stale -wal would be replayed into the new file: it goes with the old one
     except OSError as err:
         raise from_os_error(err, f"cannot restore to {dest}") from err
     finally:
         remove_quietly(tmp)
-    return dest
+    result.path = dest
+    return result
 
 
 # -- pruning ------------------------------------------------------------------------------------

@@ -1,23 +1,47 @@
 """failback.toml: the pydantic model, loading with one-line errors, and path resolution.
 
-Relative paths are relative to the folder that holds failback.toml. Unknown keys are errors (a typo must
-not silently disable a safety setting). docs/config.md is generated from this model.
+Every path (``ConfigPath``) has ``~`` and ``$VAR``/``${VAR}`` expanded when the file is loaded (an unset variable
+is an error naming it); relative paths are then relative to the folder that holds failback.toml. Unknown keys
+are errors (a typo must not silently disable a safety setting). docs/config.md is generated from this model.
 """
 
 from __future__ import annotations
 
+import os
 import re
 import tomllib
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
 
 from .errors import ConfigError
 
 DEFAULT_NAME = "failback.toml"
 _ENV_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]*")
 _ENV_VALUE = re.compile(r"[A-Za-z0-9_.:/@%+,=-]+")
+_ENV_REF = re.compile(r"\$(?:\{([A-Za-z_][A-Za-z0-9_]*)\}|([A-Za-z_][A-Za-z0-9_]*))")
+
+
+def expand_path(value: object) -> object:
+    """A path from failback.toml with a leading ``~`` (or ``~user``) and every ``$VAR``/``${VAR}`` expanded, as a
+    shell would; an unknown user or an unset variable is an error naming it. Non-strings are left to pydantic."""
+    if not isinstance(value, str):
+        return value
+    text = os.path.expanduser(value)
+    if text.startswith("~"):
+        raise ValueError(f"{text.split('/', 1)[0]}: no such user (in {value!r})")
+
+    def variable(m: re.Match[str]) -> str:
+        name = m.group(1) or m.group(2)
+        if name not in os.environ:
+            raise ValueError(f"environment variable {name} is not set (in {value!r})")
+        return os.environ[name]
+
+    return _ENV_REF.sub(variable, text)
+
+
+ConfigPath = Annotated[Path, BeforeValidator(expand_path)]
 
 
 class _Section(BaseModel):
@@ -25,16 +49,16 @@ class _Section(BaseModel):
 
 
 class SourceConfig(_Section):
-    path: Path = Field(description="The live native (GRDB) SQLite database. Only ever read.")
+    path: ConfigPath = Field(description="The live native (GRDB) SQLite database. Only ever read.")
 
 
 class TargetConfig(_Section):
-    path: Path = Field(description="The sql.js database file the app loads; replaced by the converted one.")
+    path: ConfigPath = Field(description="The sql.js database file the app loads; replaced by the converted one.")
     profile: str = Field("sqljs-1.16.0", description="Capability profile of the target engine (name or file).")
 
 
 class AppConfig(_Section):
-    config: Path = Field(description="The app's provider configuration file (.env or .json).")
+    config: ConfigPath = Field(description="The app's provider configuration file (.env or .json).")
     key: str = Field("DATABASE_PROVIDER", description="The key that selects the provider.")
     native_value: str = Field("native", description="The value that selects the native provider.")
     rollback_value: str = Field("sqljs", description="The value written on rollback.")
@@ -63,8 +87,8 @@ class AppConfig(_Section):
 
 
 class BackupConfig(_Section):
-    dir: Path = Field(Path(".failback/backups"), description="Primary backup folder.")
-    mirrors: list[Path] = Field([], description="Further folders that receive a verified copy of each backup.")
+    dir: ConfigPath = Field(Path(".failback/backups"), description="Primary backup folder.")
+    mirrors: list[ConfigPath] = Field([], description="Further folders that receive a verified copy of each backup.")
     min_layers: int = Field(1, ge=1, description="Verified copies required before a rollback continues.")
     zstd_level: int = Field(3, ge=1, le=22, description="zstd compression level.")
     threads: int = Field(
@@ -151,8 +175,12 @@ class TriggersConfig(_Section):
     inconclusive: Literal["keep", "pause", "fail"] = Field(
         "keep", description="A missing or non-numeric sample: keep watching, pause the rule, or count as failure."
     )
-    prometheus_url: str | None = Field(None, description="The app's /metrics endpoint (Prometheus text format).")
-    jsonl_path: Path | None = Field(None, description="A JSONL file of metrics the app appends to.")
+    prometheus_url: str | None = Field(
+        None,
+        description="The app's /metrics endpoint (Prometheus text format). A request has the interval (between 1 "
+        "and 10 s) to complete; a slower or trickling answer makes the sample inconclusive.",
+    )
+    jsonl_path: ConfigPath | None = Field(None, description="A JSONL file of metrics the app appends to.")
     probe: bool = Field(False, description="Run the benchmark queries against the live database as a probe.")
     rules: list[TriggerRule] = Field([], description="The policy: [[triggers.rules]] tables.")
 
@@ -170,7 +198,7 @@ class Config(_Section):
     sync: SyncConfig = SyncConfig()
     benchmark: BenchmarkConfig = BenchmarkConfig()
     triggers: TriggersConfig = TriggersConfig()
-    state_dir: Path = Field(Path(".failback"), description="Run directories, audit log and lock.")
+    state_dir: ConfigPath = Field(Path(".failback"), description="Run directories, audit log and lock.")
     base: Path = Field(Path("."), exclude=True, description="Folder of failback.toml (set when loaded).")
 
     @field_validator("state_dir")

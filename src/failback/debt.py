@@ -45,7 +45,7 @@ def pay_debt(cfg: Config, engine: Engine, run: str | None = None) -> DebtPayment
     plan = load_plan(json.loads(rd.file("plan.json").read_text(encoding="utf-8")))
     work = Path(tempfile.mkdtemp(prefix="failback-debt-", dir=cfg.state_path))
     try:
-        snapshot = restore_backup(cfg.backup_layers, str(debt["backup"]), work / "snapshot.sqlite")
+        snapshot = restore_backup(cfg.backup_layers, str(debt["backup"]), work / "snapshot.sqlite").path
         target = Path(debt["target"])
         how = "as switched"
         if not target.exists() or file_xxh3(target) != debt["target_xxh3"]:

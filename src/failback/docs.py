@@ -17,7 +17,7 @@ import sys
 import types
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Literal, Union, get_args, get_origin
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 import click
 from pydantic import BaseModel
@@ -93,6 +93,8 @@ def _anchor(heading: str) -> str:
 # -- the config reference ---------------------------------------------------------------------------
 def _type_name(tp: Any) -> str:
     origin, args = get_origin(tp), get_args(tp)
+    if origin is Annotated:  # a type with a validator, such as config.ConfigPath
+        return _type_name(args[0])
     if origin in (Union, types.UnionType):
         inner = [a for a in args if a is not type(None)]
         return " or ".join(_type_name(a) for a in inner) + (" (optional)" if len(inner) < len(args) else "")

@@ -290,12 +290,3 @@ def check_integrity(conn: apsw.Connection) -> IntegrityResult:
                 )
     result.problems = result.problems[:MAX_PROBLEMS]
     return result
-
-
-def integrity_notes(path: Path) -> list[str]:
-    """What ``check_integrity`` says about the indexes of the database file ``path`` (without checking)."""
-    conn = connect(path, readonly=True)
-    try:
-        return [c.note() for c in index_checks(conn)]
-    finally:
-        conn.close()

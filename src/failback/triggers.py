@@ -10,7 +10,8 @@ Semantics (also in ``failback watch --help``):
 - A rule states the *failure* condition: the sample fails when ``value <op> threshold`` holds. The threshold is
   ``threshold``, or ``baseline.metrics[metric] * baseline_ratio`` from ``<state>/baseline.json``.
 - A rule fires when ``for`` consecutive samples fail, exactly once per streak; a passing sample ends the streak.
-- A sample is inconclusive when the metric is missing, not a number, matched by several Prometheus series, or its
+- A sample is inconclusive when the metric is missing (its source failed, or did not answer in full within its
+  deadline: the interval, between 1 and 10 s), not a number, matched by several Prometheus series, or its
   baseline is missing. ``[triggers] inconclusive``: ``keep`` ignores the sample (the streak is kept), ``fail``
   counts it as a failing sample, ``pause`` drops the streak and pauses the rule until a conclusive sample arrives.
 - Severity ``warn`` is reported and audited; ``rollback`` runs a standard rollback, ``emergency`` an emergency one.
@@ -35,6 +36,7 @@ import operator
 import os
 import signal
 import socket
+import threading
 import time
 import urllib.parse
 import urllib.request
@@ -43,7 +45,7 @@ from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import apsw
 from prometheus_client.parser import text_string_to_metric_families
@@ -71,6 +73,7 @@ OPS: dict[str, Callable[[float, float], bool]] = {
 }
 Policy = Literal["keep", "pause", "fail"]
 Event = tuple[str, dict[str, Any]]
+T = TypeVar("T")
 
 
 # -- data -------------------------------------------------------------------------------------------
@@ -352,14 +355,47 @@ MAX_METRICS_BYTES = 16 << 20  # a /metrics page larger than this is cut, not rea
 
 
 def read_prometheus(url: str, timeout: float) -> list[Series]:
-    """Every sample of a Prometheus text-format endpoint (names as exposed, e.g. ``requests_total``)."""
-    if urllib.parse.urlsplit(url).scheme not in ("http", "https"):
+    """Every sample of a Prometheus text-format endpoint (names as exposed, e.g. ``requests_total``).
+
+    The whole request — connecting, the headers, the body — has ``timeout`` seconds: a socket timeout bounds each
+    read, not the request, so a watchdog shuts the connection at the deadline and an endpoint that trickles is a
+    ``TimeoutError`` (the rule is inconclusive), never a sample that blocks ``watch``."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError(f"{url}: only http(s) metrics endpoints are read")
-    with urllib.request.urlopen(url, timeout=timeout) as resp:
-        text = resp.read(MAX_METRICS_BYTES).decode("utf-8")
+    kind = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
+    deadline = time.monotonic() + timeout
+    conn = kind(parts.hostname, parts.port, timeout=timeout)
+    conn.connect()  # bounded by the socket timeout; the socket is kept: http.client lets go of it after the headers
+    expired = threading.Event()
+    watchdog = threading.Timer(max(0.0, deadline - time.monotonic()), _expire, (conn.sock, expired))
+    watchdog.daemon = True
+    watchdog.start()
+    try:
+        conn.request("GET", urllib.parse.urlunsplit(("", "", parts.path or "/", parts.query, "")))
+        resp = conn.getresponse()
+        if resp.status != 200:
+            raise ValueError(f"HTTP {resp.status} {resp.reason}")
+        body = resp.read(MAX_METRICS_BYTES)
+    except (OSError, http.client.HTTPException):
+        if not expired.is_set():
+            raise
+    finally:
+        watchdog.cancel()
+        conn.close()
+    if expired.is_set():
+        raise TimeoutError(f"no complete answer within {timeout:g} s (a slow or trickling endpoint)")
+    text = body.decode("utf-8")
     return [
         Series(s.name, s.value, dict(s.labels)) for fam in text_string_to_metric_families(text) for s in fam.samples
     ]
+
+
+def _expire(sock: socket.socket, expired: threading.Event) -> None:
+    """The deadline passed: wake whatever read is blocked on ``sock`` (it sees the end of the stream)."""
+    expired.set()
+    with contextlib.suppress(OSError):
+        socket.socket.shutdown(sock, socket.SHUT_RDWR)  # the OS socket, also under TLS
 
 
 def read_jsonl(path: Path) -> list[Series]:
@@ -462,8 +498,9 @@ def _now() -> str:
 
 # -- stopping ---------------------------------------------------------------------------------------
 class Stop:
-    """SIGINT/SIGTERM: stop after the current sample; during a rollback the signal becomes KeyboardInterrupt,
-    so the rollback stops the way it does on Ctrl-C (nothing switched, resumable, exit 4)."""
+    """SIGINT/SIGTERM: stop within a slice — a sample still being read is abandoned (``run``); during a rollback
+    the signal becomes KeyboardInterrupt, so the rollback stops the way it does on Ctrl-C (nothing switched,
+    resumable, exit 4)."""
 
     SLICE = 0.1  # seconds between checks while sleeping
 
@@ -493,6 +530,29 @@ class Stop:
             yield
         finally:
             self._in_rollback = False
+
+    def run(self, fn: Callable[[], T]) -> T | None:
+        """``fn()`` in a daemon thread, waited for in slices: None as soon as a stop is requested (``fn`` is
+        abandoned: whatever a source is doing, a signal is answered within a slice)."""
+        done = threading.Event()
+        box: list[T] = []
+        failed: list[BaseException] = []
+
+        def work() -> None:
+            try:
+                box.append(fn())
+            except BaseException as err:  # handed to the caller's thread
+                failed.append(err)
+            finally:
+                done.set()
+
+        threading.Thread(target=work, name="failback-sample", daemon=True).start()
+        while not done.wait(self.SLICE):
+            if self.requested:
+                return None
+        if failed:
+            raise failed[0]
+        return box[0]
 
     def sleep(self, seconds: float) -> None:
         """Sleep, waking early when a stop is requested."""
@@ -580,11 +640,11 @@ class Watcher:
         metrics = data.get("metrics") if data else None
         return metrics if isinstance(metrics, dict) else None
 
-    def evaluate(self) -> Evaluation:
-        """Sample, evaluate, keep the next states and write the evaluation's audit events."""
+    def evaluate(self, sample: Sample | None = None) -> Evaluation:
+        """Evaluate ``sample`` (default: one taken now), keep the next states and write the audit events."""
         self.seq += 1
         t = self.cfg.triggers
-        sample, facts = self.sample(), self.facts()
+        sample, facts = sample or self.sample(), self.facts()
         ev = evaluate(
             t.rules, self.states, sample, facts, t.inconclusive, dry_run=self.dry_run, seq=self.seq, now=_now()
         )
@@ -637,7 +697,11 @@ class Watcher:
         due = time.monotonic()
         try:
             while True:
-                ev = self.evaluate()
+                sample = self.stop.run(self.sample)
+                if sample is None:  # a signal arrived while the sources were read: the sample is abandoned
+                    result.stopped = "signal"
+                    break
+                ev = self.evaluate(sample)
                 result.samples += 1
                 if on_evaluation:
                     on_evaluation(ev)

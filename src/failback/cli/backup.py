@@ -26,14 +26,19 @@ def backup() -> None:
 @handle_errors
 def backup_create(config_path: Path, label: str, as_json: bool) -> None:
     """Snapshot the source and store a verified, compressed copy in every layer."""
+    from ..assess import shared_disk_finding, shared_disk_mirrors
     from ..backup import backup_source
 
     cfg = load_config(config_path)
     with progress_bar(not as_json and err.is_terminal) as progress:
         result = backup_source(cfg, label, progress)
+    warnings = [shared_disk_finding(m) for m in shared_disk_mirrors(cfg.backup_layers)]
     if as_json:
-        emit_json(result.to_json())
+        emit_json({**result.to_json(), "warnings": [w.message for w in warnings]})
     else:
+        for w in warnings:
+            err.print(f"[yellow]warning:[/] {w.message}", highlight=False, soft_wrap=True)
+            err.print(f"[dim]hint:[/] {w.fix}", highlight=False, soft_wrap=True)
         restarts = result.snapshot.get("restarts", 0)
         out.print(f"backup {result.id} (snapshot restarted {restarts}× while the source was written)")
         for layer in result.layers:
@@ -105,17 +110,25 @@ def backup_verify(config_path: Path, backup_id: str | None, all_: bool, deep: bo
 @click.argument("backup_id")
 @click.argument("dest", type=click.Path(path_type=Path))
 @click.option("--force", is_flag=True, help="Overwrite DEST (and remove its -wal/-shm/-journal).")
+@json_option
 @handle_errors
-def backup_restore(config_path: Path, backup_id: str, dest: Path, force: bool) -> None:
-    """Restore a backup to DEST (refuses to overwrite without --force)."""
+def backup_restore(config_path: Path, backup_id: str, dest: Path, force: bool, as_json: bool) -> None:
+    """Restore a backup to DEST (refuses to overwrite without --force).
+
+    Tries every stored copy, primary first, and restores the first that passes every check (both checksums,
+    integrity_check, the content digests); names each copy it skipped and why. Exit 1 when none passes."""
     from ..backup import restore_backup
-    from ..integrity import integrity_notes
 
     cfg = load_config(config_path)
-    with progress_bar(err.is_terminal) as progress:
-        restore_backup(cfg.backup_layers, backup_id, dest, force, progress)
-    out.print(f"[green]✓[/] restored {backup_id} to {dest}", highlight=False, soft_wrap=True)
-    for note in integrity_notes(dest):
+    with progress_bar(not as_json and err.is_terminal) as progress:
+        result = restore_backup(cfg.backup_layers, backup_id, dest, force, progress)
+    if as_json:
+        emit_json(result.to_json())
+        return
+    for folder, problem in result.skipped:
+        out.print(f"[yellow]skipped[/] {folder}: {problem}", highlight=False, soft_wrap=True)
+    out.print(f"[green]✓[/] restored {backup_id} to {dest} from {result.copy}", highlight=False, soft_wrap=True)
+    for note in result.notes:
         out.print(f"  note: {note}", highlight=False, soft_wrap=True)
 
 

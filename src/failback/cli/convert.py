@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import sys
+from dataclasses import asdict
 from pathlib import Path
 
 import click
+from rich.markup import escape
 
 from ..config import load_config
 from . import (
@@ -67,14 +69,21 @@ def export(
 @json_option
 @handle_errors
 def plan(source: Path, profile: str, config_path: Path | None, as_json: bool) -> None:
-    """Show what each schema object of SOURCE becomes in the target, and why."""
+    """Show what each schema object of SOURCE becomes in the target, and why, and what the data asks of the app
+    (findings: integers beyond ±(2^53−1), which sql.js rounds unless the app reads them as BigInt)."""
+    from ..assess import file_big_integers, js_integer_finding
     from ..export import plan_for
 
     p = plan_for(source, profile, load_config(config_path).convert if config_path else None)
+    big = file_big_integers(source)
+    findings = [js_integer_finding(big)] if big else []
     if as_json:
-        emit_json(p.to_json())
+        emit_json({**p.to_json(), "findings": [asdict(f) for f in findings]})
     else:
         render_plan([d.to_json() for d in p.decisions])
+        for f in findings:
+            out.print(f"[yellow]{f.severity}[/] {escape(f.message)}", highlight=False, soft_wrap=True)
+            out.print(f"[dim]fix:[/] {escape(f.fix)}", highlight=False, soft_wrap=True)
     if p.refused:
         sys.exit(3)
 

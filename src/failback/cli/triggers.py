@@ -95,8 +95,9 @@ def watch(config_path: Path, once: bool, dry_run: bool, max_samples: int | None,
 
     A rule fires after `for` consecutive failing samples, once per streak. A firing rule pre-authorises a high
     risk (like --yes), never a critical one. `failback hold` blocks automatic rollbacks. The watch ends after an
-    automatic rollback with its exit code; SIGINT/SIGTERM stop it after the current sample (exit 0), or
-    interrupt a rollback in progress (exit 4, resumable).
+    automatic rollback with its exit code; SIGINT/SIGTERM stop it at once, abandoning a sample still being read
+    (exit 0), or interrupt a rollback in progress (exit 4, resumable). A metrics endpoint has the interval
+    (between 1 and 10 s) to answer in full; a slower one makes its rules inconclusive for that sample.
 
     A watch is a stream, so --json and --jsonl both print JSON Lines: one line per evaluation as it is made, then
     a summary line (the lines `check --jsonl` prints).
