@@ -37,10 +37,12 @@ from failback.backup import (
 )
 from failback.config import load_config
 from failback.errors import BackupError, ConfigError, EnvironmentFailure, InputError
+from failback.integrity import index_checks
 from failback.journal import DEBT, RunDir
 from failback.keep import run_needs
 from failback.retention import ABORTABLE, RESUMABLE, Item, Policy, RunNeeds, decide, must_keep, parse_duration
 from failback.rollback import Options, Rollback
+from failback.sqlite import connect
 
 from .conftest import Mounts
 
@@ -336,12 +338,18 @@ def test_restore_skips_a_copy_whose_raw_checksum_is_wrong(native_db: Path, tmp_p
     dest = tmp_path / "out" / "restored.sqlite"
     res = cli("backup", "restore", "-c", str(cfg_path), bid, str(dest), "--json")
     assert res.returncode == 0, res.stderr
+    conn = connect(dest, readonly=True)
+    try:
+        notes = [c.note() for c in index_checks(conn)]  # how each index on an app collation was checked
+    finally:
+        conn.close()
     assert json.loads(res.stdout) == {
         "path": str(dest),
         "copy": str(mirror),
         "skipped": [
             {"folder": str(primary), "problem": f"{primary / DATA}: the decompressed data does not match its checksum"}
         ],
+        "notes": notes,
     }
     assert tables(dest) == tables(native_db)
     dest.unlink()
