@@ -63,14 +63,15 @@ def export(
 @main.command()
 @click.argument("source", type=click.Path(path_type=Path))
 @profile_option
-@settings_option("Take [convert] settings from this failback.toml.")
+@settings_option("Take [convert] settings and [app] functions from this failback.toml.")
 @json_option
 @handle_errors
 def plan(source: Path, profile: str, config_path: Path | None, as_json: bool) -> None:
     """Show what each schema object of SOURCE becomes in the target, and why."""
     from ..export import plan_for
 
-    p = plan_for(source, profile, load_config(config_path).convert if config_path else None)
+    cfg = load_config(config_path) if config_path else None
+    p = plan_for(source, profile, cfg.convert if cfg else None, cfg.app.functions if cfg else None)
     if as_json:
         emit_json(p.to_json())
     else:
