@@ -243,7 +243,10 @@ class _Planner:
             return ""
         calls = ", ".join(missing)
         if undeclared := self.undeclared(missing):
-            why = f"calls {', '.join(undeclared)}, which {self.p.name} lacks: declare it in [app] functions if the app registers it"
+            why = (
+                f"calls {', '.join(undeclared)}, which {self.p.name} lacks: declare it in [app] functions if the "
+                "app registers it"
+            )
         elif values:
             why = (
                 f"calls {calls}: building it needs the app function's values (failback has only a stand-in), and "

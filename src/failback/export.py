@@ -219,7 +219,10 @@ class ExportResult:
 
 
 def plan_for(
-    source: Path, profile: str = "sqljs-1.16.0", options: ConvertConfig | None = None, functions: list[str] | None = None
+    source: Path,
+    profile: str = "sqljs-1.16.0",
+    options: ConvertConfig | None = None,
+    functions: list[str] | None = None,
 ) -> Plan:
     """The conversion plan of a database file (read-only); ``functions``: the app's (``[app] functions``)."""
     conn = open_source(source)

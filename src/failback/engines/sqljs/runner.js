@@ -266,15 +266,16 @@ async function main() {
   let db;
   try {
     db = new SQL.Database(job.database == null ? null : fs.readFileSync(job.database));
+    // registered before the first read, as the app does: the schema is parsed knowing them
+    for (const entry of job.stand_ins || []) {
+      const cut = entry.lastIndexOf("/");
+      const standIn = () => null;
+      Object.defineProperty(standIn, "length", { value: Number(entry.slice(cut + 1)) }); // sql.js's nArg
+      db.create_function(entry.slice(0, cut), standIn);
+    }
     db.exec("SELECT count(*) FROM sqlite_schema"); // the first read: fails here if not a database
   } catch (e) {
     return finish({ ok: false, kind: "database", error: `${job.database}: ${e.message}` }, 1);
-  }
-  for (const entry of job.stand_ins || []) {
-    const cut = entry.lastIndexOf("/");
-    const standIn = () => null;
-    Object.defineProperty(standIn, "length", { value: Number(entry.slice(cut + 1)) }); // sql.js's nArg
-    db.create_function(entry.slice(0, cut), standIn);
   }
   const results = job.actions.map((action) => {
     try {
