@@ -20,6 +20,7 @@ from .errors import ConfigError
 DEFAULT_NAME = "failback.toml"
 _ENV_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]*")
 _ENV_VALUE = re.compile(r"[A-Za-z0-9_.:/@%+,=-]+")
+_FUNCTION = re.compile(r"[A-Za-z_][A-Za-z0-9_$]*/(-1|[0-9]{1,3})")
 _ENV_REF = re.compile(r"\$(?:\{([A-Za-z_][A-Za-z0-9_]*)\}|([A-Za-z_][A-Za-z0-9_]*))")
 
 
@@ -68,6 +69,15 @@ class AppConfig(_Section):
         "SQLJS_DATABASE_PATH; relative values are relative to the app config's folder). When set, a rollback "
         "refuses unless it names [target] path.",
     )
+    functions: list[str] = Field(
+        [],
+        description='SQL functions the sql.js app registers itself (db.create_function), as "name/arity" strings '
+        '(arity -1: any number of arguments), e.g. ["app_norm/1", "title_sort/-1"]. Views, triggers, column '
+        "defaults and CHECK constraints calling one are kept as they are (proved with a stand-in that returns "
+        "NULL, a finding says the app must register it); an index or generated column calling one is refused "
+        "(sql.js registers app functions as non-deterministic, which SQLite forbids there). An app function not "
+        "declared here is refused unless [convert] allow_drop names the object.",
+    )
 
     # The key and value are written unquoted into the app's .env, a file shells often source: nothing a shell
     # would interpret (spaces, quotes, $, `, ;, |, &, #, newlines, …) may reach it.
@@ -76,6 +86,14 @@ class AppConfig(_Section):
     def _plain_key(cls, v: str | None) -> str | None:
         if v is not None and not _ENV_KEY.fullmatch(v):
             raise ValueError("must be a plain name (letters, digits, _ . -; not starting with a digit)")
+        return v
+
+    @field_validator("functions")
+    @classmethod
+    def _function_names(cls, v: list[str]) -> list[str]:
+        for entry in v:
+            if not _FUNCTION.fullmatch(entry):
+                raise ValueError(f'{entry!r} is not "name/arity" (a plain SQL name, arity -1 or 0-999)')
         return v
 
     @field_validator("native_value", "rollback_value")

@@ -2,6 +2,28 @@
 
 One decision per schema object, each with its reason, and the exact statements that build the target.
 Nothing here touches a file; ``export.py`` carries a plan out and ``verify.py`` proves it.
+
+App functions (SQL functions the target lacks, e.g. ones the app registers itself) are found by tokens in
+every object that can call one. The rule, per kind, for a function declared in ``[app] functions``:
+
+* view, trigger, column DEFAULT, CHECK: kept as they are, with a warning (the sql.js app must register the
+  function). They are proved in the target engine with a stand-in returning NULL: preparing (EXPLAIN)
+  resolves a function by name and arity only, so the proof is sound for "compiles", not for values. The
+  build never calls one: a DEFAULT is not evaluated (every column is copied), views and triggers are created
+  after the data, CHECKs are not evaluated during the copy (the rows passed them with the app's function
+  when they were written); the build's stand-in raises if it is ever called, so no stand-in value can
+  reach the target.
+* expression or partial index, generated column: refused even when declared. Building them needs the
+  function's real values (failback only has a stand-in), and sql.js's ``create_function`` registers
+  non-deterministic functions, which SQLite forbids there: with the app's function registered, sql.js
+  reports the whole schema malformed.
+
+A function not declared is refused with the object and the function named. ``[convert] allow_drop`` names
+the object to drop instead: an index, view or trigger by its name; a DEFAULT (removed: the column keeps its
+other constraints), a column CHECK or a STORED generated column (materialized: a plain column holding the
+values copied from the source's records) as ``table.column``; a table-level CHECK as ``table.check``
+(every table CHECK calling the function). A VIRTUAL generated column cannot be dropped: its values exist
+only as the app's function computes them.
 """
 
 from __future__ import annotations
@@ -15,7 +37,7 @@ from . import sqltext
 from .collations import target_for
 from .config import ConvertConfig
 from .digest import DigestSpec
-from .profiles import Profile
+from .profiles import Profile, function_declared
 from .schema import Schema, Table, digest_spec
 from .sqlite import quote
 from .sqltext import string_literal
@@ -25,7 +47,19 @@ _PLAIN_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 FTS5_MAPPED = {"content", "content_rowid", "tokenize", "prefix", "contentless_delete", "contentless_unindexed"}
-KIND_ORDER = ("pragma", "collation", "table", "virtual table", "shadow table", "index", "view", "trigger")
+KIND_ORDER = (
+    "pragma",
+    "collation",
+    "table",
+    "default",
+    "check",
+    "generated column",
+    "virtual table",
+    "shadow table",
+    "index",
+    "view",
+    "trigger",
+)
 
 
 class Action(StrEnum):
@@ -105,6 +139,7 @@ class Plan:
     search: list[SearchPair] = field(default_factory=list)
     proofs: list[Proof] = field(default_factory=list)
     collation_map: dict[str, str] = field(default_factory=dict)  # source collation -> the target's (as SQL)
+    stand_ins: list[str] = field(default_factory=list)  # declared app functions ("name/arity") kept objects call
 
     @property
     def refused(self) -> list[Decision]:
@@ -160,14 +195,18 @@ def target_collation(name: str, profile: Profile, options: ConvertConfig) -> str
     return choice[0] if choice else None
 
 
-def plan_conversion(schema: Schema, profile: Profile, options: ConvertConfig | None = None) -> Plan:
-    """Decide, for every object of ``schema``, what the target built for ``profile`` holds."""
-    return _Planner(schema, profile, options or ConvertConfig()).plan()
+def plan_conversion(
+    schema: Schema, profile: Profile, options: ConvertConfig | None = None, functions: list[str] | None = None
+) -> Plan:
+    """Decide, for every object of ``schema``, what the target built for ``profile`` holds. ``functions``:
+    the app functions the target's app registers (``[app] functions``, "name/arity")."""
+    return _Planner(schema, profile, options or ConvertConfig(), functions or []).plan()
 
 
 class _Planner:
-    def __init__(self, schema: Schema, profile: Profile, options: ConvertConfig) -> None:
+    def __init__(self, schema: Schema, profile: Profile, options: ConvertConfig, functions: list[str]) -> None:
         self.s, self.p, self.o = schema, profile, options
+        self.functions = functions
         self.plan_ = Plan(profile.name)
         self.allowed = {n.lower() for n in options.allow_drop}
         self.fts_converted: dict[str, Table] = {}  # FTS5 tables converted (by name)
@@ -185,6 +224,42 @@ class _Planner:
             self.decide(kind, name, Action.DROP, f"{reason}; dropped (allowed by convert.allow_drop)", severity)
         else:
             self.decide(kind, name, Action.REFUSE, f"{reason}; add it to convert.allow_drop to drop it", severity)
+
+    def missing_functions(self, sql: str) -> list[str]:
+        """The functions ``sql`` calls that the target lacks, as "name/arity" (first use first)."""
+        calls = sqltext.function_calls(sql)
+        return list(dict.fromkeys(f"{n}/{a}" for n, a in calls if not self.p.has_function(n, a)))
+
+    def undeclared(self, missing: list[str]) -> list[str]:
+        """Of ``missing``, the functions ``[app] functions`` does not declare."""
+        return [f for f in missing if not function_declared(*_name_arity(f), self.functions)]
+
+    def app_functions(self, kind: str, name: str, sql: str, *, values: bool = False) -> str | None:
+        """Decide the app functions an object calls (see the module docstring). None: the object is refused or
+        dropped (decided here); "": it calls none; else the note for the caller's KEEP decision (every function
+        declared and ``values`` False: the object is never computed into the target)."""
+        missing = self.missing_functions(sql)
+        if not missing:
+            return ""
+        calls = ", ".join(missing)
+        if undeclared := self.undeclared(missing):
+            why = (
+                f"calls {', '.join(undeclared)}, which {self.p.name} lacks: declare it in [app] functions if the "
+                "app registers it"
+            )
+        elif values:
+            why = (
+                f"calls {calls}: building it needs the app function's values (failback has only a stand-in), and "
+                "sql.js registers app functions as non-deterministic, which SQLite forbids here"
+            )
+        else:
+            for f in missing:
+                entry = next(d for d in self.functions if function_declared(*_name_arity(f), [d]))
+                if entry not in self.plan_.stand_ins:
+                    self.plan_.stand_ins.append(entry)
+            return f"calls {calls}: the sql.js app must register it (declared in [app] functions)"
+        self.refuse_or_drop(kind, name, why)
+        return None
 
     def digest(self, t: Table) -> None:
         """Compare this table's content in snapshot and target (same spec on both sides)."""
@@ -246,14 +321,17 @@ class _Planner:
         if t.without_rowid and not self.p.has("without_rowid"):
             self.refuse_or_drop("table", t.name, "the target lacks WITHOUT ROWID")
             return
-        sql = self.rewrite(t.sql)
-        notes = ["collations mapped"] if sql != t.sql else []
+        source_sql, materialized = self.table_functions(t)
+        sql = self.rewrite(source_sql)
+        notes = ["collations mapped"] if sql != source_sql else []
+        if source_sql != t.sql:
+            notes.append("clauses calling app functions dropped (allowed by convert.allow_drop)")
         if t.strict and not self.p.has("strict"):
             sql = sqltext.strip_table_options(sql, {"STRICT"})
             notes.append("STRICT dropped (the target lacks it; STRICT already guaranteed every value's type)")
-        materialize = any(c.generated for c in t.columns) and not self.p.has("generated_columns")
-        if materialize:
+        if any(c.generated for c in t.columns) and not self.p.has("generated_columns"):
             sql = sqltext.strip_generated(sql)
+            materialized = {c.name for c in t.columns if c.generated}
             notes.append("generated columns materialized: their values are copied, no longer computed")
         if notes:
             self.changed_tables.add(t.name)
@@ -261,16 +339,47 @@ class _Planner:
         else:
             self.decide("table", t.name, Action.KEEP, "supported as is")
         self.plan_.create_tables.append(sql)
-        self.plan_.copies.append(self.copy_for(t, xfer=not notes, materialize=materialize))
+        self.plan_.copies.append(self.copy_for(t, xfer=not notes, materialized=materialized))
         self.digest(t)
 
-    def copy_for(self, t: Table, xfer: bool, materialize: bool = False) -> Copy:
+    def table_functions(self, t: Table) -> tuple[str, set[str]]:
+        """Decide each DEFAULT, CHECK and generated column of ``t`` that calls app functions: the table's SQL
+        without the clauses ``allow_drop`` drops, and the STORED generated columns so materialized."""
+        spans: list[tuple[int, int]] = []
+        materialized: set[str] = set()
+        for c in sqltext.table_clauses(t.sql):
+            kind = {"generated": "generated column"}.get(c.kind, c.kind)
+            name = f"{t.name}.{c.column if c.column is not None else 'check'}"
+            if c.kind == "generated" and not c.stored and (missing := self.missing_functions(c.expr)):
+                self.dropped.add(name)
+                self.decide(
+                    kind,
+                    name,
+                    Action.REFUSE,
+                    f"calls {', '.join(missing)}: a VIRTUAL generated column's values exist only as the app's "
+                    "function computes them, so failback can neither build, verify nor materialize it; make it "
+                    "STORED or a plain column first",
+                    "high",
+                )
+                continue
+            note = self.app_functions(kind, name, c.expr, values=c.kind == "generated")
+            if note:
+                self.decide(kind, name, Action.KEEP, f"{note}; to be proved in the target", "warn")
+                self.plan_.proofs.append(Proof(kind, name, f"EXPLAIN INSERT INTO {quote(t.name)} DEFAULT VALUES"))
+            elif note is None and name.lower() in self.allowed:
+                spans.append(c.span)
+                if c.kind == "generated" and c.column is not None:
+                    materialized.add(c.column)
+        return sqltext.remove_spans(t.sql, spans), materialized
+
+    def copy_for(self, t: Table, xfer: bool, materialized: set[str] | None = None) -> Copy:
         """Rows keep their rowids: ``SELECT *`` (transfer optimisation) when the key is explicit, else
         explicit column lists with the rowid (generated columns included when they are materialized)."""
         no_generated = not any(c.generated for c in t.columns)
         if xfer and no_generated and (t.rowid_alias or t.without_rowid):
             return Copy(t.name, f"INSERT INTO main.{quote(t.name)} SELECT * FROM src.{quote(t.name)}", True)
-        cols = [quote(c.name) for c in (t.visible_columns if materialize else t.stored_columns)]
+        kept = materialized or set()
+        cols = [quote(c.name) for c in t.visible_columns if not c.generated or c.name in kept]
         if t.has_rowid and not t.rowid_alias:
             cols.insert(0, "_rowid_")
         collist = ", ".join(cols)
@@ -489,6 +598,9 @@ class _Planner:
             if ix.table in self.dropped or ix.table not in self.s.tables:
                 self.decide("index", ix.name, Action.DROP, f"its table {ix.table!r} is not in the target")
                 continue
+            if self.app_functions("index", ix.name, sqltext.index_parts(ix.sql), values=True) is None:
+                xfer_tables.discard(ix.table)  # the target's indexes of that table differ from the source's
+                continue
             sql = self.rewrite(ix.sql)
             if sql != ix.sql:
                 self.decide("index", ix.name, Action.CONVERT, "collation mapped; rebuilt after the data", "warn")
@@ -499,7 +611,7 @@ class _Planner:
         # A table keeps the transfer optimisation only if every one of its indexes is unchanged; its
         # indexes are then created before the copy (B-trees copied without sorting), the rest after.
         for ix in self.s.indexes.values():
-            if ix.sql is None or ix.table in self.dropped or ix.table not in self.s.tables:
+            if ix.sql is None or {ix.table, ix.name} & self.dropped or ix.table not in self.s.tables:
                 continue
             sql = self.rewrite(ix.sql)
             if sql == ix.sql:
@@ -538,12 +650,22 @@ class _Planner:
             if gone:
                 self.refuse_or_drop("view", v.name, f"uses {', '.join(gone)}, which the target will not have")
                 continue
+            if (note := self.app_functions("view", v.name, v.sql)) is None:
+                continue
             self.plan_.views.append(sql)
             self.plan_.proofs.append(Proof("view", v.name, f"EXPLAIN SELECT * FROM {quote(v.name)}"))
-            self.decide("view", v.name, Action.CONVERT if sql != v.sql else Action.KEEP, "to be proved in the target")
+            self.decide(
+                "view",
+                v.name,
+                Action.CONVERT if sql != v.sql else Action.KEEP,
+                "; ".join([*filter(None, [note]), "to be proved in the target"]),
+                "warn" if note else "info",
+            )
 
     def triggers(self) -> None:
         for tr in self.s.triggers.values():
+            if (note := self.app_functions("trigger", tr.name, tr.sql)) is None:
+                continue
             fts_refs = [n for n in self.fts_converted if sqltext.mentions(tr.sql, n)]
             gone = sorted(n for n in self.dropped if sqltext.mentions(tr.sql, n) and n not in fts_refs)
             if fts_refs:
@@ -558,7 +680,8 @@ class _Planner:
                     "trigger",
                     tr.name,
                     Action.KEEP if sql == tr.sql else Action.CONVERT,
-                    "to be proved in the target",
+                    "; ".join([*filter(None, [note]), "to be proved in the target"]),
+                    "warn" if note else "info",
                 )
 
     def fts_trigger(self, name: str, table: str, sql: str, fts_refs: list[str]) -> None:
@@ -651,18 +774,20 @@ def fts4_tokenizer(words: tuple[str, ...]) -> tuple[str | None, list[str]]:
 
 
 def apply_proofs(plan: Plan, failures: dict[str, str], options: ConvertConfig | None = None) -> Plan:
-    """Views and triggers that did not prepare in the target engine: dropped when ``allow_drop`` names them,
-    refused (the run stops) otherwise. ``failures`` maps an object name to the engine's error."""
+    """Objects that did not prepare in the target engine: views and triggers dropped when ``allow_drop`` names
+    them, refused (the run stops) otherwise. ``failures`` maps an object name to the engine's error."""
     allowed = {n.lower() for n in (options or ConvertConfig()).allow_drop}
     failed = {p.name for p in plan.proofs if p.name in failures}
     proved = {p.name for p in plan.proofs} - failed
     decisions = []
+    kinds = {p.kind for p in plan.proofs}
     for d in plan.decisions:
-        if d.name in proved and d.kind in ("view", "trigger") and d.action is Action.KEEP:
-            d = Decision(d.kind, d.name, d.action, f"prepares in {plan.profile}", d.severity)
-        if d.name in failed and d.kind in ("view", "trigger"):
+        if d.name in proved and d.kind in kinds and d.action is Action.KEEP:
+            note = d.reason.removesuffix("; to be proved in the target") + "; " if d.severity != "info" else ""
+            d = Decision(d.kind, d.name, d.action, f"{note}prepares in {plan.profile}", d.severity)
+        if d.name in failed and d.kind in kinds:
             reason = f"does not prepare in {plan.profile}: {failures[d.name]}"
-            if d.name.lower() in allowed:
+            if d.name.lower() in allowed and d.kind in ("view", "trigger"):
                 d = Decision(d.kind, d.name, Action.DROP, f"{reason}; dropped (allowed by convert.allow_drop)", "high")
             else:
                 d = Decision(
@@ -689,3 +814,9 @@ def created_name(sql: str) -> str:
     if k + 2 < len(sig) and sig[k + 1].text == ".":
         name = sig[k + 2]
     return name.name
+
+
+def _name_arity(entry: str) -> tuple[str, int]:
+    """``"name/arity"`` → (name, arity)."""
+    name, _, arity = entry.rpartition("/")
+    return name, int(arity)

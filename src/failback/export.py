@@ -21,6 +21,7 @@ from .collations import CollationMerge
 from .config import Config, ConvertConfig
 from .convert import Plan, apply_proofs, created_name, plan_conversion
 from .engines import Engine
+from .engines.sqlite import register_stand_ins
 from .engines.sqljs import SqlJsEngine
 from .errors import (
     EnvironmentFailure,
@@ -56,11 +57,16 @@ def _uri(path: Path) -> str:
     return "file:" + urlquote(str(path.resolve())) + "?mode=ro"
 
 
-def build_target(snapshot: Path, dest: Path, plan: Plan, progress: Progress | None = None) -> BuildResult:
-    """Create ``dest`` (must not exist) from ``snapshot`` following ``plan``. On failure ``dest`` is removed."""
+def check_refused(plan: Plan) -> None:
+    """Raise the one-line refusal (exit 3) naming every object the plan refuses, with the first one's reason."""
     if plan.refused:
         names = ", ".join(f"{d.kind} {d.name!r}" for d in plan.refused)
         raise UnsupportedSchemaError(f"the target cannot hold {names}: {plan.refused[0].reason}")
+
+
+def build_target(snapshot: Path, dest: Path, plan: Plan, progress: Progress | None = None) -> BuildResult:
+    """Create ``dest`` (must not exist) from ``snapshot`` following ``plan``. On failure ``dest`` is removed."""
+    check_refused(plan)
     if merges := _collation_merges(snapshot, plan):
         raise UnsupportedSchemaError(merges[0].message(), merges[0].fix())
     result = BuildResult()
@@ -106,8 +112,17 @@ def _collation_merges(snapshot: Path, plan: Plan) -> list[CollationMerge]:
         conn.close()
 
 
+def _never_called(*_args: object) -> None:
+    """The build's stand-in app function: creating a CHECK that calls it needs it to exist, but the build must
+    never compute one of its values (see the rule in :mod:`failback.convert`)."""
+    raise apsw.ConstraintError("an app function was called while building: its value would come from a stand-in")
+
+
 def _build(conn: apsw.Connection, snapshot: Path, plan: Plan, result: BuildResult, progress: Progress) -> None:
     p = plan.pragmas
+    if plan.stand_ins:  # the copied rows passed their CHECKs with the app's own functions when written
+        register_stand_ins(conn, plan.stand_ins, _never_called)
+        run_script(conn, "PRAGMA ignore_check_constraints = ON")
     run_script(
         conn,
         f"PRAGMA page_size = {int(p['page_size'])}; PRAGMA auto_vacuum = {int(p['auto_vacuum'])};"
@@ -165,12 +180,12 @@ def prove_schema(plan: Plan, engine: Engine) -> dict[str, str]:
         ]
         tags += [proof.name if proof else None, None]
     for proof in plan.proofs:
-        if proof.kind == "view":
+        if proof.kind != "trigger":
             actions.append({"op": "exec", "sql": proof.sql})
             tags.append(proof.name)
     if not actions:
         return {}
-    results = engine.run(None, actions).results
+    results = engine.with_stand_ins(plan.stand_ins).run(None, actions).results
     if schema_sql and not results[0]["ok"]:
         raise UnsupportedSchemaError(
             f"the planned schema does not load in {plan.profile}: {results[0]['error']}",
@@ -203,8 +218,13 @@ class ExportResult:
         }
 
 
-def plan_for(source: Path, profile: str = "sqljs-1.16.0", options: ConvertConfig | None = None) -> Plan:
-    """The conversion plan of a database file (read-only)."""
+def plan_for(
+    source: Path,
+    profile: str = "sqljs-1.16.0",
+    options: ConvertConfig | None = None,
+    functions: list[str] | None = None,
+) -> Plan:
+    """The conversion plan of a database file (read-only); ``functions``: the app's (``[app] functions``)."""
     conn = open_source(source)
     try:
         schema = read_schema(conn)
@@ -212,7 +232,7 @@ def plan_for(source: Path, profile: str = "sqljs-1.16.0", options: ConvertConfig
         raise database_error(source, err) from err
     finally:
         conn.close()
-    return plan_conversion(schema, load_profile(profile), options)
+    return plan_conversion(schema, load_profile(profile), options, functions)
 
 
 def export_database(
@@ -246,10 +266,11 @@ def export_database(
             raise database_error(source, err.__cause__ or err) from err
         finally:
             conn.close()
-        engine = engine or SqlJsEngine()
         options = cfg.convert if cfg else None
-        plan = plan_conversion(schema, load_profile(profile), options)
+        plan = plan_conversion(schema, load_profile(profile), options, cfg.app.functions if cfg else None)
+        check_refused(plan)  # before any check: a refused object could fail them for its own reason
         integrity = check_source(snap.path, source, schema, plan, repair_fts)
+        engine = (engine or SqlJsEngine()).with_stand_ins(plan.stand_ins)
         plan = apply_proofs(plan, prove_schema(plan, engine), options)
         try:
             built = build_target(snap.path, tmp, plan, progress)

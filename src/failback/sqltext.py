@@ -7,8 +7,10 @@ touches only real tokens: a COLLATE name inside a string literal is left alone.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+
+import apsw
 
 _TOKEN = re.compile(
     r"""
@@ -180,46 +182,144 @@ def strip_table_options(sql: str, options: set[str]) -> str:
     return "".join(t.text for t in tokens[: end + 1]) + (" " + ", ".join(kept) if kept else "")
 
 
-def strip_generated(sql: str) -> str:
-    """Turn generated columns into plain columns: drop ``[GENERATED ALWAYS] AS (expr) [VIRTUAL|STORED]``."""
+@dataclass(frozen=True)
+class TableClause:
+    """A clause of a CREATE TABLE holding an expression: a column's ``DEFAULT (expr)``, its generated
+    ``[GENERATED ALWAYS] AS (expr) [VIRTUAL|STORED]``, or a column or table ``[CONSTRAINT name] CHECK (expr)``.
+    ``span`` is the clause's token range (start, end inclusive) in ``tokenize(sql)`` (a table CHECK's
+    includes the comma before it), so the clause can be removed; ``stored`` marks a STORED generated column."""
+
+    kind: str  # default, generated, check
+    column: str | None
+    expr: str
+    span: tuple[int, int]
+    stored: bool = False
+
+
+def _close(sig: list[tuple[int, Token]], k: int) -> int:
+    """Position in ``sig`` of the parenthesis closing the one at ``sig[k]``."""
+    depth = 0
+    for j in range(k, len(sig)):
+        if sig[j][1].text == "(":
+            depth += 1
+        elif sig[j][1].text == ")":
+            depth -= 1
+            if depth == 0:
+                return j
+    raise ValueError("unbalanced parentheses")
+
+
+_TABLE_CONSTRAINTS = {"CONSTRAINT", "PRIMARY", "UNIQUE", "CHECK", "FOREIGN"}
+
+
+def table_clauses(sql: str) -> list[TableClause]:
+    """The expression clauses of a CREATE TABLE statement, in order (see :class:`TableClause`)."""
     tokens = tokenize(sql)
     start, end = _table_body(tokens)
-    out = [t.text for t in tokens]
     sig = [(i, t) for i, t in significant(tokens) if start < i < end]
-    depth = 0
-    k = 0
+    out: list[TableClause] = []
+    k, column, first_of_def, comma = 0, None, True, start
     while k < len(sig):
-        t = sig[k][1]
+        i, t = sig[k]
+        word = t.text.upper() if t.kind == "word" else ""
+        if t.text == ",":
+            first_of_def, comma = True, i
+            k += 1
+            continue
+        if first_of_def:
+            column = None if word in _TABLE_CONSTRAINTS else t.name
+            first_of_def = False
+        begin = k
+        if word == "CONSTRAINT" and k + 2 < len(sig) and sig[k + 2][1].text.upper() == "CHECK":
+            k += 2  # the constraint's name goes with its CHECK
+            word = "CHECK"
+        if word == "GENERATED" and k + 2 < len(sig) and sig[k + 2][1].text.upper() == "AS":
+            k += 2
+            word = "AS"
+        kind = {"DEFAULT": "default", "CHECK": "check", "AS": "generated"}.get(word)
+        if kind and k + 1 < len(sig) and sig[k + 1][1].text == "(":
+            close = _close(sig, k + 1)
+            last = close
+            stored = False
+            if kind == "generated" and close + 1 < len(sig) and sig[close + 1][1].text.upper() in ("VIRTUAL", "STORED"):
+                last = close + 1
+                stored = sig[last][1].text.upper() == "STORED"
+            first = comma if kind == "check" and column is None else sig[begin][0]
+            expr = "".join(x.text for x in tokens[sig[k + 1][0] + 1 : sig[close][0]]).strip()
+            out.append(TableClause(kind, column, expr, (first, sig[last][0]), stored))
+            k = last + 1
+            continue
+        if t.text == "(":
+            k = _close(sig, k) + 1
+            continue
+        k += 1
+    return out
+
+
+def remove_spans(sql: str, spans: Iterable[tuple[int, int]]) -> str:
+    """``sql`` without the token ranges ``spans`` (start, end inclusive, indexes into ``tokenize(sql)``)."""
+    tokens = tokenize(sql)
+    gone = {i for a, b in spans for i in range(a, b + 1)}
+    return "".join(t.text for i, t in enumerate(tokens) if i not in gone)
+
+
+def strip_generated(sql: str) -> str:
+    """Turn generated columns into plain columns: drop ``[GENERATED ALWAYS] AS (expr) [VIRTUAL|STORED]``."""
+    return remove_spans(sql, (c.span for c in table_clauses(sql) if c.kind == "generated"))
+
+
+# A name followed by "(" after one of these is a table, a table-valued function, a module or a type, never
+# a scalar function call.
+_NOT_A_CALL_AFTER = {".", "TABLE", "VIEW", "INTO", "REFERENCES", "EXISTS", "FROM", "JOIN", "IN", "USING", "AS"}
+_KEYWORDS = {k.upper() for k in apsw.keywords}
+
+
+def function_calls(sql: str) -> list[tuple[str, int]]:
+    """(name, number of arguments) of every scalar or aggregate function call in ``sql``, by tokens: names in
+    strings, quoted identifiers used as tables and comments do not count. ``x REGEXP y`` calls ``regexp``
+    with two arguments. Table-valued functions (``FROM json_each(x)``), CTE and view column lists, types
+    (``CAST(x AS VARCHAR(9))``) and SQL keywords are not calls."""
+    sig = significant(tokenize(sql))
+    calls: list[tuple[str, int]] = []
+    for k, (_, t) in enumerate(sig):
+        if t.kind == "word" and t.text.upper() == "REGEXP":
+            calls.append(("regexp", 2))
+        if t.kind not in ("word", "quoted") or k + 1 >= len(sig) or sig[k + 1][1].text != "(":
+            continue
+        if t.kind == "word" and t.text.upper() in _KEYWORDS:
+            continue
+        if k > 0 and sig[k - 1][1].text.upper() in _NOT_A_CALL_AFTER:
+            continue
+        close = _close(sig, k + 1)
+        after = [x.text.upper() for _, x in sig[close + 1 : close + 3]]
+        if after[:1] == ["AS"] and after[1:2] and after[1] in ("(", "MATERIALIZED", "NOT"):
+            continue  # a CTE's column list: name(a, b) AS (SELECT …)
+        calls.append((t.name, _arity(sig[k + 2 : close])))
+    return calls
+
+
+def _arity(args: list[tuple[int, Token]]) -> int:
+    """Number of arguments in a call's argument tokens (``*`` and nothing: 0; an ORDER BY ends them)."""
+    if not args or (len(args) == 1 and args[0][1].text == "*"):
+        return 0
+    depth, n = 0, 1
+    for _, t in args:
         if t.text == "(":
             depth += 1
         elif t.text == ")":
             depth -= 1
-        elif (
-            depth == 0
-            and t.kind == "word"
-            and t.text.upper() == "AS"
-            and k + 1 < len(sig)
-            and sig[k + 1][1].text == "("
-        ):
-            first = k
-            if k >= 2 and sig[k - 1][1].text.upper() == "ALWAYS" and sig[k - 2][1].text.upper() == "GENERATED":
-                first = k - 2
-            j, level = k + 1, 0
-            while j < len(sig):
-                if sig[j][1].text == "(":
-                    level += 1
-                elif sig[j][1].text == ")":
-                    level -= 1
-                    if level == 0:
-                        break
-                j += 1
-            if j + 1 < len(sig) and sig[j + 1][1].text.upper() in ("VIRTUAL", "STORED"):
-                j += 1
-            for idx in range(sig[first][0], sig[j][0] + 1):
-                out[idx] = ""
-            k = j
-        k += 1
-    return "".join(out)
+        elif depth == 0 and t.text == ",":
+            n += 1
+        elif depth == 0 and t.kind == "word" and t.text.upper() == "ORDER":
+            break
+    return n
+
+
+def index_parts(sql: str) -> str:
+    """The expressions of a CREATE INDEX: its column list and its WHERE clause (text after ``ON table``)."""
+    tokens = tokenize(sql)
+    start, _ = _table_body(tokens)
+    return "".join(t.text for t in tokens[start:])
 
 
 def trigger_event(sql: str) -> str:

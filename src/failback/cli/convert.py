@@ -65,7 +65,7 @@ def export(
 @main.command()
 @click.argument("source", type=click.Path(path_type=Path))
 @profile_option
-@settings_option("Take [convert] settings from this failback.toml.")
+@settings_option("Take [convert] settings and [app] functions from this failback.toml.")
 @json_option
 @handle_errors
 def plan(source: Path, profile: str, config_path: Path | None, as_json: bool) -> None:
@@ -74,7 +74,8 @@ def plan(source: Path, profile: str, config_path: Path | None, as_json: bool) ->
     from ..assess import file_big_integers, js_integer_finding
     from ..export import plan_for
 
-    p = plan_for(source, profile, load_config(config_path).convert if config_path else None)
+    cfg = load_config(config_path) if config_path else None
+    p = plan_for(source, profile, cfg.convert if cfg else None, cfg.app.functions if cfg else None)
     big = file_big_integers(source)
     findings = [js_integer_finding(big)] if big else []
     if as_json:

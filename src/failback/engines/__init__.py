@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -66,6 +67,11 @@ class Engine(Protocol):
 
     def run(self, database: Path | None, actions: list[Action]) -> EngineRun:
         """Load ``database`` (``None``: a fresh empty database) into memory and run ``actions`` on it."""
+        ...
+
+    def with_stand_ins(self, functions: Sequence[str]) -> Engine:
+        """The same engine with app functions ("name/arity", -1: any arity) registered as stand-ins returning
+        NULL, as the app registers the real ones: objects calling them prepare (their values mean nothing)."""
         ...
 
 

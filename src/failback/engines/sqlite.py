@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +16,19 @@ from ..sqlite import connect, database_error, quote
 from . import Action, EngineRun, Result, check_engine_input, decode_typed, encode_typed
 
 SINGLE_STATEMENT = "query takes a single SQL statement; use exec for scripts"
+
+
+def register_stand_ins(conn: apsw.Connection, functions: Sequence[str], body: Callable[..., Any]) -> None:
+    """Register each app function ("name/arity", -1: any arity) on ``conn`` as ``body``, deterministic (as a
+    GRDB app registers its functions), so indexes, CHECKs and generated columns calling them compile."""
+    for entry in functions:
+        name, _, arity = entry.rpartition("/")
+        conn.create_scalar_function(name, body, int(arity), deterministic=True)
+
+
+def null_stand_in(*_args: Any) -> None:
+    """A stand-in app function: NULL, whatever its arguments (enough to prepare what calls it)."""
+    return None
 
 
 def load(database: Path | None) -> apsw.Connection:
@@ -55,10 +68,19 @@ class SqliteEngine:
 
     name: str = "sqlite"
 
+    def __init__(self, stand_ins: Sequence[str] = ()) -> None:
+        """``stand_ins``: app functions ("name/arity") registered on each run, each returning NULL."""
+        self.stand_ins = tuple(stand_ins)
+
+    def with_stand_ins(self, functions: Sequence[str]) -> SqliteEngine:
+        """This engine with ``functions`` registered as stand-ins too."""
+        return SqliteEngine(self.stand_ins + tuple(f for f in functions if f not in self.stand_ins))
+
     def run(self, database: Path | None, actions: list[Action]) -> EngineRun:
         """Load ``database`` (``None``: empty) into memory and run ``actions``; the file is never written."""
         start = time.perf_counter()
         conn = load(database)
+        register_stand_ins(conn, self.stand_ins, null_stand_in)
         try:
             results = [run_action(conn, action) for action in actions]
             version = str(conn.execute("SELECT sqlite_version()").get)

@@ -56,6 +56,7 @@ class Profile(BaseModel):
     compile_options: list[str] = []
     features: dict[str, bool]
     collations: list[str]
+    functions: list[str] = []  # "name/arity" (-1: any number of arguments); empty: not probed
     limits: dict[str, int] = {}
 
     def has(self, feature: str) -> bool:
@@ -63,6 +64,12 @@ class Profile(BaseModel):
 
     def has_collation(self, name: str) -> bool:
         return name.upper() in {c.upper() for c in self.collations}
+
+    def has_function(self, name: str, arity: int) -> bool:
+        """True when the engine has ``name`` taking ``arity`` arguments (also when not probed: unknown)."""
+        if not self.functions:
+            return True
+        return function_declared(name, arity, self.functions)
 
     @property
     def modules(self) -> set[str]:
@@ -80,12 +87,23 @@ class Profile(BaseModel):
             f"engine_version = {_toml(self.engine_version)}",
             f"sqlite_version = {_toml(self.sqlite_version)}",
             f"collations = {_toml(self.collations)}",
+            f"functions = {_toml(self.functions)}",
             f"compile_options = {_toml(self.compile_options)}",
         ]
         for section in ("features", "limits"):
             lines += ["", f"[{section}]"]
             lines += [f"{k} = {_toml(v)}" for k, v in sorted(getattr(self, section).items())]
         return "\n".join(lines) + "\n"
+
+
+def function_declared(name: str, arity: int, functions: list[str]) -> bool:
+    """Does a list of ``name/arity`` entries hold ``name`` called with ``arity`` arguments? A negative arity
+    takes any number (``PRAGMA function_list`` reports some built-ins as -3, -4). Names are case-insensitive."""
+    for entry in functions:
+        fname, _, farity = entry.rpartition("/")
+        if fname.lower() == name.lower() and (int(farity) < 0 or int(farity) == arity):
+            return True
+    return False
 
 
 def _toml(value: object) -> str:
@@ -138,11 +156,12 @@ def probe(engine: Engine, name: str, engine_version: str = "") -> Profile:
     actions += [
         {"op": "query", "sql": "PRAGMA compile_options"},
         {"op": "query", "sql": "PRAGMA collation_list"},
+        {"op": "query", "sql": "SELECT DISTINCT name || '/' || narg FROM pragma_function_list ORDER BY 1"},
     ]
     run = engine.run(None, actions)
     features = {n: bool(r["ok"]) for n, r in zip(FEATURES, run.results, strict=False)}
-    options = [r[0] for r in run.results[-2]["rows"]]
-    colls = sorted(r[1] for r in run.results[-1]["rows"])
+    options = [r[0] for r in run.results[-3]["rows"]]
+    colls = sorted(r[1] for r in run.results[-2]["rows"])
     return Profile(
         name=name,
         engine=engine.name,
@@ -151,6 +170,7 @@ def probe(engine: Engine, name: str, engine_version: str = "") -> Profile:
         compile_options=options,
         features=features,
         collations=colls,
+        functions=[r[0] for r in run.results[-1]["rows"]],
         limits=_limits(options),
     )
 

@@ -10,6 +10,7 @@ import json
 import shutil
 import subprocess
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,14 +27,27 @@ class SqlJsEngine:
 
     name: str = "sqljs"
 
-    def __init__(self, node: str = "node", timeout: float | None = None, legacy_functions: bool = False) -> None:
+    def __init__(
+        self,
+        node: str = "node",
+        timeout: float | None = None,
+        legacy_functions: bool = False,
+        stand_ins: Sequence[str] = (),
+    ) -> None:
         """``node``: the Node executable (name on PATH or a path); ``timeout``: seconds per run (None: no
         limit); ``legacy_functions``: load sql.js 1.x's deprecated extension functions, as an app that
-        initialises sql.js with its defaults has them (they also change some native ones: ``log(x)`` is ln).
+        initialises sql.js with its defaults has them (they also change some native ones: ``log(x)`` is ln);
+        ``stand_ins``: app functions ("name/arity") registered as the app does, each returning NULL.
         """
         self.node = node
         self.timeout = timeout
         self.legacy_functions = legacy_functions
+        self.stand_ins = tuple(stand_ins)
+
+    def with_stand_ins(self, functions: Sequence[str]) -> SqlJsEngine:
+        """This engine with ``functions`` registered as stand-ins too."""
+        more = tuple(f for f in functions if f not in self.stand_ins)
+        return SqlJsEngine(self.node, self.timeout, self.legacy_functions, self.stand_ins + more)
 
     def _command(self) -> list[str]:
         node = shutil.which(self.node)
@@ -59,6 +73,7 @@ class SqlJsEngine:
                 "database": None if database is None else str(database),
                 "actions": actions,
                 "legacy_functions": self.legacy_functions,
+                "stand_ins": list(self.stand_ins),
             }
         )
         try:

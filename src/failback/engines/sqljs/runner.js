@@ -1,10 +1,13 @@
 // failback sql.js runner: runs one job inside real sql.js (SQLite compiled to WebAssembly) under Node >= 18.
 //
-// Protocol: stdin holds ONE JSON job {"database": path | null, "actions": [...], "legacy_functions": bool};
+// Protocol: stdin holds ONE JSON job {"database": path | null, "actions": [...], "legacy_functions": bool,
+// "stand_ins": ["name/arity", ...]};
 // stdout gets ONE JSON document {"ok": true, "version", "results": [...], "peak_rss": bytes} (exit 0), or
 // {"ok": false, "kind": "database" | "job", "error"} (exit 1). Nothing else is printed to stdout.
 // "legacy_functions": true loads sql.js 1.x's default deprecated extension functions (46 more functions;
 // they also replace some native ones: log(x) becomes ln(x)); false (default): SQLite's native functions.
+// "stand_ins": app functions registered as the app registers them (db.create_function: non-deterministic;
+// arity -1: any number of arguments), each returning NULL: enough to prepare (EXPLAIN) what calls them.
 // The file is read whole into memory (as the browser app does); writes stay in memory, never reach the file.
 // Actions (one result each, {"ok": false, "error"} on failure, later actions still run):
 //   {"op": "exec", "sql"}                              -> {"ok": true}
@@ -263,6 +266,13 @@ async function main() {
   let db;
   try {
     db = new SQL.Database(job.database == null ? null : fs.readFileSync(job.database));
+    // registered before the first read, as the app does: the schema is parsed knowing them
+    for (const entry of job.stand_ins || []) {
+      const cut = entry.lastIndexOf("/");
+      const standIn = () => null;
+      Object.defineProperty(standIn, "length", { value: Number(entry.slice(cut + 1)) }); // sql.js's nArg
+      db.create_function(entry.slice(0, cut), standIn);
+    }
     db.exec("SELECT count(*) FROM sqlite_schema"); // the first read: fails here if not a database
   } catch (e) {
     return finish({ ok: false, kind: "database", error: `${job.database}: ${e.message}` }, 1);
