@@ -271,8 +271,8 @@ class _Planner:
         if xfer and no_generated and (t.rowid_alias or t.without_rowid):
             return Copy(t.name, f"INSERT INTO main.{quote(t.name)} SELECT * FROM src.{quote(t.name)}", True)
         cols = [quote(c.name) for c in (t.visible_columns if materialize else t.stored_columns)]
-        if t.has_rowid and not t.rowid_alias:
-            cols.insert(0, "_rowid_")
+        if t.rowid_name and not t.rowid_alias:  # a rowid no name reads is seen by no one: not copied
+            cols.insert(0, t.rowid_name)
         collist = ", ".join(cols)
         return Copy(
             t.name,
