@@ -182,3 +182,23 @@ def test_covered_triggers() -> None:
     names = ["__f_bu", "__f_ai", "__g_ai", "plain"]
     assert covered_triggers("__f_*", names) == ["__f_bu", "__f_ai"]
     assert covered_triggers("plain", names) == ["plain"] and covered_triggers("gone", names) == []
+
+
+def test_verify_plans_the_source_as_export_did(tmp_path: Path, cli: Callable[..., Any]) -> None:
+    """``verify SOURCE TARGET`` plans SOURCE again: with the config's [convert] settings (here a view the target
+    cannot prepare, dropped as allow_drop says) the target is as planned; planned without them, the view is missing."""
+    src = tmp_path / "src.sqlite"
+    conn = apsw.Connection(str(src))
+    run_script(conn, SOURCE + "CREATE VIEW shouty AS SELECT app_upper(title) FROM note;")
+    conn.close()
+    (tmp_path / "failback.toml").write_text(
+        '[source]\npath = "src.sqlite"\n[target]\npath = "t.sqlite"\n[app]\nconfig = "app.env"\n'
+        '[convert]\nallow_drop = ["shouty"]\n'
+    )
+    exported = cli("export", "src.sqlite", "out.sqlite", "--config", "failback.toml")
+    assert exported.returncode == 0, exported.stderr
+    code, report = verify_json(cli, src, tmp_path / "out.sqlite")
+    assert code == 0, report["problems"]
+    elsewhere = cli("verify", str(src), str(tmp_path / "out.sqlite"), "-c", str(tmp_path / "none.toml"), "--json")
+    assert elsewhere.returncode == 1
+    assert failed(json.loads(elsewhere.stdout), "schema") == {"view shouty": "missing in the target (apsw and sql.js)"}
