@@ -288,7 +288,7 @@ def check_schema(tables: list[str]) -> None:
 
 
 CI = settings(
-    max_examples=10,
+    max_examples=20,
     deadline=None,
     derandomize=True,
     database=None,
