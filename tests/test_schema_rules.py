@@ -24,18 +24,12 @@ from hypothesis import strategies as st
 from failback.digest import MAX_COLUMNS, database_digests
 from failback.export import export_database
 from failback.schema import read_schema
-from failback.sqlite import connect, quote, run_script
+from failback.sqlite import connect, quote
 
 from .conftest import apsw_digests, digest_specs_of, file_hashes, sqljs_digests
+from .test_verify_sources import make_db
 
 ROWID_NAMES = ("_rowid_", "rowid", "oid")
-
-
-def make_db(path: Path, sql: str) -> Path:
-    conn = apsw.Connection(str(path))
-    run_script(conn, sql)
-    conn.close()
-    return path
 
 
 def typed(row: tuple[Any, ...]) -> tuple[tuple[str, str], ...]:

@@ -15,10 +15,11 @@ import pytest
 from failback.engines.sqljs import SqlJsEngine
 from failback.export import export_database, plan_for
 from failback.schema import created_object
-from failback.sqlite import run_script
 from failback.verify import covered_triggers, planned_schema, schema_differences, verify_target
 
 from .conftest import file_hashes
+from .test_verify import tamper
+from .test_verify_sources import make_db
 
 SOURCE = """
 CREATE TABLE note(id INTEGER PRIMARY KEY, title TEXT NOT NULL, body TEXT);
@@ -35,19 +36,10 @@ EVIL = "CREATE TRIGGER wipe AFTER INSERT ON note BEGIN DELETE FROM note; END"
 
 @pytest.fixture
 def exported(tmp_path: Path) -> tuple[Path, Path]:
-    src = tmp_path / "src.sqlite"
-    conn = apsw.Connection(str(src))
-    run_script(conn, SOURCE)
-    conn.close()
+    src = make_db(tmp_path / "src.sqlite", SOURCE)
     out = tmp_path / "out.sqlite"
     export_database(src, out)
     return src, out
-
-
-def tamper(db: Path, sql: str) -> None:
-    conn = apsw.Connection(str(db))
-    run_script(conn, sql)
-    conn.close()
 
 
 def verify_json(cli: Callable[..., Any], src: Path, out: Path) -> tuple[int, dict[str, Any]]:
@@ -187,10 +179,7 @@ def test_covered_triggers() -> None:
 def test_verify_plans_the_source_as_export_did(tmp_path: Path, cli: Callable[..., Any]) -> None:
     """``verify SOURCE TARGET`` plans SOURCE again: with the config's [convert] settings (here a view the target
     cannot prepare, dropped as allow_drop says) the target is as planned; planned without them, the view is missing."""
-    src = tmp_path / "src.sqlite"
-    conn = apsw.Connection(str(src))
-    run_script(conn, SOURCE + "CREATE VIEW shouty AS SELECT app_upper(title) FROM note;")
-    conn.close()
+    src = make_db(tmp_path / "src.sqlite", SOURCE + "CREATE VIEW shouty AS SELECT app_upper(title) FROM note;")
     (tmp_path / "failback.toml").write_text(
         '[source]\npath = "src.sqlite"\n[target]\npath = "t.sqlite"\n[app]\nconfig = "app.env"\n'
         '[convert]\nallow_drop = ["shouty"]\n'
