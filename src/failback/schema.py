@@ -285,8 +285,8 @@ def _index_flags(conn: apsw.Connection, q: str, table: str, name: str) -> tuple[
 # Every object of a database's main schema (type, name, tbl_name, sql, is-a-shadow-table), then its user_version
 # and application_id as ('pragma', name, '', value, 0); one query, so apsw and sql.js read it alike.
 STORED_SCHEMA_SQL = (
-    "SELECT s.type, s.name, s.tbl_name, s.sql, coalesce(l.type = 'shadow', 0) FROM main.sqlite_schema AS s "
-    "LEFT JOIN pragma_table_list AS l ON l.schema = 'main' AND l.name = s.name "
+    "SELECT type, name, tbl_name, sql, name IN (SELECT name FROM pragma_table_list WHERE schema = 'main' AND "
+    "type = 'shadow') FROM main.sqlite_schema "
     "UNION ALL SELECT 'pragma', 'user_version', '', user_version, 0 FROM pragma_user_version "
     "UNION ALL SELECT 'pragma', 'application_id', '', application_id, 0 FROM pragma_application_id"
 )
