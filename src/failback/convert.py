@@ -380,8 +380,8 @@ class _Planner:
             return Copy(t.name, f"INSERT INTO main.{quote(t.name)} SELECT * FROM src.{quote(t.name)}", True)
         kept = materialized or set()
         cols = [quote(c.name) for c in t.visible_columns if not c.generated or c.name in kept]
-        if t.has_rowid and not t.rowid_alias:
-            cols.insert(0, "_rowid_")
+        if t.rowid_name and not t.rowid_alias:  # a rowid no name reads is seen by no one: not copied
+            cols.insert(0, t.rowid_name)
         collist = ", ".join(cols)
         return Copy(
             t.name,

@@ -17,6 +17,11 @@ through apsw and through sql.js must give the same digest. Specification (docs/d
 
 So 1, 1.0 and '1' differ, and nothing depends on how a SQLite version prints a REAL.
 
+How it reads SQLite: the rowid under the first of ``_rowid_``, ``rowid``, ``oid`` that no column takes (a
+declared column of such a name hides the rowid under it); and a table so wide that its values and their is-text
+flags exceed the 2,000 columns a SELECT may return is read by several SELECTs of column groups, in the same row
+order, whose rows are joined before encoding (the digest is the same).
+
 How it is fast in Python: TEXT is read as raw bytes (never decoded and re-encoded); rows are encoded in
 batches of about :data:`BATCH_BYTES`, column by column, so a run of same-typed fixed-size values costs one
 ``struct`` call per row; and :func:`database_digests` spreads large tables over worker processes by rowid
@@ -36,7 +41,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from functools import partial
-from itertools import islice, repeat
+from itertools import chain, islice, repeat
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +56,8 @@ BATCH_BYTES = 256 * 1024  # rows are encoded and hashed in batches of about this
 _MAX_BATCH_ROWS = 512
 CHUNK_ROWS = 65536  # rowids per range when a table is digested by several processes
 MAX_RANGES = 16  # ranges per table at most
+MAX_COLUMNS = 2000  # SQLITE_MAX_COLUMN: the most columns a table has and a SELECT returns
+ROWID_NAMES = ("_rowid_", "rowid", "oid")
 _NULL, _INTEGER, _REAL, _TEXT, _BLOB = range(5)
 _TAG = {type(None): _NULL, int: _INTEGER, float: _REAL, str: _TEXT}
 _FORMAT = {_NULL: "x", _INTEGER: "Bq", _REAL: "Bd", _TEXT: "BI", _BLOB: "BI"}  # "x" writes the NULL tag, 0x00
@@ -78,14 +85,53 @@ class DigestSpec:
     def from_json(cls, data: dict[str, Any]) -> DigestSpec:
         return cls(str(data["table"]), tuple(data["columns"]), bool(data["rowid"]))
 
-    def select_sql(self, schema: str = "main", where: str = "", keys: Sequence[str] = ()) -> str:
-        """The SELECT that reads rows for :func:`table_digest`: every value (the rowid first) with an is-text flag
+    @property
+    def rowid_name(self) -> str:
+        """The name that reads the rowid (``rowid`` must be set and some name free: see ``digest_spec``)."""
+        return rowid_name(self.columns) or ROWID_NAMES[0]
+
+    def select_sqls(
+        self, schema: str = "main", where: str = "", keys: Sequence[str] = (), ordered: bool = False
+    ) -> list[str]:
+        """The SELECTs that read rows for :func:`table_digest`: every value (the rowid first) with an is-text flag
         after it; TEXT comes as the bytes ``CAST(x AS BLOB)`` gives, so it is never decoded and re-encoded.
-        ``keys`` are columns read the same way before all that (to label rows)."""
-        parts = ["_rowid_, 0"] if self.rowid else []
+        ``keys`` are columns read the same way before all that (to label rows); ``ordered``: by ``keys``, else
+        by rowid. One SELECT, or one per group of columns when a table is too wide for one: the groups then
+        read the rows in the same order (by key or rowid; a table without one by a scan of its own b-tree)."""
+        parts = [_raw_column(quote(k)) for k in keys]
+        parts += [f"{self.rowid_name}, 0"] if self.rowid else []
         parts += [_raw_column(quote(c)) for c in self.columns] or ([] if self.rowid else ["NULL, 0"])
-        parts[:0] = [_raw_column(quote(k)) for k in keys]
-        return f"SELECT {', '.join(parts)} FROM {quote(schema)}.{quote(self.table)}{where}"
+        per = MAX_COLUMNS // 2
+        groups = [parts[i : i + per] for i in range(0, len(parts), per)]
+        order = [quote(k) for k in keys] or ([self.rowid_name] if self.rowid else [])
+        source = f"{quote(schema)}.{quote(self.table)}"
+        if len(groups) > 1 and not order:
+            source += " NOT INDEXED"
+        if order and (ordered or len(groups) > 1):
+            where += f" ORDER BY {', '.join(order)}"
+        return [f"SELECT {', '.join(g)} FROM {source}{where}" for g in groups]
+
+    def read(
+        self,
+        conn: apsw.Connection,
+        schema: str = "main",
+        where: str = "",
+        params: Sequence[Any] | None = None,
+        keys: Sequence[str] = (),
+        ordered: bool = False,
+    ) -> Iterable[Sequence[Any]]:
+        """The rows of :meth:`select_sqls`, a column group's rows joined into one."""
+        cursors = [conn.execute(sql, params) for sql in self.select_sqls(schema, where, keys, ordered)]
+        if len(cursors) == 1:
+            return cursors[0]
+        return (tuple(chain.from_iterable(row)) for row in zip(*cursors, strict=True))
+
+
+def rowid_name(columns: Iterable[str]) -> str | None:
+    """The first of ``_rowid_``, ``rowid``, ``oid`` no column takes (SQLite: a declared column of such a name
+    hides the rowid under that name; names compare case-insensitively in ASCII), None when all are taken."""
+    taken = {c.lower() for c in columns if c.isascii()}
+    return next((n for n in ROWID_NAMES if n not in taken), None)
 
 
 def _raw_column(q: str) -> str:
@@ -245,8 +291,8 @@ def table_digest(
     conn: apsw.Connection, spec: DigestSpec, schema: str = "main", rowids: tuple[int, int] | None = None
 ) -> TableDigest:
     """Digest one table (or, for a rowid table, the rows with ``lo <= rowid <= hi``), streaming."""
-    where = " WHERE _rowid_ BETWEEN ? AND ?" if rowids else ""
-    rows = conn.execute(spec.select_sql(schema, where), rowids)
+    where = f" WHERE {spec.rowid_name} BETWEEN ? AND ?" if rowids else ""
+    rows = spec.read(conn, schema, where, rowids)
     count, total = _summed(encoded_batches(rows, raw_encoder(text_codec(conn, schema))))
     return TableDigest(spec.table, count, f"{total:032x}")
 
@@ -289,7 +335,9 @@ def _chunks(
     """Rowid ranges (inclusive, at most :data:`MAX_RANGES`) of about ``chunk_rows`` rowids covering a rowid table;
     the whole table otherwise."""
     low, high = (
-        conn.execute(f"SELECT min(_rowid_), max(_rowid_) FROM {quote(spec.table)}").get if spec.rowid else (0, 0)
+        conn.execute(f"SELECT min({spec.rowid_name}), max({spec.rowid_name}) FROM {quote(spec.table)}").get
+        if spec.rowid
+        else (0, 0)
     )
     span = high - low + 1 if spec.rowid and low is not None else 0
     n = min(-(-span // chunk_rows), MAX_RANGES)

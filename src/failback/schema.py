@@ -9,7 +9,7 @@ from pathlib import Path
 import apsw
 
 from . import sqltext
-from .digest import DigestSpec
+from .digest import DigestSpec, rowid_name
 from .sqlite import database_error, pragma, quote
 
 INTERNAL_TABLES = ("sqlite_sequence", "sqlite_stat1", "sqlite_stat2", "sqlite_stat3", "sqlite_stat4")
@@ -46,6 +46,7 @@ class Table:
     autoincrement: bool = False
     module: str | None = None
     module_args: tuple[str, ...] = ()
+    pk_index: bool = False  # SQLite built an index for the PRIMARY KEY: the key is not the rowid
 
     @property
     def visible_columns(self) -> tuple[Column, ...]:
@@ -59,15 +60,24 @@ class Table:
 
     @property
     def rowid_alias(self) -> str | None:
-        """The INTEGER PRIMARY KEY column that aliases the rowid, if any."""
+        """The column that aliases the rowid, if any: the sole PRIMARY KEY column of a rowid table, declared
+        exactly ``INTEGER``, for which SQLite built no index (``x INTEGER PRIMARY KEY DESC`` in a column
+        definition is not an alias, ``PRIMARY KEY(x DESC)`` as a table constraint is: lang_createtable.html#rowid).
+        """
         pks = [c for c in self.columns if c.pk]
-        if self.without_rowid or self.kind != "table" or len(pks) != 1:
+        if self.without_rowid or self.kind != "table" or len(pks) != 1 or self.pk_index:
             return None
         return pks[0].name if pks[0].type.upper() == "INTEGER" else None
 
     @property
     def has_rowid(self) -> bool:
         return not self.without_rowid
+
+    @property
+    def rowid_name(self) -> str | None:
+        """The name that reads this table's rowid (a column named ``_rowid_`` hides it under that name), None
+        when it has none or when ``_rowid_``, ``rowid`` and ``oid`` are all columns."""
+        return rowid_name(c.name for c in self.columns) if self.has_rowid else None
 
     @property
     def fts_content(self) -> str | None:
@@ -154,8 +164,8 @@ def digest_spec(t: Table) -> DigestSpec | None:
     """What a table's content digest covers: its visible columns (and rowid when it has one). FTS tables
     with their own content are digested; external-content and contentless ones hold no data of their own."""
     cols = tuple(c.name for c in t.visible_columns)
-    if t.kind == "table":
-        return DigestSpec(t.name, cols, rowid=t.has_rowid)
+    if t.kind == "table":  # a rowid no name reads is invisible to every reader: not part of the content
+        return DigestSpec(t.name, cols, rowid=t.rowid_name is not None)
     if t.module in ("fts3", "fts4", "fts5") and t.fts_content is None:
         return DigestSpec(t.name, cols, rowid=True)
     if t.module in ("rtree", "rtree_i32"):
@@ -236,6 +246,7 @@ def _read_schema(conn: apsw.Connection, schema: str) -> Schema:
             autoincrement=_autoincrement(sql),
             module=module,
             module_args=args,
+            pk_index=kind == "table" and _has_pk_index(conn, q, name),
         )
     for name, (typ, tbl, sql) in master.items():
         if typ == "index":
@@ -258,8 +269,55 @@ def _autoincrement(sql: str) -> bool:
     return any(t.kind == "word" and t.text.upper() == "AUTOINCREMENT" for t in sqltext.tokenize(sql))
 
 
+def _has_pk_index(conn: apsw.Connection, q: str, table: str) -> bool:
+    """Did SQLite build an index for the table's PRIMARY KEY (so that the key is not the rowid)?"""
+    return any(origin == "pk" for *_, origin, _ in conn.execute(f"PRAGMA {q}.index_list({quote(table)})"))
+
+
 def _index_flags(conn: apsw.Connection, q: str, table: str, name: str) -> tuple[bool, bool]:
     for _, iname, unique, _origin, partial in conn.execute(f"PRAGMA {q}.index_list({quote(table)})"):
         if iname == name:
             return bool(unique), bool(partial)
     return False, False
+
+
+# -- the schema as sqlite_schema stores it ----------------------------------------------------------------------
+# Every object of a database's main schema (type, name, tbl_name, sql, is-a-shadow-table), then its user_version
+# and application_id as ('pragma', name, '', value, 0); one query, so apsw and sql.js read it alike.
+STORED_SCHEMA_SQL = (
+    "SELECT type, name, tbl_name, sql, name IN (SELECT name FROM pragma_table_list WHERE schema = 'main' AND "
+    "type = 'shadow') FROM main.sqlite_schema "
+    "UNION ALL SELECT 'pragma', 'user_version', '', user_version, 0 FROM pragma_user_version "
+    "UNION ALL SELECT 'pragma', 'application_id', '', application_id, 0 FROM pragma_application_id"
+)
+_CREATE_NOISE = {"TEMP", "TEMPORARY", "IF", "NOT", "EXISTS"}
+
+
+@dataclass(frozen=True)
+class CreatedObject:
+    """What a CREATE statement makes: sqlite_schema's ``type`` and name, and the statement as SQLite stores it
+    up to whitespace and comments (``key``): SQLite keeps the text as written, from the object's name on, after a
+    ``CREATE [UNIQUE|VIRTUAL] kind`` it writes itself (dropping TEMP, IF NOT EXISTS and the schema name)."""
+
+    type: str
+    name: str
+    key: tuple[str, ...]
+    sql: str
+
+
+def created_object(sql: str) -> CreatedObject:
+    """Parse ``CREATE [UNIQUE|VIRTUAL] TABLE|INDEX|VIEW|TRIGGER [IF NOT EXISTS] [schema.]name …``."""
+    sig = [t for _, t in sqltext.significant(sqltext.tokenize(sql))]
+    while sig and sig[-1].text == ";":
+        sig.pop()
+    k = next(
+        i for i, t in enumerate(sig) if t.kind == "word" and t.text.upper() in ("TABLE", "INDEX", "VIEW", "TRIGGER")
+    )
+    head = tuple(w for t in sig[: k + 1] if (w := t.text.upper()) not in _CREATE_NOISE)
+    k += 1
+    while sig[k].kind == "word" and sig[k].text.upper() in _CREATE_NOISE:
+        k += 1
+    if k + 2 < len(sig) and sig[k + 1].text == ".":
+        k += 2
+    rest = tuple(t.text for t in sig[k + 1 :])
+    return CreatedObject(head[-1].lower(), sig[k].name, (*head, sig[k].name.lower(), *rest), sql)

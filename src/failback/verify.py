@@ -7,12 +7,17 @@ only exceptions are listed, never passed off as equal: objects the plan drops (`
 whose SELECT fails in the snapshot itself (``unreadable``: nothing a reader sees to compare).
 
 Levels:
+* every level: the target's schema (sqlite_schema read by apsw and by sql.js) is the plan's: every table, index,
+  view and trigger the plan creates, with the planned SQL (up to whitespace and comments, as SQLite stores it),
+  nothing else (the shadow tables of the planned virtual tables aside), and the planned user_version and
+  application_id;
 * ``quick``: quick_check and foreign keys (apsw), row counts in snapshot, target and sql.js;
 * ``standard``: integrity_check, foreign keys, row counts (apsw) and content digests of the snapshot and of the
   target as sql.js reads it (apsw digests the target too where those two differ, to tell which side is wrong),
   search
-  parity (FTS5 in the snapshot vs the converted index in sql.js), the app's queries, every view and trigger
-  prepared in sql.js, and a write round trip through each FTS sync trigger in sql.js (in memory);
+  parity (FTS5 in the snapshot vs the converted index in sql.js), the app's queries, every view prepared in
+  sql.js, every planned trigger found among those the target's own statements fire in sql.js (its ``EXPLAIN``
+  lists the trigger programs it runs), and a write round trip through each FTS sync trigger in sql.js (in memory);
 * ``deep``: standard + the target's content digests in apsw, sql.js's own integrity_check and an FTS
   integrity-check in sql.js after the write round trip (apsw's integrity_check already checks the FTS4
   index of the file, SQLite 3.54 being the same version sql.js ships).
@@ -25,7 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Collection
+from collections.abc import Collection, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -39,11 +44,13 @@ from .digest import DigestSpec, TableDigest, database_digests, digest_rows, tabl
 from .engines import Engine, decode_typed, first_difference
 from .engines.sqlite import SqliteEngine
 from .errors import FailbackError
-from .schema import Schema, Table, digest_spec, read_schema
+from .schema import STORED_SCHEMA_SQL, CreatedObject, Schema, Table, created_object, digest_spec, read_schema
 from .sqlite import connect, database_error, quote
+from .sqltext import tokenize
 
 MARKER = "fbverifymarkerq"
 LEVELS = ("quick", "standard", "deep")
+FIRED = "-- TRIGGER "  # EXPLAIN's p4 of the first instruction of each trigger program a statement runs
 
 
 @dataclass
@@ -160,6 +167,107 @@ def dropped_objects(schema: Schema, plan: Plan) -> dict[str, str]:
     return drops
 
 
+@dataclass(frozen=True)
+class PlannedSchema:
+    """The objects a plan creates in the target (by type and lowercased name), the virtual tables among them (whose
+    shadow tables come with them) and the header values it sets."""
+
+    objects: dict[tuple[str, str], CreatedObject]
+    virtual: tuple[str, ...]
+    pragmas: dict[str, int]
+
+
+def planned_schema(plan: Plan) -> PlannedSchema:
+    """What the target built from ``plan`` holds, read from the plan's CREATE statements."""
+    virtual = [created_object(sql) for sql in plan.virtual_tables if _is_create(sql)]
+    created = [created_object(sql) for sql in plan.create_tables + plan.early_indexes + plan.late_indexes]
+    created += virtual + [created_object(sql) for sql in plan.views + plan.triggers]
+    return PlannedSchema(
+        {(o.type, o.name.lower()): o for o in created},
+        tuple(o.name.lower() for o in virtual),
+        {k: int(plan.pragmas[k]) for k in ("user_version", "application_id") if k in plan.pragmas},
+    )
+
+
+def _is_create(sql: str) -> bool:
+    return sql.lstrip().upper().startswith("CREATE")
+
+
+def schema_differences(planned: PlannedSchema, rows: Iterable[Sequence[Any]]) -> dict[str, str]:
+    """Each object of a target whose schema (rows of ``STORED_SCHEMA_SQL``) is not the plan's, with what differs:
+    missing, other SQL, not in the plan; and a user_version or application_id other than planned. SQLite's own
+    objects (``sqlite_*``: counters, statistics, the indexes of UNIQUE and PRIMARY KEY constraints, which their
+    table's SQL states) and the shadow tables of planned virtual tables are expected."""
+    found: dict[tuple[str, str], tuple[str, str]] = {}
+    diffs: dict[str, str] = {}
+    for kind, name, _table, sql, shadow in rows:
+        if kind == "pragma":
+            if name in planned.pragmas and sql != planned.pragmas[name]:
+                diffs[f"pragma {name}"] = f"{sql} in the target, {planned.pragmas[name]} planned"
+        elif sql is None or name.lower().startswith("sqlite_"):
+            continue
+        elif not (shadow and any(name.lower().startswith(v + "_") for v in planned.virtual)):
+            found[(kind, name.lower())] = (name, sql)
+    for key, obj in planned.objects.items():
+        if key not in found:
+            diffs[f"{obj.type} {obj.name}"] = "missing in the target"
+        elif created_object(found[key][1]).key != obj.key:
+            diffs[f"{obj.type} {obj.name}"] = f"SQL differs: planned {_short(obj.sql)}, target {_short(found[key][1])}"
+    for key, (name, sql) in found.items():
+        if key not in planned.objects:
+            diffs[f"{key[0]} {name}"] = f"not in the plan: {_short(sql)}"
+    return diffs
+
+
+def _short(sql: str, n: int = 160) -> str:
+    return repr(sql if len(sql) <= n else sql[: n - 1] + "…")
+
+
+def _schema_checks(rep: VerifyReport, planned: PlannedSchema, readings: dict[str, list[Sequence[Any]] | str]) -> None:
+    """One failed check per object that differs from the plan (naming the readers that saw it), else one passed."""
+    seen: dict[str, dict[str, str]] = {}
+    for reader, rows in readings.items():
+        if isinstance(rows, str):
+            rep.add(Check("schema", "sqlite_schema", False, f"{reader} cannot read it: {rows}"))
+            continue
+        for label, detail in schema_differences(planned, rows).items():
+            seen.setdefault(label, {})[reader] = detail
+    for label, by in seen.items():
+        details = {d: [r for r in by if by[r] == d] for d in by.values()}
+        rep.add(Check("schema", label, False, "; ".join(f"{d} ({' and '.join(r)})" for d, r in details.items())))
+    if not seen and all(not isinstance(r, str) for r in readings.values()):
+        counts = {t: sum(k[0] == t for k in planned.objects) for t in ("table", "index", "view", "trigger")}
+        what = ", ".join(f"{n} {t}(s)" for t, n in counts.items())
+        rep.add(Check("schema", "target", True, f"{what} as planned, nothing else ({' and '.join(readings)})"))
+
+
+def _statements(sql: str) -> list[str]:
+    """The statements of a script, split at its top-level semicolons (never inside a quoted name or string)."""
+    parts, current = [], list[str]()
+    for tok in tokenize(sql):
+        if tok.kind == "op" and tok.text == ";":
+            parts.append("".join(current).strip())
+            current = []
+        else:
+            current.append(tok.text)
+    parts.append("".join(current).strip())
+    return [p for p in parts if p]
+
+
+def _fired(results: list[dict[str, Any]]) -> set[str]:
+    """The triggers the EXPLAINed statements run (lowercased names), from each trigger program's first p4."""
+    cells = (decode_typed(row[5]) for r in results if r["ok"] for row in r["rows"])
+    return {c[len(FIRED) :].lower() for c in cells if isinstance(c, str) and c.startswith(FIRED)}
+
+
+def covered_triggers(proof_name: str, triggers: Iterable[str]) -> list[str]:
+    """The planned triggers a trigger proof covers: the one it names, or all a ``prefix*`` name covers (the FTS
+    sync triggers ``__<fts>_*``)."""
+    if proof_name.endswith("*"):
+        return [t for t in triggers if t.startswith(proof_name[:-1])]
+    return [t for t in triggers if t == proof_name]
+
+
 def source_view(snapshot: Path, plan: Plan) -> SourceView:
     """Read the snapshot's schema (not the plan) for every table and virtual table a reader can SELECT from."""
     conn = connect(snapshot, readonly=True)
@@ -181,7 +289,7 @@ def source_view(snapshot: Path, plan: Plan) -> SourceView:
 def _select_error(conn: apsw.Connection, spec: DigestSpec) -> str | None:
     """Why the first row of a table cannot be read, or None."""
     try:
-        conn.execute(f"{spec.select_sql()} LIMIT 1").fetchall()
+        conn.execute(f"{spec.select_sqls()[0]} LIMIT 1").fetchall()
     except apsw.Error as err:
         return str(err)
     return None
@@ -239,6 +347,7 @@ def _build_job(
     job = _Job()
     for sql in timed:  # first, on the pristine data (the write round trip comes last)
         job.add(f"time:{sql}", {"op": "time", "sql": sql, "runs": runs + 1})
+    job.add("schema", {"op": "query", "sql": STORED_SCHEMA_SQL})
     if level == "quick":
         for s in specs:
             job.add(f"count:{s.table}", {"op": "query", "sql": _count_sql(s)})
@@ -253,8 +362,12 @@ def _build_job(
         )
     for sql in queries:
         job.add(f"query:{sql}", {"op": "query", "sql": sql, "limit": 0})
-    for proof in plan.proofs:
-        job.add(f"proof:{proof.kind}:{proof.name}", {"op": "exec", "sql": proof.sql})
+    for proof in plan.proofs:  # a trigger's: the EXPLAIN of each statement that fires it, whose program is read
+        if proof.kind == "trigger":
+            for i, sql in enumerate(_statements(proof.sql)):
+                job.add(f"proof:trigger:{proof.name}:{i}", {"op": "query", "sql": sql})
+        else:
+            job.add(f"proof:{proof.kind}:{proof.name}", {"op": "exec", "sql": proof.sql})
     for n, pair in enumerate(p for p in plan.search if p.content):
         for i, action in enumerate(_write_round_trip(pair, n)):
             job.add(f"write:{pair.target}:{i}", action)
@@ -321,7 +434,7 @@ def verify_target(
     job = _build_job(plan, view.specs, level, searches, [] if quick else list(queries or []), list(timed or []), runs)
     with ThreadPoolExecutor(1) as pool:
         future = pool.submit(engine.run, target, job.actions)
-        target_d = _target_side(rep, target, view.specs, snapshot, quick, level == "deep")
+        target_d, stored = _target_side(rep, target, view.specs, snapshot, quick, level == "deep")
         given = {} if quick else snapshot_digests_ or {}
         try:
             snap = {s.table: given[s.table] for s in view.specs if s.table in given}
@@ -354,6 +467,10 @@ def verify_target(
                 f"table {spec.table}: content differs (snapshot {sides[0]}, target {sides[1]}, "
                 f"sql.js {sides[2] or error})" + (f"; {where}" if where else "")
             )
+    planned = planned_schema(plan)
+    sqljs_schema = job["schema"]
+    js_rows: list[Sequence[Any]] = [[decode_typed(v) for v in row] for row in sqljs_schema.get("rows", [])]
+    _schema_checks(rep, planned, {"apsw": stored, "sql.js": js_rows if sqljs_schema["ok"] else sqljs_schema["error"]})
     rep.tables += [TableCheck(n, None, None, None, True, "dropped", why) for n, why in view.dropped.items()]
     rep.tables += [
         TableCheck(n, None, None, None, True, "unreadable", f"its SELECT fails in the snapshot too: {err}")
@@ -369,7 +486,7 @@ def verify_target(
             "write round trip",
         ]
     else:
-        _checks(rep, plan, job, snapshot, searches, list(queries or []), level)
+        _checks(rep, plan, job, snapshot, searches, list(queries or []), level, planned, js_rows)
         for name in sorted({p.source for p in plan.search} & set(repaired)):
             rep.add(Check("search", name, True, "not compared: the source's index is malformed, rebuilt in the target"))
     rep.seconds = time.perf_counter() - t0
@@ -416,16 +533,18 @@ def _first_difference(snapshot: Path, target: Path, spec: DigestSpec, engine: En
 
 def _target_side(
     rep: VerifyReport, target: Path, specs: list[DigestSpec], snapshot: Path, quick: bool, deep: bool
-) -> dict[str, TableDigest]:
-    """The target read by apsw: integrity (quick_check at level quick), foreign keys, row counts, and content
-    digests at level deep; a table apsw cannot read in the target is left out (and so differs)."""
+) -> tuple[dict[str, TableDigest], list[Sequence[Any]] | str]:
+    """The target read by apsw: its stored schema (or why it cannot be read), integrity (quick_check at level
+    quick), foreign keys, row counts, and content digests at level deep; a table apsw cannot read in the target
+    is left out (and so differs)."""
     try:
         conn = connect(target, readonly=True)
     except FailbackError as err:
         rep.problems.append(f"target cannot be opened: {err}")
-        return {}
+        return {}, str(err)
     digests = {}
     try:
+        stored: list[Sequence[Any]] | str = list(conn.execute(STORED_SCHEMA_SQL))
         rep.integrity = _quick_check(conn) if quick else conn.execute("PRAGMA integrity_check").get
         if rep.integrity != "ok":
             rep.problems.append(f"target integrity: {rep.integrity}")
@@ -437,14 +556,14 @@ def _target_side(
                 )
     except (apsw.Error, UnicodeDecodeError) as err:
         rep.problems.append(f"target cannot be read by apsw: {err}")
-        return {}
+        return {}, str(err)
     finally:
         conn.close()
     if rep.foreign_keys:
         before = _fk_count(snapshot)
         if rep.foreign_keys > before:
             rep.problems.append(f"{rep.foreign_keys} foreign key violation(s) in the target ({before} in the snapshot)")
-    return digests
+    return digests, stored
 
 
 def _fk_count(snapshot: Path) -> int:
@@ -464,6 +583,22 @@ def _sqljs_digests(specs: list[DigestSpec], job: _Job, quick: bool) -> dict[str,
         }
     found = (job[f"digest:{s.table}"] for s in specs)
     return {d["table"]: TableDigest(d["table"], d["rows"], d["digest"]) for r in found if r["ok"] for d in r["tables"]}
+
+
+def _trigger_check(name: str, results: list[dict[str, Any]], covered: list[str], present: set[str]) -> Check:
+    """A trigger is proved when it is in the target and the target's own statements for its event, EXPLAINed in
+    sql.js, run its program (so its body compiles there and it fires)."""
+    errors = [r["error"] for r in results if not r["ok"]]
+    fired = _fired(results)
+    missing = [t for t in covered if t.lower() not in present]
+    silent = [t for t in covered if t.lower() in present and t.lower() not in fired]
+    problems = [*errors]
+    problems += [f"not in the target: {', '.join(missing)}"] if missing or not covered else []
+    problems += [f"does not fire on its event: {', '.join(silent)}"] if silent else []
+    ok = not problems
+    return Check(
+        "trigger prepares in sql.js", name, ok, "in the target, fires on its event" if ok else "; ".join(problems)
+    )
 
 
 def _source_query(snapshot: Path, sql: str, params: tuple[Any, ...] = ()) -> tuple[int, str] | str:
@@ -486,6 +621,8 @@ def _checks(
     searches: list[tuple[SearchPair, str]],
     queries: list[str],
     level: str,
+    planned: PlannedSchema,
+    target_rows: list[Sequence[Any]],
 ) -> None:
     for pair, q in searches:
         r = job[f"search:{pair.target}:{q}"]
@@ -524,9 +661,15 @@ def _checks(
                 f"source {mine}, sql.js " + (f"{r['count']} row(s)" if r["ok"] else r["error"]),
             )
         )
+    triggers = [o.name for o in planned.objects.values() if o.type == "trigger"]
+    present = {row[1].lower() for row in target_rows if row[0] == "trigger"}
     for proof in plan.proofs:
-        r = job[f"proof:{proof.kind}:{proof.name}"]
-        rep.add(Check(f"{proof.kind} prepares in sql.js", proof.name, r["ok"], r.get("error", "")))
+        if proof.kind == "trigger":
+            results = [job[f"proof:trigger:{proof.name}:{i}"] for i in range(len(_statements(proof.sql)))]
+            rep.add(_trigger_check(proof.name, results, covered_triggers(proof.name, triggers), present))
+        else:
+            r = job[f"proof:{proof.kind}:{proof.name}"]
+            rep.add(Check(f"{proof.kind} prepares in sql.js", proof.name, r["ok"], r.get("error", "")))
     for pair in (p for p in plan.search if p.content):
         steps = [job[f"write:{pair.target}:{i}"] for i in range(6)]
         hits = [len(s.get("rows", [])) if s["ok"] else -1 for s in steps[1:6:2]]

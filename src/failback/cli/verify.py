@@ -75,9 +75,12 @@ def verify(
     config_path: Path,
     as_json: bool,
 ) -> None:
-    """Prove TARGET holds SOURCE's data, in apsw and in sql.js (exit 1 when not); or pay a run's debt."""
+    """Prove TARGET holds SOURCE's data and the schema planned for it, in apsw and in sql.js (exit 1 when not);
+    or pay a run's debt. SOURCE is planned again as export plans it: with the [convert] settings of the config
+    file when it exists, each view and trigger proved in sql.js."""
+    from ..convert import apply_proofs
     from ..engines.sqljs import SqlJsEngine
-    from ..export import plan_for
+    from ..export import plan_for, prove_schema
     from ..verify import verify_target
 
     if debt_run is not None:
@@ -93,7 +96,11 @@ def verify(
         from ..sqlite import open_source
 
         open_source(target).close()  # a clean error for a target that is not a readable database
-        report = verify_target(target, plan_for(source, profile), SqlJsEngine(), snapshot=source, level=level)
+        options = load_config(config_path).convert if config_path.exists() else None
+        engine = SqlJsEngine()
+        plan = plan_for(source, profile, options)
+        plan = apply_proofs(plan, prove_schema(plan, engine), options)
+        report = verify_target(target, plan, engine, snapshot=source, level=level)
     if as_json:
         emit_json(report.to_json())
     else:

@@ -12,7 +12,7 @@ import xxhash
 
 from ..digest import DigestSpec, digest_rows, encoded_batches, raw_encoder, table_digest, text_codec
 from ..errors import InputError
-from ..sqlite import connect, database_error, quote
+from ..sqlite import connect, database_error
 from . import Action, EngineRun, Result, check_engine_input, decode_typed, encode_typed
 
 SINGLE_STATEMENT = "query takes a single SQL statement; use exec for scripts"
@@ -164,8 +164,7 @@ def _row_hashes(conn: apsw.Connection, spec: DigestSpec, order_by: list[str] | N
     if not spec.rowid and not keys:
         raise ValueError("row_hashes needs a rowid table or order_by columns")
     codec = text_codec(conn)
-    order = f" ORDER BY {', '.join(map(quote, keys)) or '_rowid_'}"
-    rows = conn.execute(spec.select_sql(where=order, keys=keys))
+    rows = spec.read(conn, keys=keys, ordered=True)
     out: list[list[Any]] = []
     for batch, encoded in encoded_batches(rows, raw_encoder(codec, skip=2 * len(keys))):
         for row, data in zip(batch, encoded, strict=True):

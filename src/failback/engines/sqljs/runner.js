@@ -153,18 +153,42 @@ class Digester {
   }
 }
 
-function scanTable(db, parts, table, order, fn) {
-  const stmt = db.prepare(`SELECT ${parts.join(", ")} FROM "main".${quote(table)}${order}`);
+const MAX_COLUMNS = 2000; // SQLITE_MAX_COLUMN: the most columns a table has and a SELECT returns
+const ROWID_NAMES = ["_rowid_", "rowid", "oid"];
+
+// The name that reads the rowid: the first of _rowid_, rowid, oid no column takes (as digest.py's rowid_name).
+function rowidName(columns) {
+  const taken = new Set(columns.filter((c) => /^[\x00-\x7f]*$/.test(c)).map((c) => c.toLowerCase()));
+  return ROWID_NAMES.find((n) => !taken.has(n)) || ROWID_NAMES[0];
+}
+
+// Rows of `parts` (SQL expressions) of a spec's table; a table too wide for one SELECT is read by one per
+// group of columns, in the same row order (`order`, else by rowid, else a scan of the table's own b-tree),
+// and each row joined (as digest.py's DigestSpec.read).
+function scanTable(db, parts, spec, order, fn) {
+  const groups = [];
+  for (let i = 0; i < parts.length; i += MAX_COLUMNS) groups.push(parts.slice(i, i + MAX_COLUMNS));
+  let source = `"main".${quote(spec.table)}`;
+  if (groups.length > 1 && !order) {
+    if (spec.rowid) order = ` ORDER BY ${rowidName(spec.columns)}`;
+    else source += " NOT INDEXED";
+  }
+  const stmts = groups.map((g) => db.prepare(`SELECT ${g.join(", ")} FROM ${source}${order}`));
   try {
-    while (stmt.step()) fn(readRow(stmt));
+    for (;;) {
+      const more = stmts.map((stmt) => stmt.step());
+      if (more.some((m) => m !== more[0])) throw new Error(`column groups of ${spec.table} differ in rows`);
+      if (!more[0]) break;
+      fn(stmts.flatMap(readRow));
+    }
   } finally {
-    stmt.free();
+    for (const stmt of stmts) stmt.free();
   }
 }
 
 function specParts(spec) {
   const parts = spec.columns.map(quote);
-  if (spec.rowid) parts.unshift("_rowid_");
+  if (spec.rowid) parts.unshift(rowidName(spec.columns));
   return parts.length ? parts : ["NULL"];
 }
 
@@ -198,7 +222,7 @@ const ACTIONS = {
   digest(db, action, hasher) {
     const tables = action.tables.map((spec) => {
       const d = new Digester(hasher);
-      scanTable(db, specParts(spec), spec.table, "", (row) => d.add(row));
+      scanTable(db, specParts(spec), spec, "", (row) => d.add(row));
       return { table: spec.table, rows: d.count, digest: d.hex() };
     });
     return { tables };
@@ -222,12 +246,12 @@ const ACTIONS = {
   },
   row_hashes(db, action, hasher) {
     const spec = action.table;
-    const keys = spec.rowid ? ["_rowid_"] : (action.order_by || []).map(quote);
+    const keys = spec.rowid ? [rowidName(spec.columns)] : (action.order_by || []).map(quote);
     if (!keys.length) throw new Error("row_hashes needs a rowid table or order_by columns");
     const parts = spec.rowid ? specParts(spec) : keys.concat(specParts(spec));
     const d = new Digester(hasher);
     const rows = [];
-    scanTable(db, parts, spec.table, ` ORDER BY ${keys.join(", ")}`, (row) => {
+    scanTable(db, parts, spec, ` ORDER BY ${keys.join(", ")}`, (row) => {
       const values = spec.rowid ? row : row.slice(keys.length);
       const key = spec.rowid ? encodeTyped(row[0]) : row.slice(0, keys.length).map((v) => encodeTyped(v));
       rows.push([key, hex(d.hashRow(values))]);
