@@ -471,6 +471,8 @@ def verify_target(
     sqljs_schema = job["schema"]
     js_rows: list[Sequence[Any]] = [[decode_typed(v) for v in row] for row in sqljs_schema.get("rows", [])]
     _schema_checks(rep, planned, {"apsw": stored, "sql.js": js_rows if sqljs_schema["ok"] else sqljs_schema["error"]})
+    for d in plan.refused:  # no target failback builds can hold it: the source's object is not in the target
+        rep.add(Check("schema", f"{d.kind} {d.name}", False, f"the target engine cannot hold it: {d.reason}"))
     rep.tables += [TableCheck(n, None, None, None, True, "dropped", why) for n, why in view.dropped.items()]
     rep.tables += [
         TableCheck(n, None, None, None, True, "unreadable", f"its SELECT fails in the snapshot too: {err}")
