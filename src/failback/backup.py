@@ -7,8 +7,9 @@
   stays open so that ``SnapshotGuard.changed`` can later tell whether anything was committed after the
   snapshot.
 * ``create_backup``: zstd-compress a snapshot into every layer (primary + mirrors) while its content digests
-  are computed on another thread: temp name, fsync, rename, then re-read from disk and hash-checked; the
-  manifest is written last — a backup folder without a valid manifest does not exist.
+  are computed on another thread: each layer's folder is built under a hidden temp name (data re-read from
+  disk and hash-checked, the manifest written last), then renamed to the backup's id: a backup appears whole
+  or not at all, and the next backup or prune removes the temp folders a crash left.
 * ``list_backups``, ``verify_folder``, ``restore_backup``, ``prune_backups``.
 
 A manifest is data: it is parsed as JSON and checked field by field; no path in it is ever used — the data
@@ -23,7 +24,6 @@ import json
 import os
 import platform
 import re
-import shutil
 import socket
 import stat
 import tempfile
@@ -44,7 +44,6 @@ from . import __version__
 from .digest import TableDigest, database_digests
 from .errors import BackupError, ConfigError, EnvironmentFailure, FailbackError, InputError, from_os_error
 from .files import (
-    DIR_MODE,
     FILE_MODE,
     atomic_writer,
     copy_file,
@@ -54,7 +53,16 @@ from .files import (
     remove_quietly,
     write_text,
 )
-from .guard import Protected, check_replaceable, delete_backup, publish_over
+from .guard import (
+    BUILDING,
+    Protected,
+    check_replaceable,
+    delete_backup,
+    publish_folder,
+    publish_over,
+    remove_stale_folders,
+    temp_folder,
+)
 from .integrity import check_integrity
 from .keep import run_needs
 from .retention import Item, Policy, Verdict, decide, must_keep
@@ -411,35 +419,29 @@ def create_backup(
     with ThreadPoolExecutor(max_workers=1) as pool:
         described = pool.submit(describe_database, snapshot, digests, max(threads, 1))
         for layer in layers:
-            folder, created = layer / bid, False
             try:
                 needed = stored.stat().st_size if stored else _estimate_compressed(snapshot, level)
                 _require_space(layer, needed, f"backup layer {layer}")
                 ensure_dir(layer)
-                folder.mkdir(mode=DIR_MODE)
-                created = True
-                data = folder / DATA
-                if stored is None:
-                    raw_sha, zsha, zsize = _compress(snapshot, data, level, threads, progress)
-                    facts, _ = described.result()
-                    result.manifest = _manifest(bid, label, source, raw_sha, zsha, snapshot.stat().st_size, zsize)
-                    result.manifest.update(facts, zstd_level=level)
-                else:
-                    copy_file(stored, data)
-                if stored_sha256(data) != result.manifest["sha256"]["compressed"]:
-                    raise BackupError(f"{data}: the copy read back from disk does not match its checksum")
-                _write_manifest(folder, result.manifest)
-                stored = stored or data
+                remove_stale_folders(layer, BUILDING)
+                with temp_folder(layer, BUILDING) as building:  # a crash leaves no folder a backup list sees
+                    data = building / DATA
+                    if stored is None:
+                        raw_sha, zsha, zsize = _compress(snapshot, data, level, threads, progress)
+                        facts, _ = described.result()
+                        result.manifest = _manifest(bid, label, source, raw_sha, zsha, snapshot.stat().st_size, zsize)
+                        result.manifest.update(facts, zstd_level=level)
+                    else:
+                        copy_file(stored, data)
+                    if stored_sha256(data) != result.manifest["sha256"]["compressed"]:
+                        raise BackupError(f"{layer}: the copy of {bid} read back from disk does not match its checksum")
+                    _write_manifest(building, result.manifest)
+                    publish_folder(building, layer / bid)
+                stored = stored or layer / bid / DATA
                 result.layers.append(LayerResult(str(layer), True))
             except (OSError, EnvironmentFailure, BackupError) as err:
-                if created:
-                    shutil.rmtree(folder, ignore_errors=True)
                 reason = from_os_error(err, f"backup layer {layer}") if isinstance(err, OSError) else err
                 result.layers.append(LayerResult(str(layer), False, str(reason)))
-            except BaseException:
-                if created:
-                    shutil.rmtree(folder, ignore_errors=True)
-                raise
         _, result.digests = described.result()  # raises for a snapshot that cannot be read
     result.seconds = time.perf_counter() - t0
     return result
