@@ -112,7 +112,7 @@ def build_reference(base: Path, notes: int) -> Reference:
 
     The template then keeps the machine's calibration (cached in the state folder, as after any earlier run):
     each run saves its measuring, and a kill in the background backup lands beside failback's own work, not
-    beside the calibration (a kill there leaves .failback/.calibrate-* behind: a defect in assess.py, reported)."""
+    beside the calibration (killed on its own in ``test_a_calibration_killed_midway_...``)."""
     template = base / "template"
     create_demo(template, notes=notes)
     by_process, in_process = base / "process", base / "in-process"
@@ -360,6 +360,20 @@ def test_a_rollback_started_by_watch_killed_then_resumed(reference: Callable[[in
     assert resumed.returncode == 0, resumed.stderr
     assert_finished(demo, cfg, ref, source_before)
     assert reused_by_last_resume(demo) == frozenset()
+
+
+def test_a_calibration_killed_midway_leaves_nothing_once_calibrated_again(tmp_path: Path) -> None:
+    """Defect: a kill during the calibration left its sample folder, .failback/.calibrate-*, forever."""
+    demo = tmp_path / "demo"
+    create_demo(demo, notes=SMALL)
+    cfg, state = str(demo / "failback.toml"), demo / ".failback"
+    killed(cfg, "calibrate.sample", "assess")
+    (left,) = state.glob(".calibrate-*")
+    assert (left / "sample.sqlite").is_file() and not (state / CALIBRATION_FILE).exists()
+    again = failback("assess", "-c", cfg, "--json")
+    assert again.returncode in (0, 3), again.stderr  # 3: the gate would refuse without --yes (a risk, no error)
+    assert json.loads(again.stdout)["facts"]["calibration"] is not None
+    assert not list(state.glob(".calibrate-*")) and (state / CALIBRATION_FILE).is_file()
 
 
 def test_sigterm_stops_cleanly_with_exit_4_and_resumes(reference: Callable[[int], Reference], tmp_path: Path) -> None:

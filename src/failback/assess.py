@@ -47,6 +47,7 @@ from .convert import Action, Plan, plan_conversion
 from .errors import FailbackError, RiskRefused
 from .files import ensure_dir, free_bytes, write_text
 from .guard import CALIBRATING, remove_stale_folders, temp_folder
+from .journal import crash_point
 from .profiles import Profile, load_profile
 from .schema import Schema, Table, digest_specs, read_schema
 from .sqlite import connect, pragma, quote
@@ -914,6 +915,7 @@ def measure_throughput(folder: Path, profile: str) -> Calibration:
     remove_stale_folders(ensure_dir(folder), CALIBRATING)  # a calibration killed midway left its sample
     with temp_folder(folder, CALIBRATING) as d:
         build_native(d / "sample.sqlite", notes=CALIBRATION_NOTES)
+        crash_point("calibrate.sample")
 
         def snapshot(run: int) -> None:
             take_snapshot(d / "sample.sqlite", d / f"snapshot-{run}.sqlite").guard.close()

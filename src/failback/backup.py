@@ -28,7 +28,7 @@ import socket
 import stat
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -63,7 +63,7 @@ from .guard import (
     remove_stale_folders,
     temp_folder,
 )
-from .integrity import check_integrity
+from .integrity import check_integrity, known_fts_damage
 from .keep import run_needs
 from .retention import Item, Policy, Verdict, decide, must_keep
 from .schema import digest_specs, read_schema
@@ -404,10 +404,13 @@ def create_backup(
     threads: int = 2,
     progress: Progress = _noop,
     digests: bool = True,
+    quick_check: Callable[[], Sequence[str] | None] = _noop,
 ) -> BackupResult:
     """Store a compressed, checksummed copy of ``snapshot`` in every layer; the manifest is written last.
     ``digests=False`` (emergency rollbacks) records checksums but no content digests: they are computed when
-    the verification debt is paid, from this very copy.
+    the verification debt is paid, from this very copy. ``quick_check`` gives the snapshot's quick_check
+    findings when they are known (it may wait for them), recorded so that a restore can tell the damage the
+    source had from damage to the copy.
 
     The first layer that works gets the compressed stream (while another thread computes the content
     digests); the others get a copy of that verified file. A layer that fails is reported in the result and
@@ -431,6 +434,8 @@ def create_backup(
                         facts, _ = described.result()
                         result.manifest = _manifest(bid, label, source, raw_sha, zsha, snapshot.stat().st_size, zsize)
                         result.manifest.update(facts, zstd_level=level)
+                        if (found := quick_check()) is not None:
+                            result.manifest["quick_check"] = list(found)
                     else:
                         copy_file(stored, data)
                     if stored_sha256(data) != result.manifest["sha256"]["compressed"]:
@@ -525,6 +530,9 @@ def _manifest_problem(m: Any, folder_name: str) -> str | None:
         return "bad bytes"
     if not isinstance(m.get("label"), str) or not isinstance(m.get("tables"), dict):
         return "bad label or tables"
+    found = m.get("quick_check", [])
+    if not isinstance(found, list) or not all(isinstance(p, str) for p in found):
+        return "bad quick_check"
     try:
         if not isinstance(m.get("created"), str) or datetime.fromisoformat(m["created"]).tzinfo is None:
             return "created is not a time with a zone"
@@ -616,7 +624,8 @@ def check_folder(folder: Path, deep: bool = False, work: Path | None = None) -> 
 def _unpack(folder: Path, m: dict[str, Any], out: Path, progress: Progress) -> list[str]:
     """Decompress a backup's data into the new file ``out`` (0600) and check it: size and SHA-256 against the
     manifest (decompression stops at the size the manifest records), then its integrity (``check_integrity``,
-    whose notes are returned)."""
+    whose notes are returned). Damage is refused, except FTS index damage the manifest records the source had
+    when the backup was made (``known_fts_damage``): the copy is faithful, and a note says so."""
     data, limit, sha, size = folder / DATA, m["bytes"]["raw"], hashlib.sha256(), 0
     fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
     try:
@@ -641,9 +650,16 @@ def _unpack(folder: Path, m: dict[str, Any], out: Path, progress: Progress) -> l
             conn.close()
     except apsw.Error as err:
         raise BackupError(f"{data}: the decompressed database cannot be read ({err})") from None
-    if not checked.ok:
+    if checked.ok:
+        return checked.notes
+    known = known_fts_damage(checked.problems, m.get("quick_check", []))
+    if not known:
         raise BackupError(f"{data}: the decompressed database fails integrity_check: {'; '.join(checked.problems)}")
-    return checked.notes
+    return [
+        *checked.notes,
+        f"FTS index of {', '.join(known)} malformed, as the source's quick_check found when the backup was made: "
+        "a faithful copy (its SHA-256 matches)",
+    ]
 
 
 def restore_backup(
@@ -683,6 +699,7 @@ class PruneResult:
     folders: dict[str, list[str]]
     removed: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    leftovers: list[str] = field(default_factory=list)  # temp folders of backups killed while being built
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -699,6 +716,7 @@ class PruneResult:
             ],
             "removed": self.removed,
             "errors": self.errors,
+            "leftovers_removed": self.leftovers,
         }
 
 
@@ -719,7 +737,7 @@ def _item(manifest: dict[str, Any]) -> Item:
 
 def prune_backups(cfg: Config, dry_run: bool = False) -> PruneResult:
     """Delete the backups (all of their folders) that neither the retention rules of ``cfg.backup`` nor
-    ``protected_backups`` keep."""
+    ``protected_backups`` keep, and what backups killed while being built left in the layers."""
     b = cfg.backup
     try:
         policy = Policy(b.keep_last, b.keep_within, b.keep_daily)
@@ -730,6 +748,8 @@ def prune_backups(cfg: Config, dry_run: bool = False) -> PruneResult:
     verdicts = decide(items, policy, datetime.now(UTC), protected_backups(entries, cfg.state_path))
     result = PruneResult(dry_run, verdicts, {e["manifest"]["id"]: e["folders"] for e in entries})
     doomed = [] if dry_run else [Path(f) for v in verdicts if not v.keep for f in result.folders[v.id]]
+    if not dry_run:
+        result.leftovers = [str(f) for layer in cfg.backup_layers for f in remove_stale_folders(layer, BUILDING)]
     for folder in doomed:
         try:
             delete_backup(folder, cfg, first=MANIFEST)

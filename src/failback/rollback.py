@@ -122,6 +122,7 @@ class Rollback:
         self._stop: int | None = None
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="failback-backup")
         self._backup_job: Future[dict[str, Any]] | None = None
+        self._quick_check: Future[tuple[str, ...] | None] = Future()  # the snapshot's findings, for its backup
         self._backup_started, self._backup_started_at = time.perf_counter(), time.time()
         self.sides: SideFiles | None = None
 
@@ -196,6 +197,8 @@ class Rollback:
         except FailbackError as err:
             return self._finish(outcome, STATUS_OF_EXIT.get(err.exit_code, "failed"), err)
         finally:
+            if not self._quick_check.done():  # ended before the source check: the backup records no findings
+                self._quick_check.set_result(None)
             self._pool.shutdown(wait=True)  # a background backup must finish reading the snapshot first
             try:
                 self._cleanup()
@@ -388,7 +391,12 @@ class Rollback:
             "progress": self.progress,
         }
         self.backup = create_backup(
-            self.snapshot.path, self._layers(), label="source", source=self.cfg.source_path, **kw
+            self.snapshot.path,
+            self._layers(),
+            label="source",
+            source=self.cfg.source_path,
+            quick_check=self._quick_check.result,  # known once the assess step checked the snapshot
+            **kw,
         )
         if self.backup.verified_layers < need:
             failed = "; ".join(x.error for x in self.backup.layers if not x.ok)
@@ -408,9 +416,9 @@ class Rollback:
 
     def step_assess(self) -> dict[str, Any]:
         assert self.snapshot is not None and self.schema is not None and self.plan is not None
-        integrity = check_source(
-            self.snapshot.path, self.cfg.source_path, self.schema, self.plan, self.opts.repair_fts
-        ).to_json()
+        checked = check_source(self.snapshot.path, self.cfg.source_path, self.schema, self.plan, self.opts.repair_fts)
+        self._quick_check.set_result(checked.problems)
+        integrity = checked.to_json()
         if integrity["repaired"]:
             self.audit.append("source.repair-fts", integrity, self.rd.id)
         facts = gather(self.cfg, self.snapshot.path, self.schema, self.plan, emergency=self.emergency, sides=self.sides)
