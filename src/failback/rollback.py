@@ -6,7 +6,8 @@ verification passed and only if the source still holds what the snapshot holds.
 
 Resume: a run killed anywhere is continued by ``Rollback.resume``. Finished steps are reused only after their
 artifacts pass a hash check (the snapshot against its backup's SHA-256, the converted target against the XXH3
-recorded when it was built); anything else is redone. The switch is idempotent: it looks at what is already
+recorded when it was built, under its temp name or already renamed into place), and a passed verification with
+the bytes it passed on; anything else is redone. The switch is idempotent: it looks at what is already
 in place (config value, target hash) and does only the rest, so the app sees the complete old state or the
 complete new state at every instant. SIGINT/SIGTERM stop a run between steps (or at a progress tick) with
 exit 4, artifacts kept for ``resume``; ``abort_run`` puts everything back as it was.
