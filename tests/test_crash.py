@@ -283,6 +283,24 @@ def test_a_resume_killed_too_then_resumed_again(reference: Callable[[int], Refer
     assert reused_by_last_resume(demo) == VERIFIED
 
 
+def test_a_refused_resume_leaves_no_converted_target_behind(
+    reference: Callable[[int], Reference], tmp_path: Path
+) -> None:
+    """Found by the model test: a resume refused before it trusted any step (the app was switched meanwhile, by
+    hand or by another rollback) ended the run but left the killed attempt's converted target beside the target."""
+    ref = reference(SMALL)
+    demo, cfg = fresh_demo(ref, tmp_path)
+    killed(cfg, "convert.end", "rollback", "--yes")  # built, not yet checkpointed: nothing to trust
+    assert list(demo.glob(".app-sqljs.sqlite.failback-*"))
+    env = demo / "app.env"
+    env.write_text(env.read_text().replace("DATABASE_PROVIDER=native", "DATABASE_PROVIDER=sqljs"))
+    refused = failback("resume", "-c", cfg)
+    assert refused.returncode == 3 and "not on the native provider" in refused.stderr, refused.stderr
+    assert status_runs(cfg)[0]["status"] == "refused"
+    assert not list(demo.glob(".app-sqljs.sqlite.failback-*")), "the refused run's converted target was left"
+    assert (demo / "app-sqljs.sqlite").read_bytes() == ref.old_target
+
+
 def abort_and_check(demo: Path, cfg: str, ref: Reference) -> None:
     """`abort` puts the old state back and leaves nothing to resume."""
     aborted = failback("abort", "-c", cfg)

@@ -282,11 +282,13 @@ class Rollback:
         return outcome
 
     def _cleanup(self) -> None:
-        """Temp files go unless the run can be resumed; the snapshot stays only for a resume."""
+        """Temp files go unless the run can be resumed; the snapshot stays only for a resume. The converted
+        target's temp name goes too when this process never used it (a resume refused before trusting it)."""
         if self.state.status == "interrupted":
             return
-        temps = [self.tmp_target, Path(f"{self.tmp_target}-journal")] if self.tmp_target is not None else []
-        self.guard.remove_temp(self.rd.path, *temps, *([self.snapshot.path] if self.snapshot is not None else []))
+        tmp = self.tmp_target or temp_target(self.cfg.target_path, self.rd.id)
+        snapshot = [self.snapshot.path] if self.snapshot is not None else []
+        self.guard.remove_temp(self.rd.path, tmp, Path(f"{tmp}-journal"), *snapshot)
 
     # -- resume ---------------------------------------------------------------------------------
     def _trusted_steps(self) -> set[str]:
@@ -446,7 +448,7 @@ class Rollback:
         target = self.cfg.target_path
         self.plan = apply_proofs(self.plan, prove_schema(self.plan, self.engine), self.cfg.convert)
         write_text(self.rd.file("plan.json"), json.dumps(self.plan.dump(), indent=2) + "\n")
-        self.tmp_target = self.converted = target.with_name(f".{target.name}.failback-{self.rd.id}")
+        self.tmp_target = self.converted = temp_target(target, self.rd.id)
         built = build_target(self.snapshot.path, self.tmp_target, self.plan, self.progress)
         return {
             "bytes": built.bytes,
@@ -585,6 +587,11 @@ def probe_writable(path: Path) -> None:
         raise from_os_error(err, f"cannot replace {path}") from err
 
 
+def temp_target(target: Path, run_id: str) -> Path:
+    """The name run ``run_id`` builds its converted target under, beside ``target``."""
+    return target.with_name(f".{target.name}.failback-{run_id}")
+
+
 def _holds(path: Path, xxh3: str | None) -> bool:
     """Whether ``path`` is a file with exactly the bytes whose XXH3 is ``xxh3``."""
     return bool(xxh3) and path.is_file() and file_xxh3(path) == xxh3
@@ -651,6 +658,6 @@ def _undo(cfg: Config, rd: RunDir, state: RunState, guard: Guard) -> list[str]:
         crash_point("abort.config-restored")
     put_back = guard.put_back(rd.file("previous-target.sqlite"), ours=target_is_ours)
     undone += [put_back] if put_back else []
-    tmp = Path(state.step("convert").result.get("path") or target.with_name(f".{target.name}.failback-{rd.id}"))
+    tmp = Path(state.step("convert").result.get("path") or temp_target(target, rd.id))
     guard.remove_temp(rd.path, tmp, Path(f"{tmp}-journal"), rd.file("snapshot.sqlite"), rd.file("snapshot.sqlite.part"))
     return undone
