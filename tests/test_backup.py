@@ -7,6 +7,7 @@ import errno
 import hashlib
 import json
 import os
+import signal
 import stat
 import subprocess
 import sys
@@ -25,6 +26,7 @@ from failback.backup import (
     MANIFEST,
     MAX_RESTARTS,
     backup_source,
+    check_folder,
     create_backup,
     describe_database,
     find_backup,
@@ -37,7 +39,7 @@ from failback.backup import (
 )
 from failback.config import load_config
 from failback.errors import BackupError, ConfigError, EnvironmentFailure, InputError
-from failback.integrity import index_checks
+from failback.integrity import index_checks, known_fts_damage, quick_check_file
 from failback.journal import DEBT, RunDir
 from failback.keep import run_needs
 from failback.retention import ABORTABLE, RESUMABLE, Item, Policy, RunNeeds, decide, must_keep, parse_duration
@@ -45,6 +47,7 @@ from failback.rollback import Options, Rollback
 from failback.sqlite import connect
 
 from .conftest import Mounts
+from .test_source_integrity import FTS4, bad_fts_db
 
 Cli = Callable[..., subprocess.CompletedProcess[str]]
 Mount = Callable[[str], Path]
@@ -431,6 +434,115 @@ def test_restore_stops_at_the_size_the_manifest_records(native_db: Path, tmp_pat
     with pytest.raises(BackupError, match="decompresses to more than"):
         restore_backup(cfg.backup_layers, folder.name, dest)
     assert list(dest.parent.iterdir()) == []
+
+
+# A process storing a backup into one layer that, at the first compression tick, dies (SIGKILL) or waits for a
+# line on stdin (a live builder, mid-compression); it prints the backup's id when it finishes.
+BUILDER = """
+import os, signal, sys
+from pathlib import Path
+from failback.backup import create_backup
+
+snapshot, layer, source, then = sys.argv[1:5]
+ticks = []
+
+def midway(phase: str, done: int, total: int) -> None:
+    ticks.append(phase)
+    if ticks.count("compress") == 1 and phase == "compress":
+        if then == "die":
+            os.kill(os.getpid(), signal.SIGKILL)
+        print("building", flush=True)
+        sys.stdin.readline()
+
+print(create_backup(Path(snapshot), [Path(layer)], label=then, source=Path(source), progress=midway).id)
+"""
+
+
+def builder(snapshot: Path, layer: Path, source: Path, then: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-c", BUILDER, str(snapshot), str(layer), str(source), then],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def killed_builder(snapshot: Path, layer: Path, source: Path) -> set[Path]:
+    """Kill a backup mid-compression; returns what it left in the layer (beside what was there)."""
+    before = set(layer.iterdir()) if layer.exists() else set()
+    proc = builder(snapshot, layer, source, "die")
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == -signal.SIGKILL, err
+    return set(layer.iterdir()) - before
+
+
+def test_a_backup_folder_appears_whole_and_a_killed_ones_temp_goes_once_its_builder_is_gone(
+    native_db: Path, tmp_path: Path, cli: Cli
+) -> None:
+    """Defect: a kill inside compression left a folder without a manifest in the layer forever (list and prune
+    ignore it). Now a backup is built under a hidden name and renamed whole; what a killed builder left goes at
+    the next backup or prune, and a live builder's folder stays."""
+    cfg_path = write_config(tmp_path, native_db, mirrors=[])
+    cfg = load_config(cfg_path)
+    layer = cfg.backup_layers[0]
+    snap = take_snapshot(native_db, tmp_path / "snap.sqlite")
+    snap.guard.close()
+
+    (dead,) = killed_builder(snap.path, layer, native_db)
+    assert dead.name.startswith(".") and dead.is_dir() and not (dead / MANIFEST).exists()
+    assert list_backups([layer]) == [] and json.loads(cli("backup", "list", "-c", str(cfg_path), "--json").stdout) == []
+
+    live = builder(snap.path, layer, native_db, "wait")
+    assert live.stdout is not None
+    assert live.stdout.readline() == "building\n"
+    (building,) = layer.iterdir()  # the next backup removed what the killed one left
+    assert building != dead and not dead.exists()
+    (dead,) = killed_builder(snap.path, layer, native_db)  # this one's start must keep the live builder's folder
+    assert set(layer.iterdir()) == {building, dead}
+    pruned = cli("backup", "prune", "-c", str(cfg_path), "--json")
+    assert pruned.returncode == 0, pruned.stderr
+    assert json.loads(pruned.stdout)["leftovers_removed"] == [str(dead)]
+    assert set(layer.iterdir()) == {building}, "the live builder's folder must stay"
+    out, err = live.communicate("go\n", timeout=120)
+    assert live.returncode == 0, err
+    bid = out.split()[-1]
+    assert [p.name for p in layer.iterdir()] == [bid] and verify_folder(layer / bid, deep=True) == []
+
+
+def test_a_backup_of_a_source_with_a_malformed_fts_index_restores_with_exactly_that_damage(tmp_path: Path) -> None:
+    """Defect: restoring refused the faithful backup of a snapshot whose FTS index was malformed (so `verify
+    --debt` could not be paid after a --repair-fts rollback). The manifest now records the snapshot's
+    quick_check findings; a restore accepts exactly those FTS index findings, says so, and nothing else."""
+    db = bad_fts_db(tmp_path)
+    found = quick_check_file(db)
+    assert found == [FTS4.format("note_ft")]
+
+    def stored(label: str, recorded: list[str] | None) -> Path:
+        layer = tmp_path / label
+        return layer / create_backup(db, [layer], label=label, source=db, quick_check=lambda: recorded).id
+
+    faithful = stored("recorded", found)
+    assert read_manifest(faithful)["quick_check"] == found
+    check = check_folder(faithful, deep=True)
+    assert check.problems == [] and any("FTS index of note_ft malformed, as the source's" in n for n in check.notes)
+    restored = restore_backup([faithful.parent], faithful.name, tmp_path / "restored.sqlite")
+    assert restored.read_bytes() == db.read_bytes()
+    for other in (stored("unrecorded", None), stored("other", [FTS4.format("another_ft")])):
+        assert "fails integrity_check" in check_folder(other, deep=True).problems[0]
+        with pytest.raises(BackupError, match="fails integrity_check"):
+            restore_backup([other.parent], other.name, tmp_path / f"{other.parent.name}.sqlite")
+
+
+def test_known_fts_damage_accepts_only_recorded_fts_index_findings() -> None:
+    ft, other_ft, btree = FTS4.format("ft"), FTS4.format("other"), "Tree 2 page 3 cell 0: invalid page number 99"
+    assert known_fts_damage([ft], [ft, other_ft]) == ("ft",)
+    assert known_fts_damage([ft, other_ft], [other_ft, ft, btree]) == ("ft", "other")
+    assert known_fts_damage([], [ft]) == ()  # nothing to accept
+    assert known_fts_damage([ft], []) == ()  # not recorded
+    assert known_fts_damage([other_ft], [ft]) == ()  # another index
+    assert known_fts_damage([ft, btree], [ft, btree]) == ()  # damage a restore may not accept, recorded or not
+    assert known_fts_damage([ft] * 5, [ft]) == ()  # a list cut at check_integrity's limit may hide more
 
 
 # -- full disks -----------------------------------------------------------------------------------

@@ -39,14 +39,6 @@ BIG = 10_000  # notes: 17.7 MB, more than one snapshot step (backup.STEP_BYTES =
 BACKED = frozenset({"snapshot", "backup"})
 BUILT = BACKED | {"convert"}
 VERIFIED = BUILT | {"verify"}
-# Known gaps: defects this harness found outside its owner's files. A test that meets one (and nothing else)
-# is reported as xfailed with the gap, after every other check passed; once a gap is fixed the test passes.
-AFTER_RENAME_GAP = (
-    "once the converted target is renamed into place, resume no longer finds it at its temp path and converts "
-    "and verifies again (Rollback._restore_target looks only there): the runbook promises valid steps are not repeated"
-)
-DEBT_GAP = "a resume that verifies again appends a second verify.debt audit event for the one emergency debt"
-PARTIAL_BACKUP_GAP = "a kill inside a backup leaves its folder, without a manifest, in the backup layer forever"
 
 
 @dataclass(frozen=True)
@@ -59,12 +51,12 @@ class Kill:
     # the old sql.js file kept in the run directory
     reused: frozenset[str]  # what the runbook promises: every step checkpointed with a valid result
     notes: int = SMALL
-    renamed: bool = False  # the converted target had left its temp path (see AFTER_RENAME_GAP)
 
 
 # A kill fires before the step's checkpoint ("<step>.end"), so that step itself runs again. The backup runs in
 # the background and is joined after convert: until then nothing is checkpointed that can be trusted (the
-# snapshot is trusted only with its backup's hash), so kills up to convert.end reuse nothing.
+# snapshot is trusted only with its backup's hash), so kills up to convert.end reuse nothing. Once renamed into
+# place, the converted target is still found (by its hash) and its verification reused.
 KILLS = [
     Kill("progress:snapshot:1", "old", frozenset(), BIG),  # after the first 16 MB step of 17.7 MB
     Kill("snapshot.end", "old", frozenset()),
@@ -79,11 +71,11 @@ KILLS = [
     Kill("convert.end", "old", frozenset()),
     Kill("verify.end", "old", BUILT),  # sql.js and apsw verification done, checkpoint not yet written
     Kill("switch.kept", "old", VERIFIED),  # old target linked into the run directory, not yet replaced
-    Kill("switch.renamed", "between", VERIFIED, renamed=True),  # new target in place, config not yet rewritten
-    Kill("switch.config", "new", VERIFIED, renamed=True),  # config rewritten, checkpoint not yet written
-    Kill("switch.end", "new", VERIFIED, renamed=True),
-    Kill("postcheck.end", "new", VERIFIED, renamed=True),
-    Kill("report.md", "new", VERIFIED, renamed=True),  # report.md written, report.html and report.json not yet
+    Kill("switch.renamed", "between", VERIFIED),  # new target in place, config not yet rewritten
+    Kill("switch.config", "new", VERIFIED),  # config rewritten, checkpoint not yet written
+    Kill("switch.end", "new", VERIFIED),
+    Kill("postcheck.end", "new", VERIFIED),
+    Kill("report.md", "new", VERIFIED),  # report.md written, report.html and report.json not yet
 ]
 OLD_TARGET_COMPRESSION = "progress:compress:6"  # its tick must fall inside the old target's compression
 
@@ -120,7 +112,7 @@ def build_reference(base: Path, notes: int) -> Reference:
 
     The template then keeps the machine's calibration (cached in the state folder, as after any earlier run):
     each run saves its measuring, and a kill in the background backup lands beside failback's own work, not
-    beside the calibration (a kill there leaves .failback/.calibrate-* behind: a defect in assess.py, reported)."""
+    beside the calibration (killed on its own in ``test_a_calibration_killed_midway_...``)."""
     template = base / "template"
     create_demo(template, notes=notes)
     by_process, in_process = base / "process", base / "in-process"
@@ -236,23 +228,14 @@ def leftovers(demo: Path) -> set[Path]:
     }
 
 
-def leftover_gaps(demo: Path) -> list[str]:
-    """Asserts nothing is left behind but what a known gap explains; returns those gaps."""
-    found = leftovers(demo)
-    partial_backups = {p for p in found if p.relative_to(demo).parts[0] == "backups"}
-    assert not found - partial_backups, found
-    return [PARTIAL_BACKUP_GAP] if partial_backups else []
-
-
-def assert_finished(demo: Path, cfg: str, ref: Reference, source_before: dict[str, str | None]) -> list[str]:
-    """The state after a successful resume: the uninterrupted run's result, everything kept, nothing left (but
-    known gaps, returned)."""
+def assert_finished(demo: Path, cfg: str, ref: Reference, source_before: dict[str, str | None]) -> None:
+    """The state after a successful resume: the uninterrupted run's result, everything kept, nothing left."""
     assert current_provider(demo / "app.env", "DATABASE_PROVIDER") == "sqljs"
     assert sha256_file(demo / "app-sqljs.sqlite") == ref.target_sha256
     assert kept_target(demo).read_bytes() == ref.old_target
     assert audit_events(demo).count("switch.config") == 1, "config switched more or less than once"
     assert file_hashes(*db_files(demo / "native.sqlite")) == source_before
-    gaps = leftover_gaps(demo)
+    assert not leftovers(demo)
     (run, *_) = status_runs(cfg)
     assert run["status"] == "done", run
     listed = json.loads(failback("backup", "list", "-c", cfg, "--json").stdout)
@@ -262,22 +245,6 @@ def assert_finished(demo: Path, cfg: str, ref: Reference, source_before: dict[st
     assert set(backups_verify(cfg, "--deep")) == {f for b in listed for f in b["folders"]}
     lock = failback("rollback", "-c", cfg, "--dry-run", "--json")  # takes the lock: refused if one remained
     assert lock.returncode == 0, lock.stderr
-    return gaps
-
-
-def reuse_gaps(demo: Path, promised: frozenset[str], renamed: bool) -> list[str]:
-    """Asserts the last resume reused exactly the promised steps, but for a known gap (returned)."""
-    reused = reused_by_last_resume(demo)
-    if renamed and reused == promised - {"convert", "verify"}:
-        return [AFTER_RENAME_GAP]
-    assert reused == promised
-    return []
-
-
-def known_gaps(gaps: list[str]) -> None:
-    """The end of a test: xfail naming the known gaps met, if any."""
-    if gaps:
-        pytest.xfail("known gap: " + "; ".join(dict.fromkeys(gaps)))
 
 
 @pytest.mark.parametrize("kill", KILLS, ids=[k.at for k in KILLS])
@@ -298,7 +265,8 @@ def test_kill_anywhere_then_resume(kill: Kill, reference: Callable[[int], Refere
 
     resumed = failback("resume", "-c", cfg)
     assert resumed.returncode == 0, resumed.stderr
-    known_gaps(assert_finished(demo, cfg, ref, source_before) + reuse_gaps(demo, kill.reused, kill.renamed))
+    assert_finished(demo, cfg, ref, source_before)
+    assert reused_by_last_resume(demo) == kill.reused
 
 
 def test_a_resume_killed_too_then_resumed_again(reference: Callable[[int], Reference], tmp_path: Path) -> None:
@@ -311,7 +279,26 @@ def test_a_resume_killed_too_then_resumed_again(reference: Callable[[int], Refer
     backups_verify(cfg)
     resumed = failback("resume", "-c", cfg)
     assert resumed.returncode == 0, resumed.stderr
-    known_gaps(assert_finished(demo, cfg, ref, source_before) + reuse_gaps(demo, VERIFIED, renamed=True))
+    assert_finished(demo, cfg, ref, source_before)
+    assert reused_by_last_resume(demo) == VERIFIED
+
+
+def test_a_refused_resume_leaves_no_converted_target_behind(
+    reference: Callable[[int], Reference], tmp_path: Path
+) -> None:
+    """Found by the model test: a resume refused before it trusted any step (the app was switched meanwhile, by
+    hand or by another rollback) ended the run but left the killed attempt's converted target beside the target."""
+    ref = reference(SMALL)
+    demo, cfg = fresh_demo(ref, tmp_path)
+    killed(cfg, "convert.end", "rollback", "--yes")  # built, not yet checkpointed: nothing to trust
+    assert list(demo.glob(".app-sqljs.sqlite.failback-*"))
+    env = demo / "app.env"
+    env.write_text(env.read_text().replace("DATABASE_PROVIDER=native", "DATABASE_PROVIDER=sqljs"))
+    refused = failback("resume", "-c", cfg)
+    assert refused.returncode == 3 and "not on the native provider" in refused.stderr, refused.stderr
+    assert status_runs(cfg)[0]["status"] == "refused"
+    assert not list(demo.glob(".app-sqljs.sqlite.failback-*")), "the refused run's converted target was left"
+    assert (demo / "app-sqljs.sqlite").read_bytes() == ref.old_target
 
 
 def abort_and_check(demo: Path, cfg: str, ref: Reference) -> None:
@@ -324,7 +311,7 @@ def abort_and_check(demo: Path, cfg: str, ref: Reference) -> None:
     assert run["status"] == "aborted"
     backups_verify(cfg)
     assert failback("resume", "-c", cfg).returncode == 2  # nothing left to resume
-    known_gaps(leftover_gaps(demo))
+    assert not leftovers(demo)
 
 
 @pytest.mark.parametrize("point", ["progress:copy:3", "switch.renamed", "switch.config"])
@@ -364,18 +351,15 @@ def test_emergency_mode_killed_then_resumed(
     backups_verify(cfg)
     resumed = failback("resume", "-c", cfg)
     assert resumed.returncode == 0, resumed.stderr
-    gaps = assert_finished(demo, cfg, ref, source_before)
+    assert_finished(demo, cfg, ref, source_before)
     (debt,) = (demo / ".failback" / "runs").glob("*/verification-debt.json")
     recorded = json.loads(debt.read_text())
     assert recorded["paid"] is None and recorded["deferred"]
     assert recorded["target_xxh3"] == file_xxh3(demo / "app-sqljs.sqlite"), "the debt names another target"
     assert [r["verification_debt_unpaid"] for r in status_runs(cfg)] == [False, True]  # the dry run owes nothing
-    debts = audit_events(demo).count("verify.debt")  # the verification ran twice: killed at its end, or redone
-    if debts == 2:
-        gaps.append(DEBT_GAP)
-    else:
-        assert debts == 1, "the debt is recorded more or less than once"
-    known_gaps(gaps + reuse_gaps(demo, promised, renamed=point.startswith("switch.")))
+    # killed at verify.end, the verification runs again on the same bytes: still one debt, audited once
+    assert audit_events(demo).count("verify.debt") == 1, "the debt is recorded more or less than once"
+    assert reused_by_last_resume(demo) == promised
 
 
 def test_a_rollback_started_by_watch_killed_then_resumed(reference: Callable[[int], Reference], tmp_path: Path) -> None:
@@ -392,7 +376,22 @@ def test_a_rollback_started_by_watch_killed_then_resumed(reference: Callable[[in
     backups_verify(cfg)
     resumed = failback("resume", "-c", cfg)
     assert resumed.returncode == 0, resumed.stderr
-    known_gaps(assert_finished(demo, cfg, ref, source_before) + reuse_gaps(demo, frozenset(), renamed=False))
+    assert_finished(demo, cfg, ref, source_before)
+    assert reused_by_last_resume(demo) == frozenset()
+
+
+def test_a_calibration_killed_midway_leaves_nothing_once_calibrated_again(tmp_path: Path) -> None:
+    """Defect: a kill during the calibration left its sample folder, .failback/.calibrate-*, forever."""
+    demo = tmp_path / "demo"
+    create_demo(demo, notes=SMALL)
+    cfg, state = str(demo / "failback.toml"), demo / ".failback"
+    killed(cfg, "calibrate.sample", "assess")
+    (left,) = state.glob(".calibrate-*")
+    assert (left / "sample.sqlite").is_file() and not (state / CALIBRATION_FILE).exists()
+    again = failback("assess", "-c", cfg, "--json")
+    assert again.returncode in (0, 3), again.stderr  # 3: the gate would refuse without --yes (a risk, no error)
+    assert json.loads(again.stdout)["facts"]["calibration"] is not None
+    assert not list(state.glob(".calibrate-*")) and (state / CALIBRATION_FILE).is_file()
 
 
 def test_sigterm_stops_cleanly_with_exit_4_and_resumes(reference: Callable[[int], Reference], tmp_path: Path) -> None:

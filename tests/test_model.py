@@ -269,10 +269,12 @@ class AppModel(RuleBasedStateMachine):
         return out
 
     def _backup_files(self) -> dict[str, str]:
-        """Hashes of the files of every complete backup (a folder with its manifest; temp files aside)."""
+        """Hashes of the files of every complete backup (a folder with its manifest, not one still being built
+        under a hidden name; temp files aside)."""
         return {
             p.relative_to(self.demo).as_posix(): sha256(p)
             for manifest in self.demo.glob("backups/*/*/manifest.json")
+            if not manifest.parent.name.startswith(".")
             for p in manifest.parent.iterdir()
             if p.is_file() and not p.name.startswith(".")
         }

@@ -205,11 +205,6 @@ def test_rollback_refuses_then_repairs_when_asked(tmp_path: Path, cli: Callable[
     assert file_hashes(src) == before
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="backup.py's _unpack runs integrity_check after the SHA-256 matched, so it refuses the faithful backup "
-    "of a snapshot whose FTS index is malformed: `verify --debt` cannot restore it (left to the backup owner)",
-)
 def test_an_emergency_repair_pays_its_debt(tmp_path: Path, cli: Callable[..., Any]) -> None:
     """The deferred verification of an emergency rollback that repaired an index knows it was repaired: the
     search parity of that table is not held against the damaged source."""

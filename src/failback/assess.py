@@ -29,7 +29,6 @@ import math
 import os
 import platform
 import re
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -47,6 +46,8 @@ from .config import Config
 from .convert import Action, Plan, plan_conversion
 from .errors import FailbackError, RiskRefused
 from .files import ensure_dir, free_bytes, write_text
+from .guard import CALIBRATING, remove_stale_folders, temp_folder
+from .journal import crash_point
 from .profiles import Profile, load_profile
 from .schema import Schema, Table, digest_specs, read_schema
 from .sqlite import connect, database_error, open_source, pragma, quote
@@ -74,7 +75,6 @@ WATCH_INTERVAL = 0.05
 CALIBRATION_FILE = "calibration.json"
 CALIBRATION_NOTES = 2000  # a ~4 MB sample database
 CALIBRATION_RUNS = 3
-CALIBRATION_TMP = ".calibrate-"  # the sample's temporary folder, inside the state folder
 JS_SAFE_INTEGER = 2**53 - 1  # Number.MAX_SAFE_INTEGER: larger integers lose digits as JavaScript numbers
 HEADROOM = 0.10  # disk: less free space than needed + 10% (and 100 MB) is worth a warning
 
@@ -1007,9 +1007,10 @@ def measure_throughput(folder: Path, profile: str) -> Calibration:
     from .sample import build_native
 
     t0 = time.perf_counter()
-    with tempfile.TemporaryDirectory(dir=ensure_dir(folder), prefix=CALIBRATION_TMP) as tmp:
-        d = Path(tmp)
+    remove_stale_folders(ensure_dir(folder), CALIBRATING)  # a calibration killed midway left its sample
+    with temp_folder(folder, CALIBRATING) as d:
         build_native(d / "sample.sqlite", notes=CALIBRATION_NOTES)
+        crash_point("calibrate.sample")
 
         def snapshot(run: int) -> None:
             take_snapshot(d / "sample.sqlite", d / f"snapshot-{run}.sqlite").guard.close()
@@ -1059,7 +1060,7 @@ def calibration(cfg: Config, *, measure: bool) -> Calibration | None:
 
 def _calibration_failed(err: FailbackError, folder: Path) -> FailbackError:
     """``err`` from measuring throughput, told without the sample's temporary paths (removed by now)."""
-    sample = re.compile(re.escape(str(folder / CALIBRATION_TMP)) + r"[^\s:()]*")
+    sample = re.compile(re.escape(str(folder / CALIBRATING)) + r"[^\s:()]*")
     reason = sample.sub("the sample", err.message)
     what = f"calibration (timing each step on a ~4 MB sample database in {folder}) failed: {reason}"
     return type(err)(what, f"{err.hint}; --mode emergency skips the calibration")

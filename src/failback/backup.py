@@ -7,8 +7,9 @@
   stays open so that ``SnapshotGuard.changed`` can later tell whether anything was committed after the
   snapshot.
 * ``create_backup``: zstd-compress a snapshot into every layer (primary + mirrors) while its content digests
-  are computed on another thread: temp name, fsync, rename, then re-read from disk and hash-checked; the
-  manifest is written last — a backup folder without a valid manifest does not exist.
+  are computed on another thread: each layer's folder is built under a hidden temp name (data re-read from
+  disk and hash-checked, the manifest written last), then renamed to the backup's id: a backup appears whole
+  or not at all, and the next backup or prune removes the temp folders a crash left.
 * ``list_backups``, ``verify_folder``, ``restore_backup``, ``prune_backups``.
 
 A manifest is data: it is parsed as JSON and checked field by field; no path in it is ever used — the data
@@ -23,12 +24,11 @@ import json
 import os
 import platform
 import re
-import shutil
 import socket
 import stat
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -44,7 +44,6 @@ from . import __version__
 from .digest import TableDigest, database_digests
 from .errors import BackupError, ConfigError, EnvironmentFailure, FailbackError, InputError, from_os_error
 from .files import (
-    DIR_MODE,
     FILE_MODE,
     atomic_writer,
     copy_file,
@@ -54,8 +53,17 @@ from .files import (
     remove_quietly,
     write_text,
 )
-from .guard import Protected, check_replaceable, delete_backup, publish_over
-from .integrity import check_integrity
+from .guard import (
+    BUILDING,
+    Protected,
+    check_replaceable,
+    delete_backup,
+    publish_folder,
+    publish_over,
+    remove_stale_folders,
+    temp_folder,
+)
+from .integrity import check_integrity, known_fts_damage
 from .keep import run_needs
 from .retention import Item, Policy, Verdict, decide, must_keep
 from .schema import digest_specs, read_schema
@@ -397,10 +405,13 @@ def create_backup(
     threads: int = 2,
     progress: Progress = _noop,
     digests: bool = True,
+    quick_check: Callable[[], Sequence[str] | None] = _noop,
 ) -> BackupResult:
     """Store a compressed, checksummed copy of ``snapshot`` in every layer; the manifest is written last.
     ``digests=False`` (emergency rollbacks) records checksums but no content digests: they are computed when
-    the verification debt is paid, from this very copy.
+    the verification debt is paid, from this very copy. ``quick_check`` gives the snapshot's quick_check
+    findings when they are known (it may wait for them), recorded so that a restore can tell the damage the
+    source had from damage to the copy.
 
     The first layer that works gets the compressed stream (while another thread computes the content
     digests); the others get a copy of that verified file. A layer that fails is reported in the result and
@@ -412,35 +423,31 @@ def create_backup(
     with ThreadPoolExecutor(max_workers=1) as pool:
         described = pool.submit(describe_database, snapshot, digests, max(threads, 1))
         for layer in layers:
-            folder, created = layer / bid, False
             try:
                 needed = stored.stat().st_size if stored else _estimate_compressed(snapshot, level)
                 _require_space(layer, needed, f"backup layer {layer}")
                 ensure_dir(layer)
-                folder.mkdir(mode=DIR_MODE)
-                created = True
-                data = folder / DATA
-                if stored is None:
-                    raw_sha, zsha, zsize = _compress(snapshot, data, level, threads, progress)
-                    facts, _ = described.result()
-                    result.manifest = _manifest(bid, label, source, raw_sha, zsha, snapshot.stat().st_size, zsize)
-                    result.manifest.update(facts, zstd_level=level)
-                else:
-                    copy_file(stored, data)
-                if stored_sha256(data) != result.manifest["sha256"]["compressed"]:
-                    raise BackupError(f"{data}: the copy read back from disk does not match its checksum")
-                _write_manifest(folder, result.manifest)
-                stored = stored or data
+                remove_stale_folders(layer, BUILDING)
+                with temp_folder(layer, BUILDING) as building:  # a crash leaves no folder a backup list sees
+                    data = building / DATA
+                    if stored is None:
+                        raw_sha, zsha, zsize = _compress(snapshot, data, level, threads, progress)
+                        facts, _ = described.result()
+                        result.manifest = _manifest(bid, label, source, raw_sha, zsha, snapshot.stat().st_size, zsize)
+                        result.manifest.update(facts, zstd_level=level)
+                        if (found := quick_check()) is not None:
+                            result.manifest["quick_check"] = list(found)
+                    else:
+                        copy_file(stored, data)
+                    if stored_sha256(data) != result.manifest["sha256"]["compressed"]:
+                        raise BackupError(f"{layer}: the copy of {bid} read back from disk does not match its checksum")
+                    _write_manifest(building, result.manifest)
+                    publish_folder(building, layer / bid)
+                stored = stored or layer / bid / DATA
                 result.layers.append(LayerResult(str(layer), True))
             except (OSError, EnvironmentFailure, BackupError) as err:
-                if created:
-                    shutil.rmtree(folder, ignore_errors=True)
                 reason = from_os_error(err, f"backup layer {layer}") if isinstance(err, OSError) else err
                 result.layers.append(LayerResult(str(layer), False, str(reason)))
-            except BaseException:
-                if created:
-                    shutil.rmtree(folder, ignore_errors=True)
-                raise
         _, result.digests = described.result()  # raises for a snapshot that cannot be read
     result.seconds = time.perf_counter() - t0
     return result
@@ -524,6 +531,9 @@ def _manifest_problem(m: Any, folder_name: str) -> str | None:
         return "bad bytes"
     if not isinstance(m.get("label"), str) or not isinstance(m.get("tables"), dict):
         return "bad label or tables"
+    found = m.get("quick_check", [])
+    if not isinstance(found, list) or not all(isinstance(p, str) for p in found):
+        return "bad quick_check"
     try:
         if not isinstance(m.get("created"), str) or datetime.fromisoformat(m["created"]).tzinfo is None:
             return "created is not a time with a zone"
@@ -642,7 +652,9 @@ def _decompress(folder: Path, m: dict[str, Any], out: IO[bytes] | None, progress
 
 def _unpack(folder: Path, m: dict[str, Any], out: Path, progress: Progress) -> list[str]:
     """Decompress a backup's data into the new file ``out`` (0600) and check it: size and SHA-256 against the
-    manifest, then its integrity (``check_integrity``, whose notes are returned)."""
+    manifest, then its integrity (``check_integrity``, whose notes are returned). Damage is refused, except FTS
+    index damage the manifest records the source had when the backup was made (``known_fts_damage``): the copy
+    is faithful, and a note says so."""
     data = folder / DATA
     fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
     with os.fdopen(fd, "wb") as fh:
@@ -655,9 +667,16 @@ def _unpack(folder: Path, m: dict[str, Any], out: Path, progress: Progress) -> l
             conn.close()
     except apsw.Error as err:
         raise BackupError(f"{data}: the decompressed database cannot be read ({err})") from None
-    if not checked.ok:
+    if checked.ok:
+        return checked.notes
+    known = known_fts_damage(checked.problems, m.get("quick_check", []))
+    if not known:
         raise BackupError(f"{data}: the decompressed database fails integrity_check: {'; '.join(checked.problems)}")
-    return checked.notes
+    return [
+        *checked.notes,
+        f"FTS index of {', '.join(known)} malformed, as the source's quick_check found when the backup was made: "
+        "a faithful copy (its SHA-256 matches)",
+    ]
 
 
 def _check_copy(folder: Path, m: dict[str, Any], out: Path, progress: Progress) -> list[str]:
@@ -750,6 +769,7 @@ class PruneResult:
     folders: dict[str, list[str]]
     removed: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    leftovers: list[str] = field(default_factory=list)  # temp folders of backups killed while being built
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -766,6 +786,7 @@ class PruneResult:
             ],
             "removed": self.removed,
             "errors": self.errors,
+            "leftovers_removed": self.leftovers,
         }
 
 
@@ -786,7 +807,7 @@ def _item(manifest: dict[str, Any]) -> Item:
 
 def prune_backups(cfg: Config, dry_run: bool = False) -> PruneResult:
     """Delete the backups (all of their folders) that neither the retention rules of ``cfg.backup`` nor
-    ``protected_backups`` keep."""
+    ``protected_backups`` keep, and what backups killed while being built left in the layers."""
     b = cfg.backup
     try:
         policy = Policy(b.keep_last, b.keep_within, b.keep_daily)
@@ -797,6 +818,8 @@ def prune_backups(cfg: Config, dry_run: bool = False) -> PruneResult:
     verdicts = decide(items, policy, datetime.now(UTC), protected_backups(entries, cfg.state_path))
     result = PruneResult(dry_run, verdicts, {e["manifest"]["id"]: e["folders"] for e in entries})
     doomed = [] if dry_run else [Path(f) for v in verdicts if not v.keep for f in result.folders[v.id]]
+    if not dry_run:
+        result.leftovers = [str(f) for layer in cfg.backup_layers for f in remove_stale_folders(layer, BUILDING)]
     for folder in doomed:
         try:
             delete_backup(folder, cfg, first=MANIFEST)

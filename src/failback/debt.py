@@ -10,10 +10,9 @@ in the debt file and the audit log.
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from .audit import AuditLog
 from .backup import restore_backup
@@ -23,7 +22,8 @@ from .engines import Engine
 from .errors import InputError
 from .export import build_target
 from .files import file_xxh3, write_text
-from .journal import DEBT, find_run
+from .guard import PAYING, remove_stale_folders, temp_folder
+from .journal import DEBT, RunDir, find_run
 from .keep import read_debt, unpaid
 from .verify import VerifyReport, verify_target
 
@@ -35,6 +35,16 @@ class DebtPayment:
     target: str  # "as switched" or "rebuilt from the backup (…)"
 
 
+def record_debt(rd: RunDir, debt: dict[str, Any], audit: AuditLog) -> None:
+    """Record what a run's emergency verification deferred: once. A verification run again on the same bytes
+    (a resume) owes the same debt, already in the file and the audit log."""
+    text = json.dumps(debt, indent=2) + "\n"
+    if read_debt(rd) == json.loads(text):
+        return
+    write_text(rd.file(DEBT), text)
+    audit.append("verify.debt", {"deferred": debt["deferred"]}, rd.id)
+
+
 def pay_debt(cfg: Config, engine: Engine, run: str | None = None) -> DebtPayment:
     """Run the deferred verification of ``run`` (default: the newest unpaid one) and record the outcome."""
     runs = unpaid(cfg.state_path) if run is None else [find_run(cfg.state_path, run)]
@@ -43,8 +53,8 @@ def pay_debt(cfg: Config, engine: Engine, run: str | None = None) -> DebtPayment
     rd = runs[0]
     debt = read_debt(rd) or {}
     plan = load_plan(json.loads(rd.file("plan.json").read_text(encoding="utf-8")))
-    work = Path(tempfile.mkdtemp(prefix="failback-debt-", dir=cfg.state_path))
-    try:
+    remove_stale_folders(cfg.state_path, PAYING)  # a payment killed midway left its restored snapshot
+    with temp_folder(cfg.state_path, PAYING) as work:
         snapshot = restore_backup(cfg.backup_layers, str(debt["backup"]), work / "snapshot.sqlite").path
         target = Path(debt["target"])
         how = "as switched"
@@ -71,8 +81,6 @@ def pay_debt(cfg: Config, engine: Engine, run: str | None = None) -> DebtPayment
         )
         if how.endswith("DIFFERENT from the switched file)"):
             report.problems.append("the rebuilt target differs from the file that was switched to")
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
     debt["paid"] = {"ok": report.ok, "target": how, "problems": report.problems, "tables": len(report.tables)}
     write_text(rd.file(DEBT), json.dumps(debt, indent=2) + "\n")
     AuditLog(cfg.state_path / "audit.jsonl").append(

@@ -1,5 +1,5 @@
 """Every destructive act passes here: replacing a target, rewriting the app config, putting a replaced file
-back, deleting a backup, removing temp files.
+back, deleting a backup, removing temp files and the temp folders a crash left behind.
 
 Each act re-checks, at the moment of acting and on every path (first run, resume, abort), the invariants
 that keep data safe:
@@ -19,10 +19,12 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import hashlib
 import json
 import os
 import shutil
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,6 +46,11 @@ if TYPE_CHECKING:
     from .config import Config
 
 JOURNAL_MAGIC = bytes.fromhex("d9d505f920a163d7")  # the first bytes of a rollback journal that holds a transaction
+# failback's own temp folders (hidden: nothing lists them), the only ones remove_stale_folders deletes
+BUILDING = ".failback-building-"  # a backup folder being built in a layer, renamed to its id once complete
+CALIBRATING = ".calibrate-"  # the calibration's sample, in the state folder
+PAYING = ".failback-debt-"  # a verification debt's restored snapshot, in the state folder
+TEMP_FOLDERS = (BUILDING, CALIBRATING, PAYING)
 
 
 # -- identity -------------------------------------------------------------------------------------
@@ -383,3 +390,76 @@ def delete_backup(folder: Path, cfg: Config, first: str) -> None:
     fsync_dir(folder)
     shutil.rmtree(folder)
     fsync_dir(folder.parent)
+
+
+# -- temp folders ---------------------------------------------------------------------------------
+def _own_temp(prefix: str) -> None:
+    if prefix not in TEMP_FOLDERS:
+        raise ValueError(f"{prefix!r} is not one of failback's temp folder names")
+
+
+def _remove_if_same(path: Path, fd: int) -> bool:
+    """Remove the folder ``path`` if it still is the folder open as ``fd`` (not renamed away meanwhile)."""
+    st = os.fstat(fd)
+    if _identity(path) != (st.st_dev, st.st_ino):
+        return False
+    shutil.rmtree(path)
+    return True
+
+
+@contextlib.contextmanager
+def temp_folder(parent: Path, prefix: str) -> Iterator[Path]:
+    """A new owner-only folder ``<parent>/<prefix><random>``, flock-ed while its creator works in it: the kernel
+    drops the lock when the creator dies, which is how ``remove_stale_folders`` tells a crash's leftover from a
+    live run's work (whatever run lock, if any, the creator holds). Removed on the way out unless it was renamed
+    away (a finished backup folder)."""
+    _own_temp(prefix)
+    folder = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        with contextlib.suppress(OSError):  # a file system without flock: its leftovers are never removed
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        yield folder
+    finally:
+        try:
+            _remove_if_same(folder, fd)
+        finally:
+            os.close(fd)
+
+
+def remove_stale_folders(parent: Path, prefix: str) -> list[Path]:
+    """Remove the folders ``<parent>/<prefix>…`` (one of ``TEMP_FOLDERS``) whose creator is gone: their lock can
+    be taken. One whose creator is alive, or whose lock cannot be taken on its file system, or that cannot be
+    removed, stays: nothing is deleted on a guess. Returns what was removed."""
+    _own_temp(prefix)
+    try:
+        names = sorted(n for n in os.listdir(parent) if n.startswith(prefix))
+    except OSError:
+        return []
+    removed = []
+    for name in names:
+        path = parent / name
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+        except OSError:
+            continue  # gone meanwhile, a symlink, or not a folder
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            if _remove_if_same(path, fd):
+                removed.append(path)
+        except OSError:
+            continue  # its creator holds the lock, or the file system cannot say: kept
+        finally:
+            os.close(fd)
+    if removed:
+        fsync_dir(parent)
+    return removed
+
+
+def publish_folder(folder: Path, dest: Path) -> None:
+    """Rename a finished temp folder (its files already durable) to ``dest``, which must not exist, and make the
+    rename durable: the folder appears whole or not at all."""
+    if os.path.lexists(dest):
+        raise FileExistsError(errno.EEXIST, "already exists", str(dest))
+    os.rename(folder, dest)
+    fsync_dir(dest.parent)

@@ -73,13 +73,18 @@ class IntegrityVerdict:
         return bool(self.problems) and not self.other
 
 
+def fts_index_table(problem: str) -> str | None:
+    """The FTS table whose inverted index a check's ``problem`` reports damaged, or None (another problem)."""
+    return next((str(m["table"]) for rx in _FTS_INDEX_DAMAGE if (m := rx.fullmatch(problem))), None)
+
+
 def judge_integrity(problems: Sequence[str], rebuilt: Collection[str]) -> IntegrityVerdict:
     """Sort quick_check's problems (``ok`` rows excluded): damage to the index of an FTS table in ``rebuilt``
     is repairable; anything else (a b-tree, the page accounting, an index the target keeps or drops) is not."""
     fts: list[str] = []
     other: list[str] = []
     for problem in problems:
-        table = next((str(m["table"]) for rx in _FTS_INDEX_DAMAGE if (m := rx.fullmatch(problem))), "")
+        table = fts_index_table(problem) or ""
         if table not in rebuilt:
             other.append(problem)
         elif table not in fts:
@@ -290,3 +295,13 @@ def check_integrity(conn: apsw.Connection) -> IntegrityResult:
                 )
     result.problems = result.problems[:MAX_PROBLEMS]
     return result
+
+
+def known_fts_damage(problems: Sequence[str], recorded: Sequence[str]) -> tuple[str, ...]:
+    """The FTS tables whose damaged index explains all of ``problems`` (``check_integrity``'s, on a copy) when
+    every one of them is such damage and was found in the original when the copy was made (``recorded``: its
+    quick_check findings); () when anything else is wrong, or the list was cut at ``MAX_PROBLEMS``."""
+    tables = [fts_index_table(p) for p in problems]
+    if not problems or len(problems) >= MAX_PROBLEMS or None in tables or not set(problems) <= set(recorded):
+        return ()
+    return tuple(dict.fromkeys(t for t in tables if t is not None))

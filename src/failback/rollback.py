@@ -6,7 +6,8 @@ verification passed and only if the source still holds what the snapshot holds.
 
 Resume: a run killed anywhere is continued by ``Rollback.resume``. Finished steps are reused only after their
 artifacts pass a hash check (the snapshot against its backup's SHA-256, the converted target against the XXH3
-recorded when it was built); anything else is redone. The switch is idempotent: it looks at what is already
+recorded when it was built, under its temp name or already renamed into place), and a passed verification with
+the bytes it passed on; anything else is redone. The switch is idempotent: it looks at what is already
 in place (config value, target hash) and does only the rest, so the app sees the complete old state or the
 complete new state at every instant. SIGINT/SIGTERM stop a run between steps (or at a progress tick) with
 exit 4, artifacts kept for ``resume``; ``abort_run`` puts everything back as it was.
@@ -33,6 +34,7 @@ from .backup import BackupResult, Snapshot, SnapshotGuard, create_backup, find_b
 from .benchmark import Timing, compare, load_baseline, time_in_engine
 from .config import Config
 from .convert import Plan, apply_proofs, load_plan, plan_conversion
+from .debt import record_debt
 from .digest import TableDigest
 from .engines import Engine
 from .engines.sqljs import SqlJsEngine
@@ -51,7 +53,7 @@ from .export import build_target, prove_schema
 from .files import file_xxh3, sha256_file, tmp_name, write_text
 from .guard import Guard, SourceEvidence, schema_fingerprint
 from .integrity import check_source
-from .journal import DEBT, RunDir, RunLock, RunState, crash_point, find_run
+from .journal import RunDir, RunLock, RunState, crash_point, find_run
 from .profiles import load_profile
 from .report import write_reports
 from .retention import ABORTABLE, RESUMABLE
@@ -116,10 +118,12 @@ class Rollback:
         self.backup: BackupResult | None = None
         self.assessment: Assessment | None = None
         self.verification: dict[str, Any] | None = None
-        self.tmp_target: Path | None = None
+        self.tmp_target: Path | None = None  # the converted target under its temp name (removed by _cleanup)
+        self.converted: Path | None = None  # where the converted target's bytes are: tmp_target, or the target
         self._stop: int | None = None
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="failback-backup")
         self._backup_job: Future[dict[str, Any]] | None = None
+        self._quick_check: Future[tuple[str, ...] | None] = Future()  # the snapshot's findings, for its backup
         self._backup_started, self._backup_started_at = time.perf_counter(), time.time()
         self.sides: SideFiles | None = None
 
@@ -194,6 +198,8 @@ class Rollback:
         except FailbackError as err:
             return self._finish(outcome, STATUS_OF_EXIT.get(err.exit_code, "failed"), err)
         finally:
+            if not self._quick_check.done():  # ended before the source check: the backup records no findings
+                self._quick_check.set_result(None)
             self._pool.shutdown(wait=True)  # a background backup must finish reading the snapshot first
             try:
                 self._cleanup()
@@ -276,16 +282,19 @@ class Rollback:
         return outcome
 
     def _cleanup(self) -> None:
-        """Temp files go unless the run can be resumed; the snapshot stays only for a resume."""
+        """Temp files go unless the run can be resumed; the snapshot stays only for a resume. The converted
+        target's temp name goes too when this process never used it (a resume refused before trusting it)."""
         if self.state.status == "interrupted":
             return
-        temps = [self.tmp_target, Path(f"{self.tmp_target}-journal")] if self.tmp_target is not None else []
-        self.guard.remove_temp(self.rd.path, *temps, *([self.snapshot.path] if self.snapshot is not None else []))
+        tmp = self.tmp_target or temp_target(self.cfg.target_path, self.rd.id)
+        snapshot = [self.snapshot.path] if self.snapshot is not None else []
+        self.guard.remove_temp(self.rd.path, tmp, Path(f"{tmp}-journal"), *snapshot)
 
     # -- resume ---------------------------------------------------------------------------------
     def _trusted_steps(self) -> set[str]:
         """Finished steps whose artifacts still pass their hash checks, in order; the first untrusted step
-        and everything after it run again. The switch and the cheap steps always run (they are idempotent)."""
+        and everything after it run again. The switch and the cheap steps always run (they are idempotent). A
+        verification that passed is reused with the exact bytes it passed on (the converted target's XXH3)."""
         trusted: set[str] = set()
         done = {s.name for s in self.state.steps if s.status == "done"}
         if {"snapshot", "backup"} <= done and self._restore_snapshot_and_backup():
@@ -318,11 +327,17 @@ class Rollback:
         return True
 
     def _restore_target(self) -> bool:
+        """Find the converted target where it now is: under its temp name, or already renamed into place by a
+        killed switch (the target holding the very bytes built, by their XXH3). Only a temp name becomes
+        ``tmp_target``: ``_cleanup`` removes that one."""
         result = self.state.step("convert").result
-        tmp = Path(result.get("path", ""))
-        if not tmp.is_file() or file_xxh3(tmp) != result.get("xxh3"):
+        tmp, built = Path(result.get("path", "")), result.get("xxh3")
+        if _holds(tmp, built):
+            self.tmp_target = self.converted = tmp
+        elif _holds(self.cfg.target_path, built):
+            self.converted = self.cfg.target_path
+        else:
             return False
-        self.tmp_target = tmp
         self.plan = load_plan(json.loads(self.rd.file("plan.json").read_text(encoding="utf-8")))
         return True
 
@@ -379,7 +394,12 @@ class Rollback:
             "progress": self.progress,
         }
         self.backup = create_backup(
-            self.snapshot.path, self._layers(), label="source", source=self.cfg.source_path, **kw
+            self.snapshot.path,
+            self._layers(),
+            label="source",
+            source=self.cfg.source_path,
+            quick_check=self._quick_check.result,  # known once the assess step checked the snapshot
+            **kw,
         )
         if self.backup.verified_layers < need:
             failed = "; ".join(x.error for x in self.backup.layers if not x.ok)
@@ -399,9 +419,9 @@ class Rollback:
 
     def step_assess(self) -> dict[str, Any]:
         assert self.snapshot is not None and self.schema is not None and self.plan is not None
-        integrity = check_source(
-            self.snapshot.path, self.cfg.source_path, self.schema, self.plan, self.opts.repair_fts
-        ).to_json()
+        checked = check_source(self.snapshot.path, self.cfg.source_path, self.schema, self.plan, self.opts.repair_fts)
+        self._quick_check.set_result(checked.problems)
+        integrity = checked.to_json()
         if integrity["repaired"]:
             self.audit.append("source.repair-fts", integrity, self.rd.id)
         facts = gather(self.cfg, self.snapshot.path, self.schema, self.plan, emergency=self.emergency, sides=self.sides)
@@ -428,7 +448,7 @@ class Rollback:
         target = self.cfg.target_path
         self.plan = apply_proofs(self.plan, prove_schema(self.plan, self.engine), self.cfg.convert)
         write_text(self.rd.file("plan.json"), json.dumps(self.plan.dump(), indent=2) + "\n")
-        self.tmp_target = target.with_name(f".{target.name}.failback-{self.rd.id}")
+        self.tmp_target = self.converted = temp_target(target, self.rd.id)
         built = build_target(self.snapshot.path, self.tmp_target, self.plan, self.progress)
         return {
             "bytes": built.bytes,
@@ -439,12 +459,12 @@ class Rollback:
         }
 
     def step_verify(self) -> dict[str, Any]:
-        assert self.snapshot is not None and self.plan is not None and self.tmp_target is not None
+        assert self.snapshot is not None and self.plan is not None and self.converted is not None
         digests = self.backup.digests if self.backup else None
         repaired = self.state.step("assess").result.get("source_integrity", {}).get("repaired", [])
         v = self.cfg.verify
         report = verify_target(
-            self.tmp_target,
+            self.converted,
             self.plan,
             self.engine,
             snapshot=self.snapshot.path,
@@ -470,8 +490,7 @@ class Rollback:
                 "repaired": repaired,  # FTS indexes repaired (--repair-fts): their search parity is not compared
                 "paid": None,
             }
-            write_text(self.rd.file(DEBT), json.dumps(debt, indent=2) + "\n")
-            self.audit.append("verify.debt", {"deferred": debt["deferred"]}, self.rd.id)
+            record_debt(self.rd, debt, self.audit)
         return result
 
     def step_switch(self) -> dict[str, Any]:
@@ -485,7 +504,7 @@ class Rollback:
         if current_provider(self.cfg.app_config_path, app.key) == app.rollback_value and before.exists():
             return self._switched("already switched")
         kept = self.rd.file("previous-target.sqlite")
-        in_place = target.is_file() and file_xxh3(target) == converted
+        in_place = _holds(target, converted)
         self.guard.check_target()
         try:
             self.guard.check_source(self._evidence())
@@ -501,7 +520,7 @@ class Rollback:
             self.guard.keep_previous(kept)  # the old target's inode (and side files) stay in the run directory
             crash_point("switch.kept")
             self.guard.put_in_place(self.tmp_target)
-            self.tmp_target = None
+            self.tmp_target, self.converted = None, target
             self.audit.append("switch.target", {"target": str(target), "previous_kept": kept.exists()}, self.rd.id)
         crash_point("switch.renamed")
         old, new = self.guard.rewrite_app_config(before)
@@ -568,6 +587,16 @@ def probe_writable(path: Path) -> None:
         raise from_os_error(err, f"cannot replace {path}") from err
 
 
+def temp_target(target: Path, run_id: str) -> Path:
+    """The name run ``run_id`` builds its converted target under, beside ``target``."""
+    return target.with_name(f".{target.name}.failback-{run_id}")
+
+
+def _holds(path: Path, xxh3: str | None) -> bool:
+    """Whether ``path`` is a file with exactly the bytes whose XXH3 is ``xxh3``."""
+    return bool(xxh3) and path.is_file() and file_xxh3(path) == xxh3
+
+
 def _read_schema(path: Path) -> Schema:
     conn = connect(path, readonly=True)
     try:
@@ -617,7 +646,7 @@ def _undo(cfg: Config, rd: RunDir, state: RunState, guard: Guard) -> list[str]:
     undone: list[str] = []
     before = rd.file("app-config.before")
     switched_config = before.exists() and current_provider(cfg.app_config_path, app.key) == app.rollback_value
-    target_is_ours = bool(converted) and target.is_file() and file_xxh3(target) == converted
+    target_is_ours = _holds(target, converted)
     if switched_config and not target_is_ours:
         raise InputError(
             f"run {rd.id} switched the app and its new database has changed since: aborting would lose those writes",
@@ -629,6 +658,6 @@ def _undo(cfg: Config, rd: RunDir, state: RunState, guard: Guard) -> list[str]:
         crash_point("abort.config-restored")
     put_back = guard.put_back(rd.file("previous-target.sqlite"), ours=target_is_ours)
     undone += [put_back] if put_back else []
-    tmp = Path(state.step("convert").result.get("path") or target.with_name(f".{target.name}.failback-{rd.id}"))
+    tmp = Path(state.step("convert").result.get("path") or temp_target(target, rd.id))
     guard.remove_temp(rd.path, tmp, Path(f"{tmp}-journal"), rd.file("snapshot.sqlite"), rd.file("snapshot.sqlite.part"))
     return undone
