@@ -527,7 +527,7 @@ def test_a_backup_of_a_source_with_a_malformed_fts_index_restores_with_exactly_t
     check = check_folder(faithful, deep=True)
     assert check.problems == [] and any("FTS index of note_ft malformed, as the source's" in n for n in check.notes)
     restored = restore_backup([faithful.parent], faithful.name, tmp_path / "restored.sqlite")
-    assert restored.read_bytes() == db.read_bytes()
+    assert restored.path.read_bytes() == db.read_bytes()
     for other in (stored("unrecorded", None), stored("other", [FTS4.format("another_ft")])):
         assert "fails integrity_check" in check_folder(other, deep=True).problems[0]
         with pytest.raises(BackupError, match="fails integrity_check"):

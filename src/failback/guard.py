@@ -362,7 +362,9 @@ class Guard:
 
     def remove_temp(self, run_dir: Path, *paths: Path) -> None:
         """Delete this run's temp files: each must lie in ``run_dir`` or carry failback's temp name beside the
-        target, and be neither the target, a protected file nor inside a backup folder."""
+        target, and be neither the target, a protected file nor inside a backup folder. A path that does not
+        exist is no act: it is not checked."""
+        paths = tuple(p for p in paths if os.path.lexists(p))
         target = self.cfg.target_path
         layers = tuple(f for f in self.protected.folders if f[1] != self.cfg.state_path)
         never = Protected((*self.protected.files, ("the target", target)), layers)
