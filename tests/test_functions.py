@@ -15,6 +15,7 @@ import pytest
 
 from failback import sqltext
 from failback.config import AppConfig
+from failback.demo import create_demo
 from failback.engines.sqljs import SqlJsEngine
 from failback.errors import NotADatabaseError
 
@@ -233,3 +234,22 @@ def test_table_clauses_remove_exactly_one_clause() -> None:
 def test_function_declarations_are_validated(entry: str) -> None:
     with pytest.raises(ValueError, match="name/arity"):
         AppConfig(config=Path("a.env"), functions=[entry])
+
+
+def test_a_rollback_keeps_a_declared_function_and_verify_agrees(tmp_path: Path, cli: Cli) -> None:
+    """The rollback (not only export) plans, proves and verifies with the declaration; without it, refused."""
+    demo = create_demo(tmp_path / "demo", notes=50).parent
+    conn = apsw.Connection(str(demo / "native.sqlite"))
+    conn.create_scalar_function("app_norm", app_norm, 1, deterministic=True)
+    conn.execute("CREATE VIEW note_norm AS SELECT id, app_norm(title) AS t FROM note")
+    conn.close()
+    toml = demo / "failback.toml"
+    undeclared = cli("rollback", "--yes", "-c", str(toml))
+    assert undeclared.returncode == 3 and "app_norm" in undeclared.stderr, undeclared.stderr
+    toml.write_text(toml.read_text().replace("[app]\n", '[app]\nfunctions = ["app_norm/1"]\n'))
+    done = cli("rollback", "--yes", "--json", "-c", str(toml))
+    assert done.returncode == 0, done.stderr
+    target = demo / "app-sqljs.sqlite"
+    assert schema_sql(target)["note_norm"] == schema_sql(demo / "native.sqlite")["note_norm"]
+    verified = cli("verify", str(demo / "native.sqlite"), str(target), "-c", str(toml), "--json")
+    assert verified.returncode == 0, verified.stdout[-2000:]

@@ -330,3 +330,44 @@ def test_delete_backup_refuses_a_folder_outside_the_backup_layers(demo: Path) ->
     with pytest.raises(InputError, match="it holds"):  # a layer misconfigured as the demo folder itself
         delete_backup(demo, cfg.model_copy(update={"backup": cfg.backup.model_copy(update={"dir": demo.parent})}), "x")
     assert (stray / "manifest.json").exists() and (demo / "native.sqlite").exists()
+
+
+# -- one unfinished run at a time; abort undoes only what its own run replaced ---------------------------------
+def test_a_new_rollback_waits_for_an_unfinished_one_and_abort_then_restores_the_old_state(demo: Path) -> None:
+    """Found by the model test: a run killed after verification, then a watch-started rollback switched the app,
+    then `abort` of the killed run removed the target the app had just been switched to (equal bytes taken for
+    its own). Now the second rollback is refused until the first is resumed or aborted."""
+    app_files = [demo / n for n in ("app.env", "app-sqljs.sqlite", "native.sqlite")]
+    before = {p: p.read_bytes() for p in app_files}
+    killed = fb(demo, "rollback", "--yes", env={"FAILBACK_KILL_AT": "verify.end"})
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    [killed_run] = [r["run"] for r in events(demo) if r["event"] == "run.start"]
+    after_kill = tree(demo)
+    second = fb(demo, "rollback", "--yes")
+    one_line_error(second, 2, f"run {killed_run} did not finish (status running)")
+    assert f"failback resume {killed_run}" in second.stderr
+    assert tree(demo) == after_kill, "the refused rollback changed a file"
+    aborted = fb(demo, "abort")
+    assert aborted.returncode == 0, aborted.stderr
+    assert {p: p.read_bytes() for p in app_files} == before
+    assert fb(demo, "rollback", "--yes").returncode == 0, "after the abort a rollback runs"
+    assert current_provider(demo / "app.env", "DATABASE_PROVIDER") == "sqljs"
+
+
+def test_abort_of_an_older_run_never_undoes_a_newer_finished_one(demo: Path) -> None:
+    """A run refused at the switch (the source changed) is abortable; a later run with byte-identical content
+    finishes. Aborting the older run must not take the newer run's file for its own and remove it."""
+    title = connect(demo / "native.sqlite", readonly=True).execute("SELECT title FROM note WHERE id = 1").get
+    killed = fb(demo, "rollback", "--yes", env={"FAILBACK_KILL_AT": "switch.renamed"})
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    app = connect(demo / "native.sqlite")
+    app.execute("UPDATE note SET title = 'edited' WHERE id = 1")
+    one_line_error(fb(demo, "resume"), 5, "source changed after the snapshot")
+    app.execute("UPDATE note SET title = ? WHERE id = 1", (title,))  # the same content again
+    app.close()
+    assert fb(demo, "rollback", "--yes").returncode == 0
+    switched = {p: p.read_bytes() for p in (demo / "app.env", demo / "app-sqljs.sqlite")}
+    runs = [r["run"] for r in events(demo) if r["event"] == "run.start"]
+    refused = fb(demo, "abort", runs[0])
+    one_line_error(refused, 2, f"run {runs[1]} finished after run {runs[0]}")
+    assert {p: p.read_bytes() for p in switched} == switched

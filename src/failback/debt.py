@@ -71,7 +71,7 @@ def pay_debt(cfg: Config, engine: Engine, run: str | None = None) -> DebtPayment
         report = verify_target(
             target,
             plan,
-            engine,
+            engine.with_stand_ins(plan.stand_ins),
             snapshot=snapshot,
             level="standard",
             fts_queries=v.fts_queries,

@@ -53,7 +53,7 @@ from .export import build_target, prove_schema
 from .files import file_xxh3, sha256_file, tmp_name, write_text
 from .guard import Guard, SourceEvidence, schema_fingerprint
 from .integrity import check_source
-from .journal import RunDir, RunLock, RunState, crash_point, find_run
+from .journal import RunDir, RunLock, RunState, crash_point, find_run, list_runs
 from .profiles import load_profile
 from .report import write_reports
 from .retention import ABORTABLE, RESUMABLE
@@ -64,6 +64,7 @@ from .verify import verify_target
 
 Progress = Callable[[str, int, int], None]
 STATUS_OF_EXIT = {1: "failed", 3: "refused", 4: "interrupted", 5: "source-changed", 6: "failed"}
+REPLACED = "target-replaced"  # written just before this run renames its converted file over the target
 
 
 @dataclass
@@ -131,6 +132,12 @@ class Rollback:
     def emergency(self) -> bool:
         return self.opts.mode == "emergency"
 
+    @property
+    def target_engine(self) -> Engine:
+        """The target engine with the stand-ins of the app functions the plan keeps objects for (``[app]
+        functions``), as the app registers the real ones."""
+        return self.engine.with_stand_ins(self.plan.stand_ins) if self.plan else self.engine
+
     # -- driver ---------------------------------------------------------------------------------
     def run(self) -> Outcome:
         """Start a new run; a FailbackError ends it with its exit code and leaves the app as it was."""
@@ -158,7 +165,10 @@ class Rollback:
         outcome = Outcome(rd.id, rd.path, "running")
         try:
             lock.acquire(rd.id)
+            if not resuming and not self.opts.dry_run:
+                _refuse_beside_unfinished(self.cfg.state_path, rd.id)
         except FailbackError as err:
+            lock.release()
             return self._finish(outcome, "refused", err)
         self.guard = Guard(self.cfg, self.audit, rd.id, lock)
         self.audit.append(
@@ -321,7 +331,9 @@ class Rollback:
         guard = SnapshotGuard(Path(g["source"]), g["data_version"], g["fingerprint"], None)
         self.snapshot = Snapshot(path, guard, snap["pages"], snap["page_size"], snap["restarts"], 0.0)
         self.schema = _read_schema(path)
-        self.plan = plan_conversion(self.schema, load_profile(self.cfg.target.profile), self.cfg.convert)
+        self.plan = plan_conversion(
+            self.schema, load_profile(self.cfg.target.profile), self.cfg.convert, self.cfg.app.functions
+        )
         digests = {t: TableDigest(t, d["rows"], d["digest"]) for t, d in manifest.get("tables", {}).items()}
         self.backup = BackupResult(source["id"], manifest, digests=digests)
         return True
@@ -350,7 +362,9 @@ class Rollback:
         self.sides = observe_sides(self.cfg.source_path)  # before the snapshot's read-only open adds a -shm
         self.snapshot = take_snapshot(self.cfg.source_path, self.rd.file("snapshot.sqlite"), self.progress)
         self.schema = _read_schema(self.snapshot.path)
-        self.plan = plan_conversion(self.schema, load_profile(self.cfg.target.profile), self.cfg.convert)
+        self.plan = plan_conversion(
+            self.schema, load_profile(self.cfg.target.profile), self.cfg.convert, self.cfg.app.functions
+        )
         write_text(self.rd.file("plan.json"), json.dumps(self.plan.dump(), indent=2) + "\n")
         return {
             "pages": self.snapshot.pages,
@@ -446,7 +460,7 @@ class Rollback:
     def step_convert(self) -> dict[str, Any]:
         assert self.snapshot is not None and self.plan is not None
         target = self.cfg.target_path
-        self.plan = apply_proofs(self.plan, prove_schema(self.plan, self.engine), self.cfg.convert)
+        self.plan = apply_proofs(self.plan, prove_schema(self.plan, self.target_engine), self.cfg.convert)
         write_text(self.rd.file("plan.json"), json.dumps(self.plan.dump(), indent=2) + "\n")
         self.tmp_target = self.converted = temp_target(target, self.rd.id)
         built = build_target(self.snapshot.path, self.tmp_target, self.plan, self.progress)
@@ -466,7 +480,7 @@ class Rollback:
         report = verify_target(
             self.converted,
             self.plan,
-            self.engine,
+            self.target_engine,
             snapshot=self.snapshot.path,
             snapshot_digests_=None if self.emergency else digests,
             level="quick" if self.emergency else "standard",
@@ -504,7 +518,7 @@ class Rollback:
         if current_provider(self.cfg.app_config_path, app.key) == app.rollback_value and before.exists():
             return self._switched("already switched")
         kept = self.rd.file("previous-target.sqlite")
-        in_place = _holds(target, converted)
+        in_place = self.rd.file(REPLACED).exists() and _holds(target, converted)
         self.guard.check_target()
         try:
             self.guard.check_source(self._evidence())
@@ -519,6 +533,7 @@ class Rollback:
             assert self.tmp_target is not None and self.tmp_target.exists(), "converted target missing"
             self.guard.keep_previous(kept)  # the old target's inode (and side files) stay in the run directory
             crash_point("switch.kept")
+            write_text(self.rd.file(REPLACED), converted + "\n")  # abort undoes only what this run replaced
             self.guard.put_in_place(self.tmp_target)
             self.tmp_target, self.converted = None, target
             self.audit.append("switch.target", {"target": str(target), "previous_kept": kept.exists()}, self.rd.id)
@@ -558,7 +573,7 @@ class Rollback:
         if measured:  # timed by the verification's sql.js run on the same bytes: no third load of the file
             now = [Timing(**t) for t in measured]
         else:
-            now = time_in_engine(self.engine, self.cfg.target_path, queries, self.cfg.benchmark.runs)
+            now = time_in_engine(self.target_engine, self.cfg.target_path, queries, self.cfg.benchmark.runs)
         rows = compare(baseline or {}, now, self.cfg.benchmark.max_regression, self.cfg.benchmark.min_delta_ms)
         regressions = [r for r in rows if not r["ok"]]
         if regressions:
@@ -615,11 +630,28 @@ def _summary(result: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _unfinished(state_dir: Path, but: str = "") -> list[tuple[str, str]]:
+    """(id, status) of the runs that did not finish (running with its process gone, or interrupted), newest first."""
+    return [(rd.id, st) for rd in list_runs(state_dir) if rd.id != but and (st := rd.load().status) in RESUMABLE]
+
+
+def _refuse_beside_unfinished(state_dir: Path, this: str) -> None:
+    """A new rollback waits for an unfinished one: that run's snapshot, backups and perhaps a half-done switch wait
+    for `resume` or `abort`, and a second run switching over them would let that abort undo the second's result."""
+    if unfinished := _unfinished(state_dir, but=this):
+        run, status = unfinished[0]
+        raise LockedError(
+            f"run {run} did not finish (status {status}): resume or abort it before a new rollback",
+            f"`failback resume {run}` finishes it; `failback abort {run}` undoes it",
+        )
+
+
 def abort_run(cfg: Config, run_id: str | None = None) -> dict[str, Any]:
-    """Undo an unfinished run: remove its temp files and, if it got as far as the switch, put the previous
+    """Undo an unfinished run (without an id: the newest unfinished one, else the newest that failed or was
+    refused): remove its temp files and, if it got as far as the switch, put the previous
     target (with its side files) and config back — only while the new target is untouched since (else the
     app's writes would be lost: refuse) and while no live process holds the lock."""
-    rd = find_run(cfg.state_path, run_id, ABORTABLE)
+    rd = find_run(cfg.state_path, run_id, ABORTABLE if run_id or not _unfinished(cfg.state_path) else RESUMABLE)
     state = rd.load()
     if state.status in ("done", "aborted", "dry-run"):
         raise InputError(f"run {rd.id} is {state.status}; nothing to abort", "to go back to native, see the runbook")
@@ -628,6 +660,13 @@ def abort_run(cfg: Config, run_id: str | None = None) -> dict[str, Any]:
         lock.acquire(rd.id)
     except LockedError as err:
         raise LockedError(f"cannot abort run {rd.id}: {err.message}", "stop that run first (Ctrl-C)") from None
+    later = [r.id for r in list_runs(cfg.state_path) if r.id > rd.id and r.load().status == "done"]
+    if later:
+        lock.release()
+        raise InputError(
+            f"run {later[-1]} finished after run {rd.id}: aborting {rd.id} would undo what the app now reads",
+            "`failback abort` cannot undo a finished run; roll forward by hand (see docs/ROLLBACK-PROCEDURES.md)",
+        )
     audit = AuditLog(cfg.state_path / "audit.jsonl")
     try:
         undone = _undo(cfg, rd, state, Guard(cfg, audit, rd.id, lock))
@@ -646,7 +685,7 @@ def _undo(cfg: Config, rd: RunDir, state: RunState, guard: Guard) -> list[str]:
     undone: list[str] = []
     before = rd.file("app-config.before")
     switched_config = before.exists() and current_provider(cfg.app_config_path, app.key) == app.rollback_value
-    target_is_ours = _holds(target, converted)
+    target_is_ours = rd.file(REPLACED).exists() and _holds(target, converted)  # equal bytes alone prove nothing
     if switched_config and not target_is_ours:
         raise InputError(
             f"run {rd.id} switched the app and its new database has changed since: aborting would lose those writes",

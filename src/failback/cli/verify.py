@@ -96,9 +96,10 @@ def verify(
         from ..sqlite import open_source
 
         open_source(target).close()  # a clean error for a target that is not a readable database
-        options = load_config(config_path).convert if config_path.exists() else None
-        engine = SqlJsEngine()
-        plan = plan_for(source, profile, options)
+        cfg = load_config(config_path) if config_path.exists() else None
+        options = cfg.convert if cfg else None
+        plan = plan_for(source, profile, options, cfg.app.functions if cfg else None)
+        engine = SqlJsEngine().with_stand_ins(plan.stand_ins)
         plan = apply_proofs(plan, prove_schema(plan, engine), options)
         report = verify_target(target, plan, engine, snapshot=source, level=level)
     if as_json:
