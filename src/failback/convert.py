@@ -36,7 +36,7 @@ from typing import Any
 from . import sqltext
 from .collations import target_for
 from .config import ConvertConfig
-from .digest import DigestSpec
+from .digest import MAX_COLUMNS, DigestSpec
 from .profiles import Profile, function_declared
 from .schema import Schema, Table, digest_spec
 from .sqlite import quote
@@ -374,20 +374,30 @@ class _Planner:
 
     def copy_for(self, t: Table, xfer: bool, materialized: set[str] | None = None) -> Copy:
         """Rows keep their rowids: ``SELECT *`` (transfer optimisation) when the key is explicit, else
-        explicit column lists with the rowid (generated columns included when they are materialized)."""
+        explicit column lists with the rowid (generated columns included when they are materialized). A rowid
+        table whose columns fill SQLite's limit has no room for the rowid in one column list: one nullable
+        column is copied by a second statement, row by row through the rowid."""
         no_generated = not any(c.generated for c in t.columns)
         if xfer and no_generated and (t.rowid_alias or t.without_rowid):
             return Copy(t.name, f"INSERT INTO main.{quote(t.name)} SELECT * FROM src.{quote(t.name)}", True)
         kept = materialized or set()
-        cols = [quote(c.name) for c in t.visible_columns if not c.generated or c.name in kept]
-        if t.rowid_name and not t.rowid_alias:  # a rowid no name reads is seen by no one: not copied
-            cols.insert(0, t.rowid_name)
-        collist = ", ".join(cols)
-        return Copy(
-            t.name,
-            f"INSERT INTO main.{quote(t.name)}({collist}) SELECT {collist} FROM src.{quote(t.name)}",
-            False,
-        )
+        columns = [c for c in t.visible_columns if not c.generated or c.name in kept]
+        rowid = t.rowid_name if t.rowid_name and not t.rowid_alias else None
+        later = None
+        if rowid and len(columns) >= MAX_COLUMNS:
+            later = next((c for c in reversed(columns) if not c.notnull), None)
+            if later is None:
+                why = f"{len(columns)} NOT NULL columns and a rowid exceed SQLite's {MAX_COLUMNS} in one copy statement"
+                self.refuse_or_drop("table", t.name, why)
+            else:
+                columns.remove(later)
+        collist = ", ".join([rowid] * bool(rowid) + [quote(c.name) for c in columns])
+        table = quote(t.name)
+        sql = f"INSERT INTO main.{table}({collist}) SELECT {collist} FROM src.{table}"
+        if later is not None and rowid is not None:
+            col, match = quote(later.name), f"s.{rowid} = {table}.{rowid}"
+            sql += f"; UPDATE main.{table} SET {col} = (SELECT {col} FROM src.{table} AS s WHERE {match})"
+        return Copy(t.name, sql, False)
 
     # -- virtual tables ---------------------------------------------------------------------------
     def virtual_table(self, t: Table) -> None:
