@@ -391,7 +391,7 @@ class _Planner:
                 self.refuse_or_drop("table", t.name, why)
             else:
                 columns.remove(later)
-        collist = ", ".join([rowid] * bool(rowid) + [quote(c.name) for c in columns])
+        collist = ", ".join(([rowid] if rowid else []) + [quote(c.name) for c in columns])
         table = quote(t.name)
         sql = f"INSERT INTO main.{table}({collist}) SELECT {collist} FROM src.{table}"
         if later is not None and rowid is not None:
