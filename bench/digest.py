@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Content-digest throughput (issue 6) on the cached GRDB-like notes databases of bench/run.py.
 
-Times failback's streaming digest of every table (``failback.digest.database_digests``) in one process and
+Times failback's streaming digest of every table (``failback.db.digest.database_digests``) in one process and
 with worker processes, against reading the same file with ``cp``, ``sqlite3 .backup``, ``VACUUM INTO`` and the
 sqlite3 shell's own content hash ``.sha3sum``, in one run. Prints MB/s of *values* (TEXT/BLOB bytes, 8 per
 INTEGER/REAL, the rowid included), rows/s, the ratio to each reference, and each process's peak memory.
@@ -25,17 +25,17 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from run import DEFAULT_DATA, SIZES, Sample, cached_databases, console, op_cli_backup, op_cp, op_vacuum
 
-from failback.digest import CHUNK_ROWS, usable_cpus
-from failback.schema import digest_specs, read_schema
-from failback.sqlite import connect, quote
+from failback.db.connect import connect, quote
+from failback.db.digest import CHUNK_ROWS, usable_cpus
+from failback.db.schema import digest_specs, read_schema
 
 # One measurement, in a fresh interpreter: its own peak RSS (VmHWM) and its workers' (RUSAGE_CHILDREN).
 MEASURE = """\
 import json, resource, sys, time
 from pathlib import Path
-from failback.digest import database_digests
-from failback.schema import digest_specs, read_schema
-from failback.sqlite import connect
+from failback.db.digest import database_digests
+from failback.db.schema import digest_specs, read_schema
+from failback.db.connect import connect
 path, workers = Path(sys.argv[1]), int(sys.argv[2])
 conn = connect(path, readonly=True)
 specs = digest_specs(read_schema(conn))

@@ -55,8 +55,8 @@ try:  # the bench runs inside the project's venv; say how to get there instead o
 
     import failback
     from failback import demo
+    from failback.demo.sample import build_native
     from failback.files import fsync_path
-    from failback.sample import build_native
 except ImportError as _err:  # pragma: no cover - environment problem
     sys.exit(f"bench/run.py: {_err}. Run it with the project's venv: `make bench` (or `make deps` first).")
 
@@ -119,7 +119,7 @@ def open_db(path: Path, readonly: bool = False) -> apsw.Connection:
 # -- the cached databases ---------------------------------------------------------------------------------------
 def generator_key(size: Size) -> dict[str, Any]:
     """What the cached database depends on: the builder's parameters and the builder's source text."""
-    import failback.sample as sample
+    import failback.demo.sample as sample
 
     text = Path(sample.__file__).read_bytes()
     return {

@@ -13,12 +13,12 @@ from pathlib import Path
 
 import pytest
 
+from failback.db.connect import connect
+from failback.db.digest import DigestSpec, table_digest
+from failback.db.schema import digest_specs, read_schema
 from failback.demo import create_demo
-from failback.digest import DigestSpec, table_digest
+from failback.demo.sample import build_native
 from failback.engines.sqljs import SqlJsEngine
-from failback.sample import build_native
-from failback.schema import digest_specs, read_schema
-from failback.sqlite import connect
 
 DEMO_NOTES = 400
 

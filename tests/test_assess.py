@@ -15,38 +15,21 @@ from typing import Any
 import apsw
 import pytest
 
-from failback.assess import (
-    MB,
-    Assessment,
-    Calibration,
-    DiskNeed,
-    Facts,
-    Finding,
-    Pending,
-    SideFiles,
-    calibration,
-    describe_time,
-    disk_needs,
-    disk_parts,
-    estimate_steps,
-    evaluate,
-    file_locks,
-    folder_space,
-    gate,
-    gather,
-    observe_sides,
-    timestamp_column,
-    watch_source,
-)
+from failback.assess.calibration import calibration
+from failback.assess.facts import MB, Assessment, Calibration, DiskNeed, Facts, Finding, Pending, SideFiles
+from failback.assess.gather import disk_needs, folder_space, gather
+from failback.assess.liveness import file_locks, observe_sides, watch_source
+from failback.assess.pending import describe_time, timestamp_column
+from failback.assess.rules import disk_parts, estimate_steps, evaluate, gate
 from failback.audit import AuditLog
-from failback.backup import take_snapshot
 from failback.config import Config, load_config
-from failback.convert import plan_conversion
+from failback.db.connect import connect, run_script
+from failback.db.schema import Column, Table, read_schema
+from failback.demo.sample import build_native
 from failback.errors import RiskRefused
+from failback.plan.planner import plan_conversion
 from failback.profiles import load_profile
-from failback.sample import build_native
-from failback.schema import Column, Table, read_schema
-from failback.sqlite import connect, run_script
+from failback.snapshot import take_snapshot
 
 from .conftest import Mounts, copy_db, db_files, file_hashes
 

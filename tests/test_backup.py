@@ -21,30 +21,27 @@ import apsw
 import pytest
 import zstandard
 
-from failback.backup import (
-    DATA,
-    MANIFEST,
-    MAX_RESTARTS,
+from failback.backup.keep import run_needs
+from failback.backup.manifest import DATA, MANIFEST, read_manifest
+from failback.backup.prune import prune_backups
+from failback.backup.retention import ABORTABLE, RESUMABLE, Item, Policy, RunNeeds, decide, must_keep, parse_duration
+from failback.backup.sets import (
     backup_source,
     check_folder,
     create_backup,
     describe_database,
     find_backup,
     list_backups,
-    prune_backups,
-    read_manifest,
     restore_backup,
-    take_snapshot,
     verify_folder,
 )
 from failback.config import load_config
+from failback.db.connect import connect
+from failback.db.integrity import index_checks, known_fts_damage, quick_check_file
 from failback.errors import BackupError, ConfigError, EnvironmentFailure, InputError
-from failback.integrity import index_checks, known_fts_damage, quick_check_file
 from failback.journal import DEBT, RunDir
-from failback.keep import run_needs
-from failback.retention import ABORTABLE, RESUMABLE, Item, Policy, RunNeeds, decide, must_keep, parse_duration
-from failback.rollback import Options, Rollback
-from failback.sqlite import connect
+from failback.pipeline.rollback import Options, Rollback
+from failback.snapshot import MAX_RESTARTS, take_snapshot
 
 from .conftest import Mounts
 from .test_source_integrity import FTS4, bad_fts_db

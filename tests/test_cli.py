@@ -18,11 +18,11 @@ from typing import Any
 import pytest
 
 from failback.config import load_config
+from failback.db.connect import connect, run_script
 from failback.demo import create_demo
-from failback.export import export_database
 from failback.journal import RunLock
-from failback.rollback import Options, Rollback
-from failback.sqlite import connect, run_script
+from failback.pipeline.export import export_database
+from failback.pipeline.rollback import Options, Rollback
 
 from .conftest import apsw_digests, db_files, digest_specs_of, file_hashes, sqljs_digests
 

@@ -17,7 +17,7 @@ from rich.progress import Progress
 from failback.cli import INTERNAL_ERROR, ProgressBars
 from failback.config import load_config
 from failback.docs import error_classes
-from failback.rollback import Options, Rollback
+from failback.pipeline.rollback import Options, Rollback
 
 from .conftest import Mounts
 

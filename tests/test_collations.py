@@ -13,17 +13,19 @@ from pathlib import Path
 import apsw
 import pytest
 
-from failback.assess import Facts, collation_merges, evaluate
-from failback.backup import describe_database
-from failback.collations import KNOWN, stand_in
+from failback.assess.facts import Facts
+from failback.assess.gather import collation_merges
+from failback.assess.rules import evaluate
+from failback.backup.sets import describe_database
 from failback.config import ConvertConfig
-from failback.convert import plan_conversion, target_collation
+from failback.db.collations import KNOWN, stand_in
+from failback.db.connect import connect, run_script
+from failback.db.integrity import check_integrity
+from failback.db.schema import read_schema
 from failback.engines import decode_typed
 from failback.engines.sqljs import SqlJsEngine
-from failback.integrity import check_integrity
+from failback.plan.planner import plan_conversion, target_collation
 from failback.profiles import load_profile
-from failback.schema import read_schema
-from failback.sqlite import connect, run_script
 
 Cli = Callable[..., subprocess.CompletedProcess[str]]
 STANDARD = "swiftLocalizedStandardCompare"

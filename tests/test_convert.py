@@ -9,13 +9,15 @@ import apsw
 import pytest
 
 from failback.config import ConvertConfig, load_config
-from failback.convert import Action, fts4_tokenizer, plan_conversion
+from failback.db.connect import connect, run_script
+from failback.db.schema import read_schema
 from failback.engines.sqljs import SqlJsEngine
 from failback.errors import UnsupportedSchemaError
-from failback.export import export_database, plan_for
+from failback.pipeline.export import export_database, plan_for
+from failback.plan.fts import fts4_tokenizer
+from failback.plan.model import Action
+from failback.plan.planner import plan_conversion
 from failback.profiles import Profile, load_profile, probe_engine
-from failback.schema import read_schema
-from failback.sqlite import connect, run_script
 
 
 def make_db(path: Path, script: str, setup: Any = None) -> Path:
@@ -270,7 +272,7 @@ def test_fts5_own_content_becomes_searchable_fts4(tmp_path: Path) -> None:
     ],
 )
 def test_fts5_tokenizers_map_to_fts4(tokenize: str, expected: str | None) -> None:
-    from failback.convert import _split_words
+    from failback.plan.fts import _split_words
 
     assert fts4_tokenizer(tuple(_split_words(tokenize)))[0] == expected
 

@@ -25,11 +25,12 @@ from typing import Any
 import click
 import pytest
 
-from failback.backup import create_backup, take_snapshot
+from failback.backup.sets import create_backup
 from failback.cli import main as cli_main
-from failback.digest import table_digest
-from failback.schema import digest_specs, read_schema
-from failback.sqlite import connect
+from failback.db.connect import connect
+from failback.db.digest import table_digest
+from failback.db.schema import digest_specs, read_schema
+from failback.snapshot import take_snapshot
 
 from .make_corpus import DATA, ENTRIES, Entry, small_db
 

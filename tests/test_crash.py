@@ -22,13 +22,13 @@ from typing import Any
 
 import pytest
 
-from failback.assess import CALIBRATION_FILE
+from failback.assess.calibration import CALIBRATION_FILE
 from failback.audit import AuditLog, verify_chain
 from failback.config import load_config
 from failback.demo import create_demo
 from failback.files import ensure_dir, file_xxh3, sha256_file
-from failback.rollback import Options, Rollback
-from failback.switch import current_provider
+from failback.pipeline.rollback import Options, Rollback
+from failback.pipeline.switch import current_provider
 
 from .conftest import db_files, digest_specs_of, file_hashes, sqljs_digests
 

@@ -14,7 +14,8 @@ import xxhash
 from hypothesis import given
 from hypothesis import strategies as st
 
-from failback.digest import (
+from failback.db.connect import connect, run_script
+from failback.db.digest import (
     BATCH_BYTES,
     DigestSpec,
     TableDigest,
@@ -24,7 +25,6 @@ from failback.digest import (
     encode_value,
     table_digest,
 )
-from failback.sqlite import connect, run_script
 
 from .conftest import apsw_digests, digest_specs_of
 

@@ -1,4 +1,4 @@
-"""Engines on real files: apsw in-process and real sql.js 1.16.0 under Node, compared with failback.digest."""
+"""Engines on real files: apsw in-process and real sql.js 1.16.0 under Node, compared with failback.db.digest."""
 
 from __future__ import annotations
 
@@ -15,7 +15,8 @@ import xxhash
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from failback.digest import DigestSpec, digest_rows, encode_value, table_digest
+from failback.db.connect import quote, run_script
+from failback.db.digest import DigestSpec, digest_rows, encode_value, table_digest
 from failback.engines import (
     Engine,
     EngineRun,
@@ -27,7 +28,6 @@ from failback.engines import (
 from failback.engines.sqlite import SqliteEngine
 from failback.engines.sqljs import SqlJsEngine
 from failback.errors import EngineError, InputError, NotADatabaseError
-from failback.sqlite import quote, run_script
 
 # ---------------------------------------------------------------- fixtures and helpers
 
@@ -52,7 +52,7 @@ def make_db(
 
 
 def reference_digests(path: Path, specs: list[DigestSpec]) -> list[dict[str, object]]:
-    """failback.digest.table_digest over a plain apsw connection to the file."""
+    """failback.db.digest.table_digest over a plain apsw connection to the file."""
     conn = apsw.Connection(str(path), flags=apsw.SQLITE_OPEN_READONLY)
     try:
         return [table_digest(conn, spec).to_json() for spec in specs]

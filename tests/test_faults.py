@@ -25,13 +25,15 @@ from typing import Any
 
 import pytest
 
-from failback.backup import DATA, MANIFEST, create_backup, list_backups, restore_backup, take_snapshot
+from failback.backup.manifest import DATA, MANIFEST
+from failback.backup.sets import create_backup, list_backups, restore_backup
 from failback.config import load_config
+from failback.db.connect import connect
 from failback.demo import create_demo
 from failback.errors import FailbackError
-from failback.export import export_database
-from failback.rollback import Options, Outcome, Rollback
-from failback.sqlite import connect
+from failback.pipeline.export import export_database
+from failback.pipeline.rollback import Options, Outcome, Rollback
+from failback.snapshot import take_snapshot
 
 from .conftest import Mounts
 

@@ -13,8 +13,8 @@ from pathlib import Path
 import apsw
 import pytest
 
-from failback import sqltext
 from failback.config import AppConfig
+from failback.db import sqltext
 from failback.demo import create_demo
 from failback.engines.sqljs import SqlJsEngine
 from failback.errors import NotADatabaseError

@@ -2,8 +2,8 @@
 
 * ``failback.config.load_config`` on random bytes, TOML-ish text and random structures built around a valid
   config: only ConfigError, never another exception;
-* ``failback.backup.read_manifest`` on random JSON (and mutations of a real manifest): only BackupError;
-* ``failback.sqlite.open_source`` + ``failback.schema.read_schema`` on a small valid database with random
+* ``failback.backup.manifest.read_manifest`` on random JSON (and mutations of a real manifest): only BackupError;
+* ``failback.db.connect.open_source`` + ``failback.db.schema.read_schema`` on a small valid database with random
   bytes changed: only NotADatabaseError (or another FailbackError), never a raw apsw or decoding error.
 """
 
@@ -23,11 +23,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from failback.backup import MANIFEST, create_backup, read_manifest, take_snapshot
+from failback.backup.manifest import MANIFEST, read_manifest
+from failback.backup.sets import create_backup
 from failback.config import Config, load_config
+from failback.db.connect import open_source
+from failback.db.schema import read_schema
 from failback.errors import BackupError, ConfigError, FailbackError
-from failback.schema import read_schema
-from failback.sqlite import open_source
+from failback.snapshot import take_snapshot
 
 EXAMPLES = int(os.environ.get("FAILBACK_FUZZ_EXAMPLES", "150"))  # raise it for a long run
 FUZZ = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow], database=None)

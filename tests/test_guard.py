@@ -20,12 +20,12 @@ import pytest
 
 from failback.audit import AuditLog
 from failback.config import load_config
+from failback.db.connect import connect
 from failback.demo import create_demo
 from failback.errors import ConfigError, InputError, LockedError
 from failback.guard import Guard, check_published, delete_backup
 from failback.journal import RunLock
-from failback.sqlite import connect
-from failback.switch import current_provider
+from failback.pipeline.switch import current_provider
 
 from .conftest import apsw_digests, digest_specs_of
 

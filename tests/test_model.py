@@ -55,11 +55,11 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule, run_state_machine_as_test
 
 from failback.audit import verify_chain
+from failback.db.digest import DigestSpec
 from failback.demo import create_demo
-from failback.digest import DigestSpec
+from failback.demo.sample import SWIFT_COLLATION
 from failback.journal import list_runs
-from failback.sample import SWIFT_COLLATION
-from failback.switch import read_provider
+from failback.pipeline.switch import read_provider
 
 from .conftest import apsw_digests, digest_specs_of, sqljs_digests
 from .test_crash import KILLS, SMALL

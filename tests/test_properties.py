@@ -11,8 +11,8 @@ import apsw
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from failback.export import export_database
-from failback.sqlite import quote
+from failback.db.connect import quote
+from failback.pipeline.export import export_database
 
 from .conftest import apsw_digests, digest_specs_of, sqljs_digests
 

@@ -13,14 +13,16 @@ from pathlib import Path
 import pytest
 
 import failback.cli.report  # noqa: F401  (registers `failback report` until failback.cli imports it)
-from failback.benchmark import record_baseline
 from failback.config import Config, load_config
+from failback.db.connect import connect
 from failback.demo import create_demo
 from failback.engines.sqljs import SqlJsEngine
 from failback.journal import STEPS, RunDir, RunState
-from failback.report import load_report, render_html, render_markdown, table_sizes
-from failback.rollback import Options, Outcome, Rollback
-from failback.sqlite import connect
+from failback.pipeline.postcheck import record_baseline
+from failback.pipeline.rollback import Options, Outcome, Rollback
+from failback.report.data import load_report, table_sizes
+from failback.report.html import render_html
+from failback.report.markdown import render_markdown
 
 from .conftest import DEMO_NOTES
 

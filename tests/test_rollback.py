@@ -11,14 +11,14 @@ from typing import Any
 import pytest
 
 from failback.audit import verify_chain
-from failback.backup import list_backups
+from failback.backup.sets import list_backups
 from failback.config import load_config
+from failback.db.connect import connect, quote
+from failback.db.schema import read_schema
 from failback.demo import create_demo
 from failback.engines.sqljs import SqlJsEngine
 from failback.files import file_xxh3
-from failback.rollback import Options, Rollback
-from failback.schema import read_schema
-from failback.sqlite import connect, quote
+from failback.pipeline.rollback import Options, Rollback
 
 from .conftest import DEMO_NOTES, apsw_digests, digest_specs_of, sqljs_digests
 

@@ -9,9 +9,9 @@ from pathlib import Path
 import apsw
 import pytest
 
-from failback import sample
-from failback.sample import NativeStats, build_native, build_sqljs_premigration
-from failback.sqlite import connect
+from failback.db.connect import connect
+from failback.demo import sample
+from failback.demo.sample import NativeStats, build_native, build_sqljs_premigration
 
 NOTES = 600
 

@@ -21,10 +21,10 @@ import pytest
 from hypothesis import HealthCheck, given, seed, settings
 from hypothesis import strategies as st
 
-from failback.digest import MAX_COLUMNS, database_digests
-from failback.export import export_database
-from failback.schema import read_schema
-from failback.sqlite import connect, quote
+from failback.db.connect import connect, quote
+from failback.db.digest import MAX_COLUMNS, database_digests
+from failback.db.schema import read_schema
+from failback.pipeline.export import export_database
 
 from .conftest import apsw_digests, digest_specs_of, file_hashes, sqljs_digests
 from .test_verify_sources import make_db

@@ -14,10 +14,10 @@ from typing import Any
 import apsw
 import pytest
 
-from failback.export import plan_for
-from failback.integrity import judge_integrity, quick_check_file, rebuilt_fts, refusal
-from failback.schema import read_schema
-from failback.sqlite import connect, run_script
+from failback.db.connect import connect, run_script
+from failback.db.integrity import judge_integrity, quick_check_file, rebuilt_fts, refusal
+from failback.db.schema import read_schema
+from failback.pipeline.export import plan_for
 
 from .conftest import file_hashes
 from .make_corpus import FTS4_NOTES, b_fts4_bad_index

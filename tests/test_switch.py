@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from failback.errors import ConfigError
-from failback.switch import current_provider, read_provider, render_switched, switch_provider
+from failback.pipeline.switch import current_provider, read_provider, render_switched, switch_provider
 
 Cli = Callable[..., subprocess.CompletedProcess[str]]
 KEY = "DATABASE_PROVIDER"

@@ -19,26 +19,12 @@ import apsw
 import pytest
 
 from failback.audit import AuditLog, verify_chain
+from failback.autorollback.hold import Hold, place_hold, read_hold, release_hold
+from failback.autorollback.rules import Evaluation, Facts, RuleState, Sample, Series, evaluate, policy_problems
+from failback.autorollback.sources import read_jsonl, run_integrity, run_probe
+from failback.autorollback.watcher import Stop, Watcher
 from failback.config import Config, TriggerRule, load_config
-from failback.rollback import Options, Outcome, Rollback
-from failback.triggers import (
-    Evaluation,
-    Facts,
-    Hold,
-    RuleState,
-    Sample,
-    Series,
-    Stop,
-    Watcher,
-    evaluate,
-    place_hold,
-    policy_problems,
-    read_hold,
-    read_jsonl,
-    release_hold,
-    run_integrity,
-    run_probe,
-)
+from failback.pipeline.rollback import Options, Outcome, Rollback
 
 Cli = Callable[..., subprocess.CompletedProcess[str]]
 MISSING = None  # a sample without the metric

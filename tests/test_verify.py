@@ -10,14 +10,14 @@ from typing import Any
 import apsw
 import pytest
 
-from failback.benchmark import Timing, compare, percentile
 from failback.config import load_config
-from failback.debt import read_debt, unpaid
+from failback.db.connect import connect, run_script
 from failback.engines.sqljs import SqlJsEngine
-from failback.export import export_database, plan_for
 from failback.journal import RunDir
-from failback.rollback import Options, Rollback
-from failback.sqlite import connect, run_script
+from failback.pipeline.debt import read_debt, unpaid
+from failback.pipeline.export import export_database, plan_for
+from failback.pipeline.postcheck import Timing, compare, percentile
+from failback.pipeline.rollback import Options, Rollback
 from failback.verify import verify_target
 
 SOURCE = """

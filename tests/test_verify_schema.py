@@ -12,9 +12,9 @@ from typing import Any
 import apsw
 import pytest
 
+from failback.db.schema import created_object
 from failback.engines.sqljs import SqlJsEngine
-from failback.export import export_database, plan_for
-from failback.schema import created_object
+from failback.pipeline.export import export_database, plan_for
 from failback.verify import covered_triggers, planned_schema, schema_differences, verify_target
 
 from .conftest import file_hashes

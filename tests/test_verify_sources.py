@@ -13,10 +13,10 @@ import apsw
 import pytest
 
 from failback.config import ConvertConfig
-from failback.convert import Plan
+from failback.db.connect import connect, quote, run_script
 from failback.engines.sqljs import SqlJsEngine
-from failback.export import build_target, export_database, plan_for
-from failback.sqlite import connect, quote, run_script
+from failback.pipeline.export import build_target, export_database, plan_for
+from failback.plan.model import Plan
 from failback.verify import verify_target
 
 from .conftest import file_hashes

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pyproj
 
-from failback.export import export_database
+from failback.pipeline.export import export_database
 
 from .conftest import file_hashes
 

@@ -119,7 +119,7 @@ class BackupConfig(_Section):
     @field_validator("keep_within")
     @classmethod
     def _duration(cls, v: str) -> str:
-        from .retention import parse_duration
+        from .backup.retention import parse_duration
 
         parse_duration(v)  # ValueError → a one-line ConfigError naming backup.keep_within
         return v

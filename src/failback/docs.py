@@ -23,11 +23,11 @@ import click
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
-from .collations import KNOWN, target_for
 from .config import Config
+from .db.collations import KNOWN, target_for
 from .errors import FailbackError, InputError
 from .files import write_text
-from .report import md_table
+from .report.markdown import md_table
 
 HELP_WIDTH = 100
 PACKAGE = Path(__file__).parent

@@ -33,17 +33,17 @@ from typing import TYPE_CHECKING, Any
 import apsw
 
 from .audit import AuditLog
-from .digest import database_digests
+from .db.connect import SIDE_FILES, connect, open_source
+from .db.digest import database_digests
+from .db.schema import digest_specs, read_schema
 from .errors import ConfigError, FailbackError, InputError, LockedError, SourceChanged, from_os_error
 from .files import copy_file, fsync_dir, publish, remove_quietly, write_bytes
 from .journal import RunLock
-from .schema import digest_specs, read_schema
-from .sqlite import SIDE_FILES, connect, open_source
-from .switch import current_provider, switch_provider
+from .pipeline.switch import current_provider, switch_provider
 
 if TYPE_CHECKING:
-    from .backup import SnapshotGuard
     from .config import Config
+    from .snapshot import SnapshotGuard
 
 JOURNAL_MAGIC = bytes.fromhex("d9d505f920a163d7")  # the first bytes of a rollback journal that holds a transaction
 # failback's own temp folders (hidden: nothing lists them), the only ones remove_stale_folders deletes

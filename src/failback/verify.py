@@ -38,15 +38,15 @@ from typing import Any
 
 import apsw
 
-from .benchmark import summarize, without_warmup
-from .convert import Action, Plan, SearchPair
-from .digest import DigestSpec, TableDigest, database_digests, digest_rows, table_digest
+from .db.connect import connect, database_error, quote
+from .db.digest import DigestSpec, TableDigest, database_digests, digest_rows, table_digest
+from .db.schema import STORED_SCHEMA_SQL, CreatedObject, Schema, Table, created_object, digest_spec, read_schema
+from .db.sqltext import tokenize
 from .engines import Engine, decode_typed, first_difference
 from .engines.sqlite import SqliteEngine
 from .errors import FailbackError
-from .schema import STORED_SCHEMA_SQL, CreatedObject, Schema, Table, created_object, digest_spec, read_schema
-from .sqlite import connect, database_error, quote
-from .sqltext import tokenize
+from .pipeline.postcheck import summarize, without_warmup
+from .plan.model import Action, Plan, SearchPair
 
 MARKER = "fbverifymarkerq"
 LEVELS = ("quick", "standard", "deep")

@@ -196,6 +196,6 @@ def render_plan(decisions: list[dict[str, Any]]) -> None:
     out.print(t)
 
 
-from . import assess, audit, backup, convert, report, run, triggers, verify  # noqa: E402  (each registers its commands on main)
+from . import assess, audit, autorollback, backup, convert, report, run, verify  # noqa: E402  (each registers its commands on main)
 
-__all__ = ["assess", "audit", "backup", "convert", "main", "report", "run", "triggers", "verify"]
+__all__ = ["assess", "audit", "autorollback", "backup", "convert", "main", "report", "run", "verify"]

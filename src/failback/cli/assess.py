@@ -10,7 +10,7 @@ from typing import Any
 import click
 from rich.table import Table
 
-from ..assess import Assessment
+from ..assess.facts import Assessment
 from ..config import load_config
 from . import (
     config_option,
@@ -35,7 +35,7 @@ TOP_TABLES = 10
 @handle_errors
 def assess(config_path: Path, mode: str, as_json: bool) -> None:
     """Assess the risk of a rollback without changing anything (exit 3 when the gate would refuse)."""
-    from ..rollback import Options, Rollback
+    from ..pipeline.rollback import Options, Rollback
 
     cfg = load_config(config_path)
     with progress_bar(not as_json and err.is_terminal) as progress:

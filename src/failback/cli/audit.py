@@ -23,7 +23,7 @@ def audit_verify(config_path: Path) -> None:
     """Check the audit log's hash chain, and its end against the head and every run report's copy of it (exit 1
     at the first broken line, or when records are missing at the end)."""
     from ..audit import verify_chain
-    from ..report import audit_anchors
+    from ..report.data import audit_anchors
 
     cfg = load_config(config_path)
     check = verify_chain(cfg.state_path / "audit.jsonl", audit_anchors(cfg.state_path))

@@ -26,8 +26,9 @@ def backup() -> None:
 @handle_errors
 def backup_create(config_path: Path, label: str, as_json: bool) -> None:
     """Snapshot the source and store a verified, compressed copy in every layer."""
-    from ..assess import shared_disk_finding, shared_disk_mirrors
-    from ..backup import backup_source
+    from ..assess.gather import shared_disk_mirrors
+    from ..assess.rules import shared_disk_finding
+    from ..backup.sets import backup_source
 
     cfg = load_config(config_path)
     with progress_bar(not as_json and err.is_terminal) as progress:
@@ -54,7 +55,7 @@ def backup_create(config_path: Path, label: str, as_json: bool) -> None:
 @handle_errors
 def backup_list(config_path: Path, as_json: bool) -> None:
     """List backups (newest first) and the layers that hold them."""
-    from ..backup import list_backups
+    from ..backup.sets import list_backups
 
     cfg = load_config(config_path)
     items = list_backups(cfg.backup_layers)
@@ -80,7 +81,7 @@ def backup_list(config_path: Path, as_json: bool) -> None:
 @handle_errors
 def backup_verify(config_path: Path, backup_id: str | None, all_: bool, deep: bool, as_json: bool) -> None:
     """Check every stored copy against its checksum (exit 1 when one fails)."""
-    from ..backup import check_folder, find_backup, list_backups
+    from ..backup.sets import check_folder, find_backup, list_backups
 
     cfg = load_config(config_path)
     if bool(backup_id) == all_:
@@ -117,7 +118,7 @@ def backup_restore(config_path: Path, backup_id: str, dest: Path, force: bool, a
 
     Tries every stored copy, primary first, and restores the first that passes every check (both checksums,
     integrity_check, the content digests); names each copy it skipped and why. Exit 1 when none passes."""
-    from ..backup import restore_backup
+    from ..backup.sets import restore_backup
 
     cfg = load_config(config_path)
     with progress_bar(not as_json and err.is_terminal) as progress:
@@ -142,7 +143,7 @@ def backup_prune(config_path: Path, dry_run: bool, as_json: bool) -> None:
 
     Never deletes what `failback status` lists as protected: the newest verified backup of each label, and every
     backup a resume, an abort or an unpaid verification debt needs."""
-    from ..backup import prune_backups
+    from ..backup.prune import prune_backups
 
     cfg = load_config(config_path)
     result = prune_backups(cfg, dry_run)

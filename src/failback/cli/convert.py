@@ -38,8 +38,8 @@ def export(
     source: Path, target: Path, profile: str, config_path: Path | None, force: bool, repair_fts: bool, as_json: bool
 ) -> None:
     """Convert SOURCE into a database the target engine accepts, verify it, write TARGET."""
-    from ..export import export_database
-    from ..integrity import repair_note
+    from ..db.integrity import repair_note
+    from ..pipeline.export import export_database
     from ..verify import tables_summary
 
     cfg = load_config(config_path) if config_path else None
@@ -71,8 +71,9 @@ def export(
 def plan(source: Path, profile: str, config_path: Path | None, as_json: bool) -> None:
     """Show what each schema object of SOURCE becomes in the target, and why, and what the data asks of the app
     (findings: integers beyond ±(2^53−1), which sql.js rounds unless the app reads them as BigInt)."""
-    from ..assess import file_big_integers, js_integer_finding
-    from ..export import plan_for
+    from ..assess.gather import file_big_integers
+    from ..assess.rules import js_integer_finding
+    from ..pipeline.export import plan_for
 
     cfg = load_config(config_path) if config_path else None
     p = plan_for(source, profile, cfg.convert if cfg else None, cfg.app.functions if cfg else None)

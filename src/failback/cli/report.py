@@ -29,7 +29,8 @@ def report(run: str | None, fmt: str, output: Path | None, config_path: Path) ->
     """
     from ..files import write_text
     from ..journal import find_run
-    from ..report import RENDERERS, load_report
+    from ..report import RENDERERS
+    from ..report.data import load_report
 
     cfg = load_config(config_path)
     state, data = load_report(find_run(cfg.state_path, run), cfg.state_path / "audit.jsonl")

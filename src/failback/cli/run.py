@@ -54,7 +54,7 @@ def rollback(
     as_json: bool,
 ) -> None:
     """Roll the app back: snapshot, backup, assess, convert, verify, switch, report."""
-    from ..rollback import Options
+    from ..pipeline.rollback import Options
 
     cfg = load_config(config_path)
     options = Options(mode, dry_run, yes, force, reason, break_lock, repair_fts=repair_fts)
@@ -66,7 +66,7 @@ def rollback(
 def run_rollback(cfg: Config, config_path: Path, options: Any, as_json: bool, run_id: str | None = None) -> Any:
     """Run a rollback (or resume run ``run_id``; "" = the newest) with live step lines and progress bars, then
     print its summary."""
-    from ..rollback import Rollback
+    from ..pipeline.rollback import Rollback
     from .assess import confirm_high_risk
 
     with progress_bar(not as_json and err.is_terminal) as progress:
@@ -159,7 +159,7 @@ NEXT = {
 @handle_errors
 def resume(config_path: Path, run_id: str | None, as_json: bool) -> None:
     """Continue an interrupted run (default: the newest) from its last trusted checkpoint."""
-    from ..rollback import Options
+    from ..pipeline.rollback import Options
 
     cfg = load_config(config_path)
     outcome = run_rollback(cfg, config_path, Options(), as_json, run_id=run_id or "")
@@ -174,7 +174,7 @@ def resume(config_path: Path, run_id: str | None, as_json: bool) -> None:
 @handle_errors
 def abort(config_path: Path, run_id: str | None, as_json: bool) -> None:
     """Undo an unfinished run: temp files removed; source, config and target as before the run."""
-    from ..rollback import abort_run
+    from ..pipeline.rollback import abort_run
 
     result = abort_run(load_config(config_path), run_id)
     if as_json:
@@ -215,8 +215,8 @@ def status(config_path: Path, show_all: bool, as_json: bool) -> None:
 
     Refused and dry-run (assess-only) runs changed nothing: they are counted in one line unless --all is given.
     --json always lists every run."""
-    from ..debt import unpaid
     from ..journal import list_runs
+    from ..pipeline.debt import unpaid
 
     cfg = load_config(config_path)
     runs = [rd.load() for rd in list_runs(cfg.state_path)]
@@ -247,7 +247,8 @@ def status(config_path: Path, show_all: bool, as_json: bool) -> None:
 
 def protected_rows(cfg: Config) -> list[dict[str, Any]]:
     """What prune must keep (``backup.protected_backups``): id, whether any backup folder holds it, reasons."""
-    from ..backup import list_backups, protected_backups
+    from ..backup.prune import protected_backups
+    from ..backup.sets import list_backups
 
     entries = list_backups(cfg.backup_layers)
     stored = {e["manifest"]["id"] for e in entries}
@@ -276,10 +277,10 @@ def render_protected(kept: list[dict[str, Any]]) -> None:
 @handle_errors
 def demo(directory: Path, notes: int, as_json: bool) -> None:
     """Build a GRDB-style sample app in DIRECTORY and roll it back to sql.js."""
-    from ..benchmark import record_baseline
     from ..demo import create_demo
     from ..engines.sqljs import SqlJsEngine
-    from ..rollback import Options
+    from ..pipeline.postcheck import record_baseline
+    from ..pipeline.rollback import Options
 
     cfg_path = create_demo(directory, notes)
     cfg = load_config(cfg_path)

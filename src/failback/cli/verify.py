@@ -78,13 +78,13 @@ def verify(
     """Prove TARGET holds SOURCE's data and the schema planned for it, in apsw and in sql.js (exit 1 when not);
     or pay a run's debt. SOURCE is planned again as export plans it: with the [convert] settings of the config
     file when it exists, each view and trigger proved in sql.js."""
-    from ..convert import apply_proofs
     from ..engines.sqljs import SqlJsEngine
-    from ..export import plan_for, prove_schema
+    from ..pipeline.export import plan_for, prove_schema
+    from ..plan.proofs import apply_proofs
     from ..verify import verify_target
 
     if debt_run is not None:
-        from ..debt import pay_debt
+        from ..pipeline.debt import pay_debt
 
         payment = pay_debt(load_config(config_path), SqlJsEngine(), debt_run or None)
         report = payment.report
@@ -93,7 +93,7 @@ def verify(
     else:
         if source is None or target is None:
             raise InputError("give SOURCE and TARGET, or --debt [RUN]", "see `failback verify --help`")
-        from ..sqlite import open_source
+        from ..db.connect import open_source
 
         open_source(target).close()  # a clean error for a target that is not a readable database
         cfg = load_config(config_path) if config_path.exists() else None
@@ -127,8 +127,8 @@ def baseline() -> None:
 @handle_errors
 def baseline_record(config_path: Path, database: Path | None, as_json: bool) -> None:
     """Time [benchmark] queries in sql.js and store p50/p95 per query in the state folder."""
-    from ..benchmark import record_baseline
     from ..engines.sqljs import SqlJsEngine
+    from ..pipeline.postcheck import record_baseline
 
     data = record_baseline(load_config(config_path), SqlJsEngine(), database)
     if as_json:

@@ -11,7 +11,7 @@ following actions still run):
   ``{"ok": True, "columns": [...], "rows": [[typed, ...], ...], "count": n, "digest": "<32 hex>"}``;
   ``rows`` holds at most ``limit`` rows, ``count`` and the order-independent fbd1 ``digest`` cover them all.
 * ``{"op": "digest", "tables": [spec, ...]}`` → ``{"ok": True, "tables": [{"table", "rows", "digest"}]}``,
-  equal to :func:`failback.digest.table_digest`; a spec is ``{"table", "columns": [...], "rowid": bool}``.
+  equal to :func:`failback.db.digest.table_digest`; a spec is ``{"table", "columns": [...], "rowid": bool}``.
 * ``{"op": "row_hashes", "table": spec, "order_by": [...] | None}`` → ``{"ok": True, "rows": [[key, hash]]}``
   ordered by rowid (or ``order_by``); compare two with :func:`first_difference`.
 
@@ -29,8 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from ..db.connect import check_database_file
 from ..errors import InputError
-from ..sqlite import check_database_file
 
 __all__ = [
     "Action",

@@ -10,9 +10,9 @@ from typing import Any
 import apsw
 import xxhash
 
-from ..digest import DigestSpec, digest_rows, encoded_batches, raw_encoder, table_digest, text_codec
+from ..db.connect import connect, database_error
+from ..db.digest import DigestSpec, digest_rows, encoded_batches, raw_encoder, table_digest, text_codec
 from ..errors import InputError
-from ..sqlite import connect, database_error
 from . import Action, EngineRun, Result, check_engine_input, decode_typed, encode_typed
 
 SINGLE_STATEMENT = "query takes a single SQL statement; use exec for scripts"

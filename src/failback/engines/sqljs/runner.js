@@ -17,7 +17,7 @@
 //   {"op": "time", "sql", "runs"}                      -> {"ok", "ms": [per-run wall milliseconds], "rows"}
 //   spec = {"table", "columns": [...], "rowid": bool}
 // Typed values: NULL null · INTEGER {"int": "decimal"} · REAL {"real": "text"} · TEXT "string" ·
-// BLOB {"blob": "hex"}. Digests follow fbd1 (src/failback/digest.py): per row XXH3-128 of
+// BLOB {"blob": "hex"}. Digests follow fbd1 (src/failback/db/digest.py): per row XXH3-128 of
 // tag+payload values (big-endian), summed mod 2**128.
 // sql.js binds params through its own API: INTEGER outside int32 binds as REAL (as TEXT past 2**53), and
 // integral REALs bind as INTEGER — exactly what the app's own bound values experience.

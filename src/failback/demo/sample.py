@@ -22,8 +22,8 @@ from typing import Any
 
 import apsw
 
-from . import files
-from .sqlite import SIDE_FILES, connect, quote, run_script
+from .. import files
+from ..db.connect import SIDE_FILES, connect, quote, run_script
 
 __all__ = ["NativeStats", "build_native", "build_sqljs_premigration", "grdb_fts5_sql"]
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import apsw
 
 from . import sqltext
+from .connect import database_error, pragma, quote
 from .digest import DigestSpec, rowid_name
-from .sqlite import database_error, pragma, quote
 
 INTERNAL_TABLES = ("sqlite_sequence", "sqlite_stat1", "sqlite_stat2", "sqlite_stat3", "sqlite_stat4")
 GENERATED_VIRTUAL, GENERATED_STORED = 2, 3

@@ -15,15 +15,16 @@ from pathlib import Path
 
 import apsw
 
-from .assess import collation_merges
-from .backup import take_snapshot
-from .collations import CollationMerge
-from .config import Config, ConvertConfig
-from .convert import Plan, apply_proofs, created_name, plan_conversion
-from .engines import Engine
-from .engines.sqlite import register_stand_ins
-from .engines.sqljs import SqlJsEngine
-from .errors import (
+from ..assess.gather import collation_merges
+from ..config import Config, ConvertConfig
+from ..db.collations import CollationMerge
+from ..db.connect import connect, database_error, open_source, run_script
+from ..db.integrity import SourceIntegrity, check_source
+from ..db.schema import read_schema
+from ..engines import Engine
+from ..engines.sqlite import register_stand_ins
+from ..engines.sqljs import SqlJsEngine
+from ..errors import (
     EnvironmentFailure,
     FailbackError,
     InputError,
@@ -32,13 +33,14 @@ from .errors import (
     VerificationFailed,
     from_os_error,
 )
-from .files import ensure_dir, remove_quietly
-from .guard import Protected, check_replaceable, publish_over
-from .integrity import SourceIntegrity, check_source
-from .profiles import load_profile
-from .schema import read_schema
-from .sqlite import connect, database_error, open_source, run_script
-from .verify import VerifyReport, verify_target
+from ..files import ensure_dir, remove_quietly
+from ..guard import Protected, check_replaceable, publish_over
+from ..plan.model import Plan
+from ..plan.planner import plan_conversion
+from ..plan.proofs import apply_proofs, created_name
+from ..profiles import load_profile
+from ..snapshot import take_snapshot
+from ..verify import VerifyReport, verify_target
 
 Progress = Callable[[str, int, int], None]
 
@@ -114,7 +116,7 @@ def _collation_merges(snapshot: Path, plan: Plan) -> list[CollationMerge]:
 
 def _never_called(*_args: object) -> None:
     """The build's stand-in app function: creating a CHECK that calls it needs it to exist, but the build must
-    never compute one of its values (see the rule in :mod:`failback.convert`)."""
+    never compute one of its values (see the rule in :mod:`failback.plan.planner`)."""
     raise apsw.ConstraintError("an app function was called while building: its value would come from a stand-in")
 
 

@@ -27,18 +27,23 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import __version__
-from .assess import Assessment, SideFiles, evaluate, gate, gather, observe_sides
-from .audit import AuditLog
-from .backup import BackupResult, Snapshot, SnapshotGuard, create_backup, find_backup, read_manifest, take_snapshot
-from .benchmark import Timing, compare, load_baseline, time_in_engine
-from .config import Config
-from .convert import Plan, apply_proofs, load_plan, plan_conversion
-from .debt import record_debt
-from .digest import TableDigest
-from .engines import Engine
-from .engines.sqljs import SqlJsEngine
-from .errors import (
+from .. import __version__
+from ..assess.facts import Assessment, SideFiles
+from ..assess.gather import gather
+from ..assess.liveness import observe_sides
+from ..assess.rules import evaluate, gate
+from ..audit import AuditLog
+from ..backup.manifest import read_manifest
+from ..backup.retention import ABORTABLE, RESUMABLE
+from ..backup.sets import BackupResult, create_backup, find_backup
+from ..config import Config
+from ..db.connect import connect
+from ..db.digest import TableDigest
+from ..db.integrity import check_source
+from ..db.schema import Schema, read_schema
+from ..engines import Engine
+from ..engines.sqljs import SqlJsEngine
+from ..errors import (
     BackupError,
     FailbackError,
     InputError,
@@ -49,18 +54,20 @@ from .errors import (
     VerificationFailed,
     from_os_error,
 )
+from ..files import file_xxh3, sha256_file, tmp_name, write_text
+from ..guard import Guard, SourceEvidence, schema_fingerprint
+from ..journal import RunDir, RunLock, RunState, crash_point, find_run, list_runs
+from ..plan.model import Plan, load_plan
+from ..plan.planner import plan_conversion
+from ..plan.proofs import apply_proofs
+from ..profiles import load_profile
+from ..report import write_reports
+from ..snapshot import Snapshot, SnapshotGuard, take_snapshot
+from ..verify import verify_target
+from .debt import record_debt
 from .export import build_target, prove_schema
-from .files import file_xxh3, sha256_file, tmp_name, write_text
-from .guard import Guard, SourceEvidence, schema_fingerprint
-from .integrity import check_source
-from .journal import RunDir, RunLock, RunState, crash_point, find_run, list_runs
-from .profiles import load_profile
-from .report import write_reports
-from .retention import ABORTABLE, RESUMABLE
-from .schema import Schema, read_schema
-from .sqlite import connect
+from .postcheck import Timing, compare, load_baseline, time_in_engine
 from .switch import current_provider
-from .verify import verify_target
 
 Progress = Callable[[str, int, int], None]
 STATUS_OF_EXIT = {1: "failed", 3: "refused", 4: "interrupted", 5: "source-changed", 6: "failed"}

@@ -17,11 +17,11 @@ from typing import Any
 
 import apsw
 
-from .config import Config
-from .engines import Engine
-from .errors import ConfigError, InputError
-from .files import ensure_dir, write_text
-from .sqlite import connect
+from ..config import Config
+from ..db.connect import connect
+from ..engines import Engine
+from ..errors import ConfigError, InputError
+from ..files import ensure_dir, write_text
 
 BASELINE = "baseline.json"
 

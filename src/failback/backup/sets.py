@@ -1,270 +1,75 @@
-"""Snapshots and backup sets.
+"""Backup sets: create, list, verify and restore.
 
-* ``take_snapshot``: a consistent copy through the online backup API, stepped (progress), while the app may
-  be writing. A WAL source is copied inside one read transaction (writers are never blocked and the copy
-  never restarts); a rollback-journal source is copied in steps, restarting when a writer commits, and its
-  last step (or, after ``MAX_RESTARTS``, the whole copy) runs inside one read transaction. The connection
-  stays open so that ``SnapshotGuard.changed`` can later tell whether anything was committed after the
-  snapshot.
 * ``create_backup``: zstd-compress a snapshot into every layer (primary + mirrors) while its content digests
   are computed on another thread: each layer's folder is built under a hidden temp name (data re-read from
   disk and hash-checked, the manifest written last), then renamed to the backup's id: a backup appears whole
   or not at all, and the next backup or prune removes the temp folders a crash left.
-* ``list_backups``, ``verify_folder``, ``restore_backup``, ``prune_backups``.
-
-A manifest is data: it is parsed as JSON and checked field by field; no path in it is ever used — the data
-file always has the fixed name ``DATA`` inside the folder the manifest sits in, and that folder must be a
-real folder (not a symlink) directly inside a layer, named by the manifest's id.
+* ``list_backups``, ``verify_folder``, ``restore_backup``.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import os
-import platform
-import re
-import socket
-import stat
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
-from io import BufferedReader
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, cast
 
 import apsw
 import zstandard
 
-from . import __version__
-from .digest import TableDigest, database_digests
-from .errors import BackupError, ConfigError, EnvironmentFailure, FailbackError, InputError, from_os_error
-from .files import (
-    FILE_MODE,
-    atomic_writer,
-    copy_file,
-    ensure_dir,
-    free_bytes,
-    publish,
-    remove_quietly,
-    write_text,
-)
-from .guard import (
+from ..db.connect import SIDE_FILES, connect, database_error, open_source
+from ..db.digest import TableDigest, database_digests
+from ..db.integrity import check_integrity, known_fts_damage
+from ..db.schema import digest_specs, read_schema
+from ..errors import BackupError, EnvironmentFailure, FailbackError, InputError, from_os_error
+from ..files import FILE_MODE, atomic_writer, copy_file, ensure_dir, remove_quietly
+from ..guard import (
     BUILDING,
     Protected,
     check_replaceable,
-    delete_backup,
     publish_folder,
     publish_over,
     remove_stale_folders,
     temp_folder,
 )
-from .integrity import check_integrity, known_fts_damage
-from .keep import run_needs
-from .retention import Item, Policy, Verdict, decide, must_keep
-from .schema import digest_specs, read_schema
-from .sqlite import SIDE_FILES, connect, database_error, open_source, pragma, run_script
+from ..snapshot import Progress, _noop, _require_space, take_snapshot
+from .manifest import (
+    DATA,
+    ID_PATTERN,
+    _manifest,
+    _open_stored,
+    _write_manifest,
+    created_at,
+    read_manifest,
+    stored_sha256,
+)
 
 if TYPE_CHECKING:
-    from .config import Config
+    from ..config import Config
 
 __all__ = [
     "BackupResult",
     "FolderCheck",
     "LayerResult",
-    "PruneResult",
     "RestoreResult",
-    "Snapshot",
-    "SnapshotGuard",
     "backup_source",
     "check_folder",
     "create_backup",
     "describe_database",
     "find_backup",
     "list_backups",
-    "protected_backups",
-    "prune_backups",
-    "read_manifest",
     "restore_backup",
-    "take_snapshot",
     "verify_folder",
 ]
 
-MANIFEST = "manifest.json"
-DATA = "snapshot.sqlite.zst"
-FORMAT = 1
-MAX_RESTARTS = 3
-STEP_BYTES = 16 << 20  # pages copied per backup step: progress granularity and, for journal sources, lock span
 READ_CHUNK = 4 << 20
-MANIFEST_MAX = 16 << 20
-SLACK = 1 << 20  # free space kept on top of every estimate (manifest, file system overhead)
 SAMPLES, SAMPLE_BYTES = 16, 1 << 20  # what the compressed size is estimated from
-KINDS = ("raw", "compressed")  # the two forms a manifest records a checksum and a size for
-ID_PATTERN = re.compile(r"\d{8}T\d{6}-[A-Za-z0-9_-]{1,40}-[0-9a-f]{6}")
-_HEX64 = re.compile(r"[0-9a-f]{64}")
-Progress = Callable[[str, int, int], None]
-
-
-def _noop(*_: object) -> None:
-    return None
-
-
-def _mb(n: int) -> str:
-    return f"{n / 1e6:.1f} MB"
-
-
-def _require_space(folder: Path, needed: int, what: str) -> None:
-    """Refuse (before writing anything) when the disk holding ``folder`` lacks ``needed`` bytes + slack."""
-    free = free_bytes(folder)
-    if free < needed + SLACK:
-        raise EnvironmentFailure(
-            f"{what}: not enough free space on the disk holding {folder} ({_mb(free)} free, about "
-            f"{_mb(needed + SLACK)} needed)"
-        )
-
-
-# -- snapshot -------------------------------------------------------------------------------------
-def fingerprint(path: Path) -> dict[str, list[int]]:
-    """(size, mtime_ns, inode) of the database and its -wal: cheap evidence of a write."""
-    out = {}
-    for suffix in ("", "-wal"):
-        try:
-            st = Path(str(path) + suffix).stat()
-            out[suffix or "db"] = [st.st_size, st.st_mtime_ns, st.st_ino]
-        except FileNotFoundError:
-            out[suffix or "db"] = []
-    return out
-
-
-@dataclass
-class SnapshotGuard:
-    """Evidence taken at snapshot time, to detect writes made after it."""
-
-    source: Path
-    data_version: int
-    fingerprint: dict[str, list[int]]
-    conn: apsw.Connection | None = None
-
-    def changed(self) -> str | None:
-        """Why the source is known to have changed since the snapshot, or None."""
-        if self.conn is not None:
-            try:
-                if pragma(self.conn, "data_version") != self.data_version:
-                    return "a transaction was committed to the source after the snapshot"
-            except apsw.Error as err:
-                return f"the source can no longer be read ({err})"
-        if not self.source.exists():
-            return "the source file is gone"
-        now = fingerprint(self.source)
-        if now["db"] != self.fingerprint["db"] or (now["-wal"] and now["-wal"] != self.fingerprint["-wal"]):
-            return "the source file or its -wal changed after the snapshot"
-        return None
-
-    def close(self) -> None:
-        if self.conn is not None:
-            self.conn.close()
-            self.conn = None
-
-    def to_json(self) -> dict[str, Any]:
-        return {"source": str(self.source), "data_version": self.data_version, "fingerprint": self.fingerprint}
-
-
-@dataclass
-class Snapshot:
-    path: Path
-    guard: SnapshotGuard
-    pages: int
-    page_size: int
-    restarts: int
-    seconds: float
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "pages": self.pages,
-            "page_size": self.page_size,
-            "restarts": self.restarts,
-            "seconds": round(self.seconds, 3),
-        }
-
-
-def take_snapshot(source: Path, dest: Path, progress: Progress = _noop, step_bytes: int = STEP_BYTES) -> Snapshot:
-    """Copy ``source`` to ``dest`` (temp name, then rename) with the online backup API, ``step_bytes`` a step."""
-    src = open_source(source)
-    tmp = dest.with_name(dest.name + ".part")  # the name `failback abort` cleans up after a crash
-    leftovers = [tmp, *(Path(str(tmp) + s) for s in SIDE_FILES)]
-    remove_quietly(*leftovers)
-    t0 = time.perf_counter()
-    try:
-        size = sum(st[0] for st in fingerprint(source).values() if st)  # database + -wal: the copy is no larger
-        _require_space(dest.parent, size, f"snapshot {dest}")
-        wal = str(pragma(src, "journal_mode")).lower() == "wal"
-        restarts, guard, page_size, pages = _copy_pages(src, source, tmp, progress, wal=wal, step_bytes=step_bytes)
-        publish(tmp, dest)
-    except BaseException as err:
-        src.close()
-        remove_quietly(*leftovers)
-        if isinstance(err, apsw.FullError | apsw.IOError) and free_bytes(dest.parent) < (4 << 20):
-            raise EnvironmentFailure(f"cannot write the snapshot in {dest.parent}: disk full") from err
-        if isinstance(err, apsw.BusyError):
-            raise BackupError(
-                f"{source}: another process kept the database locked; no snapshot taken",
-                "run again when the app is idle",
-            ) from err
-        if isinstance(err, apsw.Error | UnicodeDecodeError):
-            raise database_error(source, err) from err
-        if isinstance(err, OSError):
-            raise from_os_error(err, f"cannot write snapshot {dest}") from err
-        raise
-    return Snapshot(dest, guard, pages, page_size, restarts, time.perf_counter() - t0)
-
-
-def _observe(src: apsw.Connection, source: Path, *, pin: bool) -> SnapshotGuard:
-    """The source's state now; ``pin`` first opens a read transaction that fixes it until COMMIT."""
-    if pin:
-        src.execute("BEGIN")
-        src.execute("SELECT count(*) FROM sqlite_schema").get  # noqa: B018 - starts the read transaction
-    return SnapshotGuard(source, pragma(src, "data_version"), fingerprint(source), src)
-
-
-def _copy_pages(
-    src: apsw.Connection, source: Path, dest: Path, progress: Progress, *, wal: bool, step_bytes: int
-) -> tuple[int, SnapshotGuard, int, int]:
-    """Copy every page of ``src`` into the new file ``dest``: (restarts, guard, page size, page count).
-
-    A commit by another connection resets the source's page cache, which both restarts the backup and
-    bumps ``data_version`` — so a changed ``data_version`` before a step is a restart. The guard is taken in
-    the read transaction of the final step(s), so it describes exactly the state copied."""
-    os.close(os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE))  # owner-only before SQLite opens it
-    step = max(1, step_bytes // pragma(src, "page_size"))
-    dst = connect(dest)
-    try:
-        run_script(dst, "PRAGMA synchronous = OFF")  # one fsync, by publish(), instead of one per step
-        restarts, pinned = 0, wal
-        guard = _observe(src, source, pin=True) if wal else None
-        with dst.backup("main", src, "main") as b:
-            while not b.done:
-                if not pinned:
-                    left = b.remaining if b.page_count else pragma(src, "page_count")
-                    pinned = restarts >= MAX_RESTARTS or left <= step
-                    seen = guard.data_version if guard else None
-                    guard = _observe(src, source, pin=pinned)
-                    restarts += seen is not None and guard.data_version != seen
-                b.step(-1 if pinned and not wal else step)
-                progress("snapshot", b.page_count - b.remaining, b.page_count)
-        if src.in_transaction:
-            src.execute("COMMIT")
-        try:
-            run_script(dst, "PRAGMA journal_mode = DELETE")  # the copy says WAL in its header: one file instead
-        except apsw.Error as err:  # only the copy is touched here: its disk, not the source, failed
-            raise EnvironmentFailure(f"cannot write the snapshot in {dest.parent}: {err}") from err
-        assert guard is not None  # the loop ran: a database has at least one page
-        return restarts, guard, pragma(dst, "page_size"), pragma(dst, "page_count")
-    finally:
-        dst.close()
 
 
 # -- backup sets ----------------------------------------------------------------------------------
@@ -377,24 +182,6 @@ def _compress(raw: Path, out: Path, level: int, threads: int, progress: Progress
     return raw_sha.hexdigest(), hw.sha.hexdigest(), hw.size
 
 
-@contextmanager
-def _open_stored(path: Path) -> Iterator[BufferedReader]:
-    """Open a stored file for reading: never through a symlink, never a FIFO or device."""
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-    with os.fdopen(fd, "rb") as fh:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise BackupError(f"{path}: not a regular file")
-        yield fh
-
-
-def stored_sha256(path: Path) -> str:
-    """SHA-256 of a file as the disk holds it: its cached pages are dropped first (where the OS allows)."""
-    with _open_stored(path) as fh:
-        if hasattr(os, "posix_fadvise"):
-            os.posix_fadvise(fh.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
-        return hashlib.file_digest(fh, "sha256").hexdigest()
-
-
 def create_backup(
     snapshot: Path,
     layers: list[Path],
@@ -453,26 +240,6 @@ def create_backup(
     return result
 
 
-def _manifest(bid: str, label: str, source: Path, raw_sha: str, zsha: str, raw: int, zsize: int) -> dict[str, Any]:
-    return {
-        "format": FORMAT,
-        "id": bid,
-        "label": label,
-        "created": datetime.now(UTC).isoformat(timespec="microseconds"),
-        "host": socket.gethostname(),
-        "platform": platform.platform(),
-        "tool": f"failback {__version__}",
-        "source": str(source),
-        "file": DATA,
-        "sha256": {"raw": raw_sha, "compressed": zsha},
-        "bytes": {"raw": raw, "compressed": zsize},
-    }
-
-
-def _write_manifest(folder: Path, manifest: dict[str, Any]) -> None:
-    write_text(folder / MANIFEST, json.dumps(manifest, indent=2, sort_keys=True) + "\n")
-
-
 def backup_source(cfg: Config, label: str, progress: Progress = _noop) -> BackupResult:
     """``failback backup create``: snapshot the configured source, store it in every layer."""
     work = ensure_dir(cfg.state_path / "tmp")
@@ -492,59 +259,6 @@ def backup_source(cfg: Config, label: str, progress: Progress = _noop) -> Backup
         remove_quietly(snap.path)
     result.snapshot = snap.to_json()
     return result
-
-
-# -- reading backups back -----------------------------------------------------------------------
-def read_manifest(folder: Path) -> dict[str, Any]:
-    """The checked manifest of one backup folder; a missing or invalid one means the backup does not exist."""
-    try:
-        with _open_stored(folder / MANIFEST) as fh:
-            text = fh.read(MANIFEST_MAX + 1)
-    except FileNotFoundError:
-        raise BackupError(f"{folder}: no manifest: not a complete backup") from None
-    except OSError as err:
-        raise BackupError(f"{folder}: unreadable manifest ({err.strerror or err})") from None
-    if len(text) > MANIFEST_MAX:
-        raise BackupError(f"{folder}: invalid manifest (larger than {_mb(MANIFEST_MAX)})")
-    try:
-        data = json.loads(text)
-    except (ValueError, UnicodeDecodeError, RecursionError) as err:
-        raise BackupError(f"{folder}: unreadable manifest ({str(err)[:200] or type(err).__name__})") from None
-    problem = _manifest_problem(data, folder.name)
-    if problem:
-        raise BackupError(f"{folder}: invalid manifest ({problem})")
-    return dict(data)
-
-
-def _manifest_problem(m: Any, folder_name: str) -> str | None:
-    """Why ``m`` is not a manifest this version can trust, or None."""
-    if not isinstance(m, dict) or m.get("format") != FORMAT:
-        return f"not a format {FORMAT} manifest"
-    if not isinstance(m.get("id"), str) or not ID_PATTERN.fullmatch(m["id"]) or m["id"] != folder_name:
-        return "its id is not the name of its folder"
-    if m.get("file") != DATA:
-        return f"the data file must be {DATA}"
-    sha, size = m.get("sha256"), m.get("bytes")
-    if not isinstance(sha, dict) or not all(isinstance(sha.get(k), str) and _HEX64.fullmatch(sha[k]) for k in KINDS):
-        return "bad sha256"
-    if not isinstance(size, dict) or not all(type(size.get(k)) is int and size[k] >= 0 for k in KINDS):
-        return "bad bytes"
-    if not isinstance(m.get("label"), str) or not isinstance(m.get("tables"), dict):
-        return "bad label or tables"
-    found = m.get("quick_check", [])
-    if not isinstance(found, list) or not all(isinstance(p, str) for p in found):
-        return "bad quick_check"
-    try:
-        if not isinstance(m.get("created"), str) or datetime.fromisoformat(m["created"]).tzinfo is None:
-            return "created is not a time with a zone"
-    except ValueError:
-        return "created is not a time"
-    return None
-
-
-def created_at(manifest: dict[str, Any]) -> datetime:
-    """When a (checked) backup was made."""
-    return datetime.fromisoformat(manifest["created"])
 
 
 def list_backups(layers: list[Path]) -> list[dict[str, Any]]:
@@ -758,72 +472,4 @@ def restore_backup(
     finally:
         remove_quietly(tmp)
     result.path = dest
-    return result
-
-
-# -- pruning ------------------------------------------------------------------------------------
-@dataclass
-class PruneResult:
-    dry_run: bool
-    verdicts: list[Verdict]
-    folders: dict[str, list[str]]
-    removed: list[str] = field(default_factory=list)
-    errors: list[str] = field(default_factory=list)
-    leftovers: list[str] = field(default_factory=list)  # temp folders of backups killed while being built
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "dry_run": self.dry_run,
-            "backups": [
-                {
-                    "id": v.id,
-                    "created": v.created.isoformat(),
-                    "action": "keep" if v.keep else "delete",
-                    "reasons": list(v.reasons),
-                    "folders": self.folders[v.id],
-                }
-                for v in self.verdicts
-            ],
-            "removed": self.removed,
-            "errors": self.errors,
-            "leftovers_removed": self.leftovers,
-        }
-
-
-def protected_backups(entries: list[dict[str, Any]], state_dir: Path) -> dict[str, tuple[str, ...]]:
-    """What no retention rule may delete, with the reasons (``retention.must_keep``): ``entries`` are
-    ``list_backups``' answer, the runs' needs are read from ``state_dir``."""
-    folders = {e["manifest"]["id"]: e["folders"] for e in entries}
-    return must_keep(
-        [_item(e["manifest"]) for e in entries],
-        run_needs(state_dir),
-        verified=lambda bid: any(not verify_folder(Path(f)) for f in folders[bid]),
-    )
-
-
-def _item(manifest: dict[str, Any]) -> Item:
-    return Item(manifest["id"], created_at(manifest), manifest["label"])
-
-
-def prune_backups(cfg: Config, dry_run: bool = False) -> PruneResult:
-    """Delete the backups (all of their folders) that neither the retention rules of ``cfg.backup`` nor
-    ``protected_backups`` keep, and what backups killed while being built left in the layers."""
-    b = cfg.backup
-    try:
-        policy = Policy(b.keep_last, b.keep_within, b.keep_daily)
-    except ValueError as err:
-        raise ConfigError(f"backup.keep_within: {err}") from None
-    entries = list_backups(cfg.backup_layers)
-    items = [_item(e["manifest"]) for e in entries]
-    verdicts = decide(items, policy, datetime.now(UTC), protected_backups(entries, cfg.state_path))
-    result = PruneResult(dry_run, verdicts, {e["manifest"]["id"]: e["folders"] for e in entries})
-    doomed = [] if dry_run else [Path(f) for v in verdicts if not v.keep for f in result.folders[v.id]]
-    if not dry_run:
-        result.leftovers = [str(f) for layer in cfg.backup_layers for f in remove_stale_folders(layer, BUILDING)]
-    for folder in doomed:
-        try:
-            delete_backup(folder, cfg, first=MANIFEST)
-            result.removed.append(str(folder))
-        except OSError as err:
-            result.errors.append(str(from_os_error(err, f"cannot delete {folder}")))
     return result

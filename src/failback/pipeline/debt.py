@@ -14,18 +14,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .audit import AuditLog
-from .backup import restore_backup
-from .config import Config
-from .convert import load_plan
-from .engines import Engine
-from .errors import InputError
+from ..audit import AuditLog
+from ..backup.keep import read_debt, unpaid
+from ..backup.sets import restore_backup
+from ..config import Config
+from ..engines import Engine
+from ..errors import InputError
+from ..files import file_xxh3, write_text
+from ..guard import PAYING, remove_stale_folders, temp_folder
+from ..journal import DEBT, RunDir, find_run
+from ..plan.model import load_plan
+from ..verify import VerifyReport, verify_target
 from .export import build_target
-from .files import file_xxh3, write_text
-from .guard import PAYING, remove_stale_folders, temp_folder
-from .journal import DEBT, RunDir, find_run
-from .keep import read_debt, unpaid
-from .verify import VerifyReport, verify_target
 
 
 @dataclass

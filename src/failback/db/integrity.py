@@ -42,13 +42,13 @@ from typing import Any, NamedTuple
 
 import apsw
 
+from ..errors import SourceDamaged
+from ..plan.model import Action, Plan
 from . import sqltext
 from .collations import is_approximated
-from .convert import Action, Plan
+from .connect import connect, quote
 from .digest import digest_rows
-from .errors import SourceDamaged
 from .schema import Schema
-from .sqlite import connect, quote
 
 FTS_MODULES = ("fts3", "fts4", "fts5")
 _FTS_INDEX_DAMAGE = (

@@ -1,269 +1,28 @@
-"""Run reports: JSON (everything), Markdown (what a person reads) and one self-contained HTML page (what a person
-looks at: timeline, size by table, benchmark before/after as inline SVG), written into the run directory and
-rendered again from it by ``failback report``."""
+"""The HTML report: one self-contained page (timeline, size by table, benchmark before/after as inline SVG)."""
 
 from __future__ import annotations
 
-import json
 import math
-from collections.abc import Callable
 from html import escape
-from pathlib import Path
 from typing import Any
 
-from . import __version__
-from .audit import AuditHead, AuditLog
-from .convert import load_plan
-from .files import write_text
-from .integrity import repair_note
-from .journal import RunDir, RunState, StepState, crash_point, list_runs
-from .verify import table_status
-
-SECTIONS = ("plan", "assessment", "backup", "verification", "audit", "audit_head")
-
-
-# -- the data of a report ---------------------------------------------------------------------------
-def load_report(rd: RunDir, audit_log: Path) -> tuple[RunState, dict[str, Any]]:
-    """A run's state and report data, read from its directory: the data the run wrote into report.json, else
-    (a run killed before its report) what state.json and plan.json hold; audit events always fresh from the log,
-    so what happened after the run (resume, abort, verification debt paid) is in the report too."""
-    state = rd.load()
-    try:
-        saved = json.loads(rd.file("report.json").read_text(encoding="utf-8"))
-        data = {k: saved.get(k) for k in SECTIONS}
-    except (FileNotFoundError, ValueError):
-        data = _data_from_state(rd, state)
-    data["audit"] = AuditLog(audit_log).records(rd.id) or data.get("audit") or []
-    return state, data
-
-
-def audit_anchors(state_dir: Path) -> list[tuple[str, AuditHead]]:
-    """The audit head each run's report.json copied when it was written, named by run: older views of the chain
-    that a truncated or rewritten log (and head) must still agree with."""
-    anchors = []
-    for rd in list_runs(state_dir):
-        try:
-            head = AuditHead.parse(json.loads(rd.file("report.json").read_bytes()).get("audit_head"))
-        except (OSError, ValueError, AttributeError):
-            continue
-        if head is not None:
-            anchors.append((f"the report of run {rd.id}", head))
-    return anchors
-
-
-def _data_from_state(rd: RunDir, state: RunState) -> dict[str, Any]:
-    assess = {k: v for k, v in state.step("assess").result.items() if k != "plan"}
-    try:
-        plan: dict[str, Any] | None = load_plan(json.loads(rd.file("plan.json").read_text(encoding="utf-8"))).to_json()
-    except (FileNotFoundError, ValueError, KeyError, TypeError):
-        plan = state.step("assess").result.get("plan")
-    return {
-        "plan": plan,
-        "assessment": assess or None,
-        "backup": state.step("backup").result.get("source"),
-        "verification": state.step("verify").result or None,
-        "audit": [],
-    }
-
-
-def backups(state: RunState, data: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
-    """(role, backup) for every backup the run made: the source, and the target it replaced."""
-    found = [(role, b) for role, b in state.step("backup").result.items() if isinstance(b, dict) and "id" in b]
-    return found or ([("source", data["backup"])] if data.get("backup") else [])
-
-
-def source_repair(state: RunState) -> dict[str, Any] | None:
-    """The source integrity check of the run, when the conversion repaired FTS indexes (``--repair-fts``)."""
-    integrity = state.step("assess").result.get("source_integrity") or {}
-    return integrity if integrity.get("repaired") else None
-
-
-def benchmark(state: RunState) -> list[dict[str, Any]]:
-    """The post-check's timings: per query p50/p95 before (baseline) and after the rollback."""
-    queries = state.step("postcheck").result.get("queries")
-    return queries if isinstance(queries, list) else []
-
-
-def table_sizes(data: dict[str, Any]) -> list[tuple[str, int | None, int | None]]:
-    """(table, rows, bytes) largest first: rows from the verification matrix, bytes from the assessment facts."""
-    facts = ((data.get("assessment") or {}).get("facts") or {}).get("tables") or {}
-    sizes: dict[str, list[int | None]] = {name: [f.get("rows"), f.get("bytes")] for name, f in facts.items()}
-    for t in (data.get("verification") or {}).get("tables") or []:
-        side = t.get("sqljs") or t.get("target") or t.get("snapshot")
-        if side is not None:
-            sizes.setdefault(t["table"], [None, None])[0] = side["rows"]
-    return sorted(((n, r, b) for n, (r, b) in sizes.items()), key=lambda x: (x[2] or 0, x[1] or 0), reverse=True)
-
-
-def _checks(data: dict[str, Any], kind: str | None) -> list[dict[str, Any]]:
-    """Verification checks of one kind (``search``, ``query``), or every other kind when None."""
-    checks = (data.get("verification") or {}).get("checks") or []
-    special = ("search", "query")
-    return [c for c in checks if c["kind"] == kind or (kind is None and c["kind"] not in special)]
-
-
-def _rows(x: dict[str, Any] | None) -> str:
-    return "—" if x is None else f"{x['rows']} · {x['digest'][:12]}" if x["digest"] else str(x["rows"])
-
-
-def _ms(v: float | None) -> str:
-    return "—" if v is None else f"{v:.2f}"
-
-
-def _bytes(n: int | None) -> str:
-    if n is None:
-        return "—"
-    for unit, size in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
-        if n >= size:
-            return f"{n / size:.1f} {unit}"
-    return f"{n} B"
-
-
-# -- the tables (plain text; Markdown and HTML render the same rows) ---------------------------------
-Table = tuple[list[str], list[list[str]]]
-
-
-def _yes_no(ok: bool) -> str:
-    return "yes" if ok else "NO"
-
-
-def findings_table(a: dict[str, Any]) -> Table:
-    return ["severity", "finding", "fix"], [[f["severity"], f["message"], f["fix"]] for f in a["findings"]]
-
-
-def layers_table(b: dict[str, Any]) -> Table:
-    return ["layer", "verified", "error"], [[x["folder"], _yes_no(x["ok"]), x["error"]] for x in b.get("layers", [])]
-
-
-def hashes_table(b: dict[str, Any]) -> Table:
-    """SHA-256 and size of the stored data (none when no layer could store it)."""
-    sha, size = b.get("sha256") or {}, b.get("bytes") or {}
-    return ["kind", "sha256", "bytes"], [[k, sha[k], f"{size[k]:,}"] for k in ("raw", "compressed") if k in sha]
-
-
-def plan_table(plan: dict[str, Any]) -> Table:
-    return ["kind", "object", "action", "reason"], [
-        [d["kind"], d["name"], d["action"], d["reason"]] for d in plan["decisions"]
-    ]
-
-
-def matrix_table(v: dict[str, Any]) -> Table:
-    """The verification matrix: rows · digest per table in snapshot, target and sql.js; a table that was not
-    compared says why (dropped by the plan, or unreadable in the source too)."""
-    cell = {"equal": "yes", "differs": "NO"}
-    return ["table", "snapshot", "target", "sql.js", "equal"], [
-        [
-            t["table"],
-            _rows(t["snapshot"]),
-            _rows(t["target"]),
-            _rows(t["sqljs"]),
-            cell.get(table_status(t)) or f"{table_status(t)}: {t.get('detail', '')}",
-        ]
-        for t in v["tables"]
-    ]
-
-
-def checks_table(checks: list[dict[str, Any]]) -> Table:
-    return ["check", "name", "ok", "detail"], [[c["kind"], c["name"], _yes_no(c["ok"]), c["detail"]] for c in checks]
-
-
-def benchmark_table(queries: list[dict[str, Any]]) -> Table:
-    header = ["query", "p50 before", "p50 after", "p95 before", "p95 after", "p95 ratio", "ok"]
-    return header, [
-        [
-            q["sql"],
-            _ms(q.get("before_p50_ms")),
-            _ms(q["p50_ms"]),
-            _ms(q.get("before_p95_ms")),
-            _ms(q["p95_ms"]),
-            "—" if q.get("ratio") is None else f"{q['ratio']:.2f}",
-            " ".join(filter(None, [_yes_no(q["ok"]), q.get("error")])),
-        ]
-        for q in queries
-    ]
-
-
-def audit_table(records: list[dict[str, Any]]) -> Table:
-    return ["seq", "time", "event", "data"], [
-        [str(r["seq"]), r["time"], r["event"], _compact(r.get("data"))] for r in records
-    ]
-
-
-def steps_table(state: RunState) -> Table:
-    return ["step", "status", "seconds"], [
-        [s.name, s.status, "" if s.seconds is None else f"{s.seconds:.2f}"] for s in state.steps
-    ]
-
-
-def _compact(v: Any) -> str:
-    return json.dumps(v, separators=(", ", ": "), ensure_ascii=False, default=str) if v else ""
-
-
-CHECK_GROUPS: list[tuple[str, str | None]] = [
-    ("Search parity", "search"),
-    ("Query parity", "query"),
-    ("Other checks", None),
-]
-
-
-# -- JSON and Markdown ------------------------------------------------------------------------------
-def render_json(state: RunState, data: dict[str, Any]) -> str:
-    """Everything: the run's state and the report data."""
-    return json.dumps({"run": state.to_json(), **data}, indent=2, default=str) + "\n"
-
-
-def md_table(header: list[str], rows: list[list[Any]]) -> list[str]:
-    """A Markdown table (pipes and newlines in cells escaped), then a blank line."""
-
-    def cell(v: Any) -> str:
-        return str(v).replace("|", "\\|").replace("\n", " ")
-
-    out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    out += ["| " + " | ".join(cell(v) for v in r) + " |" for r in rows]
-    return [*out, ""]
-
-
-def render_markdown(state: RunState, data: dict[str, Any]) -> str:
-    """A readable report of one run."""
-    lines = [
-        f"# failback run {state.id}",
-        "",
-        f"- status: **{state.status}** (exit {state.exit_code})",
-        f"- mode: {state.mode}; started {state.created}; {elapsed(state):.2f} s from the first step to the last",
-    ]
-    if state.error:
-        lines.append(f"- error: {state.error}")
-    lines += ["", "## Steps", "", *md_table(*steps_table(state))]
-    if repaired := source_repair(state):
-        lines += ["## Source repaired", "", f"- {repair_note(repaired)}", ""]
-    if a := data.get("assessment"):
-        lines += [f"## Risk: {a['level']}", "", *md_table(*findings_table(a))]
-    for role, b in backups(state, data):
-        lines += [f"## Backup of the {role.replace('_', ' ')}: `{b['id']}`", ""]
-        lines += [*md_table(*hashes_table(b)), *md_table(*layers_table(b))]
-    if plan := data.get("plan"):
-        lines += ["## Conversion", "", *md_table(*plan_table(plan))]
-    if v := data.get("verification"):
-        lines += [f"## Verification ({v['level']}): {'passed' if v['ok'] else 'FAILED'}", ""]
-        lines += [
-            f"- integrity: {v['integrity']}; foreign key violations: {v['foreign_keys']}; sql.js {v['sqljs_version']}",
-            "",
-            *md_table(*matrix_table(v)),
-        ]
-        for title, kind in CHECK_GROUPS:
-            if checks := _checks(data, kind):
-                lines += [f"### {title}", "", *md_table(*checks_table(checks))]
-        lines += [f"- problem: {p}" for p in v.get("problems") or []]
-        if v.get("deferred"):
-            lines += [f"Deferred (verification debt): {', '.join(v['deferred'])}", ""]
-    if bench := benchmark(state):
-        lines += ["## Benchmark (ms, sql.js)", "", *md_table(*benchmark_table(bench))]
-    if data.get("audit"):
-        lines += ["## Audit events", "", *md_table(*audit_table(data["audit"]))]
-    if head := data.get("audit_head"):
-        lines.append(f"Audit head when this report was written: record {head['seq']}, sha256 `{head['hash']}`")
-    return "\n".join(lines) + "\n"
-
+from .. import __version__
+from ..db.integrity import repair_note
+from ..journal import RunState
+from ..verify import table_status
+from .data import _axis, _bytes, _checks, backups, benchmark, elapsed, source_repair, table_sizes
+from .markdown import (
+    CHECK_GROUPS,
+    Table,
+    audit_table,
+    benchmark_table,
+    checks_table,
+    findings_table,
+    hashes_table,
+    layers_table,
+    matrix_table,
+    plan_table,
+)
 
 # -- HTML -------------------------------------------------------------------------------------------
 STATUS_COLOR = {
@@ -281,7 +40,6 @@ SVG_WIDTH = 900
 LABEL_WIDTH = 170
 ROW = 26
 TOP_TABLES = 15
-PAUSE = 1.0  # seconds between steps beyond which the timeline cuts the pause out
 
 CSS = """
 :root { color-scheme: light; }
@@ -388,51 +146,6 @@ def _duration(seconds: float) -> str:
         if seconds < 7200
         else f"{seconds / 3600:.1f} h"
     )
-
-
-def _wall_span(s: StepState) -> tuple[float, float] | None:
-    """When a step ran (epoch start, seconds); a step that waited for work done in the background (its result has
-    ``background_seconds``) is drawn from when that work began."""
-    if s.started is None:
-        return None
-    waited = s.seconds or 0.0
-    worked = max(waited, float(s.result.get("background_seconds") or 0.0))
-    return s.started + waited - worked, worked
-
-
-def _pauses(spans: list[tuple[float, float]]) -> dict[float, float]:
-    """Pauses longer than PAUSE in which no step ran (a run interrupted, resumed later): start time of the step
-    that ended the pause -> its length."""
-    pauses: dict[float, float] = {}
-    covered: float | None = None
-    for start, secs in sorted(spans):
-        if covered is not None and start - covered > PAUSE:
-            pauses[start] = start - covered
-        covered = start + secs if covered is None else max(covered, start + secs)
-    return pauses
-
-
-def _axis(state: RunState) -> list[tuple[float, float, float]]:
-    """Per step: (start on the time axis, seconds, pause cut out just before it). The axis starts with the first
-    step; pauses longer than PAUSE are cut out."""
-    walls = [_wall_span(s) for s in state.steps]
-    pauses = _pauses([w for w in walls if w is not None])
-    t0 = min((w[0] for w in walls if w is not None), default=0.0)
-    spans: list[tuple[float, float, float]] = []  # (start on the axis, seconds, pause cut out just before)
-    cursor = 0.0
-    for s, wall in zip(state.steps, walls, strict=True):
-        start, secs, cut = cursor, s.seconds or 0.0, 0.0
-        if wall is not None:
-            start = wall[0] - t0 - sum(length for end, length in pauses.items() if end <= wall[0])
-            secs, cut = wall[1], pauses.get(wall[0], 0.0)
-        spans.append((start, secs, cut))
-        cursor = max(cursor, start + secs)
-    return spans
-
-
-def elapsed(state: RunState) -> float:
-    """Seconds from the first step's start to the last step's end, pauses cut out."""
-    return max((start + secs for start, secs, _ in _axis(state)), default=0.0)
 
 
 def timeline_svg(state: RunState) -> str:
@@ -621,21 +334,3 @@ def render_html(state: RunState, data: dict[str, Any]) -> str:
         f"<title>failback run {_e(state.id)}: {_e(state.status)}</title><style>{CSS}</style></head>"
         f"<body><main>{''.join(parts)}{footer}</main></body></html>\n"
     )
-
-
-RENDERERS: dict[str, Callable[[RunState, dict[str, Any]], str]] = {
-    "md": render_markdown,
-    "html": render_html,
-    "json": render_json,
-}
-
-
-def write_reports(rd: RunDir, state: RunState, data: dict[str, Any]) -> list[Path]:
-    """Write report.json, report.md and report.html into the run directory."""
-    paths = []
-    for fmt, render in RENDERERS.items():
-        path = rd.file(f"report.{fmt}")
-        write_text(path, render(state, data))
-        crash_point(f"report.{fmt}")
-        paths.append(path)
-    return paths

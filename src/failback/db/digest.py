@@ -48,7 +48,7 @@ from typing import Any
 import apsw
 import xxhash
 
-from .sqlite import connect, quote
+from .connect import connect, quote
 
 ALGORITHM = "fbd1"
 MOD = 1 << 128
@@ -350,7 +350,7 @@ def _chunks(
 def _digest_in_parallel(
     conn: apsw.Connection, path: Path, tasks: list[tuple[DigestSpec, tuple[int, int] | None]], helpers: int
 ) -> list[tuple[DigestSpec, int, int]] | None:
-    """Digest the tasks here and in ``helpers`` worker processes (``python -m failback.digest PATH``, each fed
+    """Digest the tasks here and in ``helpers`` worker processes (``python -m failback.db.digest PATH``, each fed
     by a thread): the workers take whole tables first, this process the last ranges. None if a worker fails
     (cannot start, stops, or cannot read the file)."""
     pending = deque(sorted(range(len(tasks)), key=lambda i: tasks[i][1] is not None))
@@ -364,7 +364,7 @@ def _digest_in_parallel(
             return None
 
     def helper() -> None:
-        command = [sys.executable, "-m", "failback.digest", str(path)]
+        command = [sys.executable, "-m", "failback.db.digest", str(path)]
         try:
             with subprocess.Popen(
                 command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True

@@ -30,8 +30,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigError, InputError, from_os_error
-from .files import write_bytes
+from ..errors import ConfigError, InputError, from_os_error
+from ..files import write_bytes
 
 _ENV_KEY = r"[A-Za-z_][A-Za-z0-9_.-]*"
 # an unquoted value: words separated by blanks; a word after a blank cannot start a comment (#)

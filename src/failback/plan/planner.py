@@ -29,24 +29,19 @@ only as the app's function computes them.
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass, field, replace
-from enum import StrEnum
-from typing import Any
 
-from . import sqltext
-from .collations import target_for
-from .config import ConvertConfig
-from .digest import MAX_COLUMNS, DigestSpec
-from .profiles import Profile, function_declared
-from .schema import Schema, Table, digest_spec
-from .sqlite import quote
-from .sqltext import string_literal
+from ..config import ConvertConfig
+from ..db import sqltext
+from ..db.collations import target_for
+from ..db.connect import quote
+from ..db.digest import MAX_COLUMNS, DigestSpec
+from ..db.schema import Schema, Table, digest_spec
+from ..db.sqltext import string_literal
+from ..profiles import Profile, function_declared
+from .fts import FTS5_COMMANDS, Fts5, fts4_tokenizer, parse_fts5
+from .model import Action, Copy, Decision, Plan, Proof, SearchPair
 
-FTS5_COMMANDS = {"delete", "delete-all", "rebuild", "optimize", "merge", "integrity-check", "automerge"}
 _PLAIN_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-
-
-FTS5_MAPPED = {"content", "content_rowid", "tokenize", "prefix", "contentless_delete", "contentless_unindexed"}
 KIND_ORDER = (
     "pragma",
     "collation",
@@ -60,122 +55,6 @@ KIND_ORDER = (
     "view",
     "trigger",
 )
-
-
-class Action(StrEnum):
-    KEEP = "keep"
-    CONVERT = "convert"
-    DROP = "drop"
-    SKIP = "skip"
-    REFUSE = "refuse"
-
-
-@dataclass(frozen=True)
-class Decision:
-    """What happens to one schema object, and why."""
-
-    kind: str
-    name: str
-    action: Action
-    reason: str
-    severity: str = "info"  # info, warn, high, critical
-
-    def to_json(self) -> dict[str, str]:
-        return {
-            "kind": self.kind,
-            "name": self.name,
-            "action": self.action.value,
-            "reason": self.reason,
-            "severity": self.severity,
-        }
-
-
-@dataclass(frozen=True)
-class Copy:
-    """Move one table's rows from the attached source (``src``) into the target, inside SQLite."""
-
-    table: str
-    sql: str
-    xfer: bool
-
-
-@dataclass(frozen=True)
-class SearchPair:
-    """An FTS table in the source and its searchable counterpart in the target; ``content`` is the table
-    whose sync triggers keep the target's index right (None when nothing syncs it)."""
-
-    source: str
-    target: str
-    columns: tuple[str, ...]
-    content: str | None = None
-    content_columns: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class Proof:
-    """A statement whose preparation in the target engine compiles a view or a table's triggers."""
-
-    kind: str
-    name: str
-    sql: str
-
-
-@dataclass
-class Plan:
-    """Everything export needs, in execution order, plus the decisions for the report."""
-
-    profile: str
-    decisions: list[Decision] = field(default_factory=list)
-    pragmas: dict[str, int | str] = field(default_factory=dict)
-    create_tables: list[str] = field(default_factory=list)
-    early_indexes: list[str] = field(default_factory=list)
-    copies: list[Copy] = field(default_factory=list)
-    after_data: list[str] = field(default_factory=list)
-    late_indexes: list[str] = field(default_factory=list)
-    virtual_tables: list[str] = field(default_factory=list)
-    views: list[str] = field(default_factory=list)
-    triggers: list[str] = field(default_factory=list)
-    digests: list[DigestSpec] = field(default_factory=list)
-    search: list[SearchPair] = field(default_factory=list)
-    proofs: list[Proof] = field(default_factory=list)
-    collation_map: dict[str, str] = field(default_factory=dict)  # source collation -> the target's (as SQL)
-    stand_ins: list[str] = field(default_factory=list)  # declared app functions ("name/arity") kept objects call
-
-    @property
-    def refused(self) -> list[Decision]:
-        return [d for d in self.decisions if d.action is Action.REFUSE]
-
-    def findings(self) -> list[Decision]:
-        """Decisions a person must know about (anything above info)."""
-        return [d for d in self.decisions if d.severity != "info"]
-
-    def dump(self) -> dict[str, Any]:
-        """Everything in the plan, for the run directory (``load_plan`` reads it back)."""
-        return asdict(self)
-
-    def to_json(self) -> dict[str, object]:
-        return {
-            "profile": self.profile,
-            "decisions": [d.to_json() for d in self.decisions],
-            "pragmas": self.pragmas,
-            "tables_digested": [s.table for s in self.digests],
-        }
-
-
-def load_plan(data: dict[str, Any]) -> Plan:
-    """A plan saved with ``Plan.dump``."""
-    d = dict(data)
-    d["decisions"] = [
-        Decision(x["kind"], x["name"], Action(x["action"]), x["reason"], x["severity"]) for x in d["decisions"]
-    ]
-    d["copies"] = [Copy(**x) for x in d["copies"]]
-    d["digests"] = [DigestSpec(x["table"], tuple(x["columns"]), x["rowid"]) for x in d["digests"]]
-    d["search"] = [
-        SearchPair(x["source"], x["target"], tuple(x["columns"]), x["content"], tuple(x["content_columns"]))
-        for x in d["search"]
-    ]
-    d["proofs"] = [Proof(**x) for x in d["proofs"]]
-    return Plan(**d)
 
 
 def collation_choice(name: str, profile: Profile, options: ConvertConfig) -> tuple[str, str] | None:
@@ -715,115 +594,6 @@ class _Planner:
             self.plan_.triggers.append(self.rewrite(sql))
             self.prove_trigger(name, table, (sqltext.trigger_event(sql),))
             self.decide("trigger", name, Action.KEEP, "writes to a converted FTS table; to be proved in the target")
-
-
-@dataclass(frozen=True)
-class Fts5:
-    """The options of an FTS5 table that matter for conversion."""
-
-    columns: tuple[str, ...]
-    unindexed: tuple[str, ...]
-    content: str | None
-    content_rowid: str | None
-    tokenize: tuple[str, ...]
-    prefix: tuple[str, ...]
-    other_options: dict[str, str] = field(default_factory=dict)
-
-
-def parse_fts5(t: Table) -> Fts5:
-    """Read an FTS5 table's column list and options from its CREATE VIRTUAL TABLE arguments."""
-    columns, unindexed, prefix = [], [], []
-    opts: dict[str, str] = {}
-    for arg in t.module_args:
-        kv = sqltext.split_option(arg)
-        if kv:
-            if kv[0] == "prefix":
-                prefix += kv[1].replace(",", " ").split()
-            opts[kv[0]] = kv[1]
-            continue
-        words = [tok for tok in sqltext.tokenize(arg) if tok.kind not in ("ws", "comment")]
-        columns.append(words[0].name)
-        if any(w.text.upper() == "UNINDEXED" for w in words[1:]):
-            unindexed.append(words[0].name)
-    return Fts5(
-        columns=tuple(columns),
-        unindexed=tuple(unindexed),
-        content=opts.get("content"),
-        content_rowid=opts.get("content_rowid"),
-        tokenize=tuple(_split_words(opts.get("tokenize", "unicode61"))),
-        prefix=tuple(prefix),
-        other_options={k: v for k, v in opts.items() if k not in FTS5_MAPPED},
-    )
-
-
-def _split_words(text: str) -> list[str]:
-    return [t.name for t in sqltext.tokenize(text) if t.kind in ("word", "quoted", "string", "number")]
-
-
-def fts4_tokenizer(words: tuple[str, ...]) -> tuple[str | None, list[str]]:
-    """FTS5 tokenize words → (FTS4 tokenize argument or None, notes about what differs)."""
-    notes: list[str] = []
-    w = list(words) or ["unicode61"]
-    porter = w[0] == "porter"
-    if porter:
-        w = w[1:] or ["unicode61"]
-    base, opts = w[0], w[1:]
-    pairs = dict(zip(opts[0::2], opts[1::2], strict=False))
-    if base == "unicode61" and not porter:
-        kept = [f'"{k}={v}"' for k, v in pairs.items() if k in ("remove_diacritics", "tokenchars", "separators")]
-        dropped = sorted(set(pairs) - {"remove_diacritics", "tokenchars", "separators"})
-        if dropped:
-            notes.append(f"unicode61 option(s) {', '.join(dropped)} have no FTS4 equivalent")
-        return " ".join(["unicode61", *kept]), notes
-    if porter:
-        notes.append("porter stemming kept, but FTS4's porter folds case for ASCII only")
-        return "porter", notes
-    if base == "ascii":
-        return "simple", notes
-    return None, notes
-
-
-def apply_proofs(plan: Plan, failures: dict[str, str], options: ConvertConfig | None = None) -> Plan:
-    """Objects that did not prepare in the target engine: views and triggers dropped when ``allow_drop`` names
-    them, refused (the run stops) otherwise. ``failures`` maps an object name to the engine's error."""
-    allowed = {n.lower() for n in (options or ConvertConfig()).allow_drop}
-    failed = {p.name for p in plan.proofs if p.name in failures}
-    proved = {p.name for p in plan.proofs} - failed
-    decisions = []
-    kinds = {p.kind for p in plan.proofs}
-    for d in plan.decisions:
-        if d.name in proved and d.kind in kinds and d.action is Action.KEEP:
-            note = d.reason.removesuffix("; to be proved in the target") + "; " if d.severity != "info" else ""
-            d = Decision(d.kind, d.name, d.action, f"{note}prepares in {plan.profile}", d.severity)
-        if d.name in failed and d.kind in kinds:
-            reason = f"does not prepare in {plan.profile}: {failures[d.name]}"
-            if d.name.lower() in allowed and d.kind in ("view", "trigger"):
-                d = Decision(d.kind, d.name, Action.DROP, f"{reason}; dropped (allowed by convert.allow_drop)", "high")
-            else:
-                d = Decision(
-                    d.kind, d.name, Action.REFUSE, f"{reason}; add it to convert.allow_drop to drop it", "high"
-                )
-        decisions.append(d)
-    gone = {d.name for d in decisions if d.action is Action.DROP and d.name in failed}
-    return replace(
-        plan,
-        decisions=decisions,
-        views=[sql for sql in plan.views if created_name(sql) not in gone],
-        triggers=[sql for sql in plan.triggers if created_name(sql) not in gone],
-        proofs=[p for p in plan.proofs if p.name not in gone],
-    )
-
-
-def created_name(sql: str) -> str:
-    """The object name of a ``CREATE VIEW/TRIGGER [IF NOT EXISTS] name`` statement."""
-    sig = [t for t in sqltext.tokenize(sql) if t.kind not in ("ws", "comment")]
-    k = 2
-    while k < len(sig) and sig[k].text.upper() in ("IF", "NOT", "EXISTS"):
-        k += 1
-    name = sig[k]
-    if k + 2 < len(sig) and sig[k + 1].text == ".":
-        name = sig[k + 2]
-    return name.name
 
 
 def _name_arity(entry: str) -> tuple[str, int]:

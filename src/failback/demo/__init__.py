@@ -6,8 +6,8 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from .errors import InputError
-from .files import ensure_dir, write_text
+from ..errors import InputError
+from ..files import ensure_dir, write_text
 from .sample import build_native, build_sqljs_premigration
 
 MARKER = ".failback-demo"

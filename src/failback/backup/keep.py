@@ -11,8 +11,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from .errors import BackupError
-from .journal import DEBT, RunDir, list_runs
+from ..errors import BackupError
+from ..journal import DEBT, RunDir, list_runs
 from .retention import RunNeeds
 
 

@@ -10,8 +10,8 @@ from typing import Any
 
 import apsw
 
+from ..errors import EnvironmentFailure, FailbackError, InputError, NotADatabaseError
 from .collations import stand_in
-from .errors import EnvironmentFailure, FailbackError, InputError, NotADatabaseError
 
 HEADER = b"SQLite format 3\x00"
 SIDE_FILES = ("-wal", "-shm", "-journal")

@@ -102,8 +102,8 @@ def watch(config_path: Path, once: bool, dry_run: bool, max_samples: int | None,
     A watch is a stream, so --json and --jsonl both print JSON Lines: one line per evaluation as it is made, then
     a summary line (the lines `check --jsonl` prints).
     """
-    from ..rollback import Options, Outcome
-    from ..triggers import Stop, Watcher
+    from ..autorollback.watcher import Stop, Watcher
+    from ..pipeline.rollback import Options, Outcome
     from .run import run_rollback
 
     as_json |= as_jsonl
@@ -111,7 +111,7 @@ def watch(config_path: Path, once: bool, dry_run: bool, max_samples: int | None,
 
     def rollback(opts: Options) -> Outcome:
         if as_json:
-            from ..rollback import Rollback
+            from ..pipeline.rollback import Rollback
 
             return Rollback(cfg, config_path, opts).run()
         return run_rollback(cfg, config_path, opts, as_json=False)
@@ -143,7 +143,7 @@ def check(config_path: Path, samples: int, as_json: bool, as_jsonl: bool) -> Non
     the samples are done ({"samples", "fired", "exit_code", "evaluations": [...]}); --jsonl prints JSON Lines
     as `watch --json` does: one line per evaluation as it is made, then the summary line.
     """
-    from ..triggers import CHECK_FIRED, Watcher
+    from ..autorollback.watcher import CHECK_FIRED, Watcher
 
     if as_json and as_jsonl:
         raise FailbackError("--json and --jsonl exclude each other", "pass one of them")
@@ -177,7 +177,7 @@ def hold(config_path: Path, reason: str, as_json: bool) -> None:
     """Block automatic rollbacks until `failback release` (a manual `failback rollback` still works)."""
     from dataclasses import asdict
 
-    from ..triggers import place_hold
+    from ..autorollback.hold import place_hold
 
     h = place_hold(load_config(config_path), reason)
     if as_json:
@@ -194,7 +194,7 @@ def release(config_path: Path, as_json: bool) -> None:
     """Lift the hold: automatic rollbacks may run again."""
     from dataclasses import asdict
 
-    from ..triggers import release_hold
+    from ..autorollback.hold import release_hold
 
     h = release_hold(load_config(config_path))
     if as_json:
