@@ -109,10 +109,10 @@ class EnvironmentFailure(FailbackError):
 
 
 class EngineError(FailbackError):
-    """The target engine (Node + sql.js) could not be run."""
+    """The target engine (Node + sql.js) could not be run: Node.js missing or older than 18, sql.js not found."""
 
     exit_code = 2
-    default_hint = "install the Node dependencies: `make deps` (or `npm ci` in failback/engines/sqljs)"
+    default_hint = "the sql.js engine needs Node.js 18 or newer on PATH; check it with `failback probe --engine sqljs`"
 
 
 def from_os_error(err: OSError, what: str) -> EnvironmentFailure:
