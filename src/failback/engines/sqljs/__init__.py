@@ -17,17 +17,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ...errors import EngineError, NotADatabaseError
+from ...errors import EngineError, NodeNotFound, NotADatabaseError
 from .. import Action, EngineRun, check_engine_input
 from .nodefiles import NODE_FILES, VENDOR_DIR
 
 RUNNER_DIR = Path(__file__).resolve().parent
 RUNNER = RUNNER_DIR / "runner.js"
 SQLJS_DIR_VARIABLE = "FAILBACK_SQLJS_DIR"
-NODE_HINT = (
-    "install Node.js 18 or newer (https://nodejs.org/en/download, or the system's package manager: "
-    "`apt-get install nodejs`, `brew install node`) and put `node` on PATH"
-)
 
 
 def runner_modules() -> dict[str, Path]:
@@ -44,8 +40,8 @@ def runner_modules() -> dict[str, Path]:
             missing = [f.name for f in files if not f.is_file()]
             if missing:
                 raise EngineError(
-                    f"{SQLJS_DIR_VARIABLE}={override} is not a sql.js build: no {' and no '.join(missing)} in it",
-                    hint=f"point {SQLJS_DIR_VARIABLE} at a folder holding sql-wasm.js and sql-wasm.wasm (sql.js's "
+                    f"FAILBACK_SQLJS_DIR={override} is not a sql.js build: no {' and no '.join(missing)} in it",
+                    hint="point FAILBACK_SQLJS_DIR at a folder holding sql-wasm.js and sql-wasm.wasm (sql.js's "
                     "dist/), or unset it to use the sql.js failback ships",
                 )
         else:
@@ -54,10 +50,10 @@ def runner_modules() -> dict[str, Path]:
             files = vendored if all(f.is_file() for f in vendored) else checkout
             if not all(f.is_file() for f in files):
                 raise EngineError(
-                    f"the Node package {package} is missing: neither {VENDOR_DIR}/ nor node_modules/ beside "
-                    f"{RUNNER} holds its files",
-                    hint=f"reinstall failback from its wheel (it ships them); in a checkout run `make deps`; or set "
-                    f"{SQLJS_DIR_VARIABLE} to a sql.js build",
+                    f"the Node package {package} is missing: neither vendor/ nor node_modules/ beside {RUNNER} "
+                    "holds its files",
+                    hint="reinstall failback from its wheel (it ships them); in a checkout run `make deps`; or set "
+                    "FAILBACK_SQLJS_DIR to a sql.js build",
                 )
         modules[package] = files[0]
     return modules
@@ -93,9 +89,8 @@ class SqlJsEngine:
     def _command(self) -> list[str]:
         node = shutil.which(self.node)
         if node is None:
-            raise EngineError(
-                f"Node.js not found ({self.node!r} is not on PATH); the sql.js engine needs Node.js >= 18",
-                hint=NODE_HINT,
+            raise NodeNotFound(
+                f"Node.js not found ({self.node!r} is not on PATH): the sql.js engine needs Node.js >= 18"
             )
         return [node, str(RUNNER)]
 
@@ -128,7 +123,7 @@ class SqlJsEngine:
         except subprocess.TimeoutExpired:
             raise EngineError(f"the sql.js runner did not finish within {self.timeout} s") from None
         except OSError as err:
-            raise EngineError(f"cannot start {command[0]}: {err.strerror}", hint=NODE_HINT) from None
+            raise NodeNotFound(f"cannot start {command[0]}: {err.strerror}") from None
         doc = _output(proc)
         if not doc.get("ok"):
             error = str(doc.get("error", "unknown error"))
