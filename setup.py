@@ -65,7 +65,7 @@ class BuildPyWithNodeFiles(build_py):
                 f"{SQLJS / 'node_modules'} does not hold them and npm is not on PATH; install Node.js 18 or newer "
                 "with npm, or run `npm ci` in src/failback/engines/sqljs, then build again"
             )
-        work = Path(self.build_temp, "npm").resolve()
+        work = Path(self.get_finalized_command("build").build_temp, "npm").resolve()
         self.mkpath(str(work))
         for name in ("package.json", NODE["LOCKFILE"]):
             shutil.copyfile(SQLJS / name, work / name)
