@@ -63,6 +63,7 @@ docs: deps
 
 # dist/failback-*.whl, carrying the sql.js files the runner loads (setup.py copies them from node_modules)
 wheel: deps
+	rm -rf build  # setuptools would add what an earlier build left in build/lib
 	$(BIN)/python -m build --wheel --outdir dist .
 
 bench: deps

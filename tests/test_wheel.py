@@ -20,6 +20,8 @@ from failback.engines.sqljs.nodefiles import NODE_FILES, VENDOR_DIR
 ROOT = Path(__file__).resolve().parents[1]
 VERSION = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]["version"]
 SQLJS_IN_WHEEL = "failback/engines/sqljs"
+# each test builds (isolated build env) or installs with pip, the module's wheel fixture counting in the first
+pytestmark = pytest.mark.timeout(1800)
 
 
 def run(command: list[str | Path], cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -72,7 +74,6 @@ def test_wheel_carries_the_sqljs_files_and_no_node_modules(wheel: Path) -> None:
     assert not [n for n in names if "node_modules" in n]
 
 
-@pytest.mark.timeout(1800)
 def test_installed_wheel_exports_and_verifies_outside_the_checkout(
     wheel: Path, native_db: Path, tmp_path: Path
 ) -> None:
@@ -104,7 +105,6 @@ def test_installed_wheel_exports_and_verifies_outside_the_checkout(
     python_api_example(python, tmp_path)
 
 
-@pytest.mark.timeout(900)
 def test_build_without_node_modules_or_npm_fails_clearly(tmp_path: Path) -> None:
     """From the sdist (no node_modules in it) with no npm on PATH, the wheel build stops and says why."""
     sdists = tmp_path / "sdist"
