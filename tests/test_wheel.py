@@ -5,6 +5,7 @@ time limits, no wall-clock assertions."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -93,6 +94,7 @@ def test_installed_wheel_exports_and_verifies_outside_the_checkout(
     for path in proc.stdout.split():
         assert Path(path).is_relative_to(site) and not Path(path).is_relative_to(ROOT), path
     assert f"/{VENDOR_DIR}/sql.js/sql-wasm.js" in proc.stdout
+    installed_sqljs = Path(proc.stdout.split()[0]).parent
 
     target = tmp_path / "app-sqljs.sqlite"
     export = run([failback, "export", native_db, target], tmp_path)
@@ -103,6 +105,12 @@ def test_installed_wheel_exports_and_verifies_outside_the_checkout(
     assert "passed" in verify.stdout
 
     python_api_example(python, tmp_path)
+
+    # an install that lost a vendored package (and has no node_modules) names it in one line
+    shutil.rmtree(installed_sqljs / VENDOR_DIR / "hash-wasm")
+    broken = run([failback, "export", "--force", native_db, target], tmp_path)
+    assert broken.returncode == 2, broken.stderr
+    assert broken.stderr.startswith("error: the Node package hash-wasm is missing: neither vendor/ nor node_modules/")
 
 
 def test_build_without_node_modules_or_npm_fails_clearly(tmp_path: Path) -> None:
