@@ -9,7 +9,7 @@ DEMO_DIR ?= failback-demo
 CHROMIUM := /usr/bin/chromium
 LOCK_VENV := .venv-lock
 
-.PHONY: deps deps-browser lock demo test soak lint docs bench bench-quick bench-digest clean
+.PHONY: deps deps-browser lock demo test soak lint docs wheel bench bench-quick bench-digest clean
 
 deps: $(PY_OK) $(JS_OK)
 
@@ -61,6 +61,11 @@ soak: deps deps-browser  # the long runs; FAILBACK_SOAK_SEED=<printed seed> repl
 docs: deps
 	$(BIN)/python -m failback.docs
 
+# dist/failback-*.whl, carrying the sql.js files the runner loads (setup.py copies them from node_modules)
+wheel: deps
+	rm -rf build  # setuptools would add what an earlier build left in build/lib
+	$(BIN)/python -m build --wheel --outdir dist .
+
 bench: deps
 	$(BIN)/python bench/run.py
 
@@ -71,4 +76,4 @@ bench-digest: deps
 	$(BIN)/python bench/digest.py
 
 clean:
-	rm -rf $(VENV) $(LOCK_VENV) $(SQLJS)/node_modules $(DEMO_DIR)
+	rm -rf $(VENV) $(LOCK_VENV) $(SQLJS)/node_modules $(DEMO_DIR) build dist

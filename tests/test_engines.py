@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import math
+import os
+import shutil
+import subprocess
+import sys
 import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -26,7 +30,7 @@ from failback.engines import (
     make_engine,
 )
 from failback.engines.sqlite import SqliteEngine
-from failback.engines.sqljs import SqlJsEngine
+from failback.engines.sqljs import SQLJS_DIR_VARIABLE, SqlJsEngine, runner_modules
 from failback.errors import EngineError, InputError, NotADatabaseError
 
 # ---------------------------------------------------------------- fixtures and helpers
@@ -357,10 +361,51 @@ def test_bad_files_raise_clean_errors(engine: Engine, tmp_path: Path) -> None:
         engine.run(tmp_path, [])
 
 
-def test_sqljs_without_node_is_an_engine_error(tmp_path: Path) -> None:
-    with pytest.raises(EngineError) as info:
-        SqlJsEngine(node=str(tmp_path / "no-node-here")).run(None, [])
-    assert "Node.js not found" in str(info.value) and "npm ci" in info.value.hint
+def export_with(env: dict[str, str], tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    """`failback export` of a small real database in a subprocess whose environment is changed by ``env``."""
+    source = make_db(tmp_path / "source.db", {"t": (["a INTEGER", "b TEXT"], [(1, "x"), (2, "y")])})
+    return subprocess.run(
+        [sys.executable, "-m", "failback", "export", str(source), str(tmp_path / "target.db")],
+        cwd=tmp_path,
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+
+def assert_one_line_error(proc: subprocess.CompletedProcess[str], *parts: str) -> None:
+    """Exit 2, no target written, stderr one error line (holding ``parts``) and one hint line."""
+    error, hint = proc.stderr.splitlines()
+    assert proc.returncode == 2 and error.startswith("error: ") and hint.startswith("hint: "), proc.stderr
+    assert all(part in proc.stderr for part in parts), proc.stderr
+    assert not (Path(proc.args[-1])).exists()
+
+
+def test_export_without_node_says_to_install_node_18(tmp_path: Path) -> None:
+    no_node = tmp_path / "bin"  # PATH holds only an empty folder; the interpreter is named by its path
+    no_node.mkdir()
+    proc = export_with({"PATH": str(no_node)}, tmp_path)
+    assert_one_line_error(proc, "Node.js not found", "Node.js >= 18", "install Node.js 18 or newer")
+
+
+def test_export_with_a_bogus_sqljs_dir_names_the_variable(tmp_path: Path) -> None:
+    proc = export_with({SQLJS_DIR_VARIABLE: str(tmp_path / "nowhere")}, tmp_path)
+    assert_one_line_error(proc, f"{SQLJS_DIR_VARIABLE}=", "no sql-wasm.js and no sql-wasm.wasm", "unset it")
+
+
+def test_sqljs_dir_names_the_build_the_runner_loads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    shipped = runner_modules()["sql.js"].parent
+    build = tmp_path / "sqljs-build"
+    build.mkdir()
+    for name in ("sql-wasm.js", "sql-wasm.wasm"):
+        shutil.copyfile(shipped / name, build / name)
+    monkeypatch.setenv(SQLJS_DIR_VARIABLE, str(build))
+    assert runner_modules()["sql.js"] == build / "sql-wasm.js"
+    assert only(SQLJS.run(None, [{"op": "query", "sql": "SELECT sqlite_version()"}]))["rows"] == [["3.54.1"]]
+    (build / "sql-wasm.wasm").write_bytes(b"\0asm broken")  # the runner loads this folder's wasm, not the shipped one
+    with pytest.raises(EngineError, match=r"the sql\.js runner failed"):
+        SQLJS.run(None, [])
 
 
 def test_sqljs_legacy_functions_are_opt_in() -> None:

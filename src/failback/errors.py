@@ -109,10 +109,19 @@ class EnvironmentFailure(FailbackError):
 
 
 class EngineError(FailbackError):
-    """The target engine (Node + sql.js) could not be run."""
+    """The target engine (Node + sql.js) could not be run: sql.js files missing, Node.js < 18, a runner failure."""
 
     exit_code = 2
-    default_hint = "install the Node dependencies: `make deps` (or `npm ci` in failback/engines/sqljs)"
+    default_hint = "the sql.js engine needs Node.js 18 or newer on PATH; check it with `failback probe --engine sqljs`"
+
+
+class NodeNotFound(EngineError):
+    """Node.js, which runs the sql.js engine, is not installed or not on PATH."""
+
+    default_hint = (
+        "install Node.js 18 or newer (https://nodejs.org/en/download, or the system's package manager: "
+        "`apt-get install nodejs`, `brew install node`) and put `node` on PATH"
+    )
 
 
 def from_os_error(err: OSError, what: str) -> EnvironmentFailure:

@@ -1,12 +1,15 @@
 """The target engine: real sql.js 1.16.0 (SQLite compiled to WebAssembly) run by Node on a copy of the file.
 
 ``runner.js`` beside this file does the work; its header comment describes the JSON protocol. The Node
-packages are pinned in ``package.json``/``package-lock.json`` and installed with ``make deps``.
+packages are pinned in ``package.json``/``package-lock.json``; the wheel carries the files the runner loads
+(:mod:`.nodefiles`), a checkout installs them with ``make deps``. ``FAILBACK_SQLJS_DIR`` names another sql.js
+build: a folder holding ``sql-wasm.js`` and ``sql-wasm.wasm``.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import time
@@ -14,12 +17,46 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ...errors import EngineError, NotADatabaseError
+from ...errors import EngineError, NodeNotFound, NotADatabaseError
 from .. import Action, EngineRun, check_engine_input
+from .nodefiles import NODE_FILES, VENDOR_DIR
 
 RUNNER_DIR = Path(__file__).resolve().parent
 RUNNER = RUNNER_DIR / "runner.js"
-INSTALL_HINT = f"run `make deps`, or `npm ci --prefix {RUNNER_DIR}`"
+SQLJS_DIR_VARIABLE = "FAILBACK_SQLJS_DIR"
+
+
+def runner_modules() -> dict[str, Path]:
+    """The file the runner loads of each Node package (sql.js: ``sql-wasm.js``, the ``.wasm`` beside it).
+
+    Looked up in order: sql.js in the folder ``FAILBACK_SQLJS_DIR`` names, the copy vendored in the wheel
+    (``vendor/<package>/``), a checkout's ``node_modules``. Raises EngineError when none holds a package's files.
+    """
+    modules: dict[str, Path] = {}
+    override = os.environ.get(SQLJS_DIR_VARIABLE)
+    for package, names in NODE_FILES.items():
+        if package == "sql.js" and override:
+            files = [Path(override, Path(name).name) for name in names]
+            missing = [f.name for f in files if not f.is_file()]
+            if missing:
+                raise EngineError(
+                    f"FAILBACK_SQLJS_DIR={override} is not a sql.js build: no {' and no '.join(missing)} in it",
+                    hint="point FAILBACK_SQLJS_DIR at a folder holding sql-wasm.js and sql-wasm.wasm (sql.js's "
+                    "dist/), or unset it to use the sql.js failback ships",
+                )
+        else:
+            vendored = [RUNNER_DIR / VENDOR_DIR / package / Path(name).name for name in names]
+            checkout = [RUNNER_DIR / "node_modules" / package / name for name in names]
+            files = vendored if all(f.is_file() for f in vendored) else checkout
+            if not all(f.is_file() for f in files):
+                raise EngineError(
+                    f"the Node package {package} is missing: neither vendor/ nor node_modules/ beside {RUNNER} "
+                    "holds its files",
+                    hint="reinstall failback from its wheel (it ships them); in a checkout run `make deps`; or set "
+                    "FAILBACK_SQLJS_DIR to a sql.js build",
+                )
+        modules[package] = files[0]
+    return modules
 
 
 class SqlJsEngine:
@@ -52,12 +89,9 @@ class SqlJsEngine:
     def _command(self) -> list[str]:
         node = shutil.which(self.node)
         if node is None:
-            raise EngineError(
-                f"Node.js not found ({self.node!r} is not on PATH); the sql.js engine needs node >= 18",
-                hint=f"install Node.js 18 or newer, then {INSTALL_HINT}",
+            raise NodeNotFound(
+                f"Node.js not found ({self.node!r} is not on PATH): the sql.js engine needs Node.js >= 18"
             )
-        if not (RUNNER_DIR / "node_modules" / "sql.js").is_dir():
-            raise EngineError(f"sql.js is not installed beside {RUNNER.name}", hint=INSTALL_HINT)
         return [node, str(RUNNER)]
 
     def run(self, database: Path | None, actions: list[Action]) -> EngineRun:
@@ -74,6 +108,7 @@ class SqlJsEngine:
                 "actions": actions,
                 "legacy_functions": self.legacy_functions,
                 "stand_ins": list(self.stand_ins),
+                "modules": {package: str(path) for package, path in runner_modules().items()},
             }
         )
         try:
@@ -88,7 +123,7 @@ class SqlJsEngine:
         except subprocess.TimeoutExpired:
             raise EngineError(f"the sql.js runner did not finish within {self.timeout} s") from None
         except OSError as err:
-            raise EngineError(f"cannot start {command[0]}: {err.strerror}", hint=INSTALL_HINT) from None
+            raise NodeNotFound(f"cannot start {command[0]}: {err.strerror}") from None
         doc = _output(proc)
         if not doc.get("ok"):
             error = str(doc.get("error", "unknown error"))

@@ -1,7 +1,8 @@
 // failback sql.js runner: runs one job inside real sql.js (SQLite compiled to WebAssembly) under Node >= 18.
 //
 // Protocol: stdin holds ONE JSON job {"database": path | null, "actions": [...], "legacy_functions": bool,
-// "stand_ins": ["name/arity", ...]};
+// "stand_ins": ["name/arity", ...], "modules": {"sql.js": path of sql-wasm.js (sql-wasm.wasm beside it),
+// "hash-wasm": path of xxhash128.umd.min.js}} (the caller finds them: src/failback/engines/sqljs/__init__.py);
 // stdout gets ONE JSON document {"ok": true, "version", "results": [...], "peak_rss": bytes} (exit 0), or
 // {"ok": false, "kind": "database" | "job", "error"} (exit 1). Nothing else is printed to stdout.
 // "legacy_functions": true loads sql.js 1.x's default deprecated extension functions (46 more functions;
@@ -282,8 +283,12 @@ async function main() {
   } catch (e) {
     return finish({ ok: false, kind: "job", error: "cannot read the job from stdin: " + e.message }, 1);
   }
-  const initSqlJs = require("sql.js");
-  const { createXXHash128 } = require("hash-wasm");
+  const node = Number(process.versions.node.split(".")[0]);
+  if (node < 18) {
+    return finish({ ok: false, kind: "job", error: `Node.js ${process.version} is too old: sql.js needs Node.js >= 18` }, 1);
+  }
+  const initSqlJs = require(job.modules["sql.js"]);
+  const { createXXHash128 } = require(job.modules["hash-wasm"]);
   // false: SQLite's native functions only (sql.js's next major default); true: sql.js 1.x's default.
   const SQL = await initSqlJs({ useOldExtensionFunctions: job.legacy_functions === true });
   const hasher = await createXXHash128();
