@@ -18,11 +18,10 @@ import apsw
 from ..assess.gather import collation_merges
 from ..config import Config, ConvertConfig
 from ..db.collations import CollationMerge
-from ..db.connect import connect, database_error, open_source, run_script
+from ..db.connect import connect, database_error, open_source, register_stand_ins, run_script
 from ..db.integrity import SourceIntegrity, check_source
 from ..db.schema import read_schema
 from ..engines import Engine
-from ..engines.sqlite import register_stand_ins
 from ..engines.sqljs import SqlJsEngine
 from ..errors import (
     EnvironmentFailure,
