@@ -16,6 +16,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
 
 from .errors import ConfigError
+from .profiles import DEFAULT_PROFILE
 
 DEFAULT_NAME = "failback.toml"
 _ENV_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]*")
@@ -55,7 +56,7 @@ class SourceConfig(_Section):
 
 class TargetConfig(_Section):
     path: ConfigPath = Field(description="The sql.js database file the app loads; replaced by the converted one.")
-    profile: str = Field("sqljs-1.16.0", description="Capability profile of the target engine (name or file).")
+    profile: str = Field(DEFAULT_PROFILE, description="Capability profile of the target engine (name or file).")
 
 
 class AppConfig(_Section):

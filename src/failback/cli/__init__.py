@@ -23,6 +23,7 @@ from rich.table import Table
 from .. import __version__
 from ..config import DEFAULT_NAME
 from ..errors import FailbackError
+from ..profiles import DEFAULT_PROFILE
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -145,7 +146,7 @@ config_option = click.option(
     help="Path of failback.toml.",
 )
 profile_option = click.option(
-    "--profile", default="sqljs-1.16.0", show_default=True, help="Target profile (name or file)."
+    "--profile", default=DEFAULT_PROFILE, show_default=True, help="Target profile (name or file)."
 )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -65,8 +66,15 @@ class SqliteEngine:
         self.stand_ins = tuple(stand_ins)
 
     def with_stand_ins(self, functions: Sequence[str]) -> SqliteEngine:
-        """This engine with ``functions`` registered as stand-ins too."""
-        return SqliteEngine(self.stand_ins + tuple(f for f in functions if f not in self.stand_ins))
+        """A copy of this engine (a subclass stays one) with ``functions`` registered as stand-ins too."""
+        clone = copy.copy(self)
+        clone.stand_ins += tuple(f for f in functions if f not in self.stand_ins)
+        return clone
+
+    def identity(self) -> tuple[str, str]:
+        """("sqlite-3.54", "3.54.1"): apsw's SQLite, its profile named by major.minor."""
+        version = apsw.sqlite_lib_version()
+        return f"{self.name}-{version.rsplit('.', 1)[0]}", version
 
     def run(self, database: Path | None, actions: list[Action]) -> EngineRun:
         """Load ``database`` (``None``: empty) into memory and run ``actions``; the file is never written."""
