@@ -16,9 +16,9 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
 
 from .errors import ConfigError
-from .profiles import DEFAULT_PROFILE
 
 DEFAULT_NAME = "failback.toml"
+DEFAULT_PROFILE = "sqljs-1.16.0"  # the target profile when none is named: the browser app's pinned sql.js
 _ENV_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]*")
 _ENV_VALUE = re.compile(r"[A-Za-z0-9_.:/@%+,=-]+")
 _FUNCTION = re.compile(r"[A-Za-z_][A-Za-z0-9_$]*/(-1|[0-9]{1,3})")

@@ -21,9 +21,8 @@ from rich.progress import BarColumn, Progress, TaskID, TaskProgressColumn, TextC
 from rich.table import Table
 
 from .. import __version__
-from ..config import DEFAULT_NAME
+from ..config import DEFAULT_NAME, DEFAULT_PROFILE
 from ..errors import FailbackError
-from ..profiles import DEFAULT_PROFILE
 
 F = TypeVar("F", bound=Callable[..., Any])
 

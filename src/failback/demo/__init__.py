@@ -6,9 +6,9 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+from ..config import DEFAULT_PROFILE
 from ..errors import InputError
 from ..files import ensure_dir, write_text
-from ..profiles import DEFAULT_PROFILE
 from .sample import build_native, build_sqljs_premigration
 
 MARKER = ".failback-demo"

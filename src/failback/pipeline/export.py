@@ -16,7 +16,7 @@ from pathlib import Path
 import apsw
 
 from ..assess.gather import collation_merges
-from ..config import Config, ConvertConfig
+from ..config import DEFAULT_PROFILE, Config, ConvertConfig
 from ..db.collations import CollationMerge
 from ..db.connect import connect, database_error, open_source, register_stand_ins, run_script
 from ..db.integrity import SourceIntegrity, check_source
@@ -36,7 +36,7 @@ from ..guard import Protected, check_replaceable, publish_over
 from ..plan.model import Plan
 from ..plan.planner import plan_conversion
 from ..plan.proofs import apply_proofs, created_name
-from ..profiles import DEFAULT_PROFILE, engine_for, load_profile
+from ..profiles import engine_for, load_profile
 from ..snapshot import take_snapshot
 from ..verify import VerifyReport, verify_target
 

@@ -15,7 +15,6 @@ from ..engines import Engine, get_engine
 from ..errors import ConfigError
 
 HERE = Path(__file__).parent
-DEFAULT_PROFILE = "sqljs-1.16.0"  # the target when none is named: the browser app's pinned sql.js
 
 # feature name -> statements (``@T`` = a table name of its own); present when they all succeed. They run in
 # one database, in this order. Limits come from the compile options.
@@ -121,7 +120,7 @@ def shipped() -> list[str]:
 
 
 def load_profile(name_or_path: str | Path) -> Profile:
-    """Load a shipped profile by name (``DEFAULT_PROFILE``) or a profile file by path."""
+    """Load a shipped profile by name (``sqljs-1.16.0``) or a profile file by path."""
     path = HERE / f"{name_or_path}.toml" if str(name_or_path) in shipped() else Path(name_or_path)
     try:
         return Profile.model_validate(tomllib.loads(path.read_text(encoding="utf-8")))
