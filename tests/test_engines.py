@@ -27,7 +27,7 @@ from failback.engines import (
     decode_typed,
     encode_typed,
     first_difference,
-    make_engine,
+    get_engine,
 )
 from failback.engines.sqlite import SqliteEngine
 from failback.engines.sqljs import SQLJS_DIR_VARIABLE, SqlJsEngine, runner_modules
@@ -108,7 +108,7 @@ def test_typed_rejects_unknown() -> None:
     with pytest.raises(ValueError):
         decode_typed({"decimal": "1"})
     assert math.isnan(decode_typed({"real": "NaN"}))  # type: ignore[arg-type]
-    assert make_engine("sqljs").name == "sqljs" and make_engine("sqlite").name == "sqlite"
+    assert get_engine("sqljs").name == "sqljs" and get_engine("sqlite").name == "sqlite"
 
 
 # ---------------------------------------------------------------- hashing agrees

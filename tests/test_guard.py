@@ -325,10 +325,11 @@ def test_delete_backup_refuses_a_folder_outside_the_backup_layers(demo: Path) ->
     stray = demo / "not-a-layer" / "20260101T000000-source-abcdef"
     stray.mkdir(parents=True)
     (stray / "manifest.json").write_text("{}")
+    precious = (cfg.source_path, cfg.app_config_path, cfg.target_path)
     with pytest.raises(InputError, match="not a backup folder directly inside a backup layer"):
-        delete_backup(stray, cfg, first="manifest.json")
-    with pytest.raises(InputError, match="it holds"):  # a layer misconfigured as the demo folder itself
-        delete_backup(demo, cfg.model_copy(update={"backup": cfg.backup.model_copy(update={"dir": demo.parent})}), "x")
+        delete_backup(stray, cfg.backup_layers[0], precious, first="manifest.json")
+    with pytest.raises(InputError, match="it holds"):  # a layer misconfigured as the demo folder's parent
+        delete_backup(demo, demo.parent, precious, "x")
     assert (stray / "manifest.json").exists() and (demo / "native.sqlite").exists()
 
 

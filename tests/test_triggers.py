@@ -11,9 +11,10 @@ import subprocess
 import sys
 import threading
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import apsw
 import pytest
@@ -21,7 +22,7 @@ import pytest
 from failback.audit import AuditLog, verify_chain
 from failback.autorollback.hold import Hold, place_hold, read_hold, release_hold
 from failback.autorollback.rules import Evaluation, Facts, RuleState, Sample, Series, evaluate, policy_problems
-from failback.autorollback.sources import read_jsonl, run_integrity, run_probe
+from failback.autorollback.sources import SOURCE_KINDS, IntegritySource, JsonlSource, ProbeSource, register_source
 from failback.autorollback.watcher import Stop, Watcher
 from failback.config import Config, TriggerRule, load_config
 from failback.pipeline.rollback import Options, Outcome, Rollback
@@ -297,7 +298,7 @@ def test_jsonl_source_keeps_the_last_value_of_each_metric(tmp_path: Path) -> Non
         '{"p95_ms": 20, "state": "degraded"}\n'
         '{"p95_ms": 9'  # still being written
     )
-    assert {s.name: s.value for s in read_jsonl(path)} == {"p95_ms": 20, "errors": 2, "state": "degraded"}
+    assert {s.name: s.value for s in JsonlSource(path).read()} == {"p95_ms": 20, "errors": 2, "state": "degraded"}
 
 
 def test_watch_reads_a_jsonl_file_relative_to_the_config(demo_dir: Path) -> None:
@@ -313,10 +314,10 @@ def test_watch_reads_a_jsonl_file_relative_to_the_config(demo_dir: Path) -> None
 
 def test_probes_read_the_live_database_without_writing(native_db: Path, tmp_path: Path) -> None:
     queries = ["SELECT count(*) FROM note", "SELECT * FROM no_such_table", "DELETE FROM note"]
-    got = {s.name: s.value for s in run_probe(native_db, queries, runs=3)}
+    got = {s.name: s.value for s in ProbeSource(native_db, queries, runs=3).read()}
     assert got["probe.errors"] == 2.0  # the missing table and the write (refused: the connection is read-only)
     assert 0 < got["probe.p50_ms"] <= got["probe.p95_ms"]  # type: ignore[operator]
-    assert [(s.name, s.value) for s in run_integrity(native_db)] == [("integrity", 1.0)]
+    assert [(s.name, s.value) for s in IntegritySource(native_db).read()] == [("integrity", 1.0)]
     # a damaged file: integrity 0 (a critical signal); the native_db fixture proves the live file was not written
     bad = tmp_path / "bad.sqlite"
     conn = apsw.Connection(str(bad))
@@ -329,9 +330,9 @@ def test_probes_read_the_live_database_without_writing(native_db: Path, tmp_path
     data = bytearray(bad.read_bytes())
     data[4096 * 3 : 4096 * 3 + 200] = os.urandom(200)
     bad.write_bytes(bytes(data))
-    assert run_integrity(bad)[0].value == 0.0
+    assert IntegritySource(bad).read()[0].value == 0.0
     (tmp_path / "garbage.sqlite").write_bytes(b"not a database" * 100)
-    assert run_integrity(tmp_path / "garbage.sqlite")[0].value == 0.0
+    assert IntegritySource(tmp_path / "garbage.sqlite").read()[0].value == 0.0
 
 
 def test_probe_against_the_recorded_baseline(demo_dir: Path) -> None:
@@ -364,6 +365,33 @@ def test_prometheus_labels_pick_one_series_and_a_dead_endpoint_is_inconclusive(
     cfg.triggers.prometheus_url = dead
     ev = Watcher(cfg, path, dry_run=True).evaluate()
     assert ev.results[0].status == "inconclusive" and ev.errors[0].startswith("prometheus:")
+
+
+@dataclass(frozen=True)
+class FixedSource:
+    """An extra source kind: one fixed value of the latency rule's series."""
+
+    value: float
+    kind: ClassVar[str] = "fixed"
+
+    def read(self) -> list[Series]:
+        return [Series("app_latency_ms", self.value, {"route": "/notes"})]
+
+
+def test_a_registered_source_kind_is_sampled_beside_the_built_ins(demo_dir: Path) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{s.getsockname()[1]}/metrics"  # nothing listens once closed
+    cfg, path = configure(demo_dir, prom_triggers(dead))
+    register_source(FixedSource.kind, lambda cfg: FixedSource(500.0) if cfg.triggers.prometheus_url else None)
+    try:
+        w = Watcher(cfg, path, dry_run=True)
+        assert [source.kind for source in w.sources()] == ["prometheus", "fixed"]
+        ev = w.evaluate()
+    finally:
+        SOURCE_KINDS.pop(FixedSource.kind)
+    assert ev.results[0].value == 500.0 and ev.errors[0].startswith("prometheus:")
+    assert [source.kind for source in Watcher(cfg, path).sources()] == ["prometheus"]
 
 
 @pytest.mark.timeout(120)

@@ -18,6 +18,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 from .errors import ConfigError
 
 DEFAULT_NAME = "failback.toml"
+DEFAULT_PROFILE = "sqljs-1.16.0"  # the target profile when none is named: the browser app's pinned sql.js
 _ENV_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]*")
 _ENV_VALUE = re.compile(r"[A-Za-z0-9_.:/@%+,=-]+")
 _FUNCTION = re.compile(r"[A-Za-z_][A-Za-z0-9_$]*/(-1|[0-9]{1,3})")
@@ -55,7 +56,7 @@ class SourceConfig(_Section):
 
 class TargetConfig(_Section):
     path: ConfigPath = Field(description="The sql.js database file the app loads; replaced by the converted one.")
-    profile: str = Field("sqljs-1.16.0", description="Capability profile of the target engine (name or file).")
+    profile: str = Field(DEFAULT_PROFILE, description="Capability profile of the target engine (name or file).")
 
 
 class AppConfig(_Section):

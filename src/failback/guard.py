@@ -25,7 +25,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -379,13 +379,12 @@ class Guard:
         remove_quietly(*paths)
 
 
-def delete_backup(folder: Path, cfg: Config, first: str) -> None:
-    """Delete one backup folder: it must be a real folder directly inside a backup layer and hold neither
-    the source nor the app config. ``first`` (the manifest) goes first, so an interrupted delete leaves an
-    invalid, invisible folder."""
-    in_layer = any(same_file(folder.parent, layer) for layer in cfg.backup_layers)
-    holds = [p for p in (cfg.source_path, cfg.app_config_path, cfg.target_path) if inside(p, folder)]
-    if folder.is_symlink() or not folder.is_dir() or not in_layer or holds:
+def delete_backup(folder: Path, layer: Path, precious: Sequence[Path], first: str) -> None:
+    """Delete one backup folder: it must be a real folder directly inside the backup layer ``layer`` and hold
+    none of ``precious`` (the source, the app config, the target). ``first`` (the manifest) goes first, so an
+    interrupted delete leaves an invalid, invisible folder."""
+    holds = [p for p in precious if inside(p, folder)]
+    if folder.is_symlink() or not folder.is_dir() or not same_file(folder.parent, layer) or holds:
         why = f"it holds {holds[0]}" if holds else "not a backup folder directly inside a backup layer"
         raise InputError(f"refusing to delete {folder}: {why}", "check [backup] dir and mirrors in failback.toml")
     (folder / first).unlink()

@@ -42,8 +42,7 @@ from .db.connect import connect, database_error, quote
 from .db.digest import DigestSpec, TableDigest, database_digests, digest_rows, table_digest
 from .db.schema import STORED_SCHEMA_SQL, CreatedObject, Schema, Table, created_object, digest_spec, read_schema
 from .db.sqltext import tokenize
-from .engines import Engine, decode_typed, first_difference
-from .engines.sqlite import SqliteEngine
+from .engines import SOURCE_ENGINE, Engine, decode_typed, first_difference, get_engine
 from .errors import FailbackError
 from .pipeline.postcheck import summarize, without_warmup
 from .plan.model import Action, Plan, SearchPair
@@ -524,7 +523,7 @@ def _first_difference(snapshot: Path, target: Path, spec: DigestSpec, engine: En
         "order_by": None if spec.rowid else list(spec.columns),
     }
     try:
-        mine = SqliteEngine().run(snapshot, [action]).results[0]
+        mine = get_engine(SOURCE_ENGINE).run(snapshot, [action]).results[0]
         theirs = engine.run(target, [action]).results[0]
     except FailbackError:
         return None

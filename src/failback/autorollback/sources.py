@@ -1,4 +1,9 @@
-"""Metric sources of the automatic rollback: Prometheus, JSONL, the built-in probe and integrity check."""
+"""Metric sources of the automatic rollback: one class per kind (Prometheus, JSONL, the built-in probe and
+integrity check) behind the ``MetricSource`` protocol, found through a registry by kind.
+
+A new kind is one class with ``kind``, ``configured(cfg)`` (the source the config asks for, or None) and
+``read()``, registered with ``register_source``; the watcher reads whatever ``configured_sources`` gives.
+"""
 
 from __future__ import annotations
 
@@ -10,8 +15,10 @@ import socket
 import threading
 import time
 import urllib.parse
-import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, ClassVar, Protocol
 
 import apsw
 from prometheus_client.parser import text_string_to_metric_families
@@ -21,22 +28,73 @@ from ..errors import FailbackError
 from ..pipeline.postcheck import probe_metrics, time_readonly
 from .rules import INTEGRITY, Series
 
+if TYPE_CHECKING:
+    from ..config import Config
+
+__all__ = [
+    "SOURCE_ERRORS",
+    "IntegritySource",
+    "JsonlSource",
+    "MetricSource",
+    "ProbeSource",
+    "PrometheusSource",
+    "configured_sources",
+    "register_source",
+]
+
 JSONL_TAIL = 1 << 20  # bytes read from the end of the JSONL file
-
-
-# -- sources ----------------------------------------------------------------------------------------
-SOURCE_ERRORS = (OSError, ValueError, http.client.HTTPException, apsw.Error, FailbackError)
+SOURCE_ERRORS = (OSError, ValueError, http.client.HTTPException, apsw.Error, FailbackError)  # what read() raises
 
 
 MAX_METRICS_BYTES = 16 << 20  # a /metrics page larger than this is cut, not read whole
 
 
-def read_prometheus(url: str, timeout: float) -> list[Series]:
-    """Every sample of a Prometheus text-format endpoint (names as exposed, e.g. ``requests_total``).
+class MetricSource(Protocol):
+    """One place the automatic rollback reads metrics from."""
 
-    The whole request — connecting, the headers, the body — has ``timeout`` seconds: a socket timeout bounds each
-    read, not the request, so a watchdog shuts the connection at the deadline and an endpoint that trickles is a
-    ``TimeoutError`` (the rule is inconclusive), never a sample that blocks ``watch``."""
+    kind: ClassVar[str]  # the name in the watcher's audit records and in "kind: problem" sample errors
+
+    def read(self) -> list[Series]:
+        """The metrics now; raises one of SOURCE_ERRORS when they cannot be read (the rules using them are then
+        inconclusive)."""
+        ...
+
+
+SourceFactory = Callable[["Config"], MetricSource | None]  # the source a config asks for; None: not configured
+SOURCE_KINDS: dict[str, SourceFactory] = {}
+
+
+def register_source(kind: str, factory: SourceFactory) -> None:
+    """Make ``factory`` the way a config's source of ``kind`` is built (registering a kind again replaces it)."""
+    SOURCE_KINDS[kind] = factory
+
+
+def configured_sources(cfg: Config) -> list[MetricSource]:
+    """The sources ``cfg`` asks for, in the order their kinds were registered."""
+    return [source for factory in SOURCE_KINDS.values() if (source := factory(cfg)) is not None]
+
+
+@dataclass(frozen=True)
+class PrometheusSource:
+    """Every sample of a Prometheus text-format endpoint (names as exposed, e.g. ``requests_total``)."""
+
+    url: str
+    timeout: float
+    kind: ClassVar[str] = "prometheus"
+
+    @classmethod
+    def configured(cls, cfg: Config) -> PrometheusSource | None:
+        t = cfg.triggers
+        return cls(t.prometheus_url, max(1.0, min(10.0, t.interval))) if t.prometheus_url else None
+
+    def read(self) -> list[Series]:
+        """The whole request — connecting, the headers, the body — has ``timeout`` seconds: a socket timeout
+        bounds each read, not the request, so a watchdog shuts the connection at the deadline and an endpoint that
+        trickles is a ``TimeoutError`` (the rule is inconclusive), never a sample that blocks ``watch``."""
+        return _scrape(self.url, self.timeout)
+
+
+def _scrape(url: str, timeout: float) -> list[Series]:
     parts = urllib.parse.urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError(f"{url}: only http(s) metrics endpoints are read")
@@ -75,42 +133,79 @@ def _expire(sock: socket.socket, expired: threading.Event) -> None:
         socket.socket.shutdown(sock, socket.SHUT_RDWR)  # the OS socket, also under TLS
 
 
-def read_jsonl(path: Path) -> list[Series]:
+@dataclass(frozen=True)
+class JsonlSource:
     """The last value of each metric in a JSONL file the app appends to (its last MiB is read).
 
     A line is an object of metric -> value, or ``{"metric": name, "value": v}``; unreadable lines (such as a line
     still being written) are skipped."""
-    with path.open("rb") as fh:
-        size = fh.seek(0, os.SEEK_END)
-        fh.seek(max(0, size - JSONL_TAIL))
-        lines = fh.read().splitlines()
-    if size > JSONL_TAIL:
-        lines = lines[1:]  # the first line may be cut
-    last: dict[str, object] = {}
-    for line in lines:
-        try:
-            obj = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(obj, dict):
-            last.update({str(obj["metric"]): obj["value"]} if {"metric", "value"} <= obj.keys() else obj)
-    return [Series(k, v) for k, v in last.items()]
+
+    path: Path
+    kind: ClassVar[str] = "jsonl"
+
+    @classmethod
+    def configured(cls, cfg: Config) -> JsonlSource | None:
+        return cls(cfg.resolve(cfg.triggers.jsonl_path)) if cfg.triggers.jsonl_path else None
+
+    def read(self) -> list[Series]:
+        with self.path.open("rb") as fh:
+            size = fh.seek(0, os.SEEK_END)
+            fh.seek(max(0, size - JSONL_TAIL))
+            lines = fh.read().splitlines()
+        if size > JSONL_TAIL:
+            lines = lines[1:]  # the first line may be cut
+        last: dict[str, object] = {}
+        for line in lines:
+            try:
+                obj = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(obj, dict):
+                last.update({str(obj["metric"]): obj["value"]} if {"metric", "value"} <= obj.keys() else obj)
+        return [Series(k, v) for k, v in last.items()]
 
 
-def run_probe(db: Path, queries: list[str], runs: int) -> list[Series]:
+@dataclass(frozen=True)
+class ProbeSource:
     """The benchmark queries on the live database, read-only: probe.p50_ms / probe.p95_ms (worst query) and
     probe.errors (failing queries), measured exactly as the baseline's ``metrics`` are recorded."""
-    timings, errors = time_readonly(db, queries, runs)
-    return [Series(name, value) for name, value in probe_metrics(timings, errors).items()]
+
+    db: Path
+    queries: list[str]
+    runs: int
+    kind: ClassVar[str] = "probe"
+
+    @classmethod
+    def configured(cls, cfg: Config) -> ProbeSource | None:
+        return cls(cfg.source_path, cfg.benchmark.queries, cfg.benchmark.runs) if cfg.triggers.probe else None
+
+    def read(self) -> list[Series]:
+        timings, errors = time_readonly(self.db, self.queries, self.runs)
+        return [Series(name, value) for name, value in probe_metrics(timings, errors).items()]
 
 
-def run_integrity(db: Path) -> list[Series]:
-    """``PRAGMA quick_check`` on the live database, read-only: ``integrity`` 1 ok, 0 failed."""
-    conn = connect(db, readonly=True)
-    try:
-        rows = [r[0] for r in conn.execute("PRAGMA quick_check")]
-    except (apsw.CorruptError, apsw.NotADBError):
-        return [Series(INTEGRITY, 0.0)]
-    finally:
-        conn.close()
-    return [Series(INTEGRITY, 1.0 if rows == ["ok"] else 0.0)]
+@dataclass(frozen=True)
+class IntegritySource:
+    """``PRAGMA quick_check`` on the live database, read-only: ``integrity`` 1 ok, 0 failed; read only when a rule
+    watches ``integrity``."""
+
+    db: Path
+    kind: ClassVar[str] = "integrity"
+
+    @classmethod
+    def configured(cls, cfg: Config) -> IntegritySource | None:
+        return cls(cfg.source_path) if any(r.metric == INTEGRITY for r in cfg.triggers.rules) else None
+
+    def read(self) -> list[Series]:
+        conn = connect(self.db, readonly=True)
+        try:
+            rows = [r[0] for r in conn.execute("PRAGMA quick_check")]
+        except (apsw.CorruptError, apsw.NotADBError):
+            return [Series(INTEGRITY, 0.0)]
+        finally:
+            conn.close()
+        return [Series(INTEGRITY, 1.0 if rows == ["ok"] else 0.0)]
+
+
+for _kind in (PrometheusSource, JsonlSource, ProbeSource, IntegritySource):
+    register_source(_kind.kind, _kind.configured)

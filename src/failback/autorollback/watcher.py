@@ -18,8 +18,8 @@ from ..pipeline.postcheck import load_baseline
 from ..pipeline.rollback import Options, Outcome, Rollback
 from ..pipeline.switch import current_provider
 from .hold import _now, read_hold
-from .rules import INTEGRITY, Evaluation, Facts, RuleState, Sample, Series, T, evaluate, policy_problems
-from .sources import SOURCE_ERRORS, read_jsonl, read_prometheus, run_integrity, run_probe
+from .rules import Evaluation, Facts, RuleState, Sample, T, evaluate, policy_problems
+from .sources import SOURCE_ERRORS, MetricSource, configured_sources
 
 __all__ = ["CHECK_FIRED", "Stop", "WatchResult", "Watcher"]
 
@@ -124,30 +124,19 @@ class Watcher:
         self.states: dict[str, RuleState] = {}
         self.seq = 0
 
-    def sources(self) -> list[tuple[str, Callable[[], list[Series]]]]:
-        t, cfg = self.cfg.triggers, self.cfg
-        out: list[tuple[str, Callable[[], list[Series]]]] = []
-        if t.prometheus_url:
-            url, timeout = t.prometheus_url, max(1.0, min(10.0, t.interval))
-            out.append(("prometheus", lambda: read_prometheus(url, timeout)))
-        if t.jsonl_path:
-            jsonl = cfg.resolve(t.jsonl_path)
-            out.append(("jsonl", lambda: read_jsonl(jsonl)))
-        if t.probe:
-            out.append(("probe", lambda: run_probe(cfg.source_path, cfg.benchmark.queries, cfg.benchmark.runs)))
-        if any(r.metric == INTEGRITY for r in t.rules):
-            out.append(("integrity", lambda: run_integrity(cfg.source_path)))
-        return out
+    def sources(self) -> list[MetricSource]:
+        """The metric sources the config asks for (see :mod:`failback.autorollback.sources`)."""
+        return configured_sources(self.cfg)
 
     def sample(self) -> Sample:
         """Read every source once; a failing source is an error note (its metrics are missing), never a crash."""
         t0 = time.perf_counter()
         sample = Sample([])
-        for name, read in self.sources():
+        for source in self.sources():
             try:
-                sample.series += read()
+                sample.series += source.read()
             except SOURCE_ERRORS as err:
-                sample.errors.append(f"{name}: {err}")
+                sample.errors.append(f"{source.kind}: {err}")
         sample.seconds = time.perf_counter() - t0
         return sample
 
@@ -220,7 +209,7 @@ class Watcher:
                 "interval": t.interval,
                 "inconclusive": t.inconclusive,
                 "rules": [r.model_dump(by_alias=True) for r in t.rules],
-                "sources": [name for name, _ in self.sources()],
+                "sources": [source.kind for source in self.sources()],
             },
         )
         result = WatchResult(0, "max-samples")

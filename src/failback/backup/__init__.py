@@ -1,5 +1,6 @@
-"""Backup sets: ``sets`` (create, list, verify, restore), ``manifest``, ``retention`` (the policy, pure),
-``keep`` (what runs still need) and ``prune``."""
+"""Backup sets: ``sets`` (create, list, verify, restore), ``store`` (where a layer keeps them: the ``Store``
+interface and ``LocalStore``), ``manifest``, ``retention`` (the policy, pure), ``keep`` (what runs still need)
+and ``prune``."""
 
 from .manifest import read_manifest
 from .prune import PruneResult, protected_backups, prune_backups
@@ -17,15 +18,20 @@ from .sets import (
     restore_backup,
     verify_folder,
 )
+from .store import LocalStore, Store, StoredSet, config_stores
 
 __all__ = [
     "BackupResult",
     "FolderCheck",
     "LayerResult",
+    "LocalStore",
     "PruneResult",
     "RestoreResult",
+    "Store",
+    "StoredSet",
     "backup_source",
     "check_folder",
+    "config_stores",
     "create_backup",
     "describe_database",
     "find_backup",

@@ -1,58 +1,34 @@
-"""A backup's manifest: written last into its folder, read back and checked field by field.
+"""A backup's manifest: written last into its set, read back and checked field by field.
 
 A manifest is data: it is parsed as JSON and checked field by field; no path in it is ever used — the data
-file always has the fixed name ``DATA`` inside the folder the manifest sits in, and that folder must be a
-real folder (not a symlink) directly inside a layer, named by the manifest's id.
+always is the object ``DATA`` of the set the manifest sits in, and that set must be named by the manifest's id
+(in a LocalStore: a real folder, not a symlink, directly inside a layer).
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import platform
 import re
 import socket
-import stat
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime
-from io import BufferedReader
 from pathlib import Path
 from typing import Any
 
 from .. import __version__
 from ..errors import BackupError
-from ..files import write_text
 from ..snapshot import _mb
+from .store import MANIFEST, StoredSet, stored_set
 
 __all__ = ["read_manifest"]
 
-MANIFEST = "manifest.json"
 DATA = "snapshot.sqlite.zst"
 FORMAT = 1
 MANIFEST_MAX = 16 << 20
 KINDS = ("raw", "compressed")  # the two forms a manifest records a checksum and a size for
 ID_PATTERN = re.compile(r"\d{8}T\d{6}-[A-Za-z0-9_-]{1,40}-[0-9a-f]{6}")
 _HEX64 = re.compile(r"[0-9a-f]{64}")
-
-
-@contextmanager
-def _open_stored(path: Path) -> Iterator[BufferedReader]:
-    """Open a stored file for reading: never through a symlink, never a FIFO or device."""
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-    with os.fdopen(fd, "rb") as fh:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise BackupError(f"{path}: not a regular file")
-        yield fh
-
-
-def stored_sha256(path: Path) -> str:
-    """SHA-256 of a file as the disk holds it: its cached pages are dropped first (where the OS allows)."""
-    with _open_stored(path) as fh:
-        if hasattr(os, "posix_fadvise"):
-            os.posix_fadvise(fh.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
-        return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
 def _manifest(bid: str, label: str, source: Path, raw_sha: str, zsha: str, raw: int, zsize: int) -> dict[str, Any]:
@@ -71,29 +47,32 @@ def _manifest(bid: str, label: str, source: Path, raw_sha: str, zsha: str, raw: 
     }
 
 
-def _write_manifest(folder: Path, manifest: dict[str, Any]) -> None:
-    write_text(folder / MANIFEST, json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+def manifest_bytes(manifest: dict[str, Any]) -> bytes:
+    """A manifest as stored (sorted keys, indented JSON)."""
+    return (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode()
 
 
 # -- reading backups back -----------------------------------------------------------------------
-def read_manifest(folder: Path) -> dict[str, Any]:
-    """The checked manifest of one backup folder; a missing or invalid one means the backup does not exist."""
+def read_manifest(copy: StoredSet | str | os.PathLike[str]) -> dict[str, Any]:
+    """The checked manifest of one stored copy (or backup folder); a missing or invalid one means the backup does
+    not exist there."""
+    stored = stored_set(copy)
     try:
-        with _open_stored(folder / MANIFEST) as fh:
+        with stored.open(MANIFEST) as fh:
             text = fh.read(MANIFEST_MAX + 1)
     except FileNotFoundError:
-        raise BackupError(f"{folder}: no manifest: not a complete backup") from None
+        raise BackupError(f"{stored}: no manifest: not a complete backup") from None
     except OSError as err:
-        raise BackupError(f"{folder}: unreadable manifest ({err.strerror or err})") from None
+        raise BackupError(f"{stored}: unreadable manifest ({err.strerror or err})") from None
     if len(text) > MANIFEST_MAX:
-        raise BackupError(f"{folder}: invalid manifest (larger than {_mb(MANIFEST_MAX)})")
+        raise BackupError(f"{stored}: invalid manifest (larger than {_mb(MANIFEST_MAX)})")
     try:
         data = json.loads(text)
     except (ValueError, UnicodeDecodeError, RecursionError) as err:
-        raise BackupError(f"{folder}: unreadable manifest ({str(err)[:200] or type(err).__name__})") from None
-    problem = _manifest_problem(data, folder.name)
+        raise BackupError(f"{stored}: unreadable manifest ({str(err)[:200] or type(err).__name__})") from None
+    problem = _manifest_problem(data, stored.id)
     if problem:
-        raise BackupError(f"{folder}: invalid manifest ({problem})")
+        raise BackupError(f"{stored}: invalid manifest ({problem})")
     return dict(data)
 
 

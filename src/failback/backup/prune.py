@@ -8,15 +8,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError, from_os_error
-from ..guard import (
-    BUILDING,
-    delete_backup,
-    remove_stale_folders,
-)
 from .keep import run_needs
-from .manifest import MANIFEST, created_at
+from .manifest import created_at
 from .retention import Item, Policy, Verdict, decide, must_keep
 from .sets import list_backups, verify_folder
+from .store import StoredSet, config_stores
 
 if TYPE_CHECKING:
     from ..config import Config
@@ -56,11 +52,11 @@ class PruneResult:
 def protected_backups(entries: list[dict[str, Any]], state_dir: Path) -> dict[str, tuple[str, ...]]:
     """What no retention rule may delete, with the reasons (``retention.must_keep``): ``entries`` are
     ``list_backups``' answer, the runs' needs are read from ``state_dir``."""
-    folders = {e["manifest"]["id"]: e["folders"] for e in entries}
+    copies = {e["manifest"]["id"]: e["folders"] for e in entries}
     return must_keep(
         [_item(e["manifest"]) for e in entries],
         run_needs(state_dir),
-        verified=lambda bid: any(not verify_folder(Path(f)) for f in folders[bid]),
+        verified=lambda bid: any(not verify_folder(c) for c in copies[bid]),
     )
 
 
@@ -76,17 +72,19 @@ def prune_backups(cfg: Config, dry_run: bool = False) -> PruneResult:
         policy = Policy(b.keep_last, b.keep_within, b.keep_daily)
     except ValueError as err:
         raise ConfigError(f"backup.keep_within: {err}") from None
-    entries = list_backups(cfg.backup_layers)
+    stores = config_stores(cfg)
+    entries = list_backups(stores)
     items = [_item(e["manifest"]) for e in entries]
     verdicts = decide(items, policy, datetime.now(UTC), protected_backups(entries, cfg.state_path))
-    result = PruneResult(dry_run, verdicts, {e["manifest"]["id"]: e["folders"] for e in entries})
-    doomed = [] if dry_run else [Path(f) for v in verdicts if not v.keep for f in result.folders[v.id]]
+    copies: dict[str, list[StoredSet]] = {e["manifest"]["id"]: e["folders"] for e in entries}
+    result = PruneResult(dry_run, verdicts, {bid: [str(c) for c in found] for bid, found in copies.items()})
+    doomed = [] if dry_run else [c for v in verdicts if not v.keep for c in copies[v.id]]
     if not dry_run:
-        result.leftovers = [str(f) for layer in cfg.backup_layers for f in remove_stale_folders(layer, BUILDING)]
-    for folder in doomed:
+        result.leftovers = [where for store in stores for where in store.clean()]
+    for stored in doomed:
         try:
-            delete_backup(folder, cfg, first=MANIFEST)
-            result.removed.append(str(folder))
+            stored.store.delete(stored.id)
+            result.removed.append(str(stored))
         except OSError as err:
-            result.errors.append(str(from_os_error(err, f"cannot delete {folder}")))
+            result.errors.append(str(from_os_error(err, f"cannot delete {stored}")))
     return result

@@ -1,16 +1,19 @@
 """Backup sets: create, list, verify and restore.
 
-* ``create_backup``: zstd-compress a snapshot into every layer (primary + mirrors) while its content digests
-  are computed on another thread: each layer's folder is built under a hidden temp name (data re-read from
-  disk and hash-checked, the manifest written last), then renamed to the backup's id: a backup appears whole
-  or not at all, and the next backup or prune removes the temp folders a crash left.
+* ``create_backup``: zstd-compress a snapshot into every layer (primary + mirrors; each a ``Store``, see
+  :mod:`failback.backup.store`) while its content digests are computed on another thread: each layer's set is
+  staged (data read back from the store and hash-checked, the manifest written last), then published whole:
+  a backup appears whole or not at all, and the next backup or prune removes what a crash left.
 * ``list_backups``, ``verify_folder``, ``restore_backup``.
+
+A layer is a ``Store`` or a folder path (a ``LocalStore``); a stored copy is a ``StoredSet`` or its folder.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -28,27 +31,11 @@ from ..db.digest import TableDigest, database_digests
 from ..db.integrity import check_integrity, known_fts_damage
 from ..db.schema import digest_specs, read_schema
 from ..errors import BackupError, EnvironmentFailure, FailbackError, InputError, from_os_error
-from ..files import FILE_MODE, atomic_writer, copy_file, ensure_dir, remove_quietly
-from ..guard import (
-    BUILDING,
-    Protected,
-    check_replaceable,
-    publish_folder,
-    publish_over,
-    remove_stale_folders,
-    temp_folder,
-)
+from ..files import FILE_MODE, ensure_dir, remove_quietly
+from ..guard import Protected, check_replaceable, publish_over
 from ..snapshot import Progress, _noop, _require_space, take_snapshot
-from .manifest import (
-    DATA,
-    ID_PATTERN,
-    _manifest,
-    _open_stored,
-    _write_manifest,
-    created_at,
-    read_manifest,
-    stored_sha256,
-)
+from .manifest import DATA, ID_PATTERN, _manifest, created_at, manifest_bytes, read_manifest
+from .store import MANIFEST, LocalStore, Store, StoredSet, as_store, config_stores, stored_set
 
 if TYPE_CHECKING:
     from ..config import Config
@@ -165,13 +152,13 @@ def _estimate_compressed(raw: Path, level: int) -> int:
     return min(size, size * packed * 5 // (taken * 4))
 
 
-def _compress(raw: Path, out: Path, level: int, threads: int, progress: Progress) -> tuple[str, str, int]:
-    """Compress ``raw`` into ``out`` (temp name → fsync → rename); return (sha256 raw, sha256 compressed, size)."""
+def _compress(raw: Path, out: IO[bytes], level: int, threads: int, progress: Progress) -> tuple[str, str, int]:
+    """Compress ``raw`` into ``out``; return (sha256 raw, sha256 compressed, compressed size)."""
     total = raw.stat().st_size
     raw_sha = hashlib.sha256()
     cctx = zstandard.ZstdCompressor(level=level, threads=threads, write_content_size=True)
-    with atomic_writer(out) as fh, raw.open("rb") as inp:
-        hw = _HashingWriter(fh)
+    with raw.open("rb") as inp:
+        hw = _HashingWriter(out)
         with cctx.stream_writer(cast(IO[bytes], hw), size=total, closefd=False) as zw:  # only .write is used
             done = 0
             while chunk := inp.read(READ_CHUNK):
@@ -184,7 +171,7 @@ def _compress(raw: Path, out: Path, level: int, threads: int, progress: Progress
 
 def create_backup(
     snapshot: Path,
-    layers: list[Path],
+    layers: Sequence[Store | Path],
     *,
     label: str,
     source: Path,
@@ -201,40 +188,43 @@ def create_backup(
     source had from damage to the copy.
 
     The first layer that works gets the compressed stream (while another thread computes the content
-    digests); the others get a copy of that verified file. A layer that fails is reported in the result and
+    digests); the others get a copy of that verified data. A layer that fails is reported in the result and
     leaves nothing behind; the others go on."""
     t0 = time.perf_counter()
     bid = backup_id(label)
     result = BackupResult(bid, {})
-    stored: Path | None = None  # the first verified copy: what mirrors copy
+    first: StoredSet | None = None  # the first verified copy: what mirrors copy
     with ThreadPoolExecutor(max_workers=1) as pool:
         described = pool.submit(describe_database, snapshot, digests, max(threads, 1))
-        for layer in layers:
+        for store in map(as_store, layers):
             try:
-                needed = stored.stat().st_size if stored else _estimate_compressed(snapshot, level)
-                _require_space(layer, needed, f"backup layer {layer}")
-                ensure_dir(layer)
-                remove_stale_folders(layer, BUILDING)
-                with temp_folder(layer, BUILDING) as building:  # a crash leaves no folder a backup list sees
-                    data = building / DATA
-                    if stored is None:
-                        raw_sha, zsha, zsize = _compress(snapshot, data, level, threads, progress)
+                store.check_room(
+                    result.manifest["bytes"]["compressed"] if first else _estimate_compressed(snapshot, level)
+                )
+                with store.put(bid) as staged:
+                    with staged.write(DATA) as out:
+                        if first is None:
+                            raw_sha, zsha, zsize = _compress(snapshot, out, level, threads, progress)
+                        else:
+                            with first.open(DATA) as inp:
+                                shutil.copyfileobj(inp, out, READ_CHUNK)
+                    if first is None:
                         facts, _ = described.result()
                         result.manifest = _manifest(bid, label, source, raw_sha, zsha, snapshot.stat().st_size, zsize)
                         result.manifest.update(facts, zstd_level=level)
                         if (found := quick_check()) is not None:
                             result.manifest["quick_check"] = list(found)
-                    else:
-                        copy_file(stored, data)
-                    if stored_sha256(data) != result.manifest["sha256"]["compressed"]:
-                        raise BackupError(f"{layer}: the copy of {bid} read back from disk does not match its checksum")
-                    _write_manifest(building, result.manifest)
-                    publish_folder(building, layer / bid)
-                stored = stored or layer / bid / DATA
-                result.layers.append(LayerResult(str(layer), True))
+                    if staged.sha256(DATA) != result.manifest["sha256"]["compressed"]:
+                        raise BackupError(
+                            f"{store.describe()}: the copy of {bid} read back from disk does not match its checksum"
+                        )
+                    with staged.write(MANIFEST) as out:
+                        out.write(manifest_bytes(result.manifest))
+                first = first or StoredSet(store, bid)
+                result.layers.append(LayerResult(store.describe(), True))
             except (OSError, EnvironmentFailure, BackupError) as err:
-                reason = from_os_error(err, f"backup layer {layer}") if isinstance(err, OSError) else err
-                result.layers.append(LayerResult(str(layer), False, str(reason)))
+                reason = from_os_error(err, f"backup layer {store.describe()}") if isinstance(err, OSError) else err
+                result.layers.append(LayerResult(store.describe(), False, str(reason)))
         _, result.digests = described.result()  # raises for a snapshot that cannot be read
     result.seconds = time.perf_counter() - t0
     return result
@@ -248,7 +238,7 @@ def backup_source(cfg: Config, label: str, progress: Progress = _noop) -> Backup
     try:
         result = create_backup(
             snap.path,
-            cfg.backup_layers,
+            config_stores(cfg),
             label=label,
             source=cfg.source_path,
             level=cfg.backup.zstd_level,
@@ -261,33 +251,30 @@ def backup_source(cfg: Config, label: str, progress: Progress = _noop) -> Backup
     return result
 
 
-def list_backups(layers: list[Path]) -> list[dict[str, Any]]:
-    """Every backup with a valid manifest, newest first: ``{"manifest": …, "folders": [folder, …]}``."""
+def list_backups(layers: Sequence[Store | Path]) -> list[dict[str, Any]]:
+    """Every backup with a valid manifest, newest first: ``{"manifest": …, "folders": [StoredSet, …]}`` (one
+    stored copy per layer holding it; ``str()`` of one says where it is)."""
     found: dict[str, dict[str, Any]] = {}
-    for layer in layers:
-        try:
-            children = sorted(layer.iterdir())
-        except OSError:
-            continue
-        for folder in children:
-            if folder.is_symlink() or not folder.is_dir() or not ID_PATTERN.fullmatch(folder.name):
+    for store in map(as_store, layers):
+        for bid in store.ids():
+            if not ID_PATTERN.fullmatch(bid):
                 continue
             try:
-                m = read_manifest(folder)
+                m = read_manifest(StoredSet(store, bid))
             except BackupError:
                 continue
-            found.setdefault(m["id"], {"manifest": m, "folders": []})["folders"].append(str(folder))
+            found.setdefault(m["id"], {"manifest": m, "folders": []})["folders"].append(StoredSet(store, bid))
     return sorted(found.values(), key=lambda e: (created_at(e["manifest"]), e["manifest"]["id"]), reverse=True)
 
 
-def find_backup(layers: list[Path], backup: str) -> list[Path]:
-    """Folders holding backup ``backup`` (an id or a unique prefix of one)."""
+def find_backup(layers: Sequence[Store | Path], backup: str) -> list[StoredSet]:
+    """The stored copies of backup ``backup`` (an id or a unique prefix of one), primary first."""
     matches = [e for e in list_backups(layers) if backup and e["manifest"]["id"].startswith(backup)]
     if not matches:
         raise InputError(f"no backup {backup!r}", "list them with `failback backup list`")
     if len(matches) > 1:
         raise InputError(f"backup {backup!r} is ambiguous: {', '.join(e['manifest']['id'] for e in matches)}")
-    return [Path(f) for f in matches[0]["folders"]]
+    return list(matches[0]["folders"])
 
 
 @dataclass
@@ -298,57 +285,57 @@ class FolderCheck:
     notes: list[str] = field(default_factory=list)
 
 
-def verify_folder(folder: Path, deep: bool = False, work: Path | None = None) -> list[str]:
+def verify_folder(copy: StoredSet | Path, deep: bool = False, work: Path | None = None) -> list[str]:
     """Problems with one stored copy (empty list = verified); see ``check_folder``."""
-    return check_folder(folder, deep, work).problems
+    return check_folder(copy, deep, work).problems
 
 
-def check_folder(folder: Path, deep: bool = False, work: Path | None = None) -> FolderCheck:
+def check_folder(copy: StoredSet | Path, deep: bool = False, work: Path | None = None) -> FolderCheck:
     """Check one stored copy: its manifest, the compressed data's SHA-256 and, by decompressing it as a stream
     (nothing written), the raw data's size and SHA-256. ``deep`` also writes the database out (in a private
     folder inside ``work``, default the system's temp folder), checks its integrity (``check_integrity``: its
     notes say how indexes on app collations were checked) and compares the content digests with the manifest."""
-    data = folder / DATA
+    stored = stored_set(copy)
     try:
-        m = _stored_manifest(folder)
+        m = _stored_manifest(stored)
         if not deep:
-            _decompress(folder, m, None, _noop)
+            _decompress(stored, m, None, _noop)
             return FolderCheck()
         try:
             with tempfile.TemporaryDirectory(dir=work, prefix=".failback-verify-") as tmp:
-                return FolderCheck([], _check_copy(folder, m, Path(tmp) / "check.sqlite", _noop))
+                return FolderCheck([], _check_copy(stored, m, Path(tmp) / "check.sqlite", _noop))
         except OSError as err:
-            return FolderCheck([str(from_os_error(err, f"{data}: cannot be checked deeply"))])
+            return FolderCheck([str(from_os_error(err, f"{stored.where(DATA)}: cannot be checked deeply"))])
     except OSError as err:
-        return FolderCheck([_read_problem(err, folder)])
+        return FolderCheck([_read_problem(err, stored)])
     except FailbackError as err:
         return FolderCheck([err.message])
 
 
-def _stored_manifest(folder: Path) -> dict[str, Any]:
+def _stored_manifest(stored: StoredSet) -> dict[str, Any]:
     """The manifest of one stored copy, once its compressed data matches the manifest's SHA-256."""
-    m = read_manifest(folder)
+    m = read_manifest(stored)
     try:
-        sha = stored_sha256(folder / DATA)
+        sha = stored.sha256(DATA)
     except OSError as err:
-        raise BackupError(_read_problem(err, folder)) from None
+        raise BackupError(_read_problem(err, stored)) from None
     if sha != m["sha256"]["compressed"]:
-        raise BackupError(f"{folder / DATA}: checksum mismatch (the stored copy is damaged)")
+        raise BackupError(f"{stored.where(DATA)}: checksum mismatch (the stored copy is damaged)")
     return m
 
 
-def _read_problem(err: OSError, folder: Path) -> str:
+def _read_problem(err: OSError, stored: StoredSet) -> str:
     if isinstance(err, FileNotFoundError):
-        return f"{err.filename}: missing"
-    return f"{err.filename or folder}: unreadable ({err.strerror or err})"
+        return f"{err.filename or stored.where(DATA)}: missing"
+    return f"{err.filename or stored}: unreadable ({err.strerror or err})"
 
 
-def _decompress(folder: Path, m: dict[str, Any], out: IO[bytes] | None, progress: Progress) -> None:
+def _decompress(stored: StoredSet, m: dict[str, Any], out: IO[bytes] | None, progress: Progress) -> None:
     """Decompress a backup's data into ``out`` (or nowhere) and check its size and SHA-256 against the manifest;
     decompression stops at the size the manifest records."""
-    data, limit, sha, size = folder / DATA, m["bytes"]["raw"], hashlib.sha256(), 0
+    data, limit, sha, size = stored.where(DATA), m["bytes"]["raw"], hashlib.sha256(), 0
     try:
-        with _open_stored(data) as inp:
+        with stored.open(DATA) as inp:
             reader = zstandard.ZstdDecompressor().stream_reader(inp, read_size=READ_CHUNK)
             while chunk := reader.read(READ_CHUNK):
                 size += len(chunk)
@@ -364,15 +351,15 @@ def _decompress(folder: Path, m: dict[str, Any], out: IO[bytes] | None, progress
         raise BackupError(f"{data}: the decompressed data does not match its checksum")
 
 
-def _unpack(folder: Path, m: dict[str, Any], out: Path, progress: Progress) -> list[str]:
+def _unpack(stored: StoredSet, m: dict[str, Any], out: Path, progress: Progress) -> list[str]:
     """Decompress a backup's data into the new file ``out`` (0600) and check it: size and SHA-256 against the
     manifest, then its integrity (``check_integrity``, whose notes are returned). Damage is refused, except FTS
     index damage the manifest records the source had when the backup was made (``known_fts_damage``): the copy
     is faithful, and a note says so."""
-    data = folder / DATA
+    data = stored.where(DATA)
     fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
     with os.fdopen(fd, "wb") as fh:
-        _decompress(folder, m, fh, progress)
+        _decompress(stored, m, fh, progress)
     try:
         conn = connect(out, readonly=True)
         try:
@@ -393,18 +380,18 @@ def _unpack(folder: Path, m: dict[str, Any], out: Path, progress: Progress) -> l
     ]
 
 
-def _check_copy(folder: Path, m: dict[str, Any], out: Path, progress: Progress) -> list[str]:
+def _check_copy(stored: StoredSet, m: dict[str, Any], out: Path, progress: Progress) -> list[str]:
     """Unpack one stored copy to ``out`` and check all of it: sizes, both SHA-256s, integrity and, where the
     manifest records them (not for an emergency backup), the content digests of every table. Returns the
     integrity check's notes."""
-    notes = _unpack(folder, m, out, progress)
+    notes = _unpack(stored, m, out, progress)
     recorded = m["tables"]
     if not recorded:
         return notes
     facts, _ = describe_database(out)
     differ = sorted(t for t in {*facts["tables"], *recorded} if facts["tables"].get(t) != recorded.get(t))
     if differ:
-        raise BackupError(f"{folder / DATA}: content digests differ from the manifest: {', '.join(differ)}")
+        raise BackupError(f"{stored.where(DATA)}: content digests differ from the manifest: {', '.join(differ)}")
     return notes
 
 
@@ -427,20 +414,20 @@ class RestoreResult:
         }
 
 
-def _first_good_copy(backup: str, folders: list[Path], out: Path, progress: Progress) -> RestoreResult:
+def _first_good_copy(backup: str, copies: list[StoredSet], out: Path, progress: Progress) -> RestoreResult:
     """Unpack the stored copies into ``out`` one after another (primary first) until one passes every check
     (``_check_copy``): that copy, the ones skipped (each with its problem) and the integrity notes. None
     passes: BackupError naming each copy's problem. A full disk or an unwritable ``out`` is not a copy's
     fault: it ends the search."""
     skipped: list[tuple[str, str]] = []
-    for folder in folders:
+    for stored in copies:
         try:
-            m = _stored_manifest(folder)
+            m = _stored_manifest(stored)
             _require_space(out.parent, m["bytes"]["raw"], f"restore to {out.parent}")
-            notes = _check_copy(folder, m, out, progress)
-            return RestoreResult(out, str(folder), skipped, notes)
+            notes = _check_copy(stored, m, out, progress)
+            return RestoreResult(out, str(stored), skipped, notes)
         except BackupError as err:
-            skipped.append((str(folder), err.message))
+            skipped.append((str(stored), err.message))
         remove_quietly(out)
     problems = "; ".join(problem for _, problem in skipped)
     raise BackupError(
@@ -450,7 +437,7 @@ def _first_good_copy(backup: str, folders: list[Path], out: Path, progress: Prog
 
 
 def restore_backup(
-    layers: list[Path], backup: str, dest: Path, force: bool = False, progress: Progress = _noop
+    layers: Sequence[Store | Path], backup: str, dest: Path, force: bool = False, progress: Progress = _noop
 ) -> RestoreResult:
     """Restore a backup to ``dest``: refuse to overwrite (a database or a leftover -wal/-shm/-journal) unless
     ``force``; decompress the first stored copy that passes every check to a temp name beside it, remove stale
@@ -460,12 +447,14 @@ def restore_backup(
     existing = [p for p in (dest, *(Path(str(dest) + s) for s in SIDE_FILES)) if p.exists() or p.is_symlink()]
     if existing and not force:
         raise InputError(f"{existing[0]} exists; refusing to overwrite", "pass --force, or restore to a new path")
-    check_replaceable(dest, Protected(folders=tuple(("a backup folder", p) for p in layers)))
-    folders = find_backup(layers, backup)
+    stores = [as_store(layer) for layer in layers]
+    local = [s.folder for s in stores if isinstance(s, LocalStore)]
+    check_replaceable(dest, Protected(folders=tuple(("a backup folder", p) for p in local)))
+    copies = find_backup(stores, backup)
     ensure_dir(dest.parent)
     tmp = dest.with_name(f".{dest.name}.failback-restore-{os.getpid()}")
     try:
-        result = _first_good_copy(backup, folders, tmp, progress)
+        result = _first_good_copy(backup, copies, tmp, progress)
         publish_over(tmp, dest)  # a stale -wal would be replayed into the new file: it goes with the old one
     except OSError as err:
         raise from_os_error(err, f"cannot restore to {dest}") from err

@@ -21,7 +21,7 @@ from rich.progress import BarColumn, Progress, TaskID, TaskProgressColumn, TextC
 from rich.table import Table
 
 from .. import __version__
-from ..config import DEFAULT_NAME
+from ..config import DEFAULT_NAME, DEFAULT_PROFILE
 from ..errors import FailbackError
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -145,7 +145,7 @@ config_option = click.option(
     help="Path of failback.toml.",
 )
 profile_option = click.option(
-    "--profile", default="sqljs-1.16.0", show_default=True, help="Target profile (name or file)."
+    "--profile", default=DEFAULT_PROFILE, show_default=True, help="Target profile (name or file)."
 )
 
 

@@ -87,7 +87,7 @@ def backup_verify(config_path: Path, backup_id: str | None, all_: bool, deep: bo
     if bool(backup_id) == all_:
         raise InputError("name one backup id or pass --all", "see `failback backup list`")
     folders = (
-        [Path(f) for e in list_backups(cfg.backup_layers) for f in e["folders"]]
+        [copy for e in list_backups(cfg.backup_layers) for copy in e["folders"]]
         if all_
         else find_backup(cfg.backup_layers, backup_id or "")
     )

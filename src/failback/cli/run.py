@@ -278,13 +278,15 @@ def render_protected(kept: list[dict[str, Any]]) -> None:
 def demo(directory: Path, notes: int, as_json: bool) -> None:
     """Build a GRDB-style sample app in DIRECTORY and roll it back to sql.js."""
     from ..demo import create_demo
-    from ..engines.sqljs import SqlJsEngine
     from ..pipeline.postcheck import record_baseline
     from ..pipeline.rollback import Options
+    from ..profiles import engine_for
 
     cfg_path = create_demo(directory, notes)
     cfg = load_config(cfg_path)
-    baseline = record_baseline(cfg, SqlJsEngine())  # how the app's queries ran in sql.js before the migration
+    baseline = record_baseline(
+        cfg, engine_for(cfg.target.profile)
+    )  # how the app's queries ran in sql.js before the migration
     if not as_json:
         out.print(
             f"demo app in {directory}: native.sqlite (GRDB-style, WAL, FTS5), app.env, "

@@ -78,15 +78,16 @@ def verify(
     """Prove TARGET holds SOURCE's data and the schema planned for it, in apsw and in sql.js (exit 1 when not);
     or pay a run's debt. SOURCE is planned again as export plans it: with the [convert] settings of the config
     file when it exists, each view and trigger proved in sql.js."""
-    from ..engines.sqljs import SqlJsEngine
     from ..pipeline.export import plan_for, prove_schema
     from ..plan.proofs import apply_proofs
+    from ..profiles import engine_for
     from ..verify import verify_target
 
     if debt_run is not None:
         from ..pipeline.debt import pay_debt
 
-        payment = pay_debt(load_config(config_path), SqlJsEngine(), debt_run or None)
+        debt_cfg = load_config(config_path)
+        payment = pay_debt(debt_cfg, engine_for(debt_cfg.target.profile), debt_run or None)
         report = payment.report
         if not as_json:
             out.print(f"run {payment.run}: target {payment.target}", highlight=False)
@@ -99,7 +100,7 @@ def verify(
         cfg = load_config(config_path) if config_path.exists() else None
         options = cfg.convert if cfg else None
         plan = plan_for(source, profile, options, cfg.app.functions if cfg else None)
-        engine = SqlJsEngine().with_stand_ins(plan.stand_ins)
+        engine = engine_for(profile).with_stand_ins(plan.stand_ins)
         plan = apply_proofs(plan, prove_schema(plan, engine), options)
         report = verify_target(target, plan, engine, snapshot=source, level=level)
     if as_json:
@@ -127,10 +128,11 @@ def baseline() -> None:
 @handle_errors
 def baseline_record(config_path: Path, database: Path | None, as_json: bool) -> None:
     """Time [benchmark] queries in sql.js and store p50/p95 per query in the state folder."""
-    from ..engines.sqljs import SqlJsEngine
     from ..pipeline.postcheck import record_baseline
+    from ..profiles import engine_for
 
-    data = record_baseline(load_config(config_path), SqlJsEngine(), database)
+    cfg = load_config(config_path)
+    data = record_baseline(cfg, engine_for(cfg.target.profile), database)
     if as_json:
         emit_json(data)
         return

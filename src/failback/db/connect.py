@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import stat
 import struct
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -176,3 +177,11 @@ def run_script(conn: apsw.Connection, sql: str, bindings: Any = None) -> None:
     """Execute every statement of ``sql`` (apsw runs the next statement only as rows are consumed)."""
     for _ in conn.execute(sql, bindings):
         pass
+
+
+def register_stand_ins(conn: apsw.Connection, functions: Sequence[str], body: Callable[..., Any]) -> None:
+    """Register each app function ("name/arity", -1: any arity) on ``conn`` as ``body``, deterministic (as a
+    GRDB app registers its functions), so indexes, CHECKs and generated columns calling them compile."""
+    for entry in functions:
+        name, _, arity = entry.rpartition("/")
+        conn.create_scalar_function(name, body, int(arity), deterministic=True)

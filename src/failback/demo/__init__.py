@@ -6,6 +6,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+from ..config import DEFAULT_PROFILE
 from ..errors import InputError
 from ..files import ensure_dir, write_text
 from .sample import build_native, build_sqljs_premigration
@@ -19,14 +20,14 @@ NATIVE_DATABASE_PATH=native.sqlite
 SQLJS_DATABASE_PATH=app-sqljs.sqlite
 """
 
-CONFIG = """\
+CONFIG = f"""\
 # failback.toml for the demo app. Paths are relative to this file.
 [source]
 path = "native.sqlite"            # the live GRDB database (only ever read)
 
 [target]
 path = "app-sqljs.sqlite"         # the file the app loads under sql.js
-profile = "sqljs-1.16.0"
+profile = "{DEFAULT_PROFILE}"
 
 [app]
 config = "app.env"
@@ -42,7 +43,7 @@ min_layers = 2
 zstd_level = 3
 
 [convert]
-collations = { swiftLocalizedCaseInsensitiveCompare = "NOCASE" }
+collations = {{ swiftLocalizedCaseInsensitiveCompare = "NOCASE" }}
 
 [assess]
 liveness_seconds = 0.5            # how long to watch the source for an active writer

@@ -17,24 +17,34 @@ following actions still run):
 
 Values cross the boundary as typed JSON (:func:`encode_typed` / :func:`decode_typed`): NULL ``None`` ·
 INTEGER ``{"int": "<decimal>"}`` · REAL ``{"real": "<text>"}`` · TEXT ``str`` · BLOB ``{"blob": "<hex>"}``.
+
+Engines are found by name in a registry: ``register(name, factory)`` adds one, or an installed package declares
+it as an entry point (group ``failback.engines``: ``name = "module:factory"``); ``get_engine(name)`` builds
+it, and a capability profile's ``engine`` names the one its target runs in (:func:`failback.profiles.engine_for`).
+The built-ins, "sqlite" (apsw) and "sqljs" (Node + sql.js), register below and are imported only when first
+used; nothing outside this package names their classes.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
 from typing import Any, Protocol
 
 from ..db.connect import check_database_file
-from ..errors import InputError
+from ..errors import ConfigError, InputError
 
 __all__ = [
+    "SOURCE_ENGINE",
     "Action",
     "Engine",
+    "EngineFactory",
     "EngineRun",
     "Result",
     "TypedValue",
@@ -42,7 +52,9 @@ __all__ = [
     "decode_typed",
     "encode_typed",
     "first_difference",
-    "make_engine",
+    "get_engine",
+    "names",
+    "register",
 ]
 
 Action = dict[str, Any]
@@ -74,18 +86,71 @@ class Engine(Protocol):
         NULL, as the app registers the real ones: objects calling them prepare (their values mean nothing)."""
         ...
 
+    def identity(self) -> tuple[str, str]:
+        """The name a probe gives this engine's profile and the engine's own version, e.g. ("sqljs-1.16.0",
+        "1.16.0")."""
+        ...
 
-def make_engine(name: str) -> Engine:
-    """The engine called ``name`` ("sqlite" or "sqljs"), with default settings."""
-    if name == "sqlite":
-        from .sqlite import SqliteEngine
 
-        return SqliteEngine()
-    if name == "sqljs":
-        from .sqljs import SqlJsEngine
+EngineFactory = Callable[[], Engine]
+SOURCE_ENGINE = "sqlite"  # the engine that reads the source side (the snapshot) as a native reader does
+PLUGIN_GROUP = "failback.engines"  # entry points of installed engine plugins: name = "module:factory"
 
-        return SqlJsEngine()
-    raise ValueError(f"unknown engine {name!r} (expected 'sqlite' or 'sqljs')")
+_FACTORIES: dict[str, EngineFactory] = {}
+
+
+def register(name: str, factory: EngineFactory) -> None:
+    """Make ``factory`` (called with no arguments, once per use) the engine called ``name``: a profile whose
+    ``engine`` is ``name`` is proved and verified in it. Registering a name again replaces the factory."""
+    _FACTORIES[name] = factory
+
+
+@functools.cache
+def _declare_plugins() -> None:
+    """Register each engine an installed package declares in PLUGIN_GROUP (its module is imported when the
+    engine is first built); a name already registered keeps its factory."""
+    for point in entry_points(group=PLUGIN_GROUP):
+        _FACTORIES.setdefault(point.name, functools.partial(_load_plugin, point))
+
+
+def _load_plugin(point: EntryPoint) -> Engine:
+    factory: EngineFactory = point.load()
+    return factory()
+
+
+def names() -> list[str]:
+    """The names of the registered engines (plugins included), sorted."""
+    _declare_plugins()
+    return sorted(_FACTORIES)
+
+
+def get_engine(name: str) -> Engine:
+    """A new engine called ``name``, with default settings; ConfigError naming the known ones when none is."""
+    _declare_plugins()
+    factory = _FACTORIES.get(name)
+    if factory is None:
+        raise ConfigError(
+            f"no engine named {name!r}",
+            f"known engines: {', '.join(names())}; add one with failback.engines.register(name, factory) or "
+            f"a {PLUGIN_GROUP!r} entry point",
+        )
+    return factory()
+
+
+def _sqlite() -> Engine:
+    from .sqlite import SqliteEngine
+
+    return SqliteEngine()
+
+
+def _sqljs() -> Engine:
+    from .sqljs import SqlJsEngine
+
+    return SqlJsEngine()
+
+
+register("sqlite", _sqlite)
+register("sqljs", _sqljs)
 
 
 def check_engine_input(path: Path) -> bool:

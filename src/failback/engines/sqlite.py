@@ -2,28 +2,21 @@
 
 from __future__ import annotations
 
+import copy
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import apsw
 import xxhash
 
-from ..db.connect import connect, database_error
+from ..db.connect import connect, database_error, register_stand_ins
 from ..db.digest import DigestSpec, digest_rows, encoded_batches, raw_encoder, table_digest, text_codec
 from ..errors import InputError
 from . import Action, EngineRun, Result, check_engine_input, decode_typed, encode_typed
 
 SINGLE_STATEMENT = "query takes a single SQL statement; use exec for scripts"
-
-
-def register_stand_ins(conn: apsw.Connection, functions: Sequence[str], body: Callable[..., Any]) -> None:
-    """Register each app function ("name/arity", -1: any arity) on ``conn`` as ``body``, deterministic (as a
-    GRDB app registers its functions), so indexes, CHECKs and generated columns calling them compile."""
-    for entry in functions:
-        name, _, arity = entry.rpartition("/")
-        conn.create_scalar_function(name, body, int(arity), deterministic=True)
 
 
 def null_stand_in(*_args: Any) -> None:
@@ -73,8 +66,15 @@ class SqliteEngine:
         self.stand_ins = tuple(stand_ins)
 
     def with_stand_ins(self, functions: Sequence[str]) -> SqliteEngine:
-        """This engine with ``functions`` registered as stand-ins too."""
-        return SqliteEngine(self.stand_ins + tuple(f for f in functions if f not in self.stand_ins))
+        """A copy of this engine (a subclass stays one) with ``functions`` registered as stand-ins too."""
+        clone = copy.copy(self)
+        clone.stand_ins += tuple(f for f in functions if f not in self.stand_ins)
+        return clone
+
+    def identity(self) -> tuple[str, str]:
+        """("sqlite-3.54", "3.54.1"): apsw's SQLite, its profile named by major.minor."""
+        version = apsw.sqlite_lib_version()
+        return f"{self.name}-{version.rsplit('.', 1)[0]}", version
 
     def run(self, database: Path | None, actions: list[Action]) -> EngineRun:
         """Load ``database`` (``None``: empty) into memory and run ``actions``; the file is never written."""

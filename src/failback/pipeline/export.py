@@ -16,14 +16,12 @@ from pathlib import Path
 import apsw
 
 from ..assess.gather import collation_merges
-from ..config import Config, ConvertConfig
+from ..config import DEFAULT_PROFILE, Config, ConvertConfig
 from ..db.collations import CollationMerge
-from ..db.connect import connect, database_error, open_source, run_script
+from ..db.connect import connect, database_error, open_source, register_stand_ins, run_script
 from ..db.integrity import SourceIntegrity, check_source
 from ..db.schema import read_schema
 from ..engines import Engine
-from ..engines.sqlite import register_stand_ins
-from ..engines.sqljs import SqlJsEngine
 from ..errors import (
     EnvironmentFailure,
     FailbackError,
@@ -38,7 +36,7 @@ from ..guard import Protected, check_replaceable, publish_over
 from ..plan.model import Plan
 from ..plan.planner import plan_conversion
 from ..plan.proofs import apply_proofs, created_name
-from ..profiles import load_profile
+from ..profiles import engine_for, load_profile
 from ..snapshot import take_snapshot
 from ..verify import VerifyReport, verify_target
 
@@ -222,7 +220,7 @@ class ExportResult:
 
 def plan_for(
     source: Path,
-    profile: str = "sqljs-1.16.0",
+    profile: str = DEFAULT_PROFILE,
     options: ConvertConfig | None = None,
     functions: list[str] | None = None,
 ) -> Plan:
@@ -241,7 +239,7 @@ def export_database(
     source: Path,
     target: Path,
     *,
-    profile: str = "sqljs-1.16.0",
+    profile: str = DEFAULT_PROFILE,
     cfg: Config | None = None,
     force: bool = False,
     progress: Progress | None = None,
@@ -269,10 +267,11 @@ def export_database(
         finally:
             conn.close()
         options = cfg.convert if cfg else None
-        plan = plan_conversion(schema, load_profile(profile), options, cfg.app.functions if cfg else None)
+        target_profile = load_profile(profile)
+        plan = plan_conversion(schema, target_profile, options, cfg.app.functions if cfg else None)
         check_refused(plan)  # before any check: a refused object could fail them for its own reason
         integrity = check_source(snap.path, source, schema, plan, repair_fts)
-        engine = (engine or SqlJsEngine()).with_stand_ins(plan.stand_ins)
+        engine = (engine or engine_for(target_profile)).with_stand_ins(plan.stand_ins)
         plan = apply_proofs(plan, prove_schema(plan, engine), options)
         try:
             built = build_target(snap.path, tmp, plan, progress)

@@ -42,7 +42,6 @@ from ..db.digest import TableDigest
 from ..db.integrity import check_source
 from ..db.schema import Schema, read_schema
 from ..engines import Engine
-from ..engines.sqljs import SqlJsEngine
 from ..errors import (
     BackupError,
     FailbackError,
@@ -60,7 +59,7 @@ from ..journal import RunDir, RunLock, RunState, crash_point, find_run, list_run
 from ..plan.model import Plan, load_plan
 from ..plan.planner import plan_conversion
 from ..plan.proofs import apply_proofs
-from ..profiles import load_profile
+from ..profiles import engine_for, load_profile
 from ..report import write_reports
 from ..snapshot import Snapshot, SnapshotGuard, take_snapshot
 from ..verify import verify_target
@@ -118,7 +117,7 @@ class Rollback:
         self.config_path = config_path
         self._progress: Progress = progress or (lambda *_: None)
         self.on_step = on_step or (lambda *_: None)
-        self.engine = engine or SqlJsEngine()
+        self.engine = engine or engine_for(cfg.target.profile)
         self.audit = AuditLog(cfg.state_path / "audit.jsonl")
         self.snapshot: Snapshot | None = None
         self.schema: Schema | None = None

@@ -8,14 +8,11 @@ from __future__ import annotations
 
 import tomllib
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ValidationError
 
+from ..engines import Engine, get_engine
 from ..errors import ConfigError
-
-if TYPE_CHECKING:
-    from ..engines import Engine
 
 HERE = Path(__file__).parent
 
@@ -176,17 +173,16 @@ def probe(engine: Engine, name: str, engine_version: str = "") -> Profile:
 
 
 def probe_engine(engine: str) -> Profile:
-    """Probe ``sqljs`` (Node + the pinned sql.js) or ``sqlite`` (apsw's SQLite) into a profile."""
-    if engine == "sqljs":
-        import json
+    """Probe the registered engine called ``engine`` (e.g. ``sqljs``: Node + the pinned sql.js) into a profile."""
+    target = get_engine(engine)
+    return probe(target, *target.identity())
 
-        from ..engines.sqljs import RUNNER_DIR, SqlJsEngine
 
-        version = json.loads((RUNNER_DIR / "package.json").read_text())["dependencies"]["sql.js"]
-        return probe(SqlJsEngine(), f"sqljs-{version}", version)
-    import apsw
-
-    from ..engines.sqlite import SqliteEngine
-
-    version = apsw.sqlite_lib_version()
-    return probe(SqliteEngine(), f"sqlite-{version.rsplit('.', 1)[0]}", version)
+def engine_for(profile: Profile | str | Path) -> Engine:
+    """The engine a capability profile (or the profile of that name or file) names in its ``engine``: where its
+    targets are proved and verified. ConfigError naming the registered engines when none has that name."""
+    prof = profile if isinstance(profile, Profile) else load_profile(profile)
+    try:
+        return get_engine(prof.engine)
+    except ConfigError as err:
+        raise ConfigError(f"profile {prof.name}: {err.message}", err.hint) from None

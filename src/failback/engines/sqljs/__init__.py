@@ -8,6 +8,7 @@ build: a folder holding ``sql-wasm.js`` and ``sql-wasm.wasm``.
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import shutil
@@ -82,9 +83,15 @@ class SqlJsEngine:
         self.stand_ins = tuple(stand_ins)
 
     def with_stand_ins(self, functions: Sequence[str]) -> SqlJsEngine:
-        """This engine with ``functions`` registered as stand-ins too."""
-        more = tuple(f for f in functions if f not in self.stand_ins)
-        return SqlJsEngine(self.node, self.timeout, self.legacy_functions, self.stand_ins + more)
+        """A copy of this engine (a subclass stays one) with ``functions`` registered as stand-ins too."""
+        clone = copy.copy(self)
+        clone.stand_ins += tuple(f for f in functions if f not in self.stand_ins)
+        return clone
+
+    def identity(self) -> tuple[str, str]:
+        """("sqljs-1.16.0", "1.16.0"): the pinned sql.js package's version."""
+        version = json.loads((RUNNER_DIR / "package.json").read_text())["dependencies"]["sql.js"]
+        return f"{self.name}-{version}", str(version)
 
     def _command(self) -> list[str]:
         node = shutil.which(self.node)
