@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import click
 import pytest
 
 from failback.config import load_config
@@ -320,3 +321,82 @@ def test_status_of_done_failed_and_source_changed_runs(app: Path, cli: Cli) -> N
     assert "read its report.md; `failback abort` removes what it left" in lines[outcomes["failed"].run_id]
     assert "stop the app's writers, then run again" in lines[outcomes["source-changed"].run_id]
     assert "switch:done" in lines[outcomes["done"].run_id] and "verify:failed" in lines[outcomes["failed"].run_id]
+
+
+# -- conventions: FAILBACK_* variables, --json everywhere, errors as JSON, a lazy start --------------------
+def failback(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "failback", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def test_failback_config_names_the_config(app: Path, tmp_path: Path) -> None:
+    """FAILBACK_CONFIG stands for -c; FAILBACK_<CMD>_<OPTION> for any option; the command line wins."""
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    missing = failback("status", cwd=elsewhere)
+    assert missing.returncode == 2 and "failback.toml: no such config file" in missing.stderr
+    env = {"FAILBACK_CONFIG": str(app / "failback.toml"), "FAILBACK_STATUS_AS_JSON": "1"}
+    res = failback("status", cwd=elsewhere, env=env)
+    assert res.returncode == 0, res.stderr
+    assert json.loads(res.stdout) == {"runs": [], "protected_backups": []}
+    res = failback("status", "-c", str(elsewhere / "none.toml"), cwd=elsewhere, env=env)
+    assert res.returncode == 2 and "none.toml: no such config file" in res.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "kind", "message"),
+    [
+        (["status", "-c", "none.toml", "--json"], 2, "ConfigError", "none.toml: no such config file"),
+        (["audit", "verify", "--json", "-c", "none.toml"], 2, "ConfigError", "none.toml: no such config file"),
+        (["backup", "create", "--json", "--bogus"], 2, "NoSuchOption", "No such option '--bogus'."),
+        (["check", "--jsonl", "-c", "none.toml"], 2, "ConfigError", "none.toml: no such config file"),
+    ],
+)
+def test_a_json_error_is_one_json_object(tmp_path: Path, args: list[str], code: int, kind: str, message: str) -> None:
+    res = failback(*args, cwd=tmp_path)
+    assert res.returncode == code and res.stdout == ""
+    [line] = res.stderr.splitlines()
+    error = json.loads(line)
+    assert error["exit_code"] == code and error["kind"] == kind and error["error"].endswith(message)
+    assert error["hint"]
+
+
+def test_every_command_accepts_json() -> None:
+    from failback.cli import main
+    from failback.docs import walk_commands
+
+    commands = list(walk_commands(main, click.Context(main, info_name="failback")))
+    leaves = {ctx.command_path: cmd for cmd, ctx in commands if not isinstance(cmd, click.Group)}
+    assert len(leaves) > 20
+    assert [path for path, cmd in leaves.items() if not any("--json" in p.opts for p in cmd.params)] == []
+
+
+def test_the_lazy_command_table_matches_the_commands() -> None:
+    """`--help` lists commands from COMMANDS without importing them: each entry names its command and its help."""
+    from failback.cli import COMMANDS, main
+
+    ctx = click.Context(main)
+    for name, (_, short_help) in COMMANDS.items():
+        cmd = main.get_command(ctx, name)
+        assert cmd is not None and cmd.name == name
+        assert cmd.get_short_help_str(10_000) == short_help
+
+
+@pytest.mark.parametrize("args", [["--version"], ["--help"]])
+def test_version_and_help_import_no_heavy_module(tmp_path: Path, args: list[str]) -> None:
+    res = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "failback", *args], capture_output=True, text=True, cwd=tmp_path
+    )
+    assert res.returncode == 0, res.stderr
+    imported = {line.split("|")[-1].strip().split(".")[0] for line in res.stderr.splitlines() if "|" in line}
+    assert "click" in imported and not imported & {"apsw", "pydantic", "rich", "xxhash", "zstandard"}
+    assert not any(
+        line.split("|")[-1].strip().startswith(("failback.db", "failback.config", "failback.pipeline"))
+        for line in res.stderr.splitlines()
+    )

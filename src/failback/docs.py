@@ -72,7 +72,27 @@ def walk_commands(cmd: click.Command, ctx: click.Context) -> Iterator[tuple[clic
 def _root() -> tuple[click.Command, click.Context]:
     from .cli import main
 
-    return main, click.Context(main, info_name="failback", terminal_width=HELP_WIDTH, max_content_width=HELP_WIDTH)
+    return main, click.Context(
+        main,
+        info_name="failback",
+        terminal_width=HELP_WIDTH,
+        max_content_width=HELP_WIDTH,
+        auto_envvar_prefix=main.context_settings["auto_envvar_prefix"],
+    )
+
+
+def option_variables(cmd: click.Command, ctx: click.Context) -> list[tuple[str, str]]:
+    """(environment variable, option) for each option of ``cmd`` that reads one, as click resolves it: the
+    option's own ``envvar``, else ``<PREFIX>_<COMMAND…>_<OPTION>``."""
+    found = []
+    for p in cmd.params:
+        if not isinstance(p, click.Option) or not p.expose_value or not p.name:
+            continue
+        names = [p.envvar] if isinstance(p.envvar, str) else list(p.envvar or [])
+        if not names and ctx.auto_envvar_prefix:
+            names = [f"{ctx.auto_envvar_prefix}_{p.name.upper()}"]
+        found += [(name, max(p.opts, key=len)) for name in names]
+    return found
 
 
 def cli_reference() -> str:
@@ -82,8 +102,15 @@ def cli_reference() -> str:
         f"- [`{ctx.command_path}`](#{_anchor(ctx.command_path)}): {cmd.get_short_help_str(80)}"
         for cmd, ctx in commands[1:]
     ]
-    sections = [f"## {ctx.command_path}\n\n```text\n{cmd.get_help(ctx)}\n```\n" for cmd, ctx in commands]
+    sections = [
+        f"## {ctx.command_path}\n\n```text\n{cmd.get_help(ctx)}\n```\n{_variables(cmd, ctx)}" for cmd, ctx in commands
+    ]
     return "\n".join(index) + "\n\n" + "\n".join(sections)
+
+
+def _variables(cmd: click.Command, ctx: click.Context) -> str:
+    pairs = option_variables(cmd, ctx)
+    return "\nEnvironment: " + ", ".join(f"`{var}` ({opt})" for var, opt in pairs) + ".\n" if pairs else ""
 
 
 def _anchor(heading: str) -> str:
