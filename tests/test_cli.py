@@ -341,12 +341,29 @@ def test_failback_config_names_the_config(app: Path, tmp_path: Path) -> None:
     elsewhere.mkdir()
     missing = failback("status", cwd=elsewhere)
     assert missing.returncode == 2 and "failback.toml: no such config file" in missing.stderr
-    env = {"FAILBACK_CONFIG": str(app / "failback.toml"), "FAILBACK_STATUS_AS_JSON": "1"}
+    env = {"FAILBACK_CONFIG": str(app / "failback.toml"), "FAILBACK_STATUS_JSON": "1"}
     res = failback("status", cwd=elsewhere, env=env)
     assert res.returncode == 0, res.stderr
     assert json.loads(res.stdout) == {"runs": [], "protected_backups": []}
     res = failback("status", "-c", str(elsewhere / "none.toml"), cwd=elsewhere, env=env)
     assert res.returncode == 2 and "none.toml: no such config file" in res.stderr
+
+
+def test_option_variables_follow_the_command_path_and_the_long_option() -> None:
+    from failback.cli import main
+
+    ctx = click.Context(main)
+    backup = main.get_command(ctx, "backup")
+    assert isinstance(backup, click.Group)
+    verify = backup.get_command(ctx, "verify")
+    assert verify is not None
+    variables = {max(p.opts, key=len): p.envvar for p in verify.params if isinstance(p, click.Option)}
+    assert variables == {
+        "--config": "FAILBACK_CONFIG",
+        "--all": "FAILBACK_BACKUP_VERIFY_ALL",
+        "--deep": "FAILBACK_BACKUP_VERIFY_DEEP",
+        "--json": "FAILBACK_BACKUP_VERIFY_JSON",
+    }
 
 
 @pytest.mark.parametrize(

@@ -72,26 +72,16 @@ def walk_commands(cmd: click.Command, ctx: click.Context) -> Iterator[tuple[clic
 def _root() -> tuple[click.Command, click.Context]:
     from .cli import main
 
-    return main, click.Context(
-        main,
-        info_name="failback",
-        terminal_width=HELP_WIDTH,
-        max_content_width=HELP_WIDTH,
-        auto_envvar_prefix=main.context_settings["auto_envvar_prefix"],
-    )
+    return main, click.Context(main, info_name="failback", terminal_width=HELP_WIDTH, max_content_width=HELP_WIDTH)
 
 
-def option_variables(cmd: click.Command, ctx: click.Context) -> list[tuple[str, str]]:
-    """(environment variable, option) for each option of ``cmd`` that reads one, as click resolves it: the
-    option's own ``envvar``, else ``<PREFIX>_<COMMAND…>_<OPTION>``."""
+def option_variables(cmd: click.Command) -> list[tuple[str, str]]:
+    """(environment variable, option) for each option of ``cmd`` that reads one (``cli.name_variables``)."""
     found = []
     for p in cmd.params:
-        if not isinstance(p, click.Option) or not p.expose_value or not p.name:
-            continue
-        names = [p.envvar] if isinstance(p.envvar, str) else list(p.envvar or [])
-        if not names and ctx.auto_envvar_prefix:
-            names = [f"{ctx.auto_envvar_prefix}_{p.name.upper()}"]
-        found += [(name, max(p.opts, key=len)) for name in names]
+        if isinstance(p, click.Option) and p.envvar:
+            names = [p.envvar] if isinstance(p.envvar, str) else list(p.envvar)
+            found += [(name, max(p.opts, key=len)) for name in names]
     return found
 
 
@@ -103,13 +93,13 @@ def cli_reference() -> str:
         for cmd, ctx in commands[1:]
     ]
     sections = [
-        f"## {ctx.command_path}\n\n```text\n{cmd.get_help(ctx)}\n```\n{_variables(cmd, ctx)}" for cmd, ctx in commands
+        f"## {ctx.command_path}\n\n```text\n{cmd.get_help(ctx)}\n```\n{_variables(cmd)}" for cmd, ctx in commands
     ]
     return "\n".join(index) + "\n\n" + "\n".join(sections)
 
 
-def _variables(cmd: click.Command, ctx: click.Context) -> str:
-    pairs = option_variables(cmd, ctx)
+def _variables(cmd: click.Command) -> str:
+    pairs = option_variables(cmd)
     return "\nEnvironment: " + ", ".join(f"`{var}` ({opt})" for var, opt in pairs) + ".\n" if pairs else ""
 
 

@@ -115,6 +115,22 @@ def handle_errors(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+def name_variables(cmd: click.Command, prefix: str) -> None:
+    """Give every option of ``cmd`` (and of its subcommands) without a variable of its own the variable
+    ``<prefix>_<LONG OPTION NAME>`` — e.g. FAILBACK_BACKUP_VERIFY_ALL for ``--all``, where click's automatic name
+    would follow the Python parameter (``all_``)."""
+    for p in cmd.params:
+        if isinstance(p, click.Option) and p.envvar is None and p.expose_value:
+            p.envvar = f"{prefix}_{_envvar_word(max(p.opts, key=len))}"
+    if isinstance(cmd, click.Group):
+        for name, sub in cmd.commands.items():
+            name_variables(sub, f"{prefix}_{_envvar_word(name)}")
+
+
+def _envvar_word(name: str) -> str:
+    return name.lstrip("-").replace("-", "_").upper()
+
+
 class LazyGroup(click.Group):
     """A group whose commands are imported on first use; ``--help`` lists them from ``COMMANDS`` alone."""
 
@@ -126,6 +142,7 @@ class LazyGroup(click.Group):
             return None
         module, attribute = COMMANDS[cmd_name][0].split(":")
         command: click.Command = getattr(importlib.import_module(f"{__name__}.{module}"), attribute)
+        name_variables(command, f"{ENVVAR_PREFIX}_{_envvar_word(cmd_name)}")
         return command
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
