@@ -17,7 +17,6 @@ from typing import Any, NoReturn, TypeVar
 
 import click
 
-from .. import __version__
 from ..errors import FailbackError
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -164,11 +163,29 @@ class LazyGroup(click.Group):
             fail(e.format_message(), f"see `{command} --help`", e.exit_code, type(e).__name__, True)
 
 
+def _show_version(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    """--version: the version is looked up only when asked for (``failback.__version__`` reads package metadata)."""
+    if not value or ctx.resilient_parsing:
+        return
+    from .. import __version__
+
+    click.echo(f"failback, version {__version__}")
+    ctx.exit()
+
+
 @click.group(
     cls=LazyGroup,
     context_settings={"help_option_names": ["-h", "--help"], "auto_envvar_prefix": ENVVAR_PREFIX},
 )
-@click.version_option(__version__, prog_name="failback")
+@click.option(
+    "--version",
+    is_flag=True,
+    expose_value=False,
+    is_eager=True,
+    allow_from_autoenv=False,  # FAILBACK_VERSION in the environment must not turn every command into --version
+    callback=_show_version,
+    help="Show the version and exit.",
+)
 def main() -> None:
     """failback: roll an app's SQLite data back from a native provider to sql.js, safely and verifiably."""
 
