@@ -70,6 +70,7 @@ bench: deps
 	$(BIN)/python bench/run.py
 
 bench-quick: deps
+	$(BIN)/python bench/startup.py
 	$(BIN)/python bench/run.py --quick
 
 bench-digest: deps

@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import click
 import pytest
 
 from failback.config import load_config
@@ -320,3 +321,121 @@ def test_status_of_done_failed_and_source_changed_runs(app: Path, cli: Cli) -> N
     assert "read its report.md; `failback abort` removes what it left" in lines[outcomes["failed"].run_id]
     assert "stop the app's writers, then run again" in lines[outcomes["source-changed"].run_id]
     assert "switch:done" in lines[outcomes["done"].run_id] and "verify:failed" in lines[outcomes["failed"].run_id]
+
+
+# -- conventions: FAILBACK_* variables, --json everywhere, errors as JSON, a lazy start --------------------
+def failback(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "failback", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def test_failback_config_names_the_config(app: Path, tmp_path: Path) -> None:
+    """FAILBACK_CONFIG stands for -c; FAILBACK_<CMD>_<OPTION> for any option; the command line wins."""
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    missing = failback("status", cwd=elsewhere)
+    assert missing.returncode == 2 and "failback.toml: no such config file" in missing.stderr
+    env = {"FAILBACK_CONFIG": str(app / "failback.toml"), "FAILBACK_STATUS_JSON": "1"}
+    res = failback("status", cwd=elsewhere, env=env)
+    assert res.returncode == 0, res.stderr
+    assert json.loads(res.stdout) == {"runs": [], "protected_backups": []}
+    res = failback("status", "-c", str(elsewhere / "none.toml"), cwd=elsewhere, env=env)
+    assert res.returncode == 2 and "none.toml: no such config file" in res.stderr
+
+
+def test_option_variables_follow_the_command_path_and_the_long_option() -> None:
+    from failback.cli import main
+
+    ctx = click.Context(main)
+    backup = main.get_command(ctx, "backup")
+    assert isinstance(backup, click.Group)
+    verify = backup.get_command(ctx, "verify")
+    assert verify is not None
+    variables = {max(p.opts, key=len): p.envvar for p in verify.params if isinstance(p, click.Option)}
+    assert variables == {
+        "--config": "FAILBACK_CONFIG",
+        "--all": "FAILBACK_BACKUP_VERIFY_ALL",
+        "--deep": "FAILBACK_BACKUP_VERIFY_DEEP",
+        "--json": "FAILBACK_BACKUP_VERIFY_JSON",
+    }
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "kind", "message"),
+    [
+        (["status", "-c", "none.toml", "--json"], 2, "ConfigError", "none.toml: no such config file"),
+        (["audit", "verify", "--json", "-c", "none.toml"], 2, "ConfigError", "none.toml: no such config file"),
+        (["backup", "create", "--json", "--bogus"], 2, "NoSuchOption", "No such option '--bogus'."),
+        (["check", "--jsonl", "-c", "none.toml"], 2, "ConfigError", "none.toml: no such config file"),
+    ],
+)
+def test_a_json_error_is_one_json_object(tmp_path: Path, args: list[str], code: int, kind: str, message: str) -> None:
+    res = failback(*args, cwd=tmp_path)
+    assert res.returncode == code and res.stdout == ""
+    [line] = res.stderr.splitlines()
+    error = json.loads(line)
+    assert error["exit_code"] == code and error["kind"] == kind and error["error"].endswith(message)
+    assert error["hint"]
+
+
+def test_every_command_accepts_json() -> None:
+    from failback.cli import main
+    from failback.docs import walk_commands
+
+    commands = list(walk_commands(main, click.Context(main, info_name="failback")))
+    leaves = {ctx.command_path: cmd for cmd, ctx in commands if not isinstance(cmd, click.Group)}
+    assert len(leaves) > 20
+    assert [path for path, cmd in leaves.items() if not any("--json" in p.opts for p in cmd.params)] == []
+
+
+def test_the_lazy_command_table_matches_the_commands() -> None:
+    """`--help` lists commands from COMMANDS without importing them: each entry names its command and its help."""
+    from failback.cli import COMMANDS, main
+
+    ctx = click.Context(main)
+    for name, (_, short_help) in COMMANDS.items():
+        cmd = main.get_command(ctx, name)
+        assert cmd is not None and cmd.name == name
+        assert cmd.get_short_help_str(10_000) == short_help
+
+
+@pytest.mark.parametrize("args", [["--version"], ["--help"]])
+def test_version_and_help_import_no_heavy_module(tmp_path: Path, args: list[str]) -> None:
+    res = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "failback", *args], capture_output=True, text=True, cwd=tmp_path
+    )
+    assert res.returncode == 0, res.stderr
+    imported = {line.split("|")[-1].strip().split(".")[0] for line in res.stderr.splitlines() if "|" in line}
+    assert "click" in imported and not imported & {"apsw", "pydantic", "rich", "xxhash", "zstandard"}
+    assert not any(
+        line.split("|")[-1].strip().startswith(("failback.db", "failback.config", "failback.pipeline"))
+        for line in res.stderr.splitlines()
+    )
+
+
+def test_consent_is_never_read_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A FAILBACK_ROLLBACK_YES left in a shell must not pass the high-risk gate: --yes, --force, --break-lock
+    and --repair-fts read no variable, and the generated docs list none for them."""
+    from failback.cli import CONSENT_OPTIONS, main
+    from failback.docs import option_variables, walk_commands
+
+    ctx = click.Context(main, auto_envvar_prefix="FAILBACK")
+    commands = list(walk_commands(main, ctx))
+    assert [(v, o) for cmd, _ in commands for v, o in option_variables(cmd) if o in CONSENT_OPTIONS] == []
+    consents = [
+        (cmd_ctx, p)
+        for cmd, cmd_ctx in commands
+        for p in cmd.params
+        if isinstance(p, click.Option) and CONSENT_OPTIONS.intersection(p.opts)
+    ]
+    assert {o for _, p in consents for o in p.opts} >= {"--yes", "--force", "--break-lock", "--repair-fts"}
+    for cmd_ctx, p in consents:
+        cmd_ctx.auto_envvar_prefix = f"FAILBACK_{cmd_ctx.info_name or ''}".upper()
+        monkeypatch.setenv(f"{cmd_ctx.auto_envvar_prefix}_{(p.name or '').upper()}", "1")
+        assert p.resolve_envvar_value(cmd_ctx) is None, (cmd_ctx.command_path, p.opts)

@@ -14,7 +14,8 @@ from typing import Any
 from rich.console import Console
 from rich.progress import Progress
 
-from failback.cli import INTERNAL_ERROR, ProgressBars
+from failback.cli import INTERNAL_ERROR
+from failback.cli.common import ProgressBars
 from failback.config import load_config
 from failback.docs import error_classes
 from failback.pipeline.rollback import Options, Rollback

@@ -354,8 +354,11 @@ def config_commands() -> list[tuple[list[str], list[str]]]:
     found: list[tuple[list[str], list[str]]] = []
 
     def walk(cmd: click.Command, path: list[str]) -> None:
-        if isinstance(cmd, click.Group):
-            for name, sub in sorted(cmd.commands.items()):
+        if isinstance(cmd, click.Group):  # the lazy group loads each command by name
+            ctx = click.Context(cmd)
+            for name in cmd.list_commands(ctx):
+                sub = cmd.get_command(ctx, name)
+                assert sub is not None
                 walk(sub, [*path, name])
             return
         params = {p.name: p for p in cmd.params}

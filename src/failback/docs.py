@@ -75,6 +75,16 @@ def _root() -> tuple[click.Command, click.Context]:
     return main, click.Context(main, info_name="failback", terminal_width=HELP_WIDTH, max_content_width=HELP_WIDTH)
 
 
+def option_variables(cmd: click.Command) -> list[tuple[str, str]]:
+    """(environment variable, option) for each option of ``cmd`` that reads one (``cli.name_variables``)."""
+    found = []
+    for p in cmd.params:
+        if isinstance(p, click.Option) and p.envvar:
+            names = [p.envvar] if isinstance(p.envvar, str) else list(p.envvar)
+            found += [(name, max(p.opts, key=len)) for name in names]
+    return found
+
+
 def cli_reference() -> str:
     """Each command's `--help`, in command order, after an index of the commands."""
     commands = list(walk_commands(*_root()))
@@ -82,8 +92,15 @@ def cli_reference() -> str:
         f"- [`{ctx.command_path}`](#{_anchor(ctx.command_path)}): {cmd.get_short_help_str(80)}"
         for cmd, ctx in commands[1:]
     ]
-    sections = [f"## {ctx.command_path}\n\n```text\n{cmd.get_help(ctx)}\n```\n" for cmd, ctx in commands]
+    sections = [
+        f"## {ctx.command_path}\n\n```text\n{cmd.get_help(ctx)}\n```\n{_variables(cmd)}" for cmd, ctx in commands
+    ]
     return "\n".join(index) + "\n\n" + "\n".join(sections)
+
+
+def _variables(cmd: click.Command) -> str:
+    pairs = option_variables(cmd)
+    return "\nEnvironment: " + ", ".join(f"`{var}` ({opt})" for var, opt in pairs) + ".\n" if pairs else ""
 
 
 def _anchor(heading: str) -> str:

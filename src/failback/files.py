@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
-from .errors import from_os_error
+from .errors import InputError, from_os_error
 
 FILE_MODE = 0o600
 DIR_MODE = 0o700
@@ -54,8 +54,10 @@ def ensure_dir(folder: Path) -> Path:
 
 
 @contextlib.contextmanager
-def atomic_writer(path: Path, mode: int = FILE_MODE) -> Iterator[BinaryIO]:
-    """Yield a binary file; on success it is fsynced and renamed to ``path``; on failure nothing remains."""
+def atomic_writer(path: Path, mode: int = FILE_MODE, *, replace: bool = True) -> Iterator[BinaryIO]:
+    """Yield a binary file; on success it is fsynced and renamed to ``path``; on failure nothing remains.
+    With ``replace=False`` an existing ``path`` is never replaced, even one created while writing: the file is
+    linked to its name (which fails when the name is taken) instead of renamed over it."""
     tmp = tmp_name(path)
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
@@ -63,8 +65,16 @@ def atomic_writer(path: Path, mode: int = FILE_MODE) -> Iterator[BinaryIO]:
             yield fh
             fh.flush()
             os.fsync(fh.fileno())
-        os.replace(tmp, path)
+        if replace:
+            os.replace(tmp, path)
+        else:
+            os.link(tmp, path)
+            tmp.unlink()
         fsync_dir(path.parent)
+    except FileExistsError:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise InputError(f"{path}: already exists; not overwritten", "move it away, or write to another name") from None
     except OSError as err:
         with contextlib.suppress(OSError):
             tmp.unlink()
@@ -84,6 +94,12 @@ def write_bytes(path: Path, data: bytes, mode: int = FILE_MODE) -> None:
 def write_text(path: Path, text: str, mode: int = FILE_MODE) -> None:
     """Write UTF-8 ``text`` to ``path`` atomically and durably."""
     write_bytes(path, text.encode("utf-8"), mode)
+
+
+def write_new_text(path: Path, text: str, mode: int = FILE_MODE) -> None:
+    """Write UTF-8 ``text`` to ``path`` atomically and durably; InputError (exit 2) when ``path`` exists."""
+    with atomic_writer(path, mode, replace=False) as fh:
+        fh.write(text.encode("utf-8"))
 
 
 def publish(tmp: Path, path: Path) -> None:

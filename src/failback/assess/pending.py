@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -57,37 +58,54 @@ def _norm(name: str) -> str:
     return name.lower().replace("_", "")
 
 
-def pending_changes(conn: apsw.Connection, schema: Schema) -> list[Pending]:
-    """Unsynced rows found by the presets: outbox tables, CloudKit metadata (SQLiteData's
-    ``sqlitedata_icloud_metadata`` and GRDB apps' own) without a server record or with an unconfirmed
-    deletion, and isSynced/needsSync-style flag columns."""
-    found: list[Pending] = []
+@dataclass(frozen=True)
+class SyncProbe:
+    """One known sync layout found in a table: its kind, the table, the condition selecting unsynced rows and
+    how to name them."""
+
+    kind: str  # outbox | cloudkit | flag
+    table: str
+    condition: str
+    where: str
+
+
+def sync_probes(schema: Schema) -> list[SyncProbe]:
+    """The presets' probes for ``schema`` (pure): outbox tables, CloudKit metadata (SQLiteData's
+    ``sqlitedata_icloud_metadata`` and GRDB apps' own) without a server record or with an unconfirmed deletion,
+    and isSynced/needsSync-style flag columns."""
+    found: list[SyncProbe] = []
     for t in schema.user_tables():
         if t.kind != "table":
             continue
         cols = {_norm(c.name): c.name for c in t.columns if c.hidden != 1}
-        probes: list[tuple[str, str, str]] = []  # (kind, condition, description)
         if any(n in _norm(t.name) for n in OUTBOX_NAMES):
-            probes.append(("outbox", "1", f"rows of {t.name}"))
+            found.append(SyncProbe("outbox", t.name, "1", f"rows of {t.name}"))
         if SERVER_RECORD in cols:
             record = quote(cols[SERVER_RECORD])
             cond = f"{record} IS NULL"
             if TOMBSTONE in cols:
                 gone = f"coalesce({quote(cols[TOMBSTONE])}, 0)"
                 cond = f"({cond} AND NOT {gone}) OR ({gone} AND {record} IS NOT NULL)"
-            probes.append(("cloudkit", cond, f"{t.name} rows the server has not confirmed"))
+            found.append(SyncProbe("cloudkit", t.name, cond, f"{t.name} rows the server has not confirmed"))
         for key, col in cols.items():
             if key in SYNCED_FLAGS:
-                probes.append(("flag", f"coalesce({quote(col)}, 0) = 0", f"{t.name}.{col} = 0"))
+                found.append(SyncProbe("flag", t.name, f"coalesce({quote(col)}, 0) = 0", f"{t.name}.{col} = 0"))
             elif key in DIRTY_FLAGS:
-                probes.append(("flag", f"coalesce({quote(col)}, 0) <> 0", f"{t.name}.{col} <> 0"))
-        when = timestamp_column(t)
-        oldest = f"min({quote(when)})" if when else "NULL"
-        for kind, cond, where in probes:
-            n, first = conn.execute(f"SELECT count(*), {oldest} FROM {quote(t.name)} WHERE {cond}").get
-            if n:
-                found.append(Pending(kind, where, n, describe_time(first)))
+                found.append(SyncProbe("flag", t.name, f"coalesce({quote(col)}, 0) <> 0", f"{t.name}.{col} <> 0"))
     return found
+
+
+def count_pending(conn: apsw.Connection, schema: Schema, probe: SyncProbe) -> Pending:
+    """How many rows ``probe`` finds unsynced, and the oldest one's time when the table has a time column."""
+    when = timestamp_column(schema.tables[probe.table])
+    oldest = f"min({quote(when)})" if when else "NULL"
+    n, first = conn.execute(f"SELECT count(*), {oldest} FROM {quote(probe.table)} WHERE {probe.condition}").get
+    return Pending(probe.kind, probe.where, n, describe_time(first))
+
+
+def pending_changes(conn: apsw.Connection, schema: Schema) -> list[Pending]:
+    """Unsynced rows found by the presets (``sync_probes``); probes that find none are left out."""
+    return [p for probe in sync_probes(schema) if (p := count_pending(conn, schema, probe)).count]
 
 
 def _read_only(action: int, *_: Any) -> int:

@@ -1,201 +1,200 @@
 """The command line: parse, call the library, render (rich tables and progress, or --json). Nothing more.
 
-One module per domain registers its commands on ``main``; this module holds what they share."""
+``main`` is a lazy group: it knows each command's module and one-line help from ``COMMANDS``, and imports a
+command's module (and with it rich, pydantic, apsw and the domain) only when that command runs, so
+``failback --version`` and ``failback --help`` start about as fast as Python itself. This module holds what
+must be there before a command loads: the group and the error handler; the rest is in ``cli.common``."""
 
 from __future__ import annotations
 
 import functools
+import importlib
 import json
 import os
 import sys
-import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from pathlib import Path
-from typing import Any, TypeVar
+from collections.abc import Callable
+from typing import Any, NoReturn, TypeVar
 
 import click
-from rich.console import Console
-from rich.markup import escape
-from rich.progress import BarColumn, Progress, TaskID, TaskProgressColumn, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
-from .. import __version__
-from ..config import DEFAULT_NAME, DEFAULT_PROFILE
 from ..errors import FailbackError
 
 F = TypeVar("F", bound=Callable[..., Any])
-
-
-def _console(stderr: bool = False) -> Console:
-    """A console that wraps at the terminal's width, and not at all when output goes to a file or a pipe."""
-    probe = Console(stderr=stderr)
-    return probe if probe.is_terminal else Console(stderr=stderr, soft_wrap=True, width=200)
-
-
-out = _console()
-err = _console(stderr=True)
 INTERNAL_ERROR = 70
+INTERRUPTED = 4
+ENVVAR_PREFIX = "FAILBACK"
+JSON_FLAGS = ("--json", "--jsonl")
+
+# command name -> ("module:attribute" under failback.cli, its one-line help); a test checks both against the command
+COMMANDS: dict[str, tuple[str, str]] = {
+    "abort": ("run:abort", "Undo an unfinished run: temp files removed; source, config and target as before the run."),
+    "assess": (
+        "assess:assess",
+        "Assess the risk of a rollback without changing anything (exit 3 when the gate would refuse).",
+    ),
+    "audit": ("audit:audit", "The hash-chained audit log."),
+    "backup": ("backup:backup", "Create, list, verify, restore and prune backups."),
+    "baseline": ("verify:baseline", "Performance baseline of the app's queries in the target engine."),
+    "check": (
+        "autorollback:check",
+        "Evaluate [triggers] and exit 3 when a rollback rule fires (for CI/CD); never rolls back.",
+    ),
+    "demo": ("run:demo", "Build a GRDB-style sample app in DIRECTORY and roll it back to sql.js."),
+    "export": (
+        "convert:export",
+        "Convert SOURCE into a database the target engine accepts, verify it, write TARGET.",
+    ),
+    "hold": (
+        "autorollback:hold",
+        "Block automatic rollbacks until `failback release` (a manual `failback rollback` still works).",
+    ),
+    "init": ("init:init", "Inspect a native database and write a commented failback.toml for it (never overwrites)."),
+    "plan": (
+        "convert:plan",
+        "Show what each schema object of SOURCE becomes in the target, and why, and what the data asks of the app "
+        "(findings: integers beyond ±(2^53−1), which sql.js rounds unless the app reads them as BigInt).",
+    ),
+    "probe": ("convert:probe", "Probe a real engine's capabilities and print (or write) its profile."),
+    "release": ("autorollback:release", "Lift the hold: automatic rollbacks may run again."),
+    "report": ("report:report", "Show the report of RUN (an id or its unique prefix; default: the newest run)."),
+    "resume": (
+        "run:resume",
+        "Continue an interrupted run (default: the newest) from its last trusted checkpoint.",
+    ),
+    "rollback": (
+        "run:rollback",
+        "Roll the app back: snapshot, backup, assess, convert, verify, switch, report.",
+    ),
+    "status": (
+        "run:status",
+        "Show runs, their steps and what to do next, and the backups prune must keep, with why.",
+    ),
+    "verify": (
+        "verify:verify",
+        "Prove TARGET holds SOURCE's data and the schema planned for it, in apsw and in sql.js (exit 1 when not); "
+        "or pay a run's debt.",
+    ),
+    "watch": ("autorollback:watch", "Evaluate [triggers] every interval and roll back when a rollback rule fires."),
+}
+
+
+def fail(message: str, hint: str, exit_code: int, kind: str, as_json: bool) -> NoReturn:
+    """Say why the command failed on stderr — one line and a hint, or one JSON object — and exit with the code."""
+    if as_json:
+        record = {"error": message, "hint": hint or None, "exit_code": exit_code, "kind": kind}
+        click.echo(json.dumps(record, ensure_ascii=False), err=True)
+    else:
+        label = "internal error:" if exit_code == INTERNAL_ERROR else "error:"
+        click.echo(f"{click.style(label, fg='red', bold=True)} {message}", err=True)
+        if hint:
+            click.echo(f"{click.style('hint:', dim=True)} {hint}", err=True)
+    sys.exit(exit_code)
 
 
 def handle_errors(fn: F) -> F:
-    """Turn FailbackError into one line + hint + exit code; never a traceback for user error."""
+    """Turn FailbackError into one line + hint + exit code (one JSON object under --json/--jsonl); never a
+    traceback for user error."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        as_json = bool(kwargs.get("as_json") or kwargs.get("as_jsonl"))
         try:
             return fn(*args, **kwargs)
         except FailbackError as e:
-            err.print(f"[bold red]error:[/] {escape(e.message)}", highlight=False, soft_wrap=True)
-            if e.hint:
-                err.print(f"[dim]hint:[/] {escape(e.hint)}", highlight=False, soft_wrap=True)
-            sys.exit(e.exit_code)
+            fail(e.message, e.hint, e.exit_code, type(e).__name__, as_json)
         except KeyboardInterrupt:
-            err.print("[bold red]error:[/] interrupted")
-            err.print("[dim]hint:[/] `failback status` shows what was done; `failback resume` continues a run")
-            sys.exit(4)
+            hint = "`failback status` shows what was done; `failback resume` continues a run"
+            fail("interrupted", hint, INTERRUPTED, "KeyboardInterrupt", as_json)
         except Exception as e:  # a bug, not a user error: say so in one line
             if os.environ.get("FAILBACK_DEBUG"):
                 raise
-            err.print(
-                f"[bold red]internal error:[/] {type(e).__name__}: {escape(str(e))}", highlight=False, soft_wrap=True
-            )
-            err.print("[dim]hint:[/] run again with FAILBACK_DEBUG=1 for the traceback and report it")
-            sys.exit(INTERNAL_ERROR)
+            hint = "run again with FAILBACK_DEBUG=1 for the traceback and report it"
+            fail(f"{type(e).__name__}: {e}", hint, INTERNAL_ERROR, type(e).__name__, as_json)
 
     return wrapper  # type: ignore[return-value]
 
 
-def emit_json(data: Any) -> None:
-    click.echo(json.dumps(data, indent=2, default=str, ensure_ascii=False))
+# Consent is given on the command line, for this run: a variable left in a shell or a CI job must never pass a
+# risk gate, overwrite a file or repair a source by itself
+CONSENT_OPTIONS = frozenset({"--yes", "--force", "--break-lock", "--repair-fts"})
 
 
-class ProgressBars:
-    """A progress callback drawing one bar per phase, plus one for the running step (nothing when disabled),
-    which can step aside for a question asked on the terminal.
+def name_variables(cmd: click.Command, prefix: str) -> None:
+    """Give every option of ``cmd`` (and of its subcommands) without a variable of its own the variable
+    ``<prefix>_<LONG OPTION NAME>`` — e.g. FAILBACK_BACKUP_VERIFY_ALL for ``--all``, where click's automatic name
+    would follow the Python parameter (``all_``). Consent options (``CONSENT_OPTIONS``) read no variable."""
+    for p in cmd.params:
+        if isinstance(p, click.Option) and CONSENT_OPTIONS.intersection(p.opts):
+            p.allow_from_autoenv = False
+        elif isinstance(p, click.Option) and p.envvar is None and p.expose_value:
+            p.envvar = f"{prefix}_{_envvar_word(max(p.opts, key=len))}"
+    if isinstance(cmd, click.Group):
+        for name, sub in cmd.commands.items():
+            name_variables(sub, f"{prefix}_{_envvar_word(name)}")
 
-    A phase's bar goes when the phase reaches its total or the step it ran in ends. The step's bar pulses until
-    a phase of the same name reports progress (``snapshot``) and goes when the step ends: a step that reports no
-    progress (``verify``) still shows that it runs, and no finished phase stays on screen under it. Phases also
-    tick from a background thread (the backup's compression): a lock keeps the bars and their ids together."""
 
-    def __init__(self, bar: Progress | None) -> None:
-        self.bar = bar
-        self.tasks: dict[str, TaskID] = {}
-        self.running: str | None = None
-        self.lock = threading.Lock()
+def _envvar_word(name: str) -> str:
+    return name.lstrip("-").replace("-", "_").upper()
 
-    def __call__(self, phase: str, done: int, total: int) -> None:
-        if self.bar is None:
-            return
-        key = phase.split(" ", 1)[0]
-        with self.lock:
-            if done >= total > 0 and key != self.running:
-                self._remove(self.bar, key)
-                return
-            if key not in self.tasks:
-                self.tasks[key] = self.bar.add_task(phase[:22], total=max(total, 1))
-            self.bar.update(self.tasks[key], completed=done, total=max(total, 1), description=phase[:22])
 
-    def step(self, name: str, event: str) -> None:
-        """A step started (a bar of its own) or ended (its bar and every phase bar go); no-op when disabled."""
-        if self.bar is None:
-            return
-        with self.lock:
-            for key in list(self.tasks):
-                self._remove(self.bar, key)
-            self.running = name if event == "start" else None
-            if self.running:
-                self.tasks[name] = self.bar.add_task(name, total=None)
+class LazyGroup(click.Group):
+    """A group whose commands are imported on first use; ``--help`` lists them from ``COMMANDS`` alone."""
 
-    def _remove(self, bar: Progress, key: str) -> None:
-        task = self.tasks.pop(key, None)
-        if task is not None:
-            bar.remove_task(task)
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS)
 
-    @contextmanager
-    def paused(self) -> Iterator[None]:
-        if self.bar is not None:
-            self.bar.stop()
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in COMMANDS:
+            return None
+        module, attribute = COMMANDS[cmd_name][0].split(":")
+        command: click.Command = getattr(importlib.import_module(f"{__name__}.{module}"), attribute)
+        name_variables(command, f"{ENVVAR_PREFIX}_{_envvar_word(cmd_name)}")
+        return command
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        limit = formatter.width - 6 - max(len(name) for name in COMMANDS)
+        stubs = [click.Command(name, help=COMMANDS[name][1]) for name in self.list_commands(ctx)]
+        rows = [(stub.name or "", stub.get_short_help_str(limit)) for stub in stubs]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
+    def invoke(self, ctx: click.Context) -> Any:
+        """Run the command; a usage error of a command given --json/--jsonl is one JSON object on stderr."""
+        args = list(ctx.args)  # the command's arguments (invoke empties ctx.args)
         try:
-            yield
-        finally:
-            if self.bar is not None:
-                self.bar.start()
+            return super().invoke(ctx)
+        except click.UsageError as e:
+            if not any(flag in args for flag in JSON_FLAGS):
+                raise
+            command = (e.ctx or ctx).command_path
+            fail(e.format_message(), f"see `{command} --help`", e.exit_code, type(e).__name__, True)
 
 
-@contextmanager
-def progress_bar(enabled: bool) -> Iterator[ProgressBars]:
-    """Progress bars on stderr while the block runs (transient: they vanish when done)."""
-    if not enabled:
-        yield ProgressBars(None)
+def _show_version(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    """--version: the version is looked up only when asked for (``failback.__version__`` reads package metadata)."""
+    if not value or ctx.resilient_parsing:
         return
-    columns = (TextColumn("{task.description:<22}"), BarColumn(), TaskProgressColumn("{task.percentage:>5.1f}%"))
-    with Progress(*columns, TimeElapsedColumn(), console=err, transient=True) as bar:
-        yield ProgressBars(bar)
+    from .. import __version__
+
+    click.echo(f"failback, version {__version__}")
+    ctx.exit()
 
 
-config_option = click.option(
-    "-c",
-    "--config",
-    "config_path",
-    type=click.Path(path_type=Path),
-    default=DEFAULT_NAME,
-    show_default=True,
-    help="Path of failback.toml.",
+@click.group(
+    cls=LazyGroup,
+    context_settings={"help_option_names": ["-h", "--help"], "auto_envvar_prefix": ENVVAR_PREFIX},
 )
-profile_option = click.option(
-    "--profile", default=DEFAULT_PROFILE, show_default=True, help="Target profile (name or file)."
-)
-
-
-def mode_option(help: str) -> Callable[[F], F]:
-    """``--mode standard|emergency`` with a command's own description of what emergency changes."""
-    return click.option(
-        "--mode", type=click.Choice(["standard", "emergency"]), default="standard", show_default=True, help=help
-    )
-
-
-def settings_option(help: str) -> Callable[[F], F]:
-    """An optional ``--config`` for commands that work without one (their settings then are the defaults)."""
-    return click.option("--config", "config_path", type=click.Path(path_type=Path), default=None, help=help)
-
-
-json_option = click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON instead of tables.")
-repair_fts_option = click.option(
-    "--repair-fts",
+@click.option(
+    "--version",
     is_flag=True,
-    help="Accept a source whose only damage is in FTS indexes the target rebuilds from their intact text "
-    "(recorded as a repair); without it a damaged source is refused (exit 3).",
+    expose_value=False,
+    is_eager=True,
+    allow_from_autoenv=False,  # FAILBACK_VERSION in the environment must not turn every command into --version
+    callback=_show_version,
+    help="Show the version and exit.",
 )
-
-
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(__version__, prog_name="failback")
 def main() -> None:
     """failback: roll an app's SQLite data back from a native provider to sql.js, safely and verifiably."""
 
 
-def render_assessment(a: dict[str, Any]) -> None:
-    colors = {"low": "green", "medium": "yellow", "high": "red", "critical": "bold red"}
-    t = Table(title=f"Risk: [{colors[a['level']]}]{a['level']}[/]", show_lines=False, expand=False)
-    for col in ("severity", "finding", "fix"):
-        t.add_column(col, overflow="fold")
-    for f in a["findings"]:
-        t.add_row(f["severity"], escape(f["message"]), escape(f["fix"]))
-    out.print(t)
-
-
-def render_plan(decisions: list[dict[str, Any]]) -> None:
-    t = Table(title="Conversion plan")
-    for col in ("kind", "object", "action", "reason"):
-        t.add_column(col, overflow="fold")
-    style = {"keep": "green", "convert": "yellow", "drop": "red", "refuse": "bold red", "skip": "dim"}
-    for d in decisions:
-        t.add_row(d["kind"], escape(d["name"]), f"[{style[d['action']]}]{d['action']}[/]", escape(d["reason"]))
-    out.print(t)
-
-
-from . import assess, audit, autorollback, backup, convert, report, run, verify  # noqa: E402  (each registers its commands on main)
-
-__all__ = ["assess", "audit", "autorollback", "backup", "convert", "main", "report", "run", "verify"]
+__all__ = ["COMMANDS", "INTERNAL_ERROR", "handle_errors", "main"]

@@ -12,23 +12,13 @@ from rich.table import Table
 
 from ..assess.facts import Assessment
 from ..config import load_config
-from . import (
-    config_option,
-    emit_json,
-    err,
-    handle_errors,
-    json_option,
-    main,
-    mode_option,
-    out,
-    progress_bar,
-    render_assessment,
-)
+from . import handle_errors
+from .common import config_option, emit_json, err, json_option, mode_option, out, progress_bar, render_assessment
 
 TOP_TABLES = 10
 
 
-@main.command()
+@click.command()
 @config_option
 @mode_option("emergency: skip the slow facts (calibration, dbstat, quick_check); pending changes and disk are kept.")
 @json_option

@@ -14,7 +14,8 @@ from rich.table import Table
 
 from ..config import load_config
 from ..errors import FailbackError
-from . import config_option, emit_json, handle_errors, json_option, main, out
+from . import handle_errors
+from .common import config_option, emit_json, json_option, out
 
 ACTION_TEXT = {
     "warn": "[yellow]warning[/] by {warnings}",
@@ -82,7 +83,7 @@ def render_evaluation(ev: Any, as_jsonl: bool) -> None:
         out.print(f"[dim]source error: {escape(e)}[/]", highlight=False)
 
 
-@main.command()
+@click.command()
 @config_option
 @click.option("--once", is_flag=True, help="Evaluate one sample, act on it, and exit.")
 @click.option("--dry-run", is_flag=True, help="Say what would be done; never roll back.")
@@ -129,7 +130,7 @@ def watch(config_path: Path, once: bool, dry_run: bool, max_samples: int | None,
     sys.exit(result.exit_code)
 
 
-@main.command()
+@click.command()
 @config_option
 @click.option("--samples", type=click.IntRange(min=1), default=1, show_default=True, help="Samples, an interval apart.")
 @json_option
@@ -168,7 +169,7 @@ def check(config_path: Path, samples: int, as_json: bool, as_jsonl: bool) -> Non
     sys.exit(summary["exit_code"])
 
 
-@main.command()
+@click.command()
 @config_option
 @click.option("--reason", required=True, help="Why automatic rollbacks are blocked (shown on every evaluation).")
 @json_option
@@ -186,7 +187,7 @@ def hold(config_path: Path, reason: str, as_json: bool) -> None:
         out.print(f"[yellow]held[/]: automatic rollbacks blocked — {escape(h.reason)}", highlight=False)
 
 
-@main.command()
+@click.command()
 @config_option
 @json_option
 @handle_errors

@@ -11,10 +11,11 @@ from rich.table import Table
 from ..config import load_config
 from ..errors import BackupError, InputError
 from ..files import ensure_dir
-from . import config_option, emit_json, err, handle_errors, json_option, main, out, progress_bar
+from . import handle_errors
+from .common import config_option, emit_json, err, json_option, out, progress_bar
 
 
-@main.group()
+@click.group()
 def backup() -> None:
     """Create, list, verify, restore and prune backups."""
 

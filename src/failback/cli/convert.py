@@ -10,12 +10,11 @@ import click
 from rich.markup import escape
 
 from ..config import load_config
-from . import (
+from . import handle_errors
+from .common import (
     emit_json,
     err,
-    handle_errors,
     json_option,
-    main,
     out,
     profile_option,
     progress_bar,
@@ -25,7 +24,7 @@ from . import (
 )
 
 
-@main.command()
+@click.command()
 @click.argument("source", type=click.Path(path_type=Path))
 @click.argument("target", type=click.Path(path_type=Path))
 @profile_option
@@ -62,7 +61,7 @@ def export(
         out.print(f"[yellow]repaired[/] {repair_note(result.integrity.to_json())}", highlight=False)
 
 
-@main.command()
+@click.command()
 @click.argument("source", type=click.Path(path_type=Path))
 @profile_option
 @settings_option("Take [convert] settings and [app] functions from this failback.toml.")
@@ -90,12 +89,15 @@ def plan(source: Path, profile: str, config_path: Path | None, as_json: bool) ->
         sys.exit(3)
 
 
-@main.command()
+@click.command()
 @click.option("--engine", type=click.Choice(["sqljs", "sqlite"]), default="sqljs", show_default=True)
 @click.option("-o", "--output", type=click.Path(path_type=Path), default=None, help="Write the profile here.")
+@json_option
 @handle_errors
-def probe(engine: str, output: Path | None) -> None:
-    """Probe a real engine's capabilities and print (or write) its profile."""
+def probe(engine: str, output: Path | None, as_json: bool) -> None:
+    """Probe a real engine's capabilities and print (or write) its profile.
+
+    --json prints the profile as JSON (with --output, where it was written); the file is always TOML."""
     from ..profiles import probe_engine
 
     prof = probe_engine(engine)
@@ -104,6 +106,9 @@ def probe(engine: str, output: Path | None) -> None:
         from ..files import write_text
 
         write_text(output, text, 0o644)
+    if as_json:
+        emit_json({"profile": prof.model_dump(mode="json"), "output": str(output) if output else None})
+    elif output:
         out.print(f"wrote {output}")
     else:
         click.echo(text, nl=False)

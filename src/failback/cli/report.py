@@ -7,18 +7,20 @@ from pathlib import Path
 import click
 
 from ..config import load_config
-from . import config_option, err, handle_errors, main
+from . import handle_errors
+from .common import config_option, err
 
 
-@main.command()
+@click.command()
 @click.argument("run", required=False)
 @click.option(
     "--format", "fmt", type=click.Choice(["md", "html", "json"]), default="md", show_default=True, help="Report format."
 )
 @click.option("-o", "--output", type=click.Path(path_type=Path), default=None, help="Write the report to this file.")
 @config_option
+@click.option("--json", "as_json", is_flag=True, help="The same as --format json.")
 @handle_errors
-def report(run: str | None, fmt: str, output: Path | None, config_path: Path) -> None:
+def report(run: str | None, fmt: str, output: Path | None, config_path: Path, as_json: bool) -> None:
     """Show the report of RUN (an id or its unique prefix; default: the newest run).
 
     The report holds the steps and their durations, the risk findings, the backups with their hashes, the
@@ -34,7 +36,7 @@ def report(run: str | None, fmt: str, output: Path | None, config_path: Path) ->
 
     cfg = load_config(config_path)
     state, data = load_report(find_run(cfg.state_path, run), cfg.state_path / "audit.jsonl")
-    text = RENDERERS[fmt](state, data)
+    text = RENDERERS["json" if as_json else fmt](state, data)
     if output is None:
         click.echo(text, nl=False)
     else:

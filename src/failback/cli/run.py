@@ -10,13 +10,12 @@ from rich.markup import escape
 from rich.table import Table
 
 from ..config import Config, load_config
-from . import (
+from . import handle_errors
+from .common import (
     config_option,
     emit_json,
     err,
-    handle_errors,
     json_option,
-    main,
     mode_option,
     out,
     progress_bar,
@@ -27,7 +26,7 @@ from . import (
 
 
 # -- rollback ---------------------------------------------------------------------------------------
-@main.command()
+@click.command()
 @config_option
 @mode_option("emergency: one backup layer, quick verification (the rest is recorded as debt).")
 @click.option("--dry-run", is_flag=True, help="Snapshot, assess and plan; change nothing.")
@@ -152,7 +151,7 @@ NEXT = {
 }
 
 
-@main.command()
+@click.command()
 @config_option
 @click.argument("run_id", required=False)
 @json_option
@@ -167,7 +166,7 @@ def resume(config_path: Path, run_id: str | None, as_json: bool) -> None:
         raise outcome.error
 
 
-@main.command()
+@click.command()
 @config_option
 @click.argument("run_id", required=False)
 @json_option
@@ -205,7 +204,7 @@ def fold_quiet_runs(runs: list[Any], show_all: bool) -> tuple[list[Any], str]:
     return [r for r in runs if r.status not in QUIET], line
 
 
-@main.command()
+@click.command()
 @config_option
 @click.option("--all", "show_all", is_flag=True, help="List refused and dry-run (assess-only) runs too.")
 @json_option
@@ -270,7 +269,7 @@ def render_protected(kept: list[dict[str, Any]]) -> None:
     out.print(t)
 
 
-@main.command()
+@click.command()
 @click.argument("directory", type=click.Path(path_type=Path), default=Path("failback-demo"))
 @click.option("--notes", default=3000, show_default=True, help="Notes in the sample database.")
 @json_option

@@ -12,7 +12,8 @@ from rich.table import Table
 
 from ..config import load_config
 from ..errors import InputError
-from . import config_option, emit_json, handle_errors, json_option, main, out, profile_option
+from . import handle_errors
+from .common import config_option, emit_json, json_option, out, profile_option
 
 
 def render_verification(v: dict[str, Any]) -> None:
@@ -49,7 +50,7 @@ def render_verification(v: dict[str, Any]) -> None:
         out.print(f"[red]✗[/] {escape(p)}", highlight=False)
 
 
-@main.command()
+@click.command()
 @click.argument("source", type=click.Path(path_type=Path), required=False)
 @click.argument("target", type=click.Path(path_type=Path), required=False)
 @click.option("--level", type=click.Choice(["quick", "standard", "deep"]), default="standard", show_default=True)
@@ -111,7 +112,7 @@ def verify(
         sys.exit(1)
 
 
-@main.group()
+@click.group()
 def baseline() -> None:
     """Performance baseline of the app's queries in the target engine."""
 

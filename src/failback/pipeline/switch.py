@@ -233,6 +233,24 @@ def read_app_config(path: Path) -> str:
         raise InputError(f"app config {path}: cannot read ({err})") from None
 
 
+def app_settings(path: Path) -> dict[str, str]:
+    """Every single-valued setting of an app config, by the key [app] key would name (dotted in JSON)."""
+    text = read_app_config(path)
+    if _kind(path) == "env":
+        return {a.key: value for a in _env_assignments(text) if (value := _env_read(text, a.key)) is not None}
+    found: dict[str, str] = {}
+
+    def walk(node: dict[str, Any], prefix: str) -> None:
+        for name, value in node.items():
+            if isinstance(value, dict):
+                walk(value, f"{prefix}{name}.")
+            elif not isinstance(value, list):
+                found[prefix + name] = value if isinstance(value, str) else json.dumps(value)
+
+    walk(_json(text), "")
+    return found
+
+
 def current_provider(path: Path, key: str) -> str | None:
     return read_provider(read_app_config(path), key, _kind(path))
 
