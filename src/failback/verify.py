@@ -79,6 +79,9 @@ class Check:
 
 @dataclass
 class VerifyReport:
+    """What verifying a target found: each table on each side, each named check, and the problems (none: the
+    target holds the source's data and its planned schema)."""
+
     level: str
     integrity: str = ""
     foreign_keys: int = 0
@@ -94,6 +97,11 @@ class VerifyReport:
     @property
     def ok(self) -> bool:
         return not self.problems
+
+    @property
+    def differences(self) -> list[str]:
+        """What differs from what the target must hold, one line each (empty when ``ok``)."""
+        return self.problems
 
     def add(self, check: Check) -> None:
         self.checks.append(check)

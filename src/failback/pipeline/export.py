@@ -35,12 +35,12 @@ from ..errors import (
 )
 from ..files import ensure_dir, remove_quietly
 from ..guard import Protected, check_replaceable, publish_over
-from ..plan.model import Plan
+from ..plan.model import Decision, Plan
 from ..plan.planner import plan_conversion
 from ..plan.proofs import apply_proofs, created_name
 from ..profiles import load_profile
 from ..snapshot import take_snapshot
-from ..verify import VerifyReport, verify_target
+from ..verify import TableCheck, VerifyReport, verify_target
 
 Progress = Callable[[str, int, int], None]
 
@@ -196,9 +196,10 @@ def prove_schema(plan: Plan, engine: Engine) -> dict[str, str]:
     return {tag: r["error"] for tag, r in zip(tags, results, strict=True) if tag and not r["ok"]}
 
 
-@dataclass
+@dataclass(frozen=True)
 class ExportResult:
-    """What ``export_database`` did and proved."""
+    """What an export did and proved: the target written, its plan, the verification it passed, its size, the
+    seconds it took (``build``: per build phase) and the source's integrity check."""
 
     target: Path
     plan: Plan
@@ -207,6 +208,21 @@ class ExportResult:
     seconds: float
     build: dict[str, float]
     integrity: SourceIntegrity
+
+    @property
+    def ok(self) -> bool:
+        """The target holds the source's data (always true: a failed export raises and writes nothing)."""
+        return self.verification.ok
+
+    @property
+    def tables(self) -> list[TableCheck]:
+        """Each table's rows and digest in the source, the target and sql.js."""
+        return self.verification.tables
+
+    @property
+    def decisions(self) -> list[Decision]:
+        """What became of each schema object, and why."""
+        return self.plan.decisions
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -243,6 +259,8 @@ def export_database(
     *,
     profile: str = "sqljs-1.16.0",
     cfg: Config | None = None,
+    options: ConvertConfig | None = None,
+    functions: list[str] | None = None,
     force: bool = False,
     progress: Progress | None = None,
     engine: Engine | None = None,
@@ -250,7 +268,8 @@ def export_database(
 ) -> ExportResult:
     """Snapshot ``source``, check its integrity, convert, verify in both engines, then publish ``target`` (never
     partial). A damaged source is refused, unless only FTS indexes the target rebuilds are damaged and
-    ``repair_fts`` allows the repair."""
+    ``repair_fts`` allows the repair. ``options`` ([convert]) and ``functions`` ([app] functions) default to
+    ``cfg``'s."""
     t0 = time.perf_counter()
     if (target.exists() or target.is_symlink()) and not force:
         raise InputError(f"{target} exists; refusing to overwrite", "pass --force or choose another path")
@@ -268,8 +287,8 @@ def export_database(
             raise database_error(source, err.__cause__ or err) from err
         finally:
             conn.close()
-        options = cfg.convert if cfg else None
-        plan = plan_conversion(schema, load_profile(profile), options, cfg.app.functions if cfg else None)
+        options, functions = _settings(cfg, options, functions)
+        plan = plan_conversion(schema, load_profile(profile), options, functions)
         check_refused(plan)  # before any check: a refused object could fail them for its own reason
         integrity = check_source(snap.path, source, schema, plan, repair_fts)
         engine = (engine or SqlJsEngine()).with_stand_ins(plan.stand_ins)
@@ -296,3 +315,34 @@ def export_database(
         return ExportResult(target, plan, report, target.stat().st_size, seconds, built.seconds, integrity)
     finally:
         remove_quietly(snap_path, tmp, Path(str(tmp) + "-journal"))
+
+
+def _settings(
+    cfg: Config | None, options: ConvertConfig | None, functions: list[str] | None
+) -> tuple[ConvertConfig | None, list[str] | None]:
+    """The [convert] settings and the app's functions: those given, else ``cfg``'s."""
+    if cfg is None:
+        return options, functions
+    return (cfg.convert if options is None else options), (cfg.app.functions if functions is None else functions)
+
+
+def verify_export(
+    source: Path,
+    target: Path,
+    *,
+    profile: str = "sqljs-1.16.0",
+    cfg: Config | None = None,
+    options: ConvertConfig | None = None,
+    functions: list[str] | None = None,
+    level: str = "standard",
+    engine: Engine | None = None,
+) -> VerifyReport:
+    """Prove ``target`` holds ``source``'s data and the schema export plans for it, in apsw and in the target
+    engine: ``source`` is planned again as export plans it, each view and trigger proved in the target engine.
+    Problems are in the report, never raised; a ``target`` that is not a readable database is an error."""
+    open_source(target).close()
+    options, functions = _settings(cfg, options, functions)
+    plan = plan_for(source, profile, options, functions)
+    engine = (engine or SqlJsEngine()).with_stand_ins(plan.stand_ins)
+    plan = apply_proofs(plan, prove_schema(plan, engine), options)
+    return verify_target(target, plan, engine, snapshot=source, level=level)
