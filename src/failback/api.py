@@ -20,14 +20,14 @@ from .backup import prune as backup_prune
 from .backup import sets as backup_sets
 from .backup.prune import PruneResult
 from .backup.sets import BackupResult, FolderCheck, RestoreResult
-from .config import Config, ConvertConfig, TargetConfig, load_config
+from .config import Config, ConvertConfig, load_config
 from .engines import Engine, make_engine
 from .errors import BackupError
 from .files import ensure_dir
 from .journal import RunState, list_runs
 from .pipeline.debt import DebtPayment, unpaid
 from .pipeline.debt import pay_debt as pay_run_debt
-from .pipeline.export import ExportResult, export_database, plan_for, verify_export
+from .pipeline.export import ExportResult, PlanSettings, export_database, plan_for, verify_export
 from .pipeline.rollback import Options, Outcome, Rollback, abort_run
 from .plan.model import Plan
 from .profiles import load_profile
@@ -42,7 +42,6 @@ Mode = Literal["standard", "emergency"]
 Level = Literal["quick", "standard", "deep"]
 RunResult = Outcome
 Verification = VerifyReport
-DEFAULT_PROFILE: str = TargetConfig.model_fields["profile"].default
 
 
 def _no_progress(phase: str, done: int, total: int) -> None:
@@ -50,43 +49,17 @@ def _no_progress(phase: str, done: int, total: int) -> None:
 
 
 # -- conversion -------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class _Settings:
-    """What a conversion is planned with: the config (if any), the profile, [convert] and the app functions."""
-
-    cfg: Config | None
-    profile: str
-    options: ConvertConfig | None
-    functions: list[str]
-
-
 def _settings(
     config: PathArg | None, profile: str | None, allow_drop: Iterable[str], functions: Iterable[str]
-) -> _Settings:
+) -> tuple[Config | None, PlanSettings]:
+    """The config (if any) and the plan settings: ``config``'s, with ``profile`` and the extras given."""
     cfg = load_config(config) if config is not None else None
-    options = cfg.convert if cfg else None
+    s = PlanSettings.of(cfg, profile)
+    options = s.options
     if extra := list(allow_drop):
         base = options or ConvertConfig()
         options = base.model_copy(update={"allow_drop": [*base.allow_drop, *extra]})
-    app_functions = [*(cfg.app.functions if cfg else ()), *functions]
-    return _Settings(cfg, profile or (cfg.target.profile if cfg else DEFAULT_PROFILE), options, app_functions)
-
-
-def plan(
-    source: PathArg,
-    *,
-    profile: str | None = None,
-    config: PathArg | None = None,
-    allow_drop: Iterable[str] = (),
-    functions: Iterable[str] = (),
-) -> Plan:
-    """What each schema object of ``source`` becomes in the target, and why (``Plan.decisions``); reads
-    ``source`` only. ``profile``: the target's capability profile (a name or a file; default: the config's
-    ``[target] profile``, else sql.js 1.16.0). ``config``: take ``[convert]`` settings and ``[app] functions``
-    from this failback.toml. ``allow_drop``: objects the target cannot hold that may be dropped (added to
-    ``[convert] allow_drop``); ``functions``: SQL functions the app registers itself, as "name/arity"."""
-    s = _settings(config, profile, allow_drop, functions)
-    return plan_for(Path(source), s.profile, s.options, s.functions)
+    return cfg, PlanSettings(s.profile, options, [*(s.functions or ()), *functions])
 
 
 def export(
@@ -106,18 +79,16 @@ def export(
     ``source`` is only read, also while its app writes. Raises ``VerificationFailed`` (nothing written),
     ``UnsupportedSchemaError`` for an object the target cannot hold and that may not be dropped, and
     ``SourceDamaged`` for a damaged source (``repair_fts``: accept damage only in FTS indexes the target
-    rebuilds). ``profile``, ``config``, ``allow_drop``, ``functions``: as for :func:`plan`."""
-    s = _settings(config, profile, allow_drop, functions)
+    rebuilds).
+
+    ``profile``: the target's capability profile (a name or a file; default: the config's ``[target]
+    profile``, else sql.js 1.16.0). ``config``: take ``[convert]``, ``[verify]`` and ``[app] functions``
+    from this failback.toml. ``allow_drop``: objects the target cannot hold that may be dropped (added to
+    ``[convert] allow_drop``); ``functions``: SQL functions the app registers itself, as "name/arity"
+    (added to ``[app] functions``)."""
+    cfg, settings = _settings(config, profile, allow_drop, functions)
     return export_database(
-        Path(source),
-        Path(target),
-        profile=s.profile,
-        cfg=s.cfg,
-        options=s.options,
-        functions=s.functions,
-        force=force,
-        progress=progress,
-        repair_fts=repair_fts,
+        Path(source), Path(target), cfg=cfg, settings=settings, force=force, progress=progress, repair_fts=repair_fts
     )
 
 
@@ -135,16 +106,21 @@ def verify(
     engine: row counts and content digests of every table, integrity, foreign keys, search parity, each view
     and trigger. A difference is reported (``ok`` false, ``differences``), never raised. ``level``: quick,
     standard or deep. ``profile``, ``config``, ``allow_drop``, ``functions``: as export was given them."""
-    s = _settings(config, profile, allow_drop, functions)
-    return verify_export(
-        Path(source),
-        Path(target),
-        profile=s.profile,
-        cfg=s.cfg,
-        options=s.options,
-        functions=s.functions,
-        level=level,
-    )
+    return verify_export(Path(source), Path(target), _settings(config, profile, allow_drop, functions)[1], level=level)
+
+
+def plan(
+    source: PathArg,
+    *,
+    profile: str | None = None,
+    config: PathArg | None = None,
+    allow_drop: Iterable[str] = (),
+    functions: Iterable[str] = (),
+) -> Plan:
+    """What each schema object of ``source`` becomes in the target, and why (``Plan.decisions``); reads
+    ``source`` only. ``profile``, ``config``, ``allow_drop``, ``functions``: as for ``export``."""
+    s = _settings(config, profile, allow_drop, functions)[1]
+    return plan_for(Path(source), s.profile, s.options, s.functions)
 
 
 # -- runs -------------------------------------------------------------------------------------------
@@ -164,7 +140,7 @@ def rollback(
     """Roll the app of ``config`` back: snapshot, backup, assess, convert, verify, switch, post-check, report.
 
     ``mode="emergency"``: one backup layer and a quick verification, the rest recorded as debt
-    (:func:`pay_debt`). ``dry_run``: snapshot, assess and plan; change nothing. The risk gate proceeds at high
+    (``pay_debt``). ``dry_run``: snapshot, assess and plan; change nothing. The risk gate proceeds at high
     risk with ``yes`` (or when ``confirm(assessment)`` returns True), at critical risk only with ``force`` and a
     ``reason`` (written to the audit log). Raises only when the config cannot be loaded."""
     path = Path(config)
@@ -337,36 +313,3 @@ def prune_backups(config: PathArg, *, dry_run: bool = False) -> PruneResult:
     """Delete the backups the retention rules (``keep_last``, ``keep_within``, ``keep_daily``) do not keep; never
     one a resume, an abort or unpaid verification debt needs, nor the newest verified backup of each label."""
     return backup_prune.prune_backups(load_config(config), dry_run)
-
-
-__all__ = [
-    "Aborted",
-    "BackupCheck",
-    "BackupResult",
-    "Config",
-    "DebtPayment",
-    "ExportResult",
-    "Plan",
-    "ProtectedBackup",
-    "PruneResult",
-    "RestoreResult",
-    "RunResult",
-    "Status",
-    "StoredBackup",
-    "Verification",
-    "abort",
-    "assess",
-    "create_backup",
-    "export",
-    "list_backups",
-    "load_config",
-    "pay_debt",
-    "plan",
-    "prune_backups",
-    "restore_backup",
-    "resume",
-    "rollback",
-    "status",
-    "verify",
-    "verify_backup",
-]

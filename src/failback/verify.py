@@ -96,6 +96,7 @@ class VerifyReport:
 
     @property
     def ok(self) -> bool:
+        """The target holds what it must: no problem found."""
         return not self.problems
 
     @property

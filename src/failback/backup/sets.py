@@ -82,6 +82,9 @@ class LayerResult:
 
 @dataclass
 class BackupResult:
+    """A backup: its id and manifest, each backup folder's copy (verified or why not), the content digests
+    taken, the seconds it took and the snapshot it was made from."""
+
     id: str
     manifest: dict[str, Any]
     layers: list[LayerResult] = field(default_factory=list)

@@ -236,6 +236,22 @@ class ExportResult:
         }
 
 
+@dataclass(frozen=True)
+class PlanSettings:
+    """What a source is planned with: the target's profile, the [convert] settings and the app's functions."""
+
+    profile: str = "sqljs-1.16.0"
+    options: ConvertConfig | None = None
+    functions: list[str] | None = None
+
+    @classmethod
+    def of(cls, cfg: Config | None, profile: str | None = None) -> PlanSettings:
+        """``profile`` (default: ``cfg``'s ``[target] profile``, else the default one) with ``cfg``'s settings."""
+        if cfg is None:
+            return cls(profile or cls.profile)
+        return cls(profile or cfg.target.profile, cfg.convert, cfg.app.functions)
+
+
 def plan_for(
     source: Path,
     profile: str = "sqljs-1.16.0",
@@ -259,8 +275,7 @@ def export_database(
     *,
     profile: str = "sqljs-1.16.0",
     cfg: Config | None = None,
-    options: ConvertConfig | None = None,
-    functions: list[str] | None = None,
+    settings: PlanSettings | None = None,
     force: bool = False,
     progress: Progress | None = None,
     engine: Engine | None = None,
@@ -268,8 +283,7 @@ def export_database(
 ) -> ExportResult:
     """Snapshot ``source``, check its integrity, convert, verify in both engines, then publish ``target`` (never
     partial). A damaged source is refused, unless only FTS indexes the target rebuilds are damaged and
-    ``repair_fts`` allows the repair. ``options`` ([convert]) and ``functions`` ([app] functions) default to
-    ``cfg``'s."""
+    ``repair_fts`` allows the repair. ``settings`` (default: ``profile`` with ``cfg``'s) say how it is planned."""
     t0 = time.perf_counter()
     if (target.exists() or target.is_symlink()) and not force:
         raise InputError(f"{target} exists; refusing to overwrite", "pass --force or choose another path")
@@ -287,12 +301,12 @@ def export_database(
             raise database_error(source, err.__cause__ or err) from err
         finally:
             conn.close()
-        options, functions = _settings(cfg, options, functions)
-        plan = plan_conversion(schema, load_profile(profile), options, functions)
+        s = settings or PlanSettings.of(cfg, profile)
+        plan = plan_conversion(schema, load_profile(s.profile), s.options, s.functions)
         check_refused(plan)  # before any check: a refused object could fail them for its own reason
         integrity = check_source(snap.path, source, schema, plan, repair_fts)
         engine = (engine or SqlJsEngine()).with_stand_ins(plan.stand_ins)
-        plan = apply_proofs(plan, prove_schema(plan, engine), options)
+        plan = apply_proofs(plan, prove_schema(plan, engine), s.options)
         try:
             built = build_target(snap.path, tmp, plan, progress)
         except NotADatabaseError as err:
@@ -317,32 +331,14 @@ def export_database(
         remove_quietly(snap_path, tmp, Path(str(tmp) + "-journal"))
 
 
-def _settings(
-    cfg: Config | None, options: ConvertConfig | None, functions: list[str] | None
-) -> tuple[ConvertConfig | None, list[str] | None]:
-    """The [convert] settings and the app's functions: those given, else ``cfg``'s."""
-    if cfg is None:
-        return options, functions
-    return (cfg.convert if options is None else options), (cfg.app.functions if functions is None else functions)
-
-
 def verify_export(
-    source: Path,
-    target: Path,
-    *,
-    profile: str = "sqljs-1.16.0",
-    cfg: Config | None = None,
-    options: ConvertConfig | None = None,
-    functions: list[str] | None = None,
-    level: str = "standard",
-    engine: Engine | None = None,
+    source: Path, target: Path, settings: PlanSettings, *, level: str = "standard", engine: Engine | None = None
 ) -> VerifyReport:
     """Prove ``target`` holds ``source``'s data and the schema export plans for it, in apsw and in the target
     engine: ``source`` is planned again as export plans it, each view and trigger proved in the target engine.
     Problems are in the report, never raised; a ``target`` that is not a readable database is an error."""
     open_source(target).close()
-    options, functions = _settings(cfg, options, functions)
-    plan = plan_for(source, profile, options, functions)
+    plan = plan_for(source, settings.profile, settings.options, settings.functions)
     engine = (engine or SqlJsEngine()).with_stand_ins(plan.stand_ins)
-    plan = apply_proofs(plan, prove_schema(plan, engine), options)
+    plan = apply_proofs(plan, prove_schema(plan, engine), settings.options)
     return verify_target(target, plan, engine, snapshot=source, level=level)

@@ -98,6 +98,7 @@ class Outcome:
 
     @property
     def exit_code(self) -> int:
+        """The CLI's exit code for this outcome: 0 when done, else the error's."""
         return 0 if self.error is None else self.error.exit_code
 
     @property
