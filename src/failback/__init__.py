@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     __version__: str
     from .api import (
         Aborted,
+        Assessment,
         BackupCheck,
         BackupResult,
         Config,
@@ -69,6 +70,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Aborted",
+    "Assessment",
     "BackupCheck",
     "BackupError",
     "BackupResult",

@@ -144,7 +144,7 @@ def rollback(
     risk with ``yes`` (or when ``confirm(assessment)`` returns True), at critical risk only with ``force`` and a
     ``reason`` (written to the audit log). Raises only when the config cannot be loaded."""
     path = Path(config)
-    options = Options(mode, dry_run, yes, force, reason, repair_fts=repair_fts)
+    options = Options(mode=mode, dry_run=dry_run, yes=yes, force=force, reason=reason, repair_fts=repair_fts)
     return Rollback(load_config(path), path, options, progress, on_step, confirm=confirm).run()
 
 
@@ -257,10 +257,12 @@ class StoredBackup:
 
     @property
     def id(self) -> str:
+        """The backup's id (sortable: UTC time, label, random suffix)."""
         return str(self.manifest["id"])
 
     @property
     def label(self) -> str:
+        """The label it was made with (``manual``, or the run's)."""
         return str(self.manifest["label"])
 
     def to_json(self) -> dict[str, Any]:
@@ -282,6 +284,7 @@ class BackupCheck:
 
     @property
     def ok(self) -> bool:
+        """Every copy checked is verified."""
         return not any(c.problems for c in self.copies.values())
 
     def to_json(self) -> dict[str, Any]:

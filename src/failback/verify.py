@@ -105,6 +105,7 @@ class VerifyReport:
         return self.problems
 
     def add(self, check: Check) -> None:
+        """Record a check (and, when it failed, its problem)."""
         self.checks.append(check)
         if not check.ok:
             self.problems.append(f"{check.kind} {check.name}: {check.detail}")

@@ -143,6 +143,7 @@ class Assessment:
 
     @property
     def go(self) -> bool:
+        """The gate lets the run proceed without confirmation (risk low or medium)."""
         return self.level in ("low", "medium")
 
     def to_json(self) -> dict[str, Any]:

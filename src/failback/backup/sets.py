@@ -94,6 +94,7 @@ class BackupResult:
 
     @property
     def verified_layers(self) -> int:
+        """How many backup folders hold a copy that was re-read and verified."""
         return sum(layer.ok for layer in self.layers)
 
     def to_json(self) -> dict[str, Any]:
