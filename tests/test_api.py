@@ -139,6 +139,11 @@ def test_rollback_dry_run_returns_a_run_result_and_changes_nothing(demo_dir: Pat
         failback.abort(config, run.run_id)
     assert "nothing to abort" in e.value.message
 
+    chain = failback.verify_audit(config)
+    assert chain.ok and chain.records >= 2 and chain.to_json()["problem"] == ""
+    assert f"{run.run_id}" in failback.report(config)
+    assert json.loads(failback.report(config, run.run_id[:15], format="json"))["run"]["status"] == "dry-run"
+
 
 def test_a_refused_run_is_a_result_with_its_exit_code(demo_dir: Path) -> None:
     """Not raised: the run ended, its status, exit code, error and report say how."""
@@ -147,6 +152,15 @@ def test_a_refused_run_is_a_result_with_its_exit_code(demo_dir: Path) -> None:
     assert run.status == "refused" and run.exit_code == 3 and isinstance(run.error, failback.RiskRefused)
     assert "not on the native provider" in run.error.message
     assert run.report_path.is_file()
+
+
+def test_record_baseline_returns_the_timings_it_stored(demo_dir: Path) -> None:
+    baseline = failback.record_baseline(demo_dir / "failback.toml", database=str(demo_dir / "app-sqljs.sqlite"))
+    assert isinstance(baseline, failback.Baseline) and baseline.engine == "sqljs" and baseline.runs == 20
+    assert [q.sql for q in baseline.queries] == failback.load_config(demo_dir / "failback.toml").benchmark.queries
+    assert all(q.p95_ms >= q.p50_ms >= 0 and not q.error for q in baseline.queries)
+    stored = json.loads((demo_dir / ".failback" / "baseline.json").read_text())
+    assert stored == json.loads(json.dumps(baseline.to_json()))
 
 
 def test_backups_through_the_api(demo_dir: Path, tmp_path: Path) -> None:

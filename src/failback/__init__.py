@@ -2,9 +2,9 @@
 
 The public API (``__all__``; docs/python-api.md) and ``__version__`` are loaded on first use (PEP 562), so
 ``import failback`` loads neither apsw, pydantic nor rich, nor importlib.metadata (the errors, which import
-nothing, are imported at once). Three API functions share their name with a subpackage (``verify``, ``plan``,
-``assess``): ``failback.verify`` is the function, and importing the subpackage does not rebind it; reach the
-subpackages with ``from failback.plan import model``, not with ``import failback.plan.model as model``.
+nothing, are imported at once). Four API functions share their name with a subpackage (``verify``, ``plan``,
+``assess``, ``report``): ``failback.verify`` is the function, and importing the subpackage does not rebind
+it; reach the subpackages with ``from failback.plan import model``, not ``import failback.plan.model as model``.
 """
 
 from __future__ import annotations
@@ -40,6 +40,8 @@ if TYPE_CHECKING:
         Assessment,
         BackupCheck,
         BackupResult,
+        Baseline,
+        ChainCheck,
         Config,
         DebtPayment,
         ExportResult,
@@ -60,11 +62,14 @@ if TYPE_CHECKING:
         pay_debt,
         plan,
         prune_backups,
+        record_baseline,
+        report,
         restore_backup,
         resume,
         rollback,
         status,
         verify,
+        verify_audit,
         verify_backup,
     )
 
@@ -74,6 +79,8 @@ __all__ = [
     "BackupCheck",
     "BackupError",
     "BackupResult",
+    "Baseline",
+    "ChainCheck",
     "Config",
     "ConfigError",
     "DebtPayment",
@@ -108,11 +115,14 @@ __all__ = [
     "pay_debt",
     "plan",
     "prune_backups",
+    "record_baseline",
+    "report",
     "restore_backup",
     "resume",
     "rollback",
     "status",
     "verify",
+    "verify_audit",
     "verify_backup",
 ]
 

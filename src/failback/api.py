@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 from .assess.facts import Assessment
+from .audit import ChainCheck, verify_chain
 from .backup import prune as backup_prune
 from .backup import sets as backup_sets
 from .backup.prune import PruneResult
@@ -24,13 +25,17 @@ from .config import Config, ConvertConfig, load_config
 from .engines import Engine, make_engine
 from .errors import BackupError
 from .files import ensure_dir
-from .journal import RunState, list_runs
+from .journal import RunState, find_run, list_runs
 from .pipeline.debt import DebtPayment, unpaid
 from .pipeline.debt import pay_debt as pay_run_debt
 from .pipeline.export import ExportResult, PlanSettings, export_database, plan_for, verify_export
+from .pipeline.postcheck import Timing
+from .pipeline.postcheck import record_baseline as record_engine_baseline
 from .pipeline.rollback import Options, Outcome, Rollback, abort_run
 from .plan.model import Plan
 from .profiles import load_profile
+from .report import RENDERERS
+from .report.data import audit_anchors, load_report
 from .verify import VerifyReport
 
 PathArg = str | os.PathLike[str]
@@ -40,6 +45,7 @@ StepListener = Callable[[str, str, dict[str, Any]], None]
 """``on_step(step, event, result)``: a run's step started, is done (with its JSON result) or failed."""
 Mode = Literal["standard", "emergency"]
 Level = Literal["quick", "standard", "deep"]
+ReportFormat = Literal["md", "html", "json"]
 RunResult = Outcome
 Verification = VerifyReport
 
@@ -231,6 +237,45 @@ def pay_debt(config: PathArg, run: str | None = None) -> DebtPayment:
     """Run the verification an emergency run deferred (default: the newest unpaid one) and record its outcome."""
     cfg = load_config(config)
     return pay_run_debt(cfg, _target_engine(cfg), run)
+
+
+@dataclass(frozen=True)
+class Baseline:
+    """How the app's benchmark queries ran in the target engine (each query's p50/p95 and rows) and on the live
+    source (``metrics``): what the post-check of a rollback compares against."""
+
+    recorded: str
+    engine: str
+    runs: int
+    database: str
+    queries: tuple[Timing, ...]
+    metrics: dict[str, float]
+
+    def to_json(self) -> dict[str, Any]:
+        return {**asdict(self), "queries": [asdict(q) for q in self.queries]}
+
+
+def record_baseline(config: PathArg, *, database: PathArg | None = None) -> Baseline:
+    """Time ``[benchmark] queries`` in the target engine on ``database`` (default: ``[target] path``) and on the
+    live source, and store them in the state folder as the baseline."""
+    cfg = load_config(config)
+    data = record_engine_baseline(cfg, _target_engine(cfg), Path(database) if database is not None else None)
+    queries = tuple(Timing(**q) for q in data["queries"])
+    return Baseline(data["recorded"], data["engine"], data["runs"], data["database"], queries, data["metrics"])
+
+
+def verify_audit(config: PathArg) -> ChainCheck:
+    """Check the audit log's hash chain, and its end against the head and every run report's copy of it."""
+    cfg = load_config(config)
+    return verify_chain(cfg.state_path / "audit.jsonl", audit_anchors(cfg.state_path))
+
+
+def report(config: PathArg, run: str | None = None, *, format: ReportFormat = "md") -> str:
+    """The report of ``run`` (an id or a unique prefix; default: the newest run) as Markdown, one self-contained
+    HTML page, or JSON; rendered from the run directory, with the audit events recorded since."""
+    cfg = load_config(config)
+    state, data = load_report(find_run(cfg.state_path, run), cfg.state_path / "audit.jsonl")
+    return RENDERERS[format](state, data)
 
 
 # -- backups ----------------------------------------------------------------------------------------
