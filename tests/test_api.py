@@ -17,6 +17,7 @@ import apsw
 import pytest
 
 import failback
+from failback.docs import error_classes
 from failback.errors import FailbackError
 
 from .conftest import db_files, file_hashes
@@ -117,7 +118,7 @@ def test_errors_are_failback_errors_with_exit_codes(tmp_path: Path) -> None:
         with pytest.raises(FailbackError) as e:
             call()
         assert type(e.value) is cls and e.value.exit_code == code and e.value.hint, e.value
-    assert all(issubclass(getattr(failback, n), FailbackError) for n in failback.__all__ if n.endswith("Error"))
+    assert {c.__name__ for c in error_classes()} <= set(failback.__all__), "every error class is public"
 
 
 def test_rollback_dry_run_returns_a_run_result_and_changes_nothing(demo_dir: Path) -> None:

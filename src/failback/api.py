@@ -148,7 +148,8 @@ def rollback(
     ``mode="emergency"``: one backup layer and a quick verification, the rest recorded as debt
     (``pay_debt``). ``dry_run``: snapshot, assess and plan; change nothing. The risk gate proceeds at high
     risk with ``yes`` (or when ``confirm(assessment)`` returns True), at critical risk only with ``force`` and a
-    ``reason`` (written to the audit log). Raises only when the config cannot be loaded."""
+    ``reason`` (written to the audit log). Raises only when the run cannot start (e.g. the config does not
+    load); once started, how it ended is in the result, and its report is written."""
     path = Path(config)
     options = Options(mode=mode, dry_run=dry_run, yes=yes, force=force, reason=reason, repair_fts=repair_fts)
     return Rollback(load_config(path), path, options, progress, on_step, confirm=confirm).run()
