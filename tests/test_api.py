@@ -104,6 +104,22 @@ def test_allow_drop_and_functions_change_the_plan_and_the_export(tmp_path: Path)
     assert failback.verify(db, tmp_path / "out.sqlite", allow_drop=["c"], functions=["app_slug/1"]).ok
 
 
+def test_data_findings_name_the_integers_sql_js_would_round(tmp_path: Path) -> None:
+    db = make_db(
+        tmp_path / "ids.sqlite",
+        "CREATE TABLE t(id INTEGER PRIMARY KEY, n INTEGER); INSERT INTO t VALUES (1, 9007199254740993);",
+    )
+    [finding] = failback.data_findings(str(db))
+    assert isinstance(finding, failback.Finding) and finding.severity == "warn" and "t.n" in finding.message
+    assert finding.to_json()["message"] == finding.message
+    assert (
+        failback.data_findings(
+            make_db(tmp_path / "small.sqlite", "CREATE TABLE t(n INTEGER); INSERT INTO t VALUES (42);")
+        )
+        == []
+    )
+
+
 def test_errors_are_failback_errors_with_exit_codes(tmp_path: Path) -> None:
     junk = tmp_path / "junk.sqlite"
     junk.write_bytes(b"not a database at all" * 100)

@@ -15,7 +15,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from .assess.facts import Assessment
+from .assess.facts import Assessment, Finding
+from .assess.gather import file_big_integers
+from .assess.rules import js_integer_finding
 from .audit import ChainCheck, verify_chain
 from .backup import prune as backup_prune
 from .backup import sets as backup_sets
@@ -127,6 +129,13 @@ def plan(
     ``source`` only. ``profile``, ``config``, ``allow_drop``, ``functions``: as for ``export``."""
     s = _settings(config, profile, allow_drop, functions)[1]
     return plan_for(Path(source), s.profile, s.options, s.functions)
+
+
+def data_findings(source: PathArg) -> list[Finding]:
+    """What the data of ``source`` asks of the app, beyond its schema: columns holding integers beyond
+    ±(2^53−1), which sql.js rounds unless the app reads them as BigInt. Reads ``source`` only."""
+    big = file_big_integers(Path(source))
+    return [js_integer_finding(big)] if big else []
 
 
 # -- runs -------------------------------------------------------------------------------------------

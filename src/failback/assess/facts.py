@@ -132,6 +132,9 @@ class Finding:
     message: str
     fix: str = ""
 
+    def to_json(self) -> dict[str, str]:
+        return asdict(self)
+
 
 @dataclass
 class Assessment:
