@@ -1,8 +1,171 @@
-"""failback: roll an application's SQLite data back from a native provider to sql.js, safely and verifiably."""
+"""failback: roll an application's SQLite data back from a native provider to sql.js, safely and verifiably.
 
-from importlib.metadata import PackageNotFoundError, version
+The public API (``__all__``; docs/python-api.md) and ``__version__`` are loaded on first use (PEP 562), so
+``import failback`` loads neither apsw, pydantic nor rich, nor importlib.metadata (the errors, which import
+nothing, are imported at once). Four API functions share their name with a subpackage (``verify``, ``plan``,
+``assess``, ``report``): ``failback.verify`` is the function, and importing the subpackage does not rebind
+it; reach the subpackages with ``from failback.plan import model``, not ``import failback.plan.model as model``.
+"""
 
-try:
-    __version__ = version("failback")
-except PackageNotFoundError:  # running from a source tree without installation
-    __version__ = "0.0.0"
+from __future__ import annotations
+
+import sys
+import types
+from importlib import import_module
+
+from .errors import (
+    BackupError,
+    ConfigError,
+    EngineError,
+    EnvironmentFailure,
+    FailbackError,
+    InputError,
+    Interrupted,
+    LockedError,
+    NodeNotFound,
+    NotADatabaseError,
+    RiskRefused,
+    SourceChanged,
+    SourceDamaged,
+    UnsupportedSchemaError,
+    VerificationFailed,
+)
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (8 ms)
+if TYPE_CHECKING:
+    from typing import Any
+
+    __version__: str
+    from .api import (
+        Aborted,
+        Assessment,
+        BackupCheck,
+        BackupResult,
+        Baseline,
+        ChainCheck,
+        Config,
+        DebtPayment,
+        ExportResult,
+        Finding,
+        Plan,
+        ProtectedBackup,
+        PruneResult,
+        RestoreResult,
+        RunResult,
+        Status,
+        StoredBackup,
+        Verification,
+        abort,
+        assess,
+        create_backup,
+        data_findings,
+        export,
+        list_backups,
+        load_config,
+        pay_debt,
+        plan,
+        prune_backups,
+        record_baseline,
+        report,
+        restore_backup,
+        resume,
+        rollback,
+        status,
+        verify,
+        verify_audit,
+        verify_backup,
+    )
+
+__all__ = [
+    "Aborted",
+    "Assessment",
+    "BackupCheck",
+    "BackupError",
+    "BackupResult",
+    "Baseline",
+    "ChainCheck",
+    "Config",
+    "ConfigError",
+    "DebtPayment",
+    "EngineError",
+    "EnvironmentFailure",
+    "ExportResult",
+    "FailbackError",
+    "Finding",
+    "InputError",
+    "Interrupted",
+    "LockedError",
+    "NodeNotFound",
+    "NotADatabaseError",
+    "Plan",
+    "ProtectedBackup",
+    "PruneResult",
+    "RestoreResult",
+    "RiskRefused",
+    "RunResult",
+    "SourceChanged",
+    "SourceDamaged",
+    "Status",
+    "StoredBackup",
+    "UnsupportedSchemaError",
+    "Verification",
+    "VerificationFailed",
+    "__version__",
+    "abort",
+    "assess",
+    "create_backup",
+    "data_findings",
+    "export",
+    "list_backups",
+    "load_config",
+    "pay_debt",
+    "plan",
+    "prune_backups",
+    "record_baseline",
+    "report",
+    "restore_backup",
+    "resume",
+    "rollback",
+    "status",
+    "verify",
+    "verify_audit",
+    "verify_backup",
+]
+
+
+def __getattr__(name: str) -> Any:
+    """Import the public API when one of its names is first used; read the installed version when first asked."""
+    if name == "__version__":
+        value: Any = _installed_version()
+    elif name in __all__:
+        value = getattr(import_module(".api", __name__), name)
+    else:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    globals()[name] = value
+    return value
+
+
+def _installed_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("failback")
+    except PackageNotFoundError:  # running from a source tree without installation
+        return "0.0.0"
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})
+
+
+class _Package(types.ModuleType):
+    """The package, whose public API names a submodule import does not rebind (``failback.verify`` stays the
+    function after ``failback.verify``, the module, is imported)."""
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in __all__ and isinstance(value, types.ModuleType):
+            return  # the import system binding a subpackage (plan, verify, assess): it stays in sys.modules
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package

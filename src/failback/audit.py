@@ -33,7 +33,7 @@ import hashlib
 import json
 import os
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -212,12 +212,18 @@ def _torn_data(torn: bytes) -> dict[str, Any]:
     }
 
 
-@dataclass
+@dataclass(frozen=True)
 class ChainCheck:
+    """What checking the audit chain found: intact or not, the records read, the first problem, and benign notes
+    (a torn last line, a head one record behind)."""
+
     ok: bool
     records: int
     problem: str = ""
-    notes: list[str] = field(default_factory=list)  # benign findings: a torn line, a head one record behind
+    notes: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
 
 
 def verify_chain(path: Path, anchors: Iterable[tuple[str, AuditHead]] = ()) -> ChainCheck:

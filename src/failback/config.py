@@ -252,7 +252,7 @@ class Config(_Section):
         return [self.resolve(self.backup.dir), *(self.resolve(m) for m in self.backup.mirrors)]
 
 
-def load_config(path: Path | str = DEFAULT_NAME) -> Config:
+def load_config(path: str | os.PathLike[str] = DEFAULT_NAME) -> Config:
     """Load and validate failback.toml; every problem becomes a one-line ConfigError."""
     path = Path(path)
     try:

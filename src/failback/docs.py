@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import argparse
 import ast
+import dataclasses
+import inspect
 import json
 import re
 import sys
@@ -23,6 +25,9 @@ import click
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
+import failback
+
+from . import api
 from .config import Config
 from .db.collations import KNOWN, target_for
 from .errors import FailbackError, InputError
@@ -260,10 +265,99 @@ def collations_reference() -> str:
     return "\n".join(md_table(["collation", "what it does", "target uses", "why"], rows))
 
 
+# -- the Python API reference ----------------------------------------------------------------------
+def _annotation(a: Any) -> str:
+    text = a if isinstance(a, str) else inspect.formatannotation(a)
+    return text.replace("collections.abc.", "").replace("typing.", "")
+
+
+def _parameter(p: inspect.Parameter) -> str:
+    text = p.name if p.annotation is p.empty else f"{p.name}: {_annotation(p.annotation)}"
+    return text if p.default is p.empty else f"{text} = {p.default!r}"
+
+
+def _signature(name: str, fn: Callable[..., Any]) -> str:
+    """``def name(…) -> …`` with the annotations as written, one parameter a line when it is long."""
+    sig = inspect.signature(fn)
+    params, star = [], False
+    for p in sig.parameters.values():
+        if p.kind is p.KEYWORD_ONLY and not star:
+            params.append("*")
+        star = star or p.kind in (p.KEYWORD_ONLY, p.VAR_POSITIONAL)
+        params.append(_parameter(p))
+    ret = "" if sig.return_annotation is sig.empty else f" -> {_annotation(sig.return_annotation)}"
+    one_line = f"def {name}({', '.join(params)}){ret}"
+    if len(one_line) <= HELP_WIDTH:
+        return one_line
+    return f"def {name}(\n" + "".join(f"    {p},\n" for p in params) + f"){ret}"
+
+
+def _class_section(name: str, cls: type) -> str:
+    """A result class: where it lives, its docstring, its fields, properties and methods."""
+    origin = f"{cls.__module__}.{cls.__qualname__}"
+    lines = [
+        f"### `{name}`",
+        "",
+        f"`{origin}`" + (f" (`failback.{name}` is another name for it)" if name != cls.__name__ else ""),
+        "",
+    ]
+    lines += [inspect.getdoc(cls) or "", ""]
+    if issubclass(cls, BaseModel):
+        lines += ["Fields: the sections of failback.toml, see [config.md](config.md).", ""]
+    elif dataclasses.is_dataclass(cls):
+        fields = ", ".join(f"`{f.name}: {_annotation(f.type)}`" for f in dataclasses.fields(cls))
+        lines += [f"Fields{' (frozen)' if cls.__dataclass_params__.frozen else ''}: {fields}.", ""]  # type: ignore[attr-defined]
+    members = [
+        (n, m) for n, m in vars(cls).items() if not n.startswith("_") and isinstance(m, property | types.FunctionType)
+    ]
+    for member_name, member in members:
+        doc = (inspect.getdoc(member) or "").split("\n\n")[0].replace("\n", " ")
+        call = "" if isinstance(member, property) else "()"
+        lines.append(f"- `.{member_name}{call}`" + (f": {doc}" if doc else ""))
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def python_api_reference() -> str:
+    """Every public name of ``failback``: the functions (in the order failback.api defines them), the result
+    classes, then the errors with their exit codes."""
+    public = {n: getattr(failback, n) for n in failback.__all__ if n != "__version__"}
+    functions = sorted(
+        (n for n, o in public.items() if inspect.isfunction(o)),
+        key=lambda n: (public[n].__module__ != api.__name__, public[n].__code__.co_firstlineno),
+    )
+    errors = [n for n, o in public.items() if isinstance(o, type) and issubclass(o, FailbackError)]
+    results = sorted(n for n, o in public.items() if isinstance(o, type) and n not in errors)
+    types_ = [
+        f"`{n}` = `{_annotation(getattr(api, n))}`" for n in ("PathArg", "Progress", "StepListener", "Mode", "Level")
+    ]
+    out = ["## Functions", ""]
+    for n in functions:
+        out += [
+            f"### `failback.{n}`",
+            "",
+            "```text",
+            _signature(n, public[n]),
+            "```",
+            "",
+            inspect.getdoc(public[n]) or "",
+            "",
+        ]
+    out += ["## Results", ""]
+    out += [_class_section(n, public[n]) for n in results]
+    out += ["## Types in the signatures", "", *[f"- {t}" for t in types_], ""]
+    rows = [
+        [f"`{n}`", str(public[n].exit_code), (public[n].__doc__ or "").strip()]
+        for n in sorted(errors, key=lambda n: (public[n].exit_code, n))
+    ]
+    out += ["## Errors", "", *md_table(["error", "exit code", "cause"], rows)]
+    return "\n".join(out)
+
+
 # -- the files --------------------------------------------------------------------------------------
 GENERATORS: dict[str, dict[str, Callable[[], str]]] = {
     "cli.md": {"cli": cli_reference},
     "config.md": {"config": config_reference},
+    "python-api.md": {"python-api": python_api_reference},
     "ROLLBACK-PROCEDURES.md": {
         "errors": errors_reference,
         "messages": messages_reference,

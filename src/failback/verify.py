@@ -78,6 +78,9 @@ class Check:
 
 @dataclass
 class VerifyReport:
+    """What verifying a target found: each table on each side, each named check, and the problems (none: the
+    target holds the source's data and its planned schema)."""
+
     level: str
     integrity: str = ""
     foreign_keys: int = 0
@@ -92,9 +95,16 @@ class VerifyReport:
 
     @property
     def ok(self) -> bool:
+        """The target holds what it must: no problem found."""
         return not self.problems
 
+    @property
+    def differences(self) -> list[str]:
+        """What differs from what the target must hold, one line each (empty when ``ok``)."""
+        return self.problems
+
     def add(self, check: Check) -> None:
+        """Record a check (and, when it failed, its problem)."""
         self.checks.append(check)
         if not check.ok:
             self.problems.append(f"{check.kind} {check.name}: {check.detail}")

@@ -132,6 +132,9 @@ class Finding:
     message: str
     fix: str = ""
 
+    def to_json(self) -> dict[str, str]:
+        return asdict(self)
+
 
 @dataclass
 class Assessment:
@@ -143,6 +146,7 @@ class Assessment:
 
     @property
     def go(self) -> bool:
+        """The gate lets the run proceed without confirmation (risk low or medium)."""
         return self.level in ("low", "medium")
 
     def to_json(self) -> dict[str, Any]:

@@ -23,6 +23,9 @@ __all__ = ["PruneResult", "protected_backups", "prune_backups"]
 # -- pruning ------------------------------------------------------------------------------------
 @dataclass
 class PruneResult:
+    """What prune decided for each backup (keep, with why, or delete), the folders it removed, what failed, and
+    the leftovers of backups killed while being built that it removed."""
+
     dry_run: bool
     verdicts: list[Verdict]
     folders: dict[str, list[str]]

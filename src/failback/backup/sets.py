@@ -69,6 +69,9 @@ class LayerResult:
 
 @dataclass
 class BackupResult:
+    """A backup: its id and manifest, each backup folder's copy (verified or why not), the content digests
+    taken, the seconds it took and the snapshot it was made from."""
+
     id: str
     manifest: dict[str, Any]
     layers: list[LayerResult] = field(default_factory=list)
@@ -78,6 +81,7 @@ class BackupResult:
 
     @property
     def verified_layers(self) -> int:
+        """How many backup folders hold a copy that was re-read and verified."""
         return sum(layer.ok for layer in self.layers)
 
     def to_json(self) -> dict[str, Any]:

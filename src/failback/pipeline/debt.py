@@ -28,11 +28,16 @@ from ..verify import VerifyReport, verify_target
 from .export import build_target
 
 
-@dataclass
+@dataclass(frozen=True)
 class DebtPayment:
+    """A paid verification debt: the run, the full verification's report, and which target it verified."""
+
     run: str
     report: VerifyReport
     target: str  # "as switched" or "rebuilt from the backup (…)"
+
+    def to_json(self) -> dict[str, Any]:
+        return {"run": self.run, "target": self.target, "verification": self.report.to_json()}
 
 
 def record_debt(rd: RunDir, debt: dict[str, Any], audit: AuditLog) -> None:

@@ -33,12 +33,12 @@ from ..errors import (
 )
 from ..files import ensure_dir, remove_quietly
 from ..guard import Protected, check_replaceable, publish_over
-from ..plan.model import Plan
+from ..plan.model import Decision, Plan
 from ..plan.planner import plan_conversion
 from ..plan.proofs import apply_proofs, created_name
 from ..profiles import engine_for, load_profile
 from ..snapshot import take_snapshot
-from ..verify import VerifyReport, verify_target
+from ..verify import TableCheck, VerifyReport, verify_target
 
 Progress = Callable[[str, int, int], None]
 
@@ -194,9 +194,10 @@ def prove_schema(plan: Plan, engine: Engine) -> dict[str, str]:
     return {tag: r["error"] for tag, r in zip(tags, results, strict=True) if tag and not r["ok"]}
 
 
-@dataclass
+@dataclass(frozen=True)
 class ExportResult:
-    """What ``export_database`` did and proved."""
+    """What an export did and proved: the target written, its plan, the verification it passed, its size, the
+    seconds it took (``build``: per build phase) and the source's integrity check."""
 
     target: Path
     plan: Plan
@@ -205,6 +206,21 @@ class ExportResult:
     seconds: float
     build: dict[str, float]
     integrity: SourceIntegrity
+
+    @property
+    def ok(self) -> bool:
+        """The target holds the source's data (always true: a failed export raises and writes nothing)."""
+        return self.verification.ok
+
+    @property
+    def tables(self) -> list[TableCheck]:
+        """Each table's rows and digest in the source, the target and sql.js."""
+        return self.verification.tables
+
+    @property
+    def decisions(self) -> list[Decision]:
+        """What became of each schema object, and why."""
+        return self.plan.decisions
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -216,6 +232,22 @@ class ExportResult:
             "verification": self.verification.to_json(),
             "source_integrity": self.integrity.to_json(),
         }
+
+
+@dataclass(frozen=True)
+class PlanSettings:
+    """What a source is planned with: the target's profile, the [convert] settings and the app's functions."""
+
+    profile: str = DEFAULT_PROFILE
+    options: ConvertConfig | None = None
+    functions: list[str] | None = None
+
+    @classmethod
+    def of(cls, cfg: Config | None, profile: str | None = None) -> PlanSettings:
+        """``profile`` (default: ``cfg``'s ``[target] profile``, else the default one) with ``cfg``'s settings."""
+        if cfg is None:
+            return cls(profile or cls.profile)
+        return cls(profile or cfg.target.profile, cfg.convert, cfg.app.functions)
 
 
 def plan_for(
@@ -241,6 +273,7 @@ def export_database(
     *,
     profile: str = DEFAULT_PROFILE,
     cfg: Config | None = None,
+    settings: PlanSettings | None = None,
     force: bool = False,
     progress: Progress | None = None,
     engine: Engine | None = None,
@@ -248,7 +281,7 @@ def export_database(
 ) -> ExportResult:
     """Snapshot ``source``, check its integrity, convert, verify in both engines, then publish ``target`` (never
     partial). A damaged source is refused, unless only FTS indexes the target rebuilds are damaged and
-    ``repair_fts`` allows the repair."""
+    ``repair_fts`` allows the repair. ``settings`` (default: ``profile`` with ``cfg``'s) say how it is planned."""
     t0 = time.perf_counter()
     if (target.exists() or target.is_symlink()) and not force:
         raise InputError(f"{target} exists; refusing to overwrite", "pass --force or choose another path")
@@ -266,13 +299,13 @@ def export_database(
             raise database_error(source, err.__cause__ or err) from err
         finally:
             conn.close()
-        options = cfg.convert if cfg else None
-        target_profile = load_profile(profile)
-        plan = plan_conversion(schema, target_profile, options, cfg.app.functions if cfg else None)
+        s = settings or PlanSettings.of(cfg, profile)
+        target_profile = load_profile(s.profile)
+        plan = plan_conversion(schema, target_profile, s.options, s.functions)
         check_refused(plan)  # before any check: a refused object could fail them for its own reason
         integrity = check_source(snap.path, source, schema, plan, repair_fts)
         engine = (engine or engine_for(target_profile)).with_stand_ins(plan.stand_ins)
-        plan = apply_proofs(plan, prove_schema(plan, engine), options)
+        plan = apply_proofs(plan, prove_schema(plan, engine), s.options)
         try:
             built = build_target(snap.path, tmp, plan, progress)
         except NotADatabaseError as err:
@@ -295,3 +328,16 @@ def export_database(
         return ExportResult(target, plan, report, target.stat().st_size, seconds, built.seconds, integrity)
     finally:
         remove_quietly(snap_path, tmp, Path(str(tmp) + "-journal"))
+
+
+def verify_export(
+    source: Path, target: Path, settings: PlanSettings, *, level: str = "standard", engine: Engine | None = None
+) -> VerifyReport:
+    """Prove ``target`` holds ``source``'s data and the schema export plans for it, in apsw and in the target
+    engine: ``source`` is planned again as export plans it, each view and trigger proved in the target engine.
+    Problems are in the report, never raised; a ``target`` that is not a readable database is an error."""
+    open_source(target).close()
+    plan = plan_for(source, settings.profile, settings.options, settings.functions)
+    engine = (engine or engine_for(settings.profile)).with_stand_ins(plan.stand_ins)
+    plan = apply_proofs(plan, prove_schema(plan, engine), settings.options)
+    return verify_target(target, plan, engine, snapshot=source, level=level)

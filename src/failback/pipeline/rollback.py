@@ -86,7 +86,8 @@ class Options:
 
 @dataclass
 class Outcome:
-    """What a run did: its directory, final state and the step results."""
+    """What a run did: its id and directory, its final status (done, dry-run, refused, failed, interrupted,
+    source-changed) and each step's JSON result; ``error`` (None when done) says why it stopped."""
 
     run_id: str
     run_dir: Path
@@ -96,7 +97,22 @@ class Outcome:
 
     @property
     def exit_code(self) -> int:
+        """The CLI's exit code for this outcome: 0 when done, else the error's."""
         return 0 if self.error is None else self.error.exit_code
+
+    @property
+    def report_path(self) -> Path:
+        """The run's Markdown report (written whatever the outcome)."""
+        return self.run_dir / "report.md"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "run": self.run_id,
+            "status": self.status,
+            "exit_code": self.exit_code,
+            "results": self.results,
+            "error": str(self.error) if self.error else None,
+        }
 
 
 class Rollback:

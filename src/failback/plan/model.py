@@ -90,6 +90,7 @@ class Plan:
 
     @property
     def refused(self) -> list[Decision]:
+        """The objects the target cannot hold and that may not be dropped: a plan with any cannot be built."""
         return [d for d in self.decisions if d.action is Action.REFUSE]
 
     def findings(self) -> list[Decision]:
