@@ -16,6 +16,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
 
 from .errors import ConfigError
+from .state import StatePaths
 
 DEFAULT_NAME = "failback.toml"
 _ENV_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]*")
@@ -245,6 +246,11 @@ class Config(_Section):
     @property
     def state_path(self) -> Path:
         return self.resolve(self.state_dir)
+
+    @property
+    def state(self) -> StatePaths:
+        """The paths of the state folder."""
+        return StatePaths(self.state_path)
 
     @property
     def backup_layers(self) -> list[Path]:

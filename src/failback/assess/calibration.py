@@ -29,7 +29,6 @@ from ..plan.planner import plan_conversion
 from ..profiles import load_profile
 from .facts import MB, Calibration
 
-CALIBRATION_FILE = "calibration.json"
 CALIBRATION_NOTES = 2000  # a ~4 MB sample database
 CALIBRATION_RUNS = 3
 
@@ -99,7 +98,7 @@ def measure_throughput(folder: Path, profile: str) -> Calibration:
 
 def calibration(cfg: Config, *, measure: bool) -> Calibration | None:
     """The cached calibration for this machine and config; measured (and cached) when missing and ``measure``."""
-    path = cfg.state_path / CALIBRATION_FILE
+    path = cfg.state.calibration
     key = calibration_key(cfg.target.profile)
     with contextlib.suppress(OSError, ValueError, TypeError, KeyError):
         cached = Calibration(**json.loads(path.read_text(encoding="utf-8")))

@@ -26,7 +26,7 @@ def audit_verify(config_path: Path) -> None:
     from ..report.data import audit_anchors
 
     cfg = load_config(config_path)
-    check = verify_chain(cfg.state_path / "audit.jsonl", audit_anchors(cfg.state_path))
+    check = verify_chain(cfg.state.audit_log, audit_anchors(cfg.state_path))
     for note in check.notes:
         err.print(f"[yellow]![/] {escape(note)}", highlight=False)
     if check.ok:

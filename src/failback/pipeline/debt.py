@@ -83,7 +83,7 @@ def pay_debt(cfg: Config, engine: Engine, run: str | None = None) -> DebtPayment
             report.problems.append("the rebuilt target differs from the file that was switched to")
     debt["paid"] = {"ok": report.ok, "target": how, "problems": report.problems, "tables": len(report.tables)}
     write_text(rd.file(DEBT), json.dumps(debt, indent=2) + "\n")
-    AuditLog(cfg.state_path / "audit.jsonl").append(
+    AuditLog(cfg.state.audit_log).append(
         "verify.debt.paid" if report.ok else "verify.debt.failed",
         {"target": how, "problems": report.problems[:5], "checks": len(report.checks)},
         rd.id,

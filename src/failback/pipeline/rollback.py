@@ -119,7 +119,7 @@ class Rollback:
         self._progress: Progress = progress or (lambda *_: None)
         self.on_step = on_step or (lambda *_: None)
         self.engine = engine or SqlJsEngine()
-        self.audit = AuditLog(cfg.state_path / "audit.jsonl")
+        self.audit = AuditLog(cfg.state.audit_log)
         self.snapshot: Snapshot | None = None
         self.schema: Schema | None = None
         self.plan: Plan | None = None
@@ -674,7 +674,7 @@ def abort_run(cfg: Config, run_id: str | None = None) -> dict[str, Any]:
             f"run {later[-1]} finished after run {rd.id}: aborting {rd.id} would undo what the app now reads",
             "`failback abort` cannot undo a finished run; roll forward by hand (see docs/ROLLBACK-PROCEDURES.md)",
         )
-    audit = AuditLog(cfg.state_path / "audit.jsonl")
+    audit = AuditLog(cfg.state.audit_log)
     try:
         undone = _undo(cfg, rd, state, Guard(cfg, audit, rd.id, lock))
         state.status, state.error = "aborted", ""
