@@ -57,6 +57,7 @@ from ..errors import (
 from ..files import file_xxh3, sha256_file, tmp_name, write_text
 from ..guard import Guard, SourceEvidence, schema_fingerprint
 from ..journal import RunDir, RunLock, RunState, crash_point, find_run, list_runs
+from ..mode import mode_policy
 from ..plan.model import Plan, load_plan
 from ..plan.planner import plan_conversion
 from ..plan.proofs import apply_proofs
@@ -114,6 +115,7 @@ class Rollback:
         confirm: Callable[[Assessment], bool] | None = None,
     ) -> None:
         self.cfg, self.opts = cfg, options or Options()
+        self.mode = mode_policy(self.opts.mode)  # an unknown mode is refused before anything is written
         self.confirm = confirm  # asks a person at high risk (the CLI, on a terminal); None: refuse
         self.config_path = config_path
         self._progress: Progress = progress or (lambda *_: None)
@@ -134,10 +136,6 @@ class Rollback:
         self._quick_check: Future[tuple[str, ...] | None] = Future()  # the snapshot's findings, for its backup
         self._backup_started, self._backup_started_at = time.perf_counter(), time.time()
         self.sides: SideFiles | None = None
-
-    @property
-    def emergency(self) -> bool:
-        return self.opts.mode == "emergency"
 
     @property
     def target_engine(self) -> Engine:
@@ -361,7 +359,7 @@ class Rollback:
         return True
 
     def _layers(self) -> list[Path]:
-        return self.cfg.backup_layers[:1] if self.emergency else self.cfg.backup_layers
+        return self.mode.layers(self.cfg.backup_layers)
 
     # -- steps ----------------------------------------------------------------------------------
     def step_snapshot(self) -> dict[str, Any]:
@@ -407,11 +405,11 @@ class Rollback:
     def _make_backup(self) -> dict[str, Any]:
         """The source snapshot (and the file about to be replaced) in every layer, each copy verified."""
         assert self.snapshot is not None
-        need = 1 if self.emergency else self.cfg.backup.min_layers
+        need = self.cfg.backup.min_layers if self.mode.min_layers is None else self.mode.min_layers
         kw: dict[str, Any] = {
-            "level": 1 if self.emergency else self.cfg.backup.zstd_level,
+            "level": self.cfg.backup.zstd_level if self.mode.zstd_level is None else self.mode.zstd_level,
             "threads": min(self.cfg.backup.threads, 1),  # in the background: leave a core to the conversion
-            "digests": not self.emergency,  # deferred with the rest of the proof (paid from this backup)
+            "digests": self.mode.backup_digests,  # else deferred with the rest of the proof (paid from this backup)
             "progress": self.progress,
         }
         self.backup = create_backup(
@@ -445,7 +443,7 @@ class Rollback:
         integrity = checked.to_json()
         if integrity["repaired"]:
             self.audit.append("source.repair-fts", integrity, self.rd.id)
-        facts = gather(self.cfg, self.snapshot.path, self.schema, self.plan, emergency=self.emergency, sides=self.sides)
+        facts = gather(self.cfg, self.snapshot.path, self.schema, self.plan, mode=self.mode, sides=self.sides)
         self.assessment = evaluate(facts)
         result = {**self.assessment.to_json(), "plan": self.plan.to_json(), "source_integrity": integrity}
         if not self.opts.dry_run:
@@ -489,8 +487,8 @@ class Rollback:
             self.plan,
             self.target_engine,
             snapshot=self.snapshot.path,
-            snapshot_digests_=None if self.emergency else digests,
-            level="quick" if self.emergency else "standard",
+            snapshot_digests_=digests if self.mode.backup_digests else None,
+            level=self.mode.verify_level,
             fts_queries=v.fts_queries,
             sample_terms=v.sample_terms,
             queries=v.queries,
@@ -501,7 +499,7 @@ class Rollback:
         self.verification = result = report.to_json()
         if not report.ok:
             raise VerificationFailed(f"verification failed: {report.problems[0]}")
-        if report.deferred:  # emergency: what was skipped is recorded, to be paid by `verify --debt`
+        if report.deferred:  # a quick verification: what was skipped is recorded, to be paid by `verify --debt`
             debt = {
                 "run": self.rd.id,
                 "deferred": report.deferred,
