@@ -41,7 +41,7 @@ from ..mode import mode_policy
 from ..plan.model import load_plan
 from ..report import write_reports
 from ..snapshot import Snapshot, SnapshotGuard
-from .steps import STEPS, Options, Progress, RunContext, make_backup, plan_for, schema_of
+from .steps import STEPS, Options, Progress, RunContext, make_backup
 from .switch import AppSwitch, holds, temp_target, undo_switch
 
 STATUS_OF_EXIT = {1: "failed", 3: "refused", 4: "interrupted", 5: "source-changed", 6: "failed"}
@@ -293,8 +293,7 @@ def _restore_snapshot_and_backup(ctx: RunContext) -> bool:
     g = snap["guard"]
     guard = SnapshotGuard(Path(g["source"]), g["data_version"], g["fingerprint"], None)
     ctx.snapshot = Snapshot(path, guard, snap["pages"], snap["page_size"], snap["restarts"], 0.0)
-    ctx.schema = schema_of(path)
-    ctx.plan = plan_for(ctx.cfg, ctx.schema)
+    ctx.read_plan(path)
     digests = {t: TableDigest(t, d["rows"], d["digest"]) for t, d in manifest.get("tables", {}).items()}
     ctx.backup = BackupResult(source["id"], manifest, digests=digests)
     return True

@@ -12,15 +12,16 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import apsw
 
 from ..assess.gather import collation_merges
-from ..config import Config, ConvertConfig
+from ..config import Config, ConvertConfig, VerifyConfig
 from ..db.collations import CollationMerge
 from ..db.connect import connect, database_error, open_source, run_script
 from ..db.integrity import SourceIntegrity, check_source
-from ..db.schema import read_schema
+from ..db.schema import Schema, read_schema
 from ..engines import Engine
 from ..engines.sqlite import register_stand_ins
 from ..engines.sqljs import SqlJsEngine
@@ -220,6 +221,37 @@ class ExportResult:
         }
 
 
+def read_plan(
+    db: Path, profile: str, options: ConvertConfig | None = None, functions: list[str] | None = None
+) -> tuple[Schema, Plan]:
+    """The schema of the database file ``db`` (a snapshot, read-only) and its conversion plan for the target
+    ``profile``; ``functions``: the app's (``[app] functions``)."""
+    conn = connect(db, readonly=True)
+    try:
+        schema = read_schema(conn)
+    finally:
+        conn.close()
+    return schema, plan_conversion(schema, load_profile(profile), options, functions)
+
+
+def verify_conversion(
+    target: Path, plan: Plan, engine: Engine, snapshot: Path, checks: VerifyConfig | None, **kw: Any
+) -> VerifyReport:
+    """``verify_target`` of ``target`` against ``snapshot`` with the checks of failback.toml's ``[verify]``
+    (``checks``; its defaults without a config); ``kw``: the rest of ``verify_target``'s options."""
+    v = checks or VerifyConfig()
+    return verify_target(
+        target,
+        plan,
+        engine,
+        snapshot=snapshot,
+        fts_queries=v.fts_queries,
+        sample_terms=v.sample_terms,
+        queries=v.queries,
+        **kw,
+    )
+
+
 def plan_for(
     source: Path,
     profile: str = "sqljs-1.16.0",
@@ -261,15 +293,11 @@ def export_database(
     try:
         snap = take_snapshot(source, snap_path, progress or (lambda *_: None))
         snap.guard.close()
-        conn = connect(snap.path, readonly=True)
+        options = cfg.convert if cfg else None
         try:
-            schema = read_schema(conn)
+            schema, plan = read_plan(snap.path, profile, options, cfg.app.functions if cfg else None)
         except NotADatabaseError as err:  # the snapshot is a page-for-page copy: its damage is the source's
             raise database_error(source, err.__cause__ or err) from err
-        finally:
-            conn.close()
-        options = cfg.convert if cfg else None
-        plan = plan_conversion(schema, load_profile(profile), options, cfg.app.functions if cfg else None)
         check_refused(plan)  # before any check: a refused object could fail them for its own reason
         integrity = check_source(snap.path, source, schema, plan, repair_fts)
         engine = (engine or SqlJsEngine()).with_stand_ins(plan.stand_ins)
@@ -278,16 +306,8 @@ def export_database(
             built = build_target(snap.path, tmp, plan, progress)
         except NotADatabaseError as err:
             raise database_error(source, err.__cause__ or err) from err
-        v = cfg.verify if cfg else None
-        report = verify_target(
-            tmp,
-            plan,
-            engine,
-            snapshot=snap.path,
-            fts_queries=v.fts_queries if v else [],
-            sample_terms=v.sample_terms if v else 5,
-            queries=v.queries if v else [],
-            repaired=integrity.repaired,
+        report = verify_conversion(
+            tmp, plan, engine, snap.path, cfg.verify if cfg else None, repaired=integrity.repaired
         )
         if not report.ok:
             raise VerificationFailed(f"{target} not written: {report.problems[0]}")

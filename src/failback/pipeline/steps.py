@@ -24,9 +24,8 @@ from ..assess.rules import evaluate, gate
 from ..audit import AuditLog
 from ..backup.sets import BackupResult, create_backup
 from ..config import Config
-from ..db.connect import connect
 from ..db.integrity import check_source
-from ..db.schema import Schema, read_schema
+from ..db.schema import Schema
 from ..engines import Engine
 from ..errors import BackupError, RiskRefused, VerificationFailed
 from ..files import file_xxh3, write_text
@@ -34,13 +33,10 @@ from ..guard import Guard, SourceEvidence, schema_fingerprint
 from ..journal import RunDir, RunState, crash_point
 from ..mode import ModePolicy
 from ..plan.model import Plan
-from ..plan.planner import plan_conversion
 from ..plan.proofs import apply_proofs
-from ..profiles import load_profile
 from ..snapshot import Snapshot, take_snapshot
-from ..verify import verify_target
 from .debt import record_debt
-from .export import build_target, prove_schema
+from .export import build_target, prove_schema, read_plan, verify_conversion
 from .postcheck import Timing, compare, load_baseline, time_in_engine
 from .switch import AppSwitch, current_provider, switch_app, temp_target
 
@@ -102,23 +98,14 @@ class RunContext:
         functions``), as the app registers the real ones."""
         return self.engine.with_stand_ins(self.plan.stand_ins) if self.plan else self.engine
 
+    def read_plan(self, snapshot: Path) -> None:
+        """The snapshot's schema and its conversion plan for the configured target."""
+        cfg = self.cfg
+        self.schema, self.plan = read_plan(snapshot, cfg.target.profile, cfg.convert, cfg.app.functions)
+
     @property
     def app_switch(self) -> AppSwitch:
         return AppSwitch(self.cfg.app, self.cfg.app_config_path, self.cfg.target_path, self.rd)
-
-
-def schema_of(path: Path) -> Schema:
-    """The schema of the database at ``path``, read-only."""
-    conn = connect(path, readonly=True)
-    try:
-        return read_schema(conn)
-    finally:
-        conn.close()
-
-
-def plan_for(cfg: Config, schema: Schema) -> Plan:
-    """The conversion plan of ``schema`` for the configured target profile."""
-    return plan_conversion(schema, load_profile(cfg.target.profile), cfg.convert, cfg.app.functions)
 
 
 # -- snapshot -------------------------------------------------------------------------------------
@@ -141,8 +128,8 @@ def step_snapshot(ctx: RunContext) -> dict[str, Any]:
     preflight(ctx)
     ctx.sides = observe_sides(ctx.cfg.source_path)  # before the snapshot's read-only open adds a -shm
     ctx.snapshot = take_snapshot(ctx.cfg.source_path, ctx.rd.file("snapshot.sqlite"), ctx.progress)
-    ctx.schema = schema_of(ctx.snapshot.path)
-    ctx.plan = plan_for(ctx.cfg, ctx.schema)
+    ctx.read_plan(ctx.snapshot.path)
+    assert ctx.plan is not None
     write_text(ctx.rd.file("plan.json"), json.dumps(ctx.plan.dump(), indent=2) + "\n")
     return {
         "pages": ctx.snapshot.pages,
@@ -244,19 +231,16 @@ def step_verify(ctx: RunContext) -> dict[str, Any]:
     assert ctx.snapshot is not None and ctx.plan is not None and ctx.converted is not None
     digests = ctx.backup.digests if ctx.backup else None
     repaired = ctx.state.step("assess").result.get("source_integrity", {}).get("repaired", [])
-    v, bench = ctx.cfg.verify, ctx.cfg.benchmark
-    report = verify_target(
+    report = verify_conversion(
         ctx.converted,
         ctx.plan,
         ctx.target_engine,
-        snapshot=ctx.snapshot.path,
+        ctx.snapshot.path,
+        ctx.cfg.verify,
         snapshot_digests_=digests if ctx.mode.backup_digests else None,
         level=ctx.mode.verify_level,
-        fts_queries=v.fts_queries,
-        sample_terms=v.sample_terms,
-        queries=v.queries,
-        timed=bench.queries,
-        runs=bench.runs,
+        timed=ctx.cfg.benchmark.queries,
+        runs=ctx.cfg.benchmark.runs,
         repaired=repaired,
     )
     ctx.verification = result = report.to_json()
