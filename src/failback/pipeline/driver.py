@@ -177,8 +177,8 @@ class Rollback:
 
     def _check_stop(self) -> None:
         if self._stop is not None:
-            name = signal.Signals(self._stop).name
-            raise Interrupted(f"stopped by {name}; the run can be resumed with `failback resume {self._run_id}`")
+            name, run = signal.Signals(self._stop).name, self._run_id
+            raise Interrupted(f"stopped by {name}; the run can be resumed with `failback resume {run}`")
 
     def progress(self, phase: str, done: int, total: int) -> None:
         """Progress from inside a step: a safe point to stop, and a crash point for the crash tests."""

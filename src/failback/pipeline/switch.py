@@ -360,9 +360,9 @@ def undo_switch(sw: AppSwitch, guard: Guard, built: str | None) -> list[str]:
     undone: list[str] = []
     switched, ours = sw.saved() and sw.switched(), sw.replaced_by_us(built)  # never saved: the config is not read
     if switched and not ours:
+        run = sw.run_dir.id
         raise InputError(
-            f"run {sw.run_dir.id} switched the app and its new database has changed since: aborting would lose "
-            "those writes",
+            f"run {run} switched the app and its new database has changed since: aborting would lose those writes",
             "keep the rollback, or roll forward by hand (see docs/ROLLBACK-PROCEDURES.md)",
         )
     if switched:
