@@ -57,6 +57,7 @@ try:  # the bench runs inside the project's venv; say how to get there instead o
     from failback import demo
     from failback.demo.sample import build_native
     from failback.files import fsync_path
+    from failback.state import StatePaths
 except ImportError as _err:  # pragma: no cover - environment problem
     sys.exit(f"bench/run.py: {_err}. Run it with the project's venv: `make bench` (or `make deps` first).")
 
@@ -370,7 +371,7 @@ def run_failback(args: list[str], cwd: Path) -> tuple[float, int, str, dict[str,
     return seconds, proc.returncode, stdout, rss
 
 
-CALIBRATION = "calibration.json"  # failback's per-machine throughput calibration, cached in its state folder
+CALIBRATION = StatePaths(Path(".failback")).calibration  # failback's per-machine throughput calibration
 calibration_cache: Path | None = None  # set by warm_up(); copied into every app folder's .failback/
 
 
@@ -381,7 +382,7 @@ def app_folder(src: Path) -> None:
     (src.parent / "failback.toml").write_text(bench_config(), encoding="utf-8")
     if calibration_cache is not None and calibration_cache.exists():
         (src.parent / ".failback").mkdir(exist_ok=True)
-        shutil.copyfile(calibration_cache, src.parent / ".failback" / CALIBRATION)
+        shutil.copyfile(calibration_cache, src.parent / CALIBRATION)
 
 
 def warm_up(work: Path) -> dict[str, Any]:
@@ -393,10 +394,10 @@ def warm_up(work: Path) -> dict[str, Any]:
     build_native(src, notes=500)
     app_folder(src)
     seconds, code, _, _ = run_failback(["assess", "-c", "failback.toml", "--json"], work)
-    made = work / ".failback" / CALIBRATION
+    made = work / CALIBRATION
     out: dict[str, Any] = {"assess_seconds": round(seconds, 3), "exit": code, "calibration": None}
     if made.exists():
-        calibration_cache = work.parent / CALIBRATION
+        calibration_cache = work.parent / CALIBRATION.name
         shutil.copyfile(made, calibration_cache)
         out["calibration"] = json.loads(made.read_text(encoding="utf-8"))
     shutil.rmtree(work, ignore_errors=True)
@@ -425,7 +426,7 @@ def rollback_op(mode: str) -> Callable[[Path, Path], Sample]:
             return sample
         if code != 0 or doc.get("status") != "done":
             sample.ok, sample.note = False, f"exit {code}, status {doc.get('status')}: {doc.get('error')}"
-        run_dir = src.parent / ".failback" / "runs" / str(doc.get("run"))
+        run_dir = StatePaths(src.parent / ".failback").run(str(doc.get("run")))
         if (run_dir / "state.json").exists():
             state = json.loads((run_dir / "state.json").read_text(encoding="utf-8"))
             for step in state["steps"]:
@@ -520,7 +521,7 @@ def run_size(size: Size, args: argparse.Namespace, machine: dict[str, Any]) -> d
         cal = warm.get("calibration") or {}
         if cal:
             notes.append(
-                f"failback's calibration (cached per machine in .failback/{CALIBRATION}) was measured once before "
+                f"failback's calibration (cached per machine in {CALIBRATION}) was measured once before "
                 f"the runs ({cal.get('seconds', '?')} s) and copied into every app folder; --cold-calibration "
                 "makes every run measure it"
             )

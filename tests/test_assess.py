@@ -27,6 +27,7 @@ from failback.db.connect import connect, run_script
 from failback.db.schema import Column, Table, read_schema
 from failback.demo.sample import build_native
 from failback.errors import RiskRefused
+from failback.mode import mode_policy
 from failback.plan.planner import plan_conversion
 from failback.profiles import load_profile
 from failback.snapshot import take_snapshot
@@ -92,7 +93,7 @@ def seed_calibration(state: Path, calibration_file: Path) -> None:
     shutil.copyfile(calibration_file, state / "calibration.json")
 
 
-def assess(cfg_path: Path, *, emergency: bool = False, sides: SideFiles | None = None) -> Assessment:
+def assess(cfg_path: Path, *, mode: str = "standard", sides: SideFiles | None = None) -> Assessment:
     """Snapshot the app's source (as a dry run does), then assess it."""
     cfg = load_config(cfg_path)
     snap = take_snapshot(cfg.source_path, cfg_path.parent / "snapshot.sqlite")
@@ -103,7 +104,7 @@ def assess(cfg_path: Path, *, emergency: bool = False, sides: SideFiles | None =
         finally:
             conn.close()
         plan = plan_conversion(schema, load_profile(cfg.target.profile), cfg.convert)
-        return evaluate(gather(cfg, snap.path, schema, plan, emergency=emergency, sides=sides))
+        return evaluate(gather(cfg, snap.path, schema, plan, mode=mode_policy(mode), sides=sides))
     finally:
         snap.guard.close()
 
@@ -679,7 +680,7 @@ def test_emergency_mode_skips_slow_facts_but_not_pending_or_disk(
 ) -> None:
     cfg_path = make_app(native_db.parent)
     (native_db.parent / ".failback" / "calibration.json").unlink()
-    a = assess(cfg_path, emergency=True)
+    a = assess(cfg_path, mode="emergency")
     f = a.facts
     assert f.mode == "emergency" and f.skipped == ["calibration", "dbstat", "quick_check"]
     assert f.integrity is None and f.estimates == {} and all(t.bytes is None for t in f.tables.values())

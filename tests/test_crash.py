@@ -22,13 +22,13 @@ from typing import Any
 
 import pytest
 
-from failback.assess.calibration import CALIBRATION_FILE
 from failback.audit import AuditLog, verify_chain
 from failback.config import load_config
 from failback.demo import create_demo
 from failback.files import ensure_dir, file_xxh3, sha256_file
 from failback.pipeline.rollback import Options, Rollback
 from failback.pipeline.switch import current_provider
+from failback.state import StatePaths
 
 from .conftest import db_files, digest_specs_of, file_hashes, sqljs_digests
 
@@ -119,7 +119,7 @@ def build_reference(base: Path, notes: int) -> Reference:
     shutil.copytree(template, by_process)
     res = failback("rollback", "-c", str(by_process / "failback.toml"), "--yes")
     assert res.returncode == 0, res.stderr
-    shutil.copy(by_process / ".failback" / CALIBRATION_FILE, ensure_dir(template / ".failback"))
+    shutil.copy(StatePaths(by_process / ".failback").calibration, ensure_dir(template / ".failback"))
     shutil.copytree(template, in_process)
     ticks: dict[str, list[tuple[int, int]]] = {}
 
@@ -387,11 +387,11 @@ def test_a_calibration_killed_midway_leaves_nothing_once_calibrated_again(tmp_pa
     cfg, state = str(demo / "failback.toml"), demo / ".failback"
     killed(cfg, "calibrate.sample", "assess")
     (left,) = state.glob(".calibrate-*")
-    assert (left / "sample.sqlite").is_file() and not (state / CALIBRATION_FILE).exists()
+    assert (left / "sample.sqlite").is_file() and not StatePaths(state).calibration.exists()
     again = failback("assess", "-c", cfg, "--json")
     assert again.returncode in (0, 3), again.stderr  # 3: the gate would refuse without --yes (a risk, no error)
     assert json.loads(again.stdout)["facts"]["calibration"] is not None
-    assert not list(state.glob(".calibrate-*")) and (state / CALIBRATION_FILE).is_file()
+    assert not list(state.glob(".calibrate-*")) and StatePaths(state).calibration.is_file()
 
 
 def test_sigterm_stops_cleanly_with_exit_4_and_resumes(reference: Callable[[int], Reference], tmp_path: Path) -> None:

@@ -17,6 +17,7 @@ from failback.db.connect import connect, quote
 from failback.db.schema import read_schema
 from failback.demo import create_demo
 from failback.engines.sqljs import SqlJsEngine
+from failback.errors import ConfigError
 from failback.files import file_xxh3
 from failback.pipeline.rollback import Options, Rollback
 
@@ -204,6 +205,22 @@ def test_emergency_mode_records_verification_debt(demo_dir: Path) -> None:
     # what was deferred still holds: the switched file has the source's content, as sql.js reads it
     specs = digest_specs_of(cfg.source_path)
     assert sqljs_digests(cfg.target_path, specs) == apsw_digests(cfg.source_path, specs)
+
+
+def test_an_unknown_mode_is_refused_before_anything_is_written(demo_dir: Path) -> None:
+    """A mode failback does not know is a config error (exit 2) before the run starts: no run folder, no lock,
+    no audit record, nothing in the state folder; the app stays on native."""
+    cfg = load_config(demo_dir / "failback.toml")
+
+    def state_files() -> list[tuple[str, bytes]]:
+        return sorted((str(p), p.read_bytes() if p.is_file() else b"") for p in cfg.state_path.rglob("*"))
+
+    before = state_files()
+    with pytest.raises(ConfigError, match="unknown mode 'fast'") as refused:
+        Rollback(cfg, demo_dir / "failback.toml", Options(mode="fast", yes=True)).run()
+    assert refused.value.exit_code == 2 and refused.value.hint == "use one of: standard, emergency"
+    assert state_files() == before
+    assert "DATABASE_PROVIDER=native" in (demo_dir / "app.env").read_text()
 
 
 @pytest.mark.parametrize(

@@ -29,7 +29,7 @@ from .files import ensure_dir
 from .journal import RunState, find_run, list_runs
 from .pipeline.debt import DebtPayment, unpaid
 from .pipeline.debt import pay_debt as pay_run_debt
-from .pipeline.export import ExportResult, PlanSettings, export_database, plan_for, verify_export
+from .pipeline.export import ExportResult, PlanSettings, export_database, read_plan, verify_export
 from .pipeline.postcheck import Timing
 from .pipeline.postcheck import record_baseline as record_engine_baseline
 from .pipeline.rollback import Options, Outcome, Rollback, abort_run
@@ -127,7 +127,7 @@ def plan(
     """What each schema object of ``source`` becomes in the target, and why (``Plan.decisions``); reads
     ``source`` only. ``profile``, ``config``, ``allow_drop``, ``functions``: as for ``export``."""
     s = _settings(config, profile, allow_drop, functions)[1]
-    return plan_for(Path(source), s.profile, s.options, s.functions)
+    return read_plan(Path(source), s)[1]
 
 
 def data_findings(source: PathArg) -> list[Finding]:
@@ -271,14 +271,14 @@ def record_baseline(config: PathArg, *, database: PathArg | None = None) -> Base
 def verify_audit(config: PathArg) -> ChainCheck:
     """Check the audit log's hash chain, and its end against the head and every run report's copy of it."""
     cfg = load_config(config)
-    return verify_chain(cfg.state_path / "audit.jsonl", audit_anchors(cfg.state_path))
+    return verify_chain(cfg.state.audit_log, audit_anchors(cfg.state_path))
 
 
 def report(config: PathArg, run: str | None = None, *, format: ReportFormat = "md") -> str:
     """The report of ``run`` (an id or a unique prefix; default: the newest run) as Markdown, one self-contained
     HTML page, or JSON; rendered from the run directory, with the audit events recorded since."""
     cfg = load_config(config)
-    state, data = load_report(find_run(cfg.state_path, run), cfg.state_path / "audit.jsonl")
+    state, data = load_report(find_run(cfg.state_path, run), cfg.state.audit_log)
     return RENDERERS[format](state, data)
 
 
@@ -350,7 +350,7 @@ def verify_backup(config: PathArg, backup: str | None = None, *, deep: bool = Fa
         folders = [f for e in backup_sets.list_backups(cfg.backup_layers) for f in e["folders"]]
     else:
         folders = backup_sets.find_backup(cfg.backup_layers, backup)
-    work = ensure_dir(cfg.state_path / "tmp")
+    work = ensure_dir(cfg.state.tmp)
     return BackupCheck({str(f): backup_sets.check_folder(f, deep, work) for f in folders})
 
 

@@ -16,6 +16,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
 
 from .errors import ConfigError
+from .state import StatePaths
 
 DEFAULT_NAME = "failback.toml"
 DEFAULT_PROFILE = "sqljs-1.16.0"  # the target profile when none is named: the browser app's pinned sql.js
@@ -246,6 +247,11 @@ class Config(_Section):
     @property
     def state_path(self) -> Path:
         return self.resolve(self.state_dir)
+
+    @property
+    def state(self) -> StatePaths:
+        """The paths of the state folder."""
+        return StatePaths(self.state_path)
 
     @property
     def backup_layers(self) -> list[Path]:

@@ -20,6 +20,7 @@ from typing import Any
 
 from .errors import LockedError, from_os_error
 from .files import ensure_dir, write_text
+from .state import StatePaths
 
 DEBT = "verification-debt.json"
 STEPS = ("snapshot", "backup", "assess", "convert", "verify", "switch", "postcheck", "report")
@@ -85,7 +86,7 @@ class RunDir:
     """One run's folder: state, snapshot, kept config, reports."""
 
     def __init__(self, state_dir: Path, run_id: str) -> None:
-        self.path = state_dir / "runs" / run_id
+        self.path = StatePaths(state_dir).run(run_id)
         self.id = run_id
 
     @classmethod
@@ -109,7 +110,7 @@ class RunDir:
 
 def list_runs(state_dir: Path) -> list[RunDir]:
     """Run directories, newest first."""
-    runs = state_dir / "runs"
+    runs = StatePaths(state_dir).runs
     if not runs.is_dir():
         return []
     return [RunDir(state_dir, p.name) for p in sorted(runs.iterdir(), reverse=True) if (p / "state.json").exists()]
@@ -129,7 +130,7 @@ def find_run(state_dir: Path, run_id: str | None, statuses: tuple[str, ...] | No
         if statuses is None or rd.load().status in statuses:
             return rd
     what = f"no run that is {' or '.join(statuses)}" if statuses else "no runs yet"
-    raise InputError(f"{what} in {state_dir / 'runs'}", "see `failback status`")
+    raise InputError(f"{what} in {StatePaths(state_dir).runs}", "see `failback status`")
 
 
 class RunLock:
@@ -140,7 +141,7 @@ class RunLock:
     gives it up."""
 
     def __init__(self, state_dir: Path) -> None:
-        self.path = state_dir / "lock"
+        self.path = StatePaths(state_dir).lock
         self._fd: int | None = None
 
     @property

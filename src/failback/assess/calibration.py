@@ -20,16 +20,13 @@ import zstandard
 from .. import __version__
 from ..config import Config
 from ..db.connect import connect
-from ..db.schema import digest_specs, read_schema
+from ..db.schema import digest_specs
 from ..errors import FailbackError
 from ..files import ensure_dir, write_text
 from ..guard import CALIBRATING, remove_stale_folders, temp_folder
 from ..journal import crash_point
-from ..plan.planner import plan_conversion
-from ..profiles import load_profile
 from .facts import MB, Calibration
 
-CALIBRATION_FILE = "calibration.json"
 CALIBRATION_NOTES = 2000  # a ~4 MB sample database
 CALIBRATION_RUNS = 3
 
@@ -60,7 +57,7 @@ def measure_throughput(folder: Path, profile: str) -> Calibration:
     """Run each step's real work on a small generated database in ``folder`` and time it."""
     from ..db.digest import table_digest
     from ..demo.sample import build_native
-    from ..pipeline.export import build_target
+    from ..pipeline.export import PlanSettings, build_target, read_plan
     from ..snapshot import take_snapshot
 
     t0 = time.perf_counter()
@@ -76,13 +73,12 @@ def measure_throughput(folder: Path, profile: str) -> Calibration:
         snap = d / "snapshot-0.sqlite"
         data = snap.read_bytes()
         seconds["sha256"] = _best(lambda _: hashlib.sha256(data).digest())
+        schema, plan = read_plan(snap, PlanSettings(profile))
         conn = connect(snap, readonly=True)
         try:
-            schema = read_schema(conn)
             seconds["digest"] = _best(lambda _: [table_digest(conn, spec) for spec in digest_specs(schema)])
         finally:
             conn.close()
-        plan = plan_conversion(schema, load_profile(profile))
         seconds["export"] = _best(lambda run: build_target(snap, d / f"target-{run}.sqlite", plan))
         target = connect(d / "target-0.sqlite", readonly=True)
         try:
@@ -99,7 +95,7 @@ def measure_throughput(folder: Path, profile: str) -> Calibration:
 
 def calibration(cfg: Config, *, measure: bool) -> Calibration | None:
     """The cached calibration for this machine and config; measured (and cached) when missing and ``measure``."""
-    path = cfg.state_path / CALIBRATION_FILE
+    path = cfg.state.calibration
     key = calibration_key(cfg.target.profile)
     with contextlib.suppress(OSError, ValueError, TypeError, KeyError):
         cached = Calibration(**json.loads(path.read_text(encoding="utf-8")))

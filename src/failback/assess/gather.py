@@ -17,6 +17,7 @@ from ..db.collations import CollationMerge
 from ..db.connect import connect, database_error, open_source, quote
 from ..db.schema import Schema, read_schema
 from ..files import free_bytes
+from ..mode import STANDARD, ModePolicy
 from ..plan.model import Plan
 from ..profiles import load_profile
 from .calibration import calibration, measure_compression
@@ -291,24 +292,24 @@ def gather(
     schema: Schema,
     plan: Plan,
     *,
-    emergency: bool = False,
+    mode: ModePolicy = STANDARD,
     sides: SideFiles | None = None,
 ) -> Facts:
     """Read every fact: the snapshot (quick_check in a second thread), the live source (watched in a third
-    one meanwhile), the machine."""
+    one meanwhile), the machine; the slow ones only when ``mode`` reads them."""
     source = cfg.source_path
     sides = sides or observe_sides(source)
-    layers = cfg.backup_layers[:1] if emergency else cfg.backup_layers
+    layers = mode.layers(cfg.backup_layers)
     temp = sqlite_temp_dir()
     space = folder_space([*layers, cfg.target_path.parent, cfg.state_path, temp])  # before the backup grows
     with ThreadPoolExecutor(2) as pool:
         watching = pool.submit(watch_source, source, cfg.assess.liveness_seconds, sides)
-        checking = None if emergency else pool.submit(quick_check, snapshot)
+        checking = pool.submit(quick_check, snapshot) if mode.quick_check else None
         conn = connect(snapshot, readonly=True)
         r = _Reader(conn)
         try:
-            tables = r.read("table sizes", lambda c: table_sizes(c, schema, dbstat=not emergency), {})
-            sort_bytes = 0 if emergency else r.read("index sizes", largest_index, 0)
+            tables = r.read("table sizes", lambda c: table_sizes(c, schema, dbstat=mode.dbstat), {})
+            sort_bytes = r.read("index sizes", largest_index, 0) if mode.dbstat else 0
             fks = r.read("foreign keys", lambda c: foreign_keys(c, schema), 0)
             pending = r.read("sync presets", lambda c: pending_changes(c, schema), []) if cfg.sync.presets else []
             pending += [run_probe(conn, sql) for sql in cfg.sync.pending_sql]
@@ -319,7 +320,7 @@ def gather(
             integrity = r.read("quick_check", lambda _: checking.result(), None) if checking else None
         finally:
             conn.close()
-        cal = calibration(cfg, measure=not emergency)
+        cal = calibration(cfg, measure=mode.calibrate)
         liveness = watching.result()
     snapshot_bytes = snapshot.stat().st_size
     ratio, zstd_rate = measure_compression(snapshot, cfg.backup.zstd_level, cfg.backup.threads)
@@ -338,7 +339,7 @@ def gather(
         previous_linked=space[cfg.target_path.parent][0] == space[cfg.state_path][0],
     )
     facts = Facts(
-        mode="emergency" if emergency else "standard",
+        mode=mode.name,
         source_bytes=source.stat().st_size,
         wal_bytes=sides.wal_bytes or 0,
         snapshot_bytes=snapshot_bytes,
@@ -364,7 +365,7 @@ def gather(
         shared_disk_mirrors=shared_disk_mirrors(cfg.backup_layers),
         big_integers=big,
         errors=r.errors,
-        skipped=(["calibration"] if cal is None else []) + (["dbstat", "quick_check"] if emergency else []),
+        skipped=(["calibration"] if cal is None else []) + mode.skipped_facts(),
     )
     if cal is not None:
         facts.estimates = estimate_steps(cal, facts, len(layers))

@@ -8,7 +8,6 @@ import os
 import socket
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 
 from ..audit import AuditLog
 from ..config import Config
@@ -27,13 +26,9 @@ class Hold:
 
 
 # -- hold -------------------------------------------------------------------------------------------
-def hold_path(cfg: Config) -> Path:
-    return cfg.state_path / "hold.json"
-
-
 def read_hold(cfg: Config) -> Hold | None:
     """The current hold; an unreadable hold.json still holds (fail safe)."""
-    path = hold_path(cfg)
+    path = cfg.state.hold
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
         return Hold(str(data["reason"]), str(data["since"]), str(data["user"]), str(data["host"]))
@@ -62,8 +57,8 @@ def place_hold(cfg: Config, reason: str) -> Hold:
         )
     hold = Hold(reason.strip(), _now(), _user(), socket.gethostname())
     ensure_dir(cfg.state_path)
-    write_text(hold_path(cfg), json.dumps(asdict(hold), indent=2) + "\n")
-    AuditLog(cfg.state_path / "audit.jsonl").append("hold", asdict(hold))
+    write_text(cfg.state.hold, json.dumps(asdict(hold), indent=2) + "\n")
+    AuditLog(cfg.state.audit_log).append("hold", asdict(hold))
     return hold
 
 
@@ -72,10 +67,10 @@ def release_hold(cfg: Config) -> Hold | None:
     hold = read_hold(cfg)
     if hold is None:
         return None
-    path = hold_path(cfg)
+    path = cfg.state.hold
     remove_quietly(path)
     fsync_dir(path.parent)
-    AuditLog(cfg.state_path / "audit.jsonl").append("release", {"hold": asdict(hold), "by": _user()})
+    AuditLog(cfg.state.audit_log).append("release", {"hold": asdict(hold), "by": _user()})
     return hold
 
 

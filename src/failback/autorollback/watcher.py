@@ -120,7 +120,7 @@ class Watcher:
         self.cfg, self.config_path, self.dry_run, self.via = cfg, config_path, dry_run, via
         self.run_rollback = run_rollback or (lambda opts: Rollback(cfg, config_path, opts).run())
         self.stop = stop or Stop()
-        self.audit = AuditLog(cfg.state_path / "audit.jsonl")
+        self.audit = AuditLog(cfg.state.audit_log)
         self.states: dict[str, RuleState] = {}
         self.seq = 0
 

@@ -236,7 +236,7 @@ def create_backup(
 
 def backup_source(cfg: Config, label: str, progress: Progress = _noop) -> BackupResult:
     """``failback backup create``: snapshot the configured source, store it in every layer."""
-    work = ensure_dir(cfg.state_path / "tmp")
+    work = ensure_dir(cfg.state.tmp)
     snap = take_snapshot(cfg.source_path, work / f"snapshot-{os.getpid()}.sqlite", progress)
     snap.guard.close()
     try:

@@ -30,7 +30,7 @@ def audit_verify(config_path: Path, as_json: bool) -> None:
     from ..report.data import audit_anchors
 
     cfg = load_config(config_path)
-    check = verify_chain(cfg.state_path / "audit.jsonl", audit_anchors(cfg.state_path))
+    check = verify_chain(cfg.state.audit_log, audit_anchors(cfg.state_path))
     if as_json:
         emit_json(asdict(check))
     else:

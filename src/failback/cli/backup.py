@@ -92,7 +92,7 @@ def backup_verify(config_path: Path, backup_id: str | None, all_: bool, deep: bo
         if all_
         else find_backup(cfg.backup_layers, backup_id or "")
     )
-    work = ensure_dir(cfg.state_path / "tmp")
+    work = ensure_dir(cfg.state.tmp)
     checks = {str(f): check_folder(f, deep, work) for f in folders}
     report = {f: c.problems for f, c in checks.items()}
     if as_json:

@@ -70,14 +70,10 @@ def export(
 def plan(source: Path, profile: str, config_path: Path | None, as_json: bool) -> None:
     """Show what each schema object of SOURCE becomes in the target, and why, and what the data asks of the app
     (findings: integers beyond ±(2^53−1), which sql.js rounds unless the app reads them as BigInt)."""
-    from ..assess.gather import file_big_integers
-    from ..assess.rules import js_integer_finding
-    from ..pipeline.export import plan_for
+    from .. import api
 
-    cfg = load_config(config_path) if config_path else None
-    p = plan_for(source, profile, cfg.convert if cfg else None, cfg.app.functions if cfg else None)
-    big = file_big_integers(source)
-    findings = [js_integer_finding(big)] if big else []
+    p = api.plan(source, profile=profile, config=config_path)
+    findings = api.data_findings(source)
     if as_json:
         emit_json({**p.to_json(), "findings": [asdict(f) for f in findings]})
     else:

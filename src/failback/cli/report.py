@@ -35,7 +35,7 @@ def report(run: str | None, fmt: str, output: Path | None, config_path: Path, as
     from ..report.data import load_report
 
     cfg = load_config(config_path)
-    state, data = load_report(find_run(cfg.state_path, run), cfg.state_path / "audit.jsonl")
+    state, data = load_report(find_run(cfg.state_path, run), cfg.state.audit_log)
     text = RENDERERS["json" if as_json else fmt](state, data)
     if output is None:
         click.echo(text, nl=False)

@@ -79,10 +79,7 @@ def verify(
     """Prove TARGET holds SOURCE's data and the schema planned for it, in apsw and in sql.js (exit 1 when not);
     or pay a run's debt. SOURCE is planned again as export plans it: with the [convert] settings of the config
     file when it exists, each view and trigger proved in sql.js."""
-    from ..pipeline.export import plan_for, prove_schema
-    from ..plan.proofs import apply_proofs
     from ..profiles import engine_for
-    from ..verify import verify_target
 
     if debt_run is not None:
         from ..pipeline.debt import pay_debt
@@ -95,15 +92,10 @@ def verify(
     else:
         if source is None or target is None:
             raise InputError("give SOURCE and TARGET, or --debt [RUN]", "see `failback verify --help`")
-        from ..db.connect import open_source
+        from .. import api
 
-        open_source(target).close()  # a clean error for a target that is not a readable database
-        cfg = load_config(config_path) if config_path.exists() else None
-        options = cfg.convert if cfg else None
-        plan = plan_for(source, profile, options, cfg.app.functions if cfg else None)
-        engine = engine_for(profile).with_stand_ins(plan.stand_ins)
-        plan = apply_proofs(plan, prove_schema(plan, engine), options)
-        report = verify_target(target, plan, engine, snapshot=source, level=level)
+        settings = config_path if config_path.exists() else None
+        report = api.verify(source, target, profile=profile, config=settings, level=level)  # type: ignore[arg-type]
     if as_json:
         emit_json(report.to_json())
     else:

@@ -24,8 +24,8 @@ from ..files import file_xxh3, write_text
 from ..guard import PAYING, remove_stale_folders, temp_folder
 from ..journal import DEBT, RunDir, find_run
 from ..plan.model import load_plan
-from ..verify import VerifyReport, verify_target
-from .export import build_target
+from ..verify import VerifyReport
+from .export import build_target, verify_conversion
 
 
 @dataclass(frozen=True)
@@ -72,23 +72,13 @@ def pay_debt(cfg: Config, engine: Engine, run: str | None = None) -> DebtPayment
                 + ("byte-identical to" if same else "DIFFERENT from")
                 + " the switched file)"
             )
-        v = cfg.verify
-        report = verify_target(
-            target,
-            plan,
-            engine.with_stand_ins(plan.stand_ins),
-            snapshot=snapshot,
-            level="standard",
-            fts_queries=v.fts_queries,
-            sample_terms=v.sample_terms,
-            queries=v.queries,
-            repaired=debt.get("repaired", []),
-        )
+        engine = engine.with_stand_ins(plan.stand_ins)
+        report = verify_conversion(target, plan, engine, snapshot, cfg.verify, repaired=debt.get("repaired", []))
         if how.endswith("DIFFERENT from the switched file)"):
             report.problems.append("the rebuilt target differs from the file that was switched to")
     debt["paid"] = {"ok": report.ok, "target": how, "problems": report.problems, "tables": len(report.tables)}
     write_text(rd.file(DEBT), json.dumps(debt, indent=2) + "\n")
-    AuditLog(cfg.state_path / "audit.jsonl").append(
+    AuditLog(cfg.state.audit_log).append(
         "verify.debt.paid" if report.ok else "verify.debt.failed",
         {"target": how, "problems": report.problems[:5], "checks": len(report.checks)},
         rd.id,

@@ -12,15 +12,16 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import apsw
 
 from ..assess.gather import collation_merges
-from ..config import DEFAULT_PROFILE, Config, ConvertConfig
+from ..config import DEFAULT_PROFILE, Config, ConvertConfig, VerifyConfig
 from ..db.collations import CollationMerge
 from ..db.connect import connect, database_error, open_source, register_stand_ins, run_script
 from ..db.integrity import SourceIntegrity, check_source
-from ..db.schema import read_schema
+from ..db.schema import Schema, read_schema
 from ..engines import Engine
 from ..errors import (
     EnvironmentFailure,
@@ -250,21 +251,35 @@ class PlanSettings:
         return cls(profile or cfg.target.profile, cfg.convert, cfg.app.functions)
 
 
-def plan_for(
-    source: Path,
-    profile: str = DEFAULT_PROFILE,
-    options: ConvertConfig | None = None,
-    functions: list[str] | None = None,
-) -> Plan:
-    """The conversion plan of a database file (read-only); ``functions``: the app's (``[app] functions``)."""
-    conn = open_source(source)
+def read_plan(db: Path, settings: PlanSettings) -> tuple[Schema, Plan]:
+    """The schema of the database file ``db`` (read-only) and its conversion plan under ``settings``; a file that
+    cannot be read is a NotADatabaseError (a full disk or an I/O error: EnvironmentFailure) naming ``db``."""
+    conn = open_source(db)
     try:
         schema = read_schema(conn)
     except (apsw.Error, UnicodeDecodeError) as err:
-        raise database_error(source, err) from err
+        raise database_error(db, err) from err
     finally:
         conn.close()
-    return plan_conversion(schema, load_profile(profile), options, functions)
+    return schema, plan_conversion(schema, load_profile(settings.profile), settings.options, settings.functions)
+
+
+def verify_conversion(
+    target: Path, plan: Plan, engine: Engine, snapshot: Path, checks: VerifyConfig | None, **kw: Any
+) -> VerifyReport:
+    """``verify_target`` of ``target`` against ``snapshot`` with the checks of failback.toml's ``[verify]``
+    (``checks``; its defaults without a config); ``kw``: the rest of ``verify_target``'s options."""
+    v = checks or VerifyConfig()
+    return verify_target(
+        target,
+        plan,
+        engine,
+        snapshot=snapshot,
+        fts_queries=v.fts_queries,
+        sample_terms=v.sample_terms,
+        queries=v.queries,
+        **kw,
+    )
 
 
 def export_database(
@@ -292,34 +307,21 @@ def export_database(
     try:
         snap = take_snapshot(source, snap_path, progress or (lambda *_: None))
         snap.guard.close()
-        conn = connect(snap.path, readonly=True)
+        s = settings or PlanSettings.of(cfg, profile)
         try:
-            schema = read_schema(conn)
+            schema, plan = read_plan(snap.path, s)
         except NotADatabaseError as err:  # the snapshot is a page-for-page copy: its damage is the source's
             raise database_error(source, err.__cause__ or err) from err
-        finally:
-            conn.close()
-        s = settings or PlanSettings.of(cfg, profile)
-        target_profile = load_profile(s.profile)
-        plan = plan_conversion(schema, target_profile, s.options, s.functions)
         check_refused(plan)  # before any check: a refused object could fail them for its own reason
         integrity = check_source(snap.path, source, schema, plan, repair_fts)
-        engine = (engine or engine_for(target_profile)).with_stand_ins(plan.stand_ins)
+        engine = (engine or engine_for(s.profile)).with_stand_ins(plan.stand_ins)
         plan = apply_proofs(plan, prove_schema(plan, engine), s.options)
         try:
             built = build_target(snap.path, tmp, plan, progress)
         except NotADatabaseError as err:
             raise database_error(source, err.__cause__ or err) from err
-        v = cfg.verify if cfg else None
-        report = verify_target(
-            tmp,
-            plan,
-            engine,
-            snapshot=snap.path,
-            fts_queries=v.fts_queries if v else [],
-            sample_terms=v.sample_terms if v else 5,
-            queries=v.queries if v else [],
-            repaired=integrity.repaired,
+        report = verify_conversion(
+            tmp, plan, engine, snap.path, cfg.verify if cfg else None, repaired=integrity.repaired
         )
         if not report.ok:
             raise VerificationFailed(f"{target} not written: {report.problems[0]}")
@@ -337,7 +339,7 @@ def verify_export(
     engine: ``source`` is planned again as export plans it, each view and trigger proved in the target engine.
     Problems are in the report, never raised; a ``target`` that is not a readable database is an error."""
     open_source(target).close()
-    plan = plan_for(source, settings.profile, settings.options, settings.functions)
+    _, plan = read_plan(source, settings)
     engine = (engine or engine_for(settings.profile)).with_stand_ins(plan.stand_ins)
     plan = apply_proofs(plan, prove_schema(plan, engine), settings.options)
     return verify_target(target, plan, engine, snapshot=source, level=level)

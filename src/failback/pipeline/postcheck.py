@@ -22,8 +22,7 @@ from ..db.connect import connect
 from ..engines import Engine
 from ..errors import ConfigError, InputError
 from ..files import ensure_dir, write_text
-
-BASELINE = "baseline.json"
+from ..state import StatePaths
 
 
 @dataclass(frozen=True)
@@ -121,14 +120,15 @@ def record_baseline(cfg: Config, engine: Engine, database: Path | None = None) -
         "queries": [asdict(t) for t in timings],
         "metrics": metrics,
     }
-    write_text(ensure_dir(cfg.state_path) / BASELINE, json.dumps(data, indent=2) + "\n")
+    ensure_dir(cfg.state_path)
+    write_text(cfg.state.baseline, json.dumps(data, indent=2) + "\n")
     return data
 
 
 def load_baseline(state: Path) -> dict[str, Any] | None:
     """The recorded baseline, or None."""
     try:
-        data = json.loads((state / BASELINE).read_text(encoding="utf-8"))
+        data = json.loads(StatePaths(state).baseline.read_text(encoding="utf-8"))
     except (FileNotFoundError, ValueError):
         return None
     return data if isinstance(data, dict) else None

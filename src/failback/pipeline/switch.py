@@ -1,4 +1,12 @@
-"""The provider switch: rewrite one key of the app's configuration atomically (.env or .json).
+"""The switch and its undo: the converted target renamed over the app's database (the previous one kept), then
+one key of the app's configuration rewritten atomically (.env or .json); ``undo_switch`` puts both back.
+
+The file half (``switch_app``, ``undo_switch``): every act passes through the run's ``Guard``. The previous
+target keeps its inode (a hard link, else a copy) in the run folder with its side files, and a marker
+(``target-replaced``, holding the converted file's XXH3) is written just before the rename, so an abort undoes
+only what this run replaced. Each part is skipped when already done, so a resumed switch finishes a killed one.
+
+The config half: rewrite one key of the app's configuration atomically (.env or .json).
 
 Pure part: ``read_provider`` / ``render_switched`` (text in, text out). Effect: ``switch_provider`` writes the
 new text under a temp name, fsyncs, renames and fsyncs the folder, after saving the previous bytes. Files are
@@ -24,14 +32,20 @@ reads ``KEY= # note`` as a value, unlike a shell; the grammar above fits in two 
 from __future__ import annotations
 
 import json
+import os
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ..errors import ConfigError, InputError, from_os_error
-from ..files import write_bytes
+from ..errors import ConfigError, InputError, SourceChanged, from_os_error
+from ..files import file_xxh3, tmp_name, write_bytes, write_text
+from ..journal import RunDir, crash_point
+
+if TYPE_CHECKING:  # guard uses this module's config half
+    from ..config import AppConfig
+    from ..guard import Guard, SourceEvidence
 
 _ENV_KEY = r"[A-Za-z_][A-Za-z0-9_.-]*"
 # an unquoted value: words separated by blanks; a word after a blank cannot start a comment (#)
@@ -268,3 +282,110 @@ def switch_provider(path: Path, key: str, value: str, keep: Path) -> tuple[str |
         raise from_os_error(err, f"cannot stat {path}") from err
     write_bytes(path, new_text.encode("utf-8"), mode)
     return old, value
+
+
+# -- the file half, and the undo ----------------------------------------------------------------------
+REPLACED = "target-replaced"  # written just before a run renames its converted file over the target
+BEFORE = "app-config.before"  # the app config's bytes before the switch, in the run folder
+KEPT = "previous-target.sqlite"  # the replaced target (and its side files), in the run folder
+Event = Callable[[str, dict[str, Any]], None]  # an audit event of the run
+
+
+def temp_target(target: Path, run_id: str) -> Path:
+    """The name run ``run_id`` builds its converted target under, beside ``target``."""
+    return target.with_name(f".{target.name}.failback-{run_id}")
+
+
+def holds(path: Path, xxh3: str | None) -> bool:
+    """Whether ``path`` is a file with exactly the bytes whose XXH3 is ``xxh3``."""
+    return bool(xxh3) and path.is_file() and file_xxh3(path) == xxh3
+
+
+def probe_writable(path: Path) -> None:
+    """Prove a file can be replaced atomically (a temp file created and removed beside it), so nothing is
+    switched half-way; EnvironmentFailure (exit 6) otherwise."""
+    probe = tmp_name(path, "probe")
+    try:
+        os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        probe.unlink()
+    except OSError as err:
+        raise from_os_error(err, f"cannot replace {path}") from err
+
+
+@dataclass(frozen=True)
+class AppSwitch:
+    """What one run switches: the app's config file and provider key, and its target database; what the switch
+    replaces is kept in the run folder."""
+
+    app: AppConfig
+    app_config: Path
+    target: Path
+    run_dir: RunDir
+
+    def switched(self) -> bool:
+        """The app config names the rollback provider (read first: an unreadable config stops the switch before
+        any act) and this run saved the config it replaced."""
+        return current_provider(self.app_config, self.app.key) == self.app.rollback_value and self.saved()
+
+    def saved(self) -> bool:
+        """This run saved the app config before rewriting it."""
+        return self.run_dir.file(BEFORE).exists()
+
+    def replaced_by_us(self, built: str | None) -> bool:
+        """This run renamed its converted file over the target, and the target still holds those bytes (equal
+        bytes alone prove nothing: the marker says it was this run)."""
+        return self.run_dir.file(REPLACED).exists() and holds(self.target, built)
+
+
+def switch_app(
+    sw: AppSwitch, guard: Guard, evidence: SourceEvidence, built: str, tmp: Path | None, event: Event
+) -> bool:
+    """Target into place (``tmp``, the converted file whose XXH3 is ``built``), then the config; each part is
+    skipped when it is already done (resume). False when the app was already switched. Every path re-checks the
+    target and the source first, and a source written since the snapshot puts back a target a killed attempt
+    had already replaced (SourceChanged)."""
+    before, kept = sw.run_dir.file(BEFORE), sw.run_dir.file(KEPT)
+    if sw.switched():
+        return False
+    in_place = sw.replaced_by_us(built)
+    guard.check_target()
+    try:
+        guard.check_source(evidence)
+    except SourceChanged as err:
+        if not in_place:
+            raise
+        undone = guard.put_back(kept, ours=True)
+        event("switch.undone", {"undone": undone})
+        raise SourceChanged(f"{err.message}; {undone}") from None
+    if not in_place:
+        probe_writable(sw.app_config)  # the config switch must be able to follow the rename
+        assert tmp is not None and tmp.exists(), "converted target missing"
+        guard.keep_previous(kept)  # the old target's inode (and side files) stay in the run directory
+        crash_point("switch.kept")
+        write_text(sw.run_dir.file(REPLACED), built + "\n")  # abort undoes only what this run replaced
+        guard.put_in_place(tmp)
+        event("switch.target", {"target": str(sw.target), "previous_kept": kept.exists()})
+    crash_point("switch.renamed")
+    old, new = guard.rewrite_app_config(before)
+    event("switch.config", {"config": str(sw.app_config), "key": sw.app.key, "from": old, "to": new})
+    crash_point("switch.config")
+    return True
+
+
+def undo_switch(sw: AppSwitch, guard: Guard, built: str | None) -> list[str]:
+    """Put back what the switch changed (the config, the target and its side files) — refused (InputError) when
+    the app was switched and its new database has changed since: its writes would be lost."""
+    undone: list[str] = []
+    switched, ours = sw.saved() and sw.switched(), sw.replaced_by_us(built)  # never saved: the config is not read
+    if switched and not ours:
+        run = sw.run_dir.id
+        raise InputError(
+            f"run {run} switched the app and its new database has changed since: aborting would lose those writes",
+            "keep the rollback, or roll forward by hand (see docs/ROLLBACK-PROCEDURES.md)",
+        )
+    if switched:
+        guard.restore_app_config(sw.run_dir.file(BEFORE))
+        undone.append(f"{sw.app_config.name} restored")
+        crash_point("abort.config-restored")
+    put_back = guard.put_back(sw.run_dir.file(KEPT), ours=ours)
+    return undone + ([put_back] if put_back else [])

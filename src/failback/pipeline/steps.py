@@ -1,0 +1,313 @@
+"""The steps of a rollback: snapshot, backup, assess, convert, verify, switch, postcheck.
+
+Each step is a function of the run's ``RunContext`` returning its JSON-able result (the driver checkpoints it in
+the run folder and the audit log). A step reads the artifacts earlier steps left in the context (snapshot,
+schema, plan, backup, assessment, converted target) and adds its own. Work happens on the snapshot, never on
+the live source; the switch happens only after verification passed and only if the source still holds what
+the snapshot holds.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..assess.facts import Assessment, SideFiles
+from ..assess.gather import gather
+from ..assess.liveness import observe_sides
+from ..assess.rules import evaluate, gate
+from ..audit import AuditLog
+from ..backup.sets import BackupResult, create_backup
+from ..config import Config
+from ..db.integrity import check_source
+from ..db.schema import Schema
+from ..engines import Engine
+from ..errors import BackupError, RiskRefused, VerificationFailed
+from ..files import file_xxh3, write_text
+from ..guard import Guard, SourceEvidence, schema_fingerprint
+from ..journal import RunDir, RunState, crash_point
+from ..mode import ModePolicy
+from ..plan.model import Plan
+from ..plan.proofs import apply_proofs
+from ..snapshot import Snapshot, take_snapshot
+from .debt import record_debt
+from .export import PlanSettings, build_target, prove_schema, read_plan, verify_conversion
+from .postcheck import Timing, compare, load_baseline, time_in_engine
+from .switch import AppSwitch, current_provider, switch_app, temp_target
+
+Progress = Callable[[str, int, int], None]
+
+
+@dataclass
+class Options:
+    mode: str = "standard"  # standard or emergency
+    dry_run: bool = False
+    yes: bool = False
+    force: bool = False
+    reason: str = ""
+    break_lock: bool = False  # ignored: the OS lock is free once its holder died (kept for scripts, saved runs)
+    repair_fts: bool = False  # accept a source whose only damage is in FTS indexes the target rebuilds
+
+
+@dataclass
+class RunContext:
+    """One run as its steps see it: what it was given (config, options, mode, run folder, audit log, guard,
+    engine, progress, a person to confirm high risk) and what its steps made so far."""
+
+    cfg: Config
+    opts: Options
+    mode: ModePolicy
+    rd: RunDir
+    state: RunState
+    audit: AuditLog
+    guard: Guard
+    engine: Engine
+    progress: Progress  # a safe point to stop, and a crash point for the crash tests
+    confirm: Callable[[Assessment], bool] | None = None  # asks a person at high risk; None: refuse
+    snapshot: Snapshot | None = None
+    sides: SideFiles | None = None
+    schema: Schema | None = None
+    plan: Plan | None = None
+    backup: BackupResult | None = None
+    assessment: Assessment | None = None
+    verification: dict[str, Any] | None = None
+    tmp_target: Path | None = None  # the converted target under its temp name (removed by the driver's cleanup)
+    converted: Path | None = None  # where the converted target's bytes are: tmp_target, or the target
+    quick_check: Future[tuple[str, ...] | None] = field(default_factory=Future)  # the snapshot's findings
+    backup_job: Future[dict[str, Any]] | None = None  # the backup, started in the background after the snapshot
+    backup_started: float = field(default_factory=time.perf_counter)
+    backup_started_at: float = field(default_factory=time.time)
+
+    def event(self, name: str, data: dict[str, Any]) -> None:
+        """Append an audit event of this run."""
+        self.audit.append(name, data, self.rd.id)
+
+    @property
+    def layers(self) -> list[Path]:
+        """The backup layers this run writes."""
+        return self.mode.layers(self.cfg.backup_layers)
+
+    @property
+    def target_engine(self) -> Engine:
+        """The target engine with the stand-ins of the app functions the plan keeps objects for (``[app]
+        functions``), as the app registers the real ones."""
+        return self.engine.with_stand_ins(self.plan.stand_ins) if self.plan else self.engine
+
+    def read_plan(self, snapshot: Path) -> None:
+        """The snapshot's schema and its conversion plan for the configured target."""
+        cfg = self.cfg
+        self.schema, self.plan = read_plan(snapshot, PlanSettings.of(cfg))
+
+    @property
+    def app_switch(self) -> AppSwitch:
+        return AppSwitch(self.cfg.app, self.cfg.app_config_path, self.cfg.target_path, self.rd)
+
+
+# -- snapshot -------------------------------------------------------------------------------------
+def preflight(ctx: RunContext) -> None:
+    """Refuse, before the snapshot, a target that must not be replaced (the source, a backup, a file the app
+    config does not name, one beside a hot journal) and a second rollback: once the app is on sql.js,
+    replacing its database would lose what it wrote."""
+    ctx.guard.check_target()
+    app, opts = ctx.cfg.app, ctx.opts
+    current = current_provider(ctx.cfg.app_config_path, app.key)
+    if current != app.native_value and not opts.dry_run and not (opts.force and opts.reason):
+        raise RiskRefused(
+            f"{ctx.cfg.app_config_path.name} has {app.key}={current!r}, not {app.native_value!r}: the app is "
+            "not on the native provider, and a rollback now would replace the database it writes to",
+            "check `failback status`; switch the app back to native first, or pass --force --reason '…'",
+        )
+
+
+def step_snapshot(ctx: RunContext) -> dict[str, Any]:
+    preflight(ctx)
+    ctx.sides = observe_sides(ctx.cfg.source_path)  # before the snapshot's read-only open adds a -shm
+    ctx.snapshot = take_snapshot(ctx.cfg.source_path, ctx.rd.file("snapshot.sqlite"), ctx.progress)
+    ctx.read_plan(ctx.snapshot.path)
+    assert ctx.plan is not None
+    write_text(ctx.rd.file("plan.json"), json.dumps(ctx.plan.dump(), indent=2) + "\n")
+    return {
+        "pages": ctx.snapshot.pages,
+        "page_size": ctx.snapshot.page_size,
+        "bytes": ctx.snapshot.path.stat().st_size,
+        "restarts": ctx.snapshot.restarts,
+        "guard": ctx.snapshot.guard.to_json(),
+        "schema_sha256": schema_fingerprint(ctx.snapshot.path),
+    }
+
+
+# -- backup ---------------------------------------------------------------------------------------
+def step_backup(ctx: RunContext) -> dict[str, Any]:
+    """Wait for the background backup (made here when the run resumed before it started); its layers were
+    checked there."""
+    result = ctx.backup_job.result() if ctx.backup_job is not None else make_backup(ctx)
+    ctx.state.step("backup").started = ctx.backup_started_at  # when it really began, in the background
+    return {**result, "background_seconds": round(time.perf_counter() - ctx.backup_started, 3)}
+
+
+def make_backup(ctx: RunContext) -> dict[str, Any]:
+    """The source snapshot (and the file about to be replaced) in every layer, each copy verified."""
+    assert ctx.snapshot is not None
+    cfg, mode = ctx.cfg, ctx.mode
+    need = cfg.backup.min_layers if mode.min_layers is None else mode.min_layers
+    kw: dict[str, Any] = {
+        "level": cfg.backup.zstd_level if mode.zstd_level is None else mode.zstd_level,
+        "threads": min(cfg.backup.threads, 1),  # in the background: leave a core to the conversion
+        "digests": mode.backup_digests,  # else deferred with the rest of the proof (paid from this backup)
+        "progress": ctx.progress,
+    }
+    ctx.backup = create_backup(
+        ctx.snapshot.path,
+        ctx.layers,
+        label="source",
+        source=cfg.source_path,
+        quick_check=ctx.quick_check.result,  # known once the assess step checked the snapshot
+        **kw,
+    )
+    if ctx.backup.verified_layers < need:
+        failed = "; ".join(x.error for x in ctx.backup.layers if not x.ok)
+        raise BackupError(f"only {ctx.backup.verified_layers} of {need} required backup layer(s) verified: {failed}")
+    out: dict[str, Any] = {"source": ctx.backup.to_json()}
+    target = cfg.target_path
+    crash_point("backup.source-stored")
+    if target.exists():  # the file about to be replaced is backed up too
+        prev = create_backup(target, ctx.layers, label="previous-target", source=target, **kw)
+        if prev.verified_layers < need:
+            raise BackupError(f"the current target {target} could not be backed up to {need} layer(s)")
+        crash_point("backup.previous-target-stored")
+        out["previous_target"] = prev.to_json()
+    return out
+
+
+# -- assess ---------------------------------------------------------------------------------------
+def step_assess(ctx: RunContext) -> dict[str, Any]:
+    assert ctx.snapshot is not None and ctx.schema is not None and ctx.plan is not None
+    opts = ctx.opts
+    checked = check_source(ctx.snapshot.path, ctx.cfg.source_path, ctx.schema, ctx.plan, opts.repair_fts)
+    ctx.quick_check.set_result(checked.problems)
+    integrity = checked.to_json()
+    if integrity["repaired"]:
+        ctx.event("source.repair-fts", integrity)
+    ctx.assessment = evaluate(gather(ctx.cfg, ctx.snapshot.path, ctx.schema, ctx.plan, mode=ctx.mode, sides=ctx.sides))
+    result = {**ctx.assessment.to_json(), "plan": ctx.plan.to_json(), "source_integrity": integrity}
+    if not opts.dry_run:
+        confirmed: list[bool] = []
+
+        def ask(a: Assessment) -> bool:
+            confirmed.append(bool(ctx.confirm and ctx.confirm(a)))
+            return confirmed[-1]
+
+        gate(ctx.assessment, yes=opts.yes, force=opts.force, reason=opts.reason, confirm=ask)
+        if any(confirmed):
+            ctx.event("gate.confirmed", {"level": ctx.assessment.level, "by": "terminal"})
+        if opts.force and opts.reason:
+            ctx.event("gate.override", {"level": ctx.assessment.level, "reason": opts.reason})
+    return result
+
+
+# -- convert --------------------------------------------------------------------------------------
+def step_convert(ctx: RunContext) -> dict[str, Any]:
+    assert ctx.snapshot is not None and ctx.plan is not None
+    ctx.plan = apply_proofs(ctx.plan, prove_schema(ctx.plan, ctx.target_engine), ctx.cfg.convert)
+    write_text(ctx.rd.file("plan.json"), json.dumps(ctx.plan.dump(), indent=2) + "\n")
+    ctx.tmp_target = ctx.converted = temp_target(ctx.cfg.target_path, ctx.rd.id)
+    built = build_target(ctx.snapshot.path, ctx.tmp_target, ctx.plan, ctx.progress)
+    return {
+        "bytes": built.bytes,
+        "seconds": built.seconds,
+        "decisions": len(ctx.plan.decisions),
+        "path": str(ctx.tmp_target),
+        "xxh3": file_xxh3(ctx.tmp_target),
+    }
+
+
+# -- verify ---------------------------------------------------------------------------------------
+def step_verify(ctx: RunContext) -> dict[str, Any]:
+    assert ctx.snapshot is not None and ctx.plan is not None and ctx.converted is not None
+    digests = ctx.backup.digests if ctx.backup else None
+    repaired = ctx.state.step("assess").result.get("source_integrity", {}).get("repaired", [])
+    report = verify_conversion(
+        ctx.converted,
+        ctx.plan,
+        ctx.target_engine,
+        ctx.snapshot.path,
+        ctx.cfg.verify,
+        snapshot_digests_=digests if ctx.mode.backup_digests else None,
+        level=ctx.mode.verify_level,
+        timed=ctx.cfg.benchmark.queries,
+        runs=ctx.cfg.benchmark.runs,
+        repaired=repaired,
+    )
+    ctx.verification = result = report.to_json()
+    if not report.ok:
+        raise VerificationFailed(f"verification failed: {report.problems[0]}")
+    if report.deferred:  # a quick verification: what was skipped is recorded, to be paid by `verify --debt`
+        debt = {
+            "run": ctx.rd.id,
+            "deferred": report.deferred,
+            "backup": ctx.backup.id if ctx.backup else None,
+            "target": str(ctx.cfg.target_path),
+            "target_xxh3": ctx.state.step("convert").result["xxh3"],
+            "repaired": repaired,  # FTS indexes repaired (--repair-fts): their search parity is not compared
+            "paid": None,
+        }
+        record_debt(ctx.rd, debt, ctx.audit)
+    return result
+
+
+# -- switch ---------------------------------------------------------------------------------------
+def step_switch(ctx: RunContext) -> dict[str, Any]:
+    """The converted target into place, then the app config (see ``switch.switch_app``)."""
+    assert ctx.snapshot is not None
+    built = ctx.state.step("convert").result["xxh3"]
+    tables = ctx.backup.manifest.get("tables") if ctx.backup is not None else None
+    evidence = SourceEvidence(ctx.snapshot.guard, tables, ctx.state.step("snapshot").result.get("schema_sha256"))
+    switched = switch_app(ctx.app_switch, ctx.guard, evidence, built, ctx.tmp_target, ctx.event)
+    if ctx.tmp_target is not None and not ctx.tmp_target.exists():  # renamed into place
+        ctx.tmp_target, ctx.converted = None, ctx.cfg.target_path
+    app = ctx.cfg.app
+    return {
+        "target": str(ctx.cfg.target_path),
+        "config": str(ctx.cfg.app_config_path),
+        "from": app.native_value,
+        "to": app.rollback_value,
+        "how": "switched" if switched else "already switched",
+    }
+
+
+# -- postcheck ------------------------------------------------------------------------------------
+def step_postcheck(ctx: RunContext) -> dict[str, Any]:
+    """The app's hot queries on the new target vs the recorded baseline (a regression is reported, not
+    undone: the data is already proven)."""
+    baseline = load_baseline(ctx.cfg.state_path)
+    bench = ctx.cfg.benchmark
+    if not bench.queries:
+        return {"skipped": "no [benchmark] queries configured"}
+    measured = (ctx.verification or {}).get("timings")
+    if measured:  # timed by the verification's sql.js run on the same bytes: no third load of the file
+        now = [Timing(**t) for t in measured]
+    else:
+        now = time_in_engine(ctx.target_engine, ctx.cfg.target_path, bench.queries, bench.runs)
+    rows = compare(baseline or {}, now, bench.max_regression, bench.min_delta_ms)
+    regressions = [r for r in rows if not r["ok"]]
+    if regressions:
+        ctx.event("postcheck.regression", {"queries": [r["sql"] for r in regressions]})
+    return {"baseline": bool(baseline), "queries": rows, "ok": not regressions}
+
+
+STEPS: tuple[tuple[str, Callable[[RunContext], dict[str, Any]]], ...] = (
+    ("snapshot", step_snapshot),
+    ("assess", step_assess),
+    ("convert", step_convert),
+    ("backup", step_backup),
+    ("verify", step_verify),
+    ("switch", step_switch),
+    ("postcheck", step_postcheck),
+)
+"""The steps in the order they run. The backup starts in the background as soon as the snapshot exists and is
+joined (layers checked) before verification: it runs on the second core while the target is built."""
