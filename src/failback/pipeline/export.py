@@ -264,6 +264,16 @@ def read_plan(db: Path, settings: PlanSettings) -> tuple[Schema, Plan]:
     return schema, plan_conversion(schema, load_profile(settings.profile), settings.options, settings.functions)
 
 
+def plan_for(
+    source: Path,
+    profile: str = DEFAULT_PROFILE,
+    options: ConvertConfig | None = None,
+    functions: list[str] | None = None,
+) -> Plan:
+    """The conversion plan of a database file (read-only): ``read_plan`` with these settings."""
+    return read_plan(source, PlanSettings(profile, options, functions))[1]
+
+
 def verify_conversion(
     target: Path, plan: Plan, engine: Engine, snapshot: Path, checks: VerifyConfig | None, **kw: Any
 ) -> VerifyReport:
