@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -646,3 +647,52 @@ def test_sigterm_stops_watch_cleanly(demo_dir: Path, flag: str) -> None:
     summary = json.loads(rest.splitlines()[-1])
     assert summary["stopped"] == "signal" and summary["exit_code"] == 0
     assert events(cfg, "watch.stop")[0]["data"]["stopped"] == "signal"
+
+
+# -- fresh data only --------------------------------------------------------------------------------
+JSONL_RULE = '[[triggers.rules]]\nname = "lat"\nmetric = "latency"\nthreshold = 100\nfor = 3\n'
+
+
+def test_a_stale_jsonl_line_never_fires(demo_dir: Path, cli: Cli) -> None:
+    """Defect: one JSONL line two hours old, read three times, fired (`check --samples 3` exit 3)."""
+    metrics = demo_dir / "metrics.jsonl"
+    metrics.write_text('{"latency": 500}\n')
+    two_hours_ago = metrics.stat().st_mtime - 7200
+    os.utime(metrics, (two_hours_ago, two_hours_ago))
+    _, path = configure(demo_dir, 'interval = 0.01\njsonl_path = "metrics.jsonl"', JSONL_RULE)
+    res = cli("check", "-c", str(path), "--samples", "3", "--json")
+    assert res.returncode == 0, res.stderr
+    doc = json.loads(res.stdout)
+    rules = [ev["rules"][0] for ev in doc["evaluations"]]
+    assert [r["status"] for r in rules] == ["inconclusive"] * 3 and doc["fired"] is False
+    assert all(re.fullmatch(r"latency is stale: measured 72\d\d s ago \(max_age 60 s\)", r["note"]) for r in rules)
+    # the line's own "time" wins over the file's mtime
+    metrics.write_text(json.dumps({"latency": 500, "time": "2020-01-01T00:00:00Z"}) + "\n")
+    [series] = JsonlSource(metrics, 60).read()
+    assert series.time == 1577836800.0 and series.origin == "metrics.jsonl byte 0"
+
+
+def test_the_same_jsonl_line_read_again_is_not_a_new_sample(demo_dir: Path, cli: Cli) -> None:
+    (demo_dir / "metrics.jsonl").write_text('{"latency": 500}\n')
+    _, path = configure(demo_dir, 'interval = 0.01\njsonl_path = "metrics.jsonl"', JSONL_RULE)
+    res = cli("check", "-c", str(path), "--samples", "3", "--json")
+    assert res.returncode == 0, res.stderr
+    rules = [ev["rules"][0] for ev in json.loads(res.stdout)["evaluations"]]
+    assert [(r["status"], r["streak"]) for r in rules] == [("failing", 1), ("inconclusive", 1), ("inconclusive", 1)]
+    assert rules[1]["note"] == "latency: no new sample since the last one counted (metrics.jsonl byte 0)"
+
+
+@pytest.mark.parametrize("policy", ["keep", "pause", "fail"])
+def test_a_fresh_failing_jsonl_series_fires_after_for_distinct_lines(demo_dir: Path, policy: str) -> None:
+    metrics = demo_dir / "metrics.jsonl"
+    metrics.write_text("")
+    triggers = f'interval = 0.01\ninconclusive = "{policy}"\njsonl_path = "metrics.jsonl"'
+    cfg, path = configure(demo_dir, triggers, JSONL_RULE)
+    w = Watcher(cfg, path, dry_run=True)
+    seen: list[str] = []
+    for appended in (True, False, True, False, True):  # a read with no new line counts for nothing, whatever the policy
+        if appended:
+            with metrics.open("a") as fh:
+                fh.write('{"latency": 500}\n')
+        seen.append(w.evaluate().results[0].status)
+    assert seen == ["failing", "inconclusive", "failing", "inconclusive", "firing"]

@@ -185,7 +185,12 @@ class TriggerRule(_Section):
     op: Literal[">", ">=", "<", "<=", "==", "!="] = Field(">", description="Comparison with the threshold.")
     threshold: float | None = Field(None, description="Fixed threshold.")
     baseline_ratio: float | None = Field(None, description="Threshold as a ratio to the recorded baseline value.")
-    for_: int = Field(3, alias="for", ge=1, description="Consecutive failing samples before the rule fires.")
+    for_: int = Field(
+        3,
+        alias="for",
+        ge=1,
+        description="Consecutive failing samples before the rule fires; only distinct fresh samples count.",
+    )
     severity: Literal["warn", "rollback", "emergency"] = Field("rollback", description="What firing does.")
     labels: dict[str, str] = Field({}, description="Prometheus labels a sample must carry.")
 
@@ -200,9 +205,29 @@ class TriggersConfig(_Section):
         description="The app's /metrics endpoint (Prometheus text format). A request has the interval (between 1 "
         "and 10 s) to complete; a slower or trickling answer makes the sample inconclusive.",
     )
-    jsonl_path: ConfigPath | None = Field(None, description="A JSONL file of metrics the app appends to.")
+    prometheus_max_age: float | None = Field(
+        None,
+        gt=0,
+        description="Seconds a /metrics value stays fresh (its exposition timestamp, else the time it was read). "
+        "Default: 3 × interval, at least 60 s. An older value is inconclusive, never a failure.",
+    )
+    jsonl_path: ConfigPath | None = Field(
+        None,
+        description='A JSONL file of metrics the app appends to. A line\'s "time" (epoch seconds or ISO 8601) is '
+        "when its values were measured; a line without one is as old as the file (its mtime).",
+    )
+    jsonl_max_age: float | None = Field(
+        None,
+        gt=0,
+        description="Seconds a JSONL line stays fresh. Default: 3 × interval, at least 60 s. An older line, or the "
+        "same line read again, is inconclusive, never a failure.",
+    )
     probe: bool = Field(False, description="Run the benchmark queries against the live database as a probe.")
     rules: list[TriggerRule] = Field([], description="The policy: [[triggers.rules]] tables.")
+
+    def max_age(self, configured: float | None) -> float:
+        """A source's freshness limit: ``configured``, or 3 × interval and at least 60 s."""
+        return configured if configured is not None else max(60.0, 3 * self.interval)
 
 
 class Config(_Section):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import operator
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal, TypeVar
@@ -42,11 +43,21 @@ T = TypeVar("T")
 # -- data -------------------------------------------------------------------------------------------
 @dataclass
 class Series:
-    """One value read from a source; JSONL and built-in metrics carry no labels."""
+    """One value read from a source; JSONL and built-in metrics carry no labels.
+
+    ``time`` is when the value was measured (epoch seconds; None: at the read, always fresh); a value older than
+    ``max_age`` seconds is stale. ``origin`` names the datum within its source (a JSONL line's offset, a query):
+    the same origin and time read again is the same sample, not a new one."""
 
     name: str
     value: object
     labels: dict[str, str] = field(default_factory=dict)
+    time: float | None = None
+    max_age: float = math.inf
+    origin: str = ""
+
+
+Stamp = tuple[str, float]  # (origin, time): what makes a sample distinct from the one before
 
 
 @dataclass
@@ -54,6 +65,7 @@ class Sample:
     series: list[Series]
     errors: list[str] = field(default_factory=list)  # "source: problem" for each source that failed
     seconds: float = 0.0
+    now: float = field(default_factory=time.time)  # when it was taken (epoch seconds): the ages are measured from it
 
 
 @dataclass(frozen=True)
@@ -65,6 +77,7 @@ class RuleState:
     blocked: bool = False  # due but blocked by a hold (audited once per streak)
     paused: bool = False  # paused by an inconclusive sample (policy "pause")
     values: tuple[float | None, ...] = ()  # the streak's last `for` values
+    last: Stamp | None = None  # the last sample counted (a timed one): read again, it is not counted again
 
 
 @dataclass
@@ -164,18 +177,33 @@ def _number(v: object) -> float | None:
     return None if math.isnan(f) else f
 
 
-def lookup(sample: Sample, rule: TriggerRule) -> tuple[float | None, str]:
-    """The rule's value in the sample, or None and why the sample is inconclusive for it."""
+def lookup(sample: Sample, rule: TriggerRule) -> tuple[float | None, str, Series | None]:
+    """The rule's value in the sample and the series holding it, or None and why the sample is inconclusive."""
     hits = [
         s for s in sample.series if s.name == rule.metric and all(s.labels.get(k) == v for k, v in rule.labels.items())
     ]
     if not hits:
         why = f"{rule.metric} missing"
-        return None, f"{why} ({'; '.join(sample.errors)})" if sample.errors else why
+        return None, f"{why} ({'; '.join(sample.errors)})" if sample.errors else why, None
     if len(hits) > 1:
-        return None, f"{len(hits)} series match {rule.metric}; add labels to the rule"
+        return None, f"{len(hits)} series match {rule.metric}; add labels to the rule", None
     value = _number(hits[0].value)
-    return (value, "") if value is not None else (None, f"{rule.metric} is not a number ({hits[0].value!r})")
+    if value is None:
+        return None, f"{rule.metric} is not a number ({hits[0].value!r})", None
+    return value, "", hits[0]
+
+
+def freshness(series: Series, now: float, last: Stamp | None) -> tuple[Stamp | None, str]:
+    """The series' stamp, and why it may not count (stale, or the sample counted last time), or ""."""
+    if series.time is None:
+        return None, ""
+    age = now - series.time
+    if age > series.max_age:
+        return None, f"{series.name} is stale: measured {age:.0f} s ago (max_age {series.max_age:g} s)"
+    stamp = (series.origin, series.time)
+    if stamp == last:
+        return None, f"{series.name}: no new sample since the last one counted ({series.origin or 'same time'})"
+    return stamp, ""
 
 
 def threshold_for(rule: TriggerRule, baseline: dict[str, float] | None) -> tuple[float | None, str]:
@@ -194,11 +222,18 @@ def threshold_for(rule: TriggerRule, baseline: dict[str, float] | None) -> tuple
 def judge(
     rule: TriggerRule, state: RuleState, sample: Sample, baseline: dict[str, float] | None, policy: Policy
 ) -> tuple[RuleResult, RuleState, list[Event]]:
-    """One rule on one sample: its result, next state and pause/resume events (hold not yet applied)."""
-    value, why = lookup(sample, rule)
+    """One rule on one sample: its result, next state and pause/resume events (hold not yet applied).
+
+    A stale value, or the value counted last time read again, is inconclusive whatever the policy: it never
+    counts as a failure, and the streak stays as it was."""
+    value, why, series = lookup(sample, rule)
     threshold, twhy = threshold_for(rule, baseline)
     result = RuleResult(rule.name, rule.metric, rule.severity, rule.op, value, threshold, "ok", 0, rule.for_)
     events: list[Event] = []
+    stamp, old = freshness(series, sample.now, state.last) if series else (None, "")
+    if old:
+        result.status, result.note, result.streak, result.values = "inconclusive", old, state.streak, list(state.values)
+        return result, state, events
     if value is None or threshold is None:
         result.note = why or twhy
         if policy == "keep":
@@ -208,15 +243,17 @@ def judge(
             result.status = "paused"
             if not state.paused:
                 events.append(("trigger.paused", {"rule": rule.name, "reason": result.note}))
-            return result, RuleState(paused=True), events
+            return result, RuleState(paused=True, last=state.last), events
         failing = True  # policy "fail": the missing sample counts as a failure
     else:
         failing = OPS[rule.op](value, threshold)
     if state.paused:
         events.append(("trigger.resumed", {"rule": rule.name, "value": value}))
+    last = stamp or state.last
     if not failing:
-        return result, RuleState(), events
-    state = replace(state, streak=state.streak + 1, paused=False, values=(*state.values, value)[-rule.for_ :])
+        return result, RuleState(last=last), events
+    values = (*state.values, value)[-rule.for_ :]
+    state = replace(state, streak=state.streak + 1, paused=False, values=values, last=last)
     result.streak, result.values = state.streak, list(state.values)
     result.status = "failing" if state.streak < rule.for_ else ("fired" if state.fired else "firing")
     return result, state, events

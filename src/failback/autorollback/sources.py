@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import http.client
 import json
+import math
 import os
 import socket
 import threading
@@ -17,6 +18,7 @@ import time
 import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar, Protocol
 
@@ -80,21 +82,39 @@ class PrometheusSource:
 
     url: str
     timeout: float
+    max_age: float = math.inf
     kind: ClassVar[str] = "prometheus"
 
     @classmethod
     def configured(cls, cfg: Config) -> PrometheusSource | None:
         t = cfg.triggers
-        return cls(t.prometheus_url, max(1.0, min(10.0, t.interval))) if t.prometheus_url else None
+        if not t.prometheus_url:
+            return None
+        return cls(t.prometheus_url, max(1.0, min(10.0, t.interval)), t.max_age(t.prometheus_max_age))
 
     def read(self) -> list[Series]:
         """The whole request — connecting, the headers, the body — has ``timeout`` seconds: a socket timeout
         bounds each read, not the request, so a watchdog shuts the connection at the deadline and an endpoint that
-        trickles is a ``TimeoutError`` (the rule is inconclusive), never a sample that blocks ``watch``."""
-        return _scrape(self.url, self.timeout)
+        trickles is a ``TimeoutError`` (the rule is inconclusive), never a sample that blocks ``watch``.
+
+        A value's time is its exposition timestamp, else the time it was read."""
+        now = time.time()
+        text = _scrape(self.url, self.timeout)
+        return [
+            Series(
+                s.name,
+                s.value,
+                dict(s.labels),
+                now if s.timestamp is None else float(s.timestamp),
+                self.max_age,
+                self.url,
+            )
+            for fam in text_string_to_metric_families(text)
+            for s in fam.samples
+        ]
 
 
-def _scrape(url: str, timeout: float) -> list[Series]:
+def _scrape(url: str, timeout: float) -> str:
     parts = urllib.parse.urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError(f"{url}: only http(s) metrics endpoints are read")
@@ -120,10 +140,7 @@ def _scrape(url: str, timeout: float) -> list[Series]:
         conn.close()
     if expired.is_set():
         raise TimeoutError(f"no complete answer within {timeout:g} s (a slow or trickling endpoint)")
-    text = body.decode("utf-8")
-    return [
-        Series(s.name, s.value, dict(s.labels)) for fam in text_string_to_metric_families(text) for s in fam.samples
-    ]
+    return body.decode("utf-8")
 
 
 def _expire(sock: socket.socket, expired: threading.Event) -> None:
@@ -137,32 +154,57 @@ def _expire(sock: socket.socket, expired: threading.Event) -> None:
 class JsonlSource:
     """The last value of each metric in a JSONL file the app appends to (its last MiB is read).
 
-    A line is an object of metric -> value, or ``{"metric": name, "value": v}``; unreadable lines (such as a line
-    still being written) are skipped."""
+    A line is an object of metric -> value, or ``{"metric": name, "value": v}``, with an optional ``"time"``
+    (epoch seconds or ISO 8601) saying when it was measured; a line without one is as old as the file's mtime.
+    A value's origin is its line's offset in the file, so the same line read again is the same sample. Unreadable
+    lines (such as a line still being written) are skipped."""
 
     path: Path
+    max_age: float = math.inf
     kind: ClassVar[str] = "jsonl"
 
     @classmethod
     def configured(cls, cfg: Config) -> JsonlSource | None:
-        return cls(cfg.resolve(cfg.triggers.jsonl_path)) if cfg.triggers.jsonl_path else None
+        t = cfg.triggers
+        return cls(cfg.resolve(t.jsonl_path), t.max_age(t.jsonl_max_age)) if t.jsonl_path else None
 
     def read(self) -> list[Series]:
         with self.path.open("rb") as fh:
             size = fh.seek(0, os.SEEK_END)
-            fh.seek(max(0, size - JSONL_TAIL))
-            lines = fh.read().splitlines()
-        if size > JSONL_TAIL:
+            start = fh.seek(max(0, size - JSONL_TAIL))
+            mtime = os.fstat(fh.fileno()).st_mtime
+            lines = fh.read().splitlines(keepends=True)
+        if start:
+            start += len(lines[0])
             lines = lines[1:]  # the first line may be cut
-        last: dict[str, object] = {}
+        last: dict[str, Series] = {}
         for line in lines:
+            offset, start = start, start + len(line)
             try:
                 obj = json.loads(line)
             except ValueError:
                 continue
-            if isinstance(obj, dict):
-                last.update({str(obj["metric"]): obj["value"]} if {"metric", "value"} <= obj.keys() else obj)
-        return [Series(k, v) for k, v in last.items()]
+            if not isinstance(obj, dict):
+                continue
+            measured = _line_time(obj.pop(JSONL_TIME, None), mtime)
+            values = {str(obj["metric"]): obj["value"]} if {"metric", "value"} <= obj.keys() else obj
+            for name, value in values.items():
+                last[name] = Series(name, value, {}, measured, self.max_age, f"{self.path.name} byte {offset}")
+        return list(last.values())
+
+
+JSONL_TIME = "time"  # the key of a JSONL line's measurement time
+
+
+def _line_time(value: object, mtime: float) -> float:
+    """A JSONL line's time: its "time" (epoch seconds or ISO 8601; a naive one is UTC), else the file's mtime."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, str):
+        with contextlib.suppress(ValueError):
+            parsed = datetime.fromisoformat(value)
+            return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).timestamp()
+    return mtime
 
 
 @dataclass(frozen=True)
