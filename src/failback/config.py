@@ -13,7 +13,7 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import ConfigError
 from .state import StatePaths
@@ -180,7 +180,14 @@ class BenchmarkConfig(_Section):
 class TriggerRule(_Section):
     name: str = Field(description="A name for the rule (shown in evaluations and the audit log).")
     metric: str = Field(
-        description="Metric name (Prometheus/JSONL) or a built-in: probe.p50_ms, probe.p95_ms, probe.errors, integrity."
+        "",
+        description="Metric name (Prometheus/JSONL) or a built-in: probe.p50_ms, probe.p95_ms, probe.errors, "
+        "integrity. With query: the name of the query's value (default: the query).",
+    )
+    query: str | None = Field(
+        None,
+        description="A PromQL expression asked of [triggers.promql] (an instant query), e.g. "
+        '"histogram_quantile(0.95, rate(app_query_seconds_bucket[5m]))"; labels pick one of its series.',
     )
     op: Literal[">", ">=", "<", "<=", "==", "!="] = Field(">", description="Comparison with the threshold.")
     threshold: float | None = Field(None, description="Fixed threshold.")
@@ -193,6 +200,43 @@ class TriggerRule(_Section):
     )
     severity: Literal["warn", "rollback", "emergency"] = Field("rollback", description="What firing does.")
     labels: dict[str, str] = Field({}, description="Prometheus labels a sample must carry.")
+
+    @model_validator(mode="after")
+    def _named(self) -> TriggerRule:
+        if not self.metric:
+            if not self.query:
+                raise ValueError(f"rule {self.name!r}: set metric or query")
+            self.metric = self.query
+        return self
+
+
+class PromqlConfig(_Section):
+    url: str | None = Field(
+        None,
+        description="A Prometheus server's base URL (e.g. https://prometheus.example:9090); rules with a query are "
+        "asked of its /api/v1/query. A query error makes the sample inconclusive, with the reason.",
+    )
+    bearer_token_env: str | None = Field(None, description="Environment variable holding a bearer token.")
+    basic_user: str | None = Field(None, description="User name for basic auth (the password: basic_password_env).")
+    basic_password_env: str | None = Field(None, description="Environment variable holding the basic-auth password.")
+    tls_verify: bool = Field(True, description="Verify the server's TLS certificate (https URLs).")
+    ca_file: ConfigPath | None = Field(None, description="CA bundle to verify the server with (default: the system's).")
+    timeout: float | None = Field(
+        None, gt=0, description="Seconds one query may take in full. Default: the interval, between 1 and 10 s."
+    )
+    max_bytes: int = Field(16 << 20, ge=1024, description="Largest answer read; a larger one is a query error.")
+    max_age: float | None = Field(
+        None,
+        gt=0,
+        description="Seconds the data behind a query stays fresh (see freshness). Default: 3 × interval, at least "
+        "60 s. Staler data is inconclusive, never a failure.",
+    )
+    freshness: str = Field(
+        "up",
+        description='The scrape targets behind the rules, as an instant-vector selector (e.g. up{job="app"}): a '
+        "query's value is fresh only while each of them was scraped successfully within max_age; its time is the "
+        "oldest of their last successful scrapes, so a value is counted once per scrape.",
+    )
 
 
 class TriggersConfig(_Section):
@@ -222,6 +266,7 @@ class TriggersConfig(_Section):
         description="Seconds a JSONL line stays fresh. Default: 3 × interval, at least 60 s. An older line, or the "
         "same line read again, is inconclusive, never a failure.",
     )
+    promql: PromqlConfig = Field(PromqlConfig(), description="A Prometheus server the query rules are asked of.")
     probe: bool = Field(False, description="Run the benchmark queries against the live database as a probe.")
     rules: list[TriggerRule] = Field([], description="The policy: [[triggers.rules]] tables.")
 

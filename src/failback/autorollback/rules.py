@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import operator
+import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
@@ -47,7 +48,8 @@ class Series:
 
     ``time`` is when the value was measured (epoch seconds; None: at the read, always fresh); a value older than
     ``max_age`` seconds is stale. ``origin`` names the datum within its source (a JSONL line's offset, a query):
-    the same origin and time read again is the same sample, not a new one."""
+    the same origin and time read again is the same sample, not a new one. ``stale`` is why its source knows
+    the value is stale (a scrape target down), or ""."""
 
     name: str
     value: object
@@ -55,6 +57,7 @@ class Series:
     time: float | None = None
     max_age: float = math.inf
     origin: str = ""
+    stale: str = ""
 
 
 Stamp = tuple[str, float]  # (origin, time): what makes a sample distinct from the one before
@@ -155,9 +158,18 @@ def policy_problems(cfg: Config) -> list[str]:
     names = [r.name for r in t.rules]
     problems += [f"rule {n!r}: defined more than once" for n in sorted({n for n in names if names.count(n) > 1})]
     external = bool(t.prometheus_url or t.jsonl_path)
+    for name in (t.promql.bearer_token_env, t.promql.basic_password_env):
+        if name and name not in os.environ:
+            problems.append(f"triggers.promql: environment variable {name} is not set")
+    if t.promql.basic_user and not t.promql.basic_password_env:
+        problems.append("triggers.promql.basic_user needs basic_password_env")
     for r in t.rules:
         if (r.threshold is None) == (r.baseline_ratio is None):
             problems.append(f"rule {r.name!r}: set exactly one of threshold and baseline_ratio")
+        if r.query is not None:
+            if not t.promql.url:
+                problems.append(f"rule {r.name!r}: a query needs triggers.promql.url")
+            continue
         builtin = r.metric in PROBE_METRICS or r.metric == INTEGRITY
         if r.metric in PROBE_METRICS and not t.probe:
             problems.append(f"rule {r.name!r}: {r.metric} needs triggers.probe = true")
@@ -182,19 +194,23 @@ def lookup(sample: Sample, rule: TriggerRule) -> tuple[float | None, str, Series
     hits = [
         s for s in sample.series if s.name == rule.metric and all(s.labels.get(k) == v for k, v in rule.labels.items())
     ]
+    if not hits:  # a source that knows its data is stale says so even when it has no value to give
+        hits = [s for s in sample.series if s.name == rule.metric and s.stale][:1]
     if not hits:
         why = f"{rule.metric} missing"
         return None, f"{why} ({'; '.join(sample.errors)})" if sample.errors else why, None
     if len(hits) > 1:
         return None, f"{len(hits)} series match {rule.metric}; add labels to the rule", None
     value = _number(hits[0].value)
-    if value is None:
+    if value is None and not hits[0].stale:
         return None, f"{rule.metric} is not a number ({hits[0].value!r})", None
     return value, "", hits[0]
 
 
 def freshness(series: Series, now: float, last: Stamp | None) -> tuple[Stamp | None, str]:
     """The series' stamp, and why it may not count (stale, or the sample counted last time), or ""."""
+    if series.stale:
+        return None, f"{series.name} is stale: {series.stale}"
     if series.time is None:
         return None, ""
     age = now - series.time
