@@ -275,6 +275,42 @@ class TriggersConfig(_Section):
         return configured if configured is not None else max(60.0, 3 * self.interval)
 
 
+NotifyEvent = Literal[
+    "rollback.fired",
+    "rollback.done",
+    "rollback.refused",
+    "rollback.failed",
+    "hold",
+    "release",
+    "debt.left",
+    "debt.paid",
+]
+
+
+class NotifyConfig(_Section):
+    url: str | None = Field(None, description="The webhook receiving a POST per event.")
+    url_env: str | None = Field(
+        None, description="Environment variable holding the webhook URL (when the URL is a secret, as Slack's are)."
+    )
+    format: Literal["json", "slack"] = Field(
+        "json", description='"json": the event as a JSON object; "slack": {"text": …} for a Slack incoming webhook.'
+    )
+    events: list[NotifyEvent] = Field(
+        [],
+        description="The events sent (default: all): rollback.fired, rollback.done, rollback.refused, "
+        "rollback.failed, hold, release, debt.left, debt.paid.",
+    )
+    bearer_token_env: str | None = Field(None, description="Environment variable holding a bearer token to send.")
+    retries: int = Field(4, ge=0, le=10, description="Retries of a failed delivery, 1, 2, 4 … s apart.")
+    timeout: float = Field(5.0, gt=0, le=60, description="Seconds one delivery attempt may take.")
+
+    @model_validator(mode="after")
+    def _one_url(self) -> NotifyConfig:
+        if (self.url is None) == (self.url_env is None):
+            raise ValueError("set exactly one of url and url_env")
+        return self
+
+
 class Config(_Section):
     """The whole failback.toml."""
 
@@ -288,6 +324,11 @@ class Config(_Section):
     sync: SyncConfig = SyncConfig()
     benchmark: BenchmarkConfig = BenchmarkConfig()
     triggers: TriggersConfig = TriggersConfig()
+    notify: list[NotifyConfig] = Field(
+        [],
+        description="[[notify]] webhooks told of automatic and manual rollbacks, holds and verification debt; "
+        "delivered in the background (never delaying or failing a run), each delivery in the audit log.",
+    )
     state_dir: ConfigPath = Field(Path(".failback"), description="Run directories, audit log and lock.")
     base: Path = Field(Path("."), exclude=True, description="Folder of failback.toml (set when loaded).")
 

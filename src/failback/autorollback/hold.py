@@ -9,10 +9,10 @@ import socket
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 
-from ..audit import AuditLog
 from ..config import Config
 from ..errors import ConfigError, FailbackError
 from ..files import ensure_dir, fsync_dir, remove_quietly, write_text
+from .notify import audit_log
 
 __all__ = ["Hold", "place_hold", "read_hold", "release_hold"]
 
@@ -58,7 +58,7 @@ def place_hold(cfg: Config, reason: str) -> Hold:
     hold = Hold(reason.strip(), _now(), _user(), socket.gethostname())
     ensure_dir(cfg.state_path)
     write_text(cfg.state.hold, json.dumps(asdict(hold), indent=2) + "\n")
-    AuditLog(cfg.state.audit_log).append("hold", asdict(hold))
+    audit_log(cfg).append("hold", asdict(hold))
     return hold
 
 
@@ -70,7 +70,7 @@ def release_hold(cfg: Config) -> Hold | None:
     path = cfg.state.hold
     remove_quietly(path)
     fsync_dir(path.parent)
-    AuditLog(cfg.state.audit_log).append("release", {"hold": asdict(hold), "by": _user()})
+    audit_log(cfg).append("release", {"hold": asdict(hold), "by": _user()})
     return hold
 
 

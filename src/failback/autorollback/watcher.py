@@ -11,13 +11,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
-from ..audit import AuditLog
 from ..config import Config
 from ..errors import ConfigError, FailbackError
 from ..pipeline.postcheck import load_baseline
 from ..pipeline.rollback import Options, Outcome, Rollback
 from ..pipeline.switch import current_provider
 from .hold import _now, read_hold
+from .notify import audit_log
 from .rules import Evaluation, Facts, RuleState, Sample, T, evaluate, policy_problems
 from .sources import SOURCE_ERRORS, MetricSource, configured_sources
 
@@ -120,7 +120,7 @@ class Watcher:
         self.cfg, self.config_path, self.dry_run, self.via = cfg, config_path, dry_run, via
         self.run_rollback = run_rollback or (lambda opts: Rollback(cfg, config_path, opts).run())
         self.stop = stop or Stop()
-        self.audit = AuditLog(cfg.state.audit_log)
+        self.audit = audit_log(cfg)
         self.states: dict[str, RuleState] = {}
         self.seq = 0
 

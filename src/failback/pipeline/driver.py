@@ -25,7 +25,7 @@ from typing import Any
 
 from .. import __version__
 from ..assess.facts import Assessment
-from ..audit import AuditLog
+from ..autorollback.notify import audit_log
 from ..backup.manifest import read_manifest
 from ..backup.retention import ABORTABLE, RESUMABLE
 from ..backup.sets import BackupResult, find_backup
@@ -99,7 +99,7 @@ class Rollback:
         self._progress: Progress = progress or (lambda *_: None)
         self.on_step: StepHook = on_step or (lambda *_: None)
         self.engine = engine or engine_for(cfg.target.profile)
-        self.audit = AuditLog(cfg.state.audit_log)
+        self.audit = audit_log(cfg)
         self._stop: int | None = None
         self._run_id = ""
 
@@ -369,7 +369,7 @@ def abort_run(cfg: Config, run_id: str | None = None) -> dict[str, Any]:
             f"run {later[-1]} finished after run {rd.id}: aborting {rd.id} would undo what the app now reads",
             "`failback abort` cannot undo a finished run; roll forward by hand (see docs/ROLLBACK-PROCEDURES.md)",
         )
-    audit = AuditLog(cfg.state.audit_log)
+    audit = audit_log(cfg)
     try:
         guard = Guard(cfg, audit, rd.id, lock)
         converted = state.step("convert").result
