@@ -6,7 +6,6 @@ from __future__ import annotations
 import base64
 import json
 import os
-import socket
 import socketserver
 import ssl
 import subprocess
@@ -28,17 +27,11 @@ from failback.autorollback.watcher import Watcher
 from failback.config import Config
 from failback.errors import ConfigError
 
-from .test_triggers import configure
+from .test_triggers import configure, free_port
 
 PROMETHEUS = Path("/usr/bin/prometheus")
 QUERY = "histogram_quantile(0.95, rate(app_query_seconds_bucket[1m]))"
 POLL = 0.2  # seconds between looks at the server while waiting for a scrape
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass

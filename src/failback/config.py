@@ -268,11 +268,29 @@ class TriggersConfig(_Section):
     )
     promql: PromqlConfig = Field(PromqlConfig(), description="A Prometheus server the query rules are asked of.")
     probe: bool = Field(False, description="Run the benchmark queries against the live database as a probe.")
+    cooldown: float = Field(
+        900.0,
+        ge=0,
+        description="Seconds after an automatic rollback during which watch (even restarted) rolls back no more: "
+        "due rules stay due, the evaluations say why.",
+    )
+    flap_window: int = Field(10, ge=2, description="Conclusive samples looked at to tell a flapping rule.")
+    flap_changes: int = Field(
+        4, ge=1, description="A rule that flips between passing and failing this often within flap_window is flapping."
+    )
     rules: list[TriggerRule] = Field([], description="The policy: [[triggers.rules]] tables.")
 
     def max_age(self, configured: float | None) -> float:
         """A source's freshness limit: ``configured``, or 3 × interval and at least 60 s."""
         return configured if configured is not None else max(60.0, 3 * self.interval)
+
+
+class MetricsConfig(_Section):
+    textfile: ConfigPath | None = Field(
+        None,
+        description="Where failback's own metrics are written (Prometheus text format, atomically, after every run "
+        "and watch sample), e.g. node_exporter's textfile folder/failback.prom. Default: <state_dir>/metrics.prom.",
+    )
 
 
 NotifyEvent = Literal[
@@ -324,6 +342,7 @@ class Config(_Section):
     sync: SyncConfig = SyncConfig()
     benchmark: BenchmarkConfig = BenchmarkConfig()
     triggers: TriggersConfig = TriggersConfig()
+    metrics: MetricsConfig = MetricsConfig()
     notify: list[NotifyConfig] = Field(
         [],
         description="[[notify]] webhooks told of automatic and manual rollbacks, holds and verification debt; "
@@ -358,6 +377,11 @@ class Config(_Section):
     @property
     def state_path(self) -> Path:
         return self.resolve(self.state_dir)
+
+    @property
+    def metrics_textfile(self) -> Path:
+        """Where failback's own metrics are written."""
+        return self.resolve(self.metrics.textfile) if self.metrics.textfile else self.state.metrics
 
     @property
     def state(self) -> StatePaths:

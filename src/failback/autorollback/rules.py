@@ -9,6 +9,7 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
+from itertools import pairwise
 from typing import Any, Literal, TypeVar
 
 from ..config import Config, TriggerRule
@@ -38,6 +39,8 @@ OPS: dict[str, Callable[[float, float], bool]] = {
 }
 Policy = Literal["keep", "pause", "fail"]
 Event = tuple[str, dict[str, Any]]
+Flap = tuple[int, int]  # (flap_window, flap_changes)
+BLOCKED = ("held", "cooldown")  # decisions that keep a due rule due
 T = TypeVar("T")
 
 
@@ -81,6 +84,8 @@ class RuleState:
     paused: bool = False  # paused by an inconclusive sample (policy "pause")
     values: tuple[float | None, ...] = ()  # the streak's last `for` values
     last: Stamp | None = None  # the last sample counted (a timed one): read again, it is not counted again
+    history: tuple[bool, ...] = ()  # failing or not, for the last conclusive samples (flap_window of them)
+    flapping: bool = False
 
 
 @dataclass
@@ -96,6 +101,7 @@ class RuleResult:
     need: int
     note: str = ""
     values: list[float | None] = field(default_factory=list)
+    flapping: bool = False  # flipped between passing and failing flap_changes times in the last flap_window samples
 
 
 @dataclass
@@ -106,11 +112,12 @@ class Facts:
     hold: Hold | None = None
     provider: str | None = None  # the app config's current provider value
     native: str = "native"  # the value that selects the native provider
+    cooldown: str = ""  # why automatic rollbacks wait (an automatic rollback ran less than [triggers] cooldown ago)
 
 
 @dataclass
 class Decision:
-    action: str  # none, warn, rollback, would-rollback, held, skipped
+    action: str  # none, warn, rollback, would-rollback, held, cooldown, skipped
     mode: str | None = None  # standard or emergency when a rollback rule fired
     rules: list[str] = field(default_factory=list)  # the firing rollback/emergency rules
     warnings: list[str] = field(default_factory=list)  # the firing warn rules
@@ -236,15 +243,22 @@ def threshold_for(rule: TriggerRule, baseline: dict[str, float] | None) -> tuple
 
 
 def judge(
-    rule: TriggerRule, state: RuleState, sample: Sample, baseline: dict[str, float] | None, policy: Policy
+    rule: TriggerRule,
+    state: RuleState,
+    sample: Sample,
+    baseline: dict[str, float] | None,
+    policy: Policy,
+    flap: Flap = (10, 4),
 ) -> tuple[RuleResult, RuleState, list[Event]]:
-    """One rule on one sample: its result, next state and pause/resume events (hold not yet applied).
+    """One rule on one sample: its result, next state and pause/resume/flapping events (hold not yet applied).
 
     A stale value, or the value counted last time read again, is inconclusive whatever the policy: it never
-    counts as a failure, and the streak stays as it was."""
+    counts as a failure, and the streak stays as it was. A rule whose conclusive samples flipped between passing
+    and failing ``flap[1]`` times within the last ``flap[0]`` is flapping (reported and audited, not acted on)."""
     value, why, series = lookup(sample, rule)
     threshold, twhy = threshold_for(rule, baseline)
     result = RuleResult(rule.name, rule.metric, rule.severity, rule.op, value, threshold, "ok", 0, rule.for_)
+    result.flapping = state.flapping
     events: list[Event] = []
     stamp, old = freshness(series, sample.now, state.last) if series else (None, "")
     if old:
@@ -259,17 +273,29 @@ def judge(
             result.status = "paused"
             if not state.paused:
                 events.append(("trigger.paused", {"rule": rule.name, "reason": result.note}))
-            return result, RuleState(paused=True, last=state.last), events
+            return result, replace(state, streak=0, fired=False, blocked=False, values=(), paused=True), events
         failing = True  # policy "fail": the missing sample counts as a failure
     else:
         failing = OPS[rule.op](value, threshold)
     if state.paused:
         events.append(("trigger.resumed", {"rule": rule.name, "value": value}))
-    last = stamp or state.last
+    last, history = stamp or state.last, (*state.history, failing)[-flap[0] :]
+    flips = sum(a != b for a, b in pairwise(history))
+    result.flapping = flips >= flap[1]
+    if result.flapping and not state.flapping:
+        events.append(("trigger.flapping", {"rule": rule.name, "flips": flips, "samples": len(history)}))
     if not failing:
-        return result, RuleState(last=last), events
+        return result, RuleState(last=last, history=history, flapping=result.flapping), events
     values = (*state.values, value)[-rule.for_ :]
-    state = replace(state, streak=state.streak + 1, paused=False, values=values, last=last)
+    state = replace(
+        state,
+        streak=state.streak + 1,
+        paused=False,
+        values=values,
+        last=last,
+        history=history,
+        flapping=result.flapping,
+    )
     result.streak, result.values = state.streak, list(state.values)
     result.status = "failing" if state.streak < rule.for_ else ("fired" if state.fired else "firing")
     return result, state, events
@@ -286,6 +312,8 @@ def decide(results: list[RuleResult], facts: Facts, dry_run: bool) -> Decision:
     d = Decision("rollback", "emergency" if emergency else "standard", [r.rule for r in acting], warnings)
     if facts.hold is not None:
         d.action, d.note = "held", f"held by {facts.hold.user} since {facts.hold.since}: {facts.hold.reason}"
+    elif facts.cooldown and not dry_run:
+        d.action, d.note = "cooldown", facts.cooldown
     elif facts.provider != facts.native:
         d.action = "skipped"
         d.note = f"the app config selects {facts.provider!r}, not {facts.native!r}: nothing to roll back"
@@ -304,13 +332,15 @@ def evaluate(
     dry_run: bool = False,
     seq: int = 1,
     now: str = "",
+    flap: Flap = (10, 4),
 ) -> Evaluation:
-    """One evaluation of the policy: results, decision, next states and the audit events it calls for."""
+    """One evaluation of the policy: results, decision, next states and the audit events it calls for. A hold or
+    a cooldown blocks the rollback; its rules stay due and fire on the first failing sample once it is lifted."""
     results: list[RuleResult] = []
     nxt: dict[str, RuleState] = {}
     events: list[Event] = []
     for rule in rules:
-        res, st, ev = judge(rule, states.get(rule.name, RuleState()), sample, facts.baseline, policy)
+        res, st, ev = judge(rule, states.get(rule.name, RuleState()), sample, facts.baseline, policy, flap)
         results.append(res)
         nxt[rule.name] = st
         events += ev
@@ -318,7 +348,7 @@ def evaluate(
     newly_blocked = False
     for res in (r for r in results if r.status == "firing"):
         st = nxt[res.rule]
-        if d.action == "held" and res.rule in d.rules:  # stays due: fires on the first failing sample after release
+        if d.action in BLOCKED and res.rule in d.rules:  # stays due: fires on the first failing sample after release
             newly_blocked |= not st.blocked
             nxt[res.rule] = replace(st, blocked=True)
         else:
@@ -330,11 +360,13 @@ def evaluate(
 
     if d.warnings:
         events.append(("trigger.warn", {"rules": fired(d.warnings), "dry_run": dry_run}))
-    if d.mode is not None and (d.action != "held" or newly_blocked):
+    if d.mode is not None and (d.action not in BLOCKED or newly_blocked):
         data = {"action": d.action, "mode": d.mode, "rules": fired(d.rules), "note": d.note, "dry_run": dry_run}
         if facts.hold is not None:
             data["hold"] = asdict(facts.hold)
-        name = {"held": "trigger.held", "skipped": "trigger.skipped"}.get(d.action, "trigger.fired")
+        name = {"held": "trigger.held", "cooldown": "trigger.cooldown", "skipped": "trigger.skipped"}.get(
+            d.action, "trigger.fired"
+        )
         events.append((name, data))
     return Evaluation(seq, now, results, d, facts.hold, sample.errors, sample.seconds, dry_run, nxt, events)
 

@@ -36,6 +36,7 @@ from ..errors import FailbackError, InputError, Interrupted, LockedError
 from ..files import sha256_file
 from ..guard import Guard
 from ..journal import RunDir, RunLock, RunState, crash_point, find_run, list_runs
+from ..metrics import publish_metrics
 from ..mode import mode_policy
 from ..plan.model import load_plan
 from ..profiles import engine_for
@@ -239,6 +240,8 @@ class Rollback:
         report.seconds = time.perf_counter() - t0
         report.result = outcome.results["report"] = {"files": [str(p) for p in files]}
         ctx.rd.save(state)
+        if problem := publish_metrics(ctx.cfg):
+            ctx.event("metrics.failed", {"error": problem})
         return outcome
 
 
