@@ -22,6 +22,7 @@ import apsw
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+import failback
 from failback.audit import AuditLog, verify_chain
 from failback.autorollback.hold import Hold, place_hold, read_hold, release_hold
 from failback.autorollback.rules import Evaluation, Facts, RuleState, Sample, Series, evaluate, policy_problems
@@ -751,3 +752,17 @@ def test_after_an_automatic_rollback_watch_cools_down(demo_dir: Path) -> None:
     cooldown = json.loads(cfg.state.cooldown.read_text())
     cfg.state.cooldown.write_text(json.dumps(cooldown | {"until": 0}))  # the cooldown is over
     assert w.evaluate().decision.action == "rollback"  # the rule stayed due
+
+
+def test_the_python_api_checks_like_the_command(demo_dir: Path, cli: Cli) -> None:
+    (demo_dir / "metrics.jsonl").write_text('{"latency": 500}\n')
+    rules = '[[triggers.rules]]\nname = "lat"\nmetric = "latency"\nthreshold = 100\nfor = 1\n'
+    _, path = configure(demo_dir, 'interval = 0.01\njsonl_path = "metrics.jsonl"', rules)
+    result = failback.check(path, samples=2)
+    assert (result.fired, result.exit_code) == (True, 3)
+    assert [ev.results[0].status for ev in result.evaluations] == ["firing", "inconclusive"]  # the same line
+    doc = result.to_json()
+    command = json.loads(cli("check", "-c", str(path), "--samples", "2", "--json").stdout)
+    assert doc.keys() == command.keys() and (doc["fired"], doc["exit_code"]) == (command["fired"], 3)
+    assert [e["rules"][0]["status"] for e in doc["evaluations"]] == ["firing", "inconclusive"]
+    assert provider(demo_dir) == "DATABASE_PROVIDER=native"
