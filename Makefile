@@ -7,9 +7,10 @@ PY_OK  := $(VENV)/.installed
 JS_OK  := $(SQLJS)/node_modules/.package-lock.json
 DEMO_DIR ?= failback-demo
 CHROMIUM := /usr/bin/chromium
+PROMETHEUS := /usr/bin/prometheus
 LOCK_VENV := .venv-lock
 
-.PHONY: deps deps-browser lock demo test soak lint docs wheel bench bench-quick bench-digest clean
+.PHONY: deps deps-browser deps-prometheus lock demo test soak lint docs wheel bench bench-quick bench-digest clean
 
 deps: $(PY_OK) $(JS_OK)
 
@@ -40,6 +41,17 @@ deps-browser:
 		echo "chromium is missing: install it (Debian: sudo apt-get install chromium) (the HTML report tests skip; under CI=true they fail)"; \
 	fi
 
+# Debian's prometheus server answers the PromQL trigger rules in tests/test_promql.py
+deps-prometheus:
+	@if [ -x $(PROMETHEUS) ]; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		echo "installing prometheus (apt-get)"; \
+		DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null; \
+	else \
+		echo "prometheus is missing: install it (Debian: sudo apt-get install prometheus) (the PromQL tests skip; under CI=true they fail)"; \
+	fi
+
 $(JS_OK): $(SQLJS)/package.json $(SQLJS)/package-lock.json
 	cd $(SQLJS) && npm ci --no-audit --no-fund --loglevel=error
 	touch $@
@@ -52,7 +64,7 @@ lint: deps
 	$(BIN)/ruff format --check src tests $(wildcard bench)
 	$(BIN)/mypy src
 
-test: lint deps-browser
+test: lint deps-browser deps-prometheus
 	$(BIN)/python -m pytest -q -m "not soak"
 
 soak: deps deps-browser  # the long runs; FAILBACK_SOAK_SEED=<printed seed> replays one

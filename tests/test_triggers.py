@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
 import sys
 import threading
+import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -18,7 +20,9 @@ from typing import Any, ClassVar
 
 import apsw
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
+import failback
 from failback.audit import AuditLog, verify_chain
 from failback.autorollback.hold import Hold, place_hold, read_hold, release_hold
 from failback.autorollback.rules import Evaluation, Facts, RuleState, Sample, Series, evaluate, policy_problems
@@ -103,6 +107,12 @@ class TricklingServer:
         self.done.set()
         self.httpd.shutdown()
         self.httpd.server_close()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 @pytest.fixture(params=["headers", "body"])
@@ -198,7 +208,8 @@ def test_fires_once_per_streak_and_again_after_a_pass() -> None:
 def test_a_single_spike_never_fires() -> None:
     evs = run_pure([10, 500, 10, 500, 500, 10, 900, 10], rule())
     assert "firing" not in statuses(evs)
-    assert all(ev.decision.action == "none" and not ev.events for ev in evs)
+    assert all(ev.decision.action == "none" for ev in evs)
+    assert [(ev.seq, e[0]) for ev in evs for e in ev.events] == [(6, "trigger.flapping")]  # noise, said so once
 
 
 @pytest.mark.parametrize(
@@ -469,7 +480,7 @@ def test_noise_never_rolls_back(demo_dir: Path, server: MetricsServer) -> None:
     result = Watcher(cfg, path).watch(max_samples=8)
     assert (result.stopped, result.samples, result.rollback) == ("max-samples", 8, None)
     assert provider(demo_dir) == "DATABASE_PROVIDER=native"
-    assert not events(cfg, "trigger.")
+    assert [r["event"] for r in events(cfg, "trigger.")] == ["trigger.flapping"]
 
 
 @pytest.mark.parametrize(
@@ -627,8 +638,9 @@ def test_sigterm_stops_watch_cleanly(demo_dir: Path, flag: str) -> None:
     (demo_dir / "metrics.jsonl").write_text('{"latency": 5}\n')
     rules = '[[triggers.rules]]\nname = "lat"\nmetric = "latency"\nthreshold = 100\n'
     cfg, path = configure(demo_dir, 'interval = 0.05\njsonl_path = "metrics.jsonl"', rules)
+    port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "failback", "watch", "-c", str(path), flag],
+        [sys.executable, "-m", "failback", "watch", "-c", str(path), flag, "--metrics-port", str(port)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -637,6 +649,8 @@ def test_sigterm_stops_watch_cleanly(demo_dir: Path, flag: str) -> None:
         assert proc.stdout is not None
         first = json.loads(proc.stdout.readline())  # it is watching
         assert first["rules"][0]["status"] == "ok"
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics") as resp:  # and serving its metrics
+            served = resp.read().decode()
         proc.send_signal(signal.SIGTERM)
         rest, err = proc.communicate(timeout=60)
     finally:
@@ -646,3 +660,109 @@ def test_sigterm_stops_watch_cleanly(demo_dir: Path, flag: str) -> None:
     summary = json.loads(rest.splitlines()[-1])
     assert summary["stopped"] == "signal" and summary["exit_code"] == 0
     assert events(cfg, "watch.stop")[0]["data"]["stopped"] == "signal"
+    got = {
+        (s.name, tuple(s.labels.values())): s.value for f in text_string_to_metric_families(served) for s in f.samples
+    }
+    assert got[("failback_rule_state", ("lat", "ok"))] == 1 and got[("failback_rule_value", ("lat",))] == 5
+    assert got[("failback_hold", ())] == 0
+
+
+# -- fresh data only --------------------------------------------------------------------------------
+JSONL_RULE = '[[triggers.rules]]\nname = "lat"\nmetric = "latency"\nthreshold = 100\nfor = 3\n'
+
+
+def test_a_stale_jsonl_line_never_fires(demo_dir: Path, cli: Cli) -> None:
+    """Defect: one JSONL line two hours old, read three times, fired (`check --samples 3` exit 3)."""
+    metrics = demo_dir / "metrics.jsonl"
+    metrics.write_text('{"latency": 500}\n')
+    two_hours_ago = metrics.stat().st_mtime - 7200
+    os.utime(metrics, (two_hours_ago, two_hours_ago))
+    _, path = configure(demo_dir, 'interval = 0.01\njsonl_path = "metrics.jsonl"', JSONL_RULE)
+    res = cli("check", "-c", str(path), "--samples", "3", "--json")
+    assert res.returncode == 0, res.stderr
+    doc = json.loads(res.stdout)
+    rules = [ev["rules"][0] for ev in doc["evaluations"]]
+    assert [r["status"] for r in rules] == ["inconclusive"] * 3 and doc["fired"] is False
+    assert all(re.fullmatch(r"latency is stale: measured 72\d\d s ago \(max_age 60 s\)", r["note"]) for r in rules)
+    # the line's own "time" wins over the file's mtime
+    metrics.write_text(json.dumps({"latency": 500, "time": "2020-01-01T00:00:00Z"}) + "\n")
+    [series] = JsonlSource(metrics, 60).read()
+    assert series.time == 1577836800.0 and series.origin == "metrics.jsonl byte 0"
+
+
+def test_the_same_jsonl_line_read_again_is_not_a_new_sample(demo_dir: Path, cli: Cli) -> None:
+    (demo_dir / "metrics.jsonl").write_text('{"latency": 500}\n')
+    _, path = configure(demo_dir, 'interval = 0.01\njsonl_path = "metrics.jsonl"', JSONL_RULE)
+    res = cli("check", "-c", str(path), "--samples", "3", "--json")
+    assert res.returncode == 0, res.stderr
+    rules = [ev["rules"][0] for ev in json.loads(res.stdout)["evaluations"]]
+    assert [(r["status"], r["streak"]) for r in rules] == [("failing", 1), ("inconclusive", 1), ("inconclusive", 1)]
+    assert rules[1]["note"] == "latency: no new sample since the last one counted (metrics.jsonl byte 0)"
+
+
+@pytest.mark.parametrize("policy", ["keep", "pause", "fail"])
+def test_a_fresh_failing_jsonl_series_fires_after_for_distinct_lines(demo_dir: Path, policy: str) -> None:
+    metrics = demo_dir / "metrics.jsonl"
+    metrics.write_text("")
+    triggers = f'interval = 0.01\ninconclusive = "{policy}"\njsonl_path = "metrics.jsonl"'
+    cfg, path = configure(demo_dir, triggers, JSONL_RULE)
+    w = Watcher(cfg, path, dry_run=True)
+    seen: list[str] = []
+    for appended in (True, False, True, False, True):  # a read with no new line counts for nothing, whatever the policy
+        if appended:
+            with metrics.open("a") as fh:
+                fh.write('{"latency": 500}\n')
+        seen.append(w.evaluate().results[0].status)
+    assert seen == ["failing", "inconclusive", "failing", "inconclusive", "firing"]
+
+
+# -- flapping and cooldown --------------------------------------------------------------------------
+def test_a_rule_that_flips_fast_is_flapping() -> None:
+    evs = run_pure([500, 10, 500, 10, 500, 500, 500, 500, 500, 500, 500, 500], rule())
+    assert [ev.results[0].flapping for ev in evs][:6] == [False, False, False, False, True, True]
+    assert not evs[-1].results[0].flapping  # ten samples later only one flip is left in the window
+    assert [e[0] for ev in evs for e in ev.events if e[0] == "trigger.flapping"] == ["trigger.flapping"]
+    assert evs[4].to_json()["rules"][0]["flapping"] is True
+
+
+def test_after_an_automatic_rollback_watch_cools_down(demo_dir: Path) -> None:
+    metrics = demo_dir / "metrics.jsonl"
+    metrics.write_text('{"latency": 500}\n')
+    rules = '[[triggers.rules]]\nname = "lat"\nmetric = "latency"\nthreshold = 100\nfor = 1\n'
+    cfg, path = configure(demo_dir, 'interval = 0.01\ncooldown = 3600\njsonl_path = "metrics.jsonl"', rules)
+    first = Watcher(cfg, path).watch(max_samples=3)
+    assert (first.stopped, first.exit_code) == ("rollback", 0) and first.rollback is not None
+    env = demo_dir / "app.env"  # a person switches back to native by hand; the metric still fails; watch restarts
+    env.write_text(env.read_text().replace("DATABASE_PROVIDER=sqljs", "DATABASE_PROVIDER=native"))
+    assert provider(demo_dir) == "DATABASE_PROVIDER=native"
+    seen: list[Evaluation] = []
+    w = Watcher(cfg, path)
+
+    def append_line(ev: Evaluation) -> None:
+        seen.append(ev)
+        with metrics.open("a") as fh:
+            fh.write('{"latency": 500}\n')
+
+    again = w.watch(max_samples=3, on_evaluation=append_line)
+    assert (again.stopped, again.rollback) == ("max-samples", None)
+    assert [ev.decision.action for ev in seen] == ["cooldown"] * 3
+    assert seen[0].decision.note.startswith("cooling down until ")
+    assert f"after the automatic rollback run {first.rollback.run_id} (done)" in seen[0].decision.note
+    assert len(events(cfg, "trigger.cooldown")) == 1 and provider(demo_dir) == "DATABASE_PROVIDER=native"
+    cooldown = json.loads(cfg.state.cooldown.read_text())
+    cfg.state.cooldown.write_text(json.dumps(cooldown | {"until": 0}))  # the cooldown is over
+    assert w.evaluate().decision.action == "rollback"  # the rule stayed due
+
+
+def test_the_python_api_checks_like_the_command(demo_dir: Path, cli: Cli) -> None:
+    (demo_dir / "metrics.jsonl").write_text('{"latency": 500}\n')
+    rules = '[[triggers.rules]]\nname = "lat"\nmetric = "latency"\nthreshold = 100\nfor = 1\n'
+    _, path = configure(demo_dir, 'interval = 0.01\njsonl_path = "metrics.jsonl"', rules)
+    result = failback.check(path, samples=2)
+    assert (result.fired, result.exit_code) == (True, 3)
+    assert [ev.results[0].status for ev in result.evaluations] == ["firing", "inconclusive"]  # the same line
+    doc = result.to_json()
+    command = json.loads(cli("check", "-c", str(path), "--samples", "2", "--json").stdout)
+    assert doc.keys() == command.keys() and (doc["fired"], doc["exit_code"]) == (command["fired"], 3)
+    assert [e["rules"][0]["status"] for e in doc["evaluations"]] == ["firing", "inconclusive"]
+    assert provider(demo_dir) == "DATABASE_PROVIDER=native"

@@ -10,6 +10,7 @@ written whatever the outcome. Nothing here prints.
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -19,6 +20,8 @@ from .assess.facts import Assessment, Finding
 from .assess.gather import file_big_integers
 from .assess.rules import js_integer_finding
 from .audit import ChainCheck, verify_chain
+from .autorollback.rules import Evaluation
+from .autorollback.watcher import CHECK_FIRED, Watcher
 from .backup import prune as backup_prune
 from .backup import sets as backup_sets
 from .backup.prune import PruneResult
@@ -241,6 +244,42 @@ def pay_debt(config: PathArg, run: str | None = None) -> DebtPayment:
     """Run the verification an emergency run deferred (default: the newest unpaid one) and record its outcome."""
     cfg = load_config(config)
     return pay_run_debt(cfg, engine_for(cfg.target.profile), run)
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    """The evaluations of a ``check`` (each with every rule's ``status``, ``note``, ``streak``, ``values`` and
+    ``flapping``, and the decision) and whether a rollback rule fired (``exit_code`` 3, as `failback check`)."""
+
+    evaluations: tuple[Evaluation, ...]
+    fired: bool
+
+    @property
+    def exit_code(self) -> int:
+        return CHECK_FIRED if self.fired else 0
+
+    def to_json(self) -> dict[str, Any]:
+        """The document `failback check --json` prints."""
+        evaluations = [ev.to_json() for ev in self.evaluations]
+        return {
+            "samples": len(evaluations),
+            "fired": self.fired,
+            "exit_code": self.exit_code,
+            "evaluations": evaluations,
+        }
+
+
+def check(config: PathArg, *, samples: int = 1) -> CheckResult:
+    """Evaluate [triggers] ``samples`` times, an ``interval`` apart, as `failback check` does: never rolls back,
+    whatever fires (audited with ``via: check``). Only fresh samples count (see the runbook's trigger section)."""
+    cfg = load_config(config)
+    watcher = Watcher(cfg, Path(config), dry_run=True, via="check")
+    evaluations = []
+    for n in range(samples):
+        if n:
+            time.sleep(cfg.triggers.interval)
+        evaluations.append(watcher.evaluate())
+    return CheckResult(tuple(evaluations), any(ev.decision.rollback_fired for ev in evaluations))
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,7 @@ import fcntl
 import hashlib
 import json
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -147,6 +147,7 @@ class AuditLog:
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        self.on_record: Callable[[dict[str, Any]], None] | None = None  # told of each record once it is written
 
     def head(self) -> AuditHead | None:
         """The newest record as the head file records it."""
@@ -170,11 +171,14 @@ class AuditLog:
                         os.ftruncate(fd, whole)
                         note = self._write(fd, end, "audit.torn", _torn_data(torn), None)
                         end = AuditHead(note["seq"], note["hash"])
-                    return self._write(fd, end, event, data or {}, run)
+                    record = self._write(fd, end, event, data or {}, run)
                 finally:
                     os.close(fd)
         except OSError as err:
             raise from_os_error(err, f"cannot append to the audit log {self.path}") from err
+        if self.on_record is not None:
+            self.on_record(record)
+        return record
 
     def _write(self, fd: int, end: AuditHead, event: str, data: dict[str, Any], run: str | None) -> dict[str, Any]:
         """Write the record following ``end`` as one line, fsync it, then replace the head."""

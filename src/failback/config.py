@@ -13,7 +13,7 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import ConfigError
 from .state import StatePaths
@@ -180,14 +180,63 @@ class BenchmarkConfig(_Section):
 class TriggerRule(_Section):
     name: str = Field(description="A name for the rule (shown in evaluations and the audit log).")
     metric: str = Field(
-        description="Metric name (Prometheus/JSONL) or a built-in: probe.p50_ms, probe.p95_ms, probe.errors, integrity."
+        "",
+        description="Metric name (Prometheus/JSONL) or a built-in: probe.p50_ms, probe.p95_ms, probe.errors, "
+        "integrity. With query: the name of the query's value (default: the query).",
+    )
+    query: str | None = Field(
+        None,
+        description="A PromQL expression asked of [triggers.promql] (an instant query), e.g. "
+        '"histogram_quantile(0.95, rate(app_query_seconds_bucket[5m]))"; labels pick one of its series.',
     )
     op: Literal[">", ">=", "<", "<=", "==", "!="] = Field(">", description="Comparison with the threshold.")
     threshold: float | None = Field(None, description="Fixed threshold.")
     baseline_ratio: float | None = Field(None, description="Threshold as a ratio to the recorded baseline value.")
-    for_: int = Field(3, alias="for", ge=1, description="Consecutive failing samples before the rule fires.")
+    for_: int = Field(
+        3,
+        alias="for",
+        ge=1,
+        description="Consecutive failing samples before the rule fires; only distinct fresh samples count.",
+    )
     severity: Literal["warn", "rollback", "emergency"] = Field("rollback", description="What firing does.")
     labels: dict[str, str] = Field({}, description="Prometheus labels a sample must carry.")
+
+    @model_validator(mode="after")
+    def _named(self) -> TriggerRule:
+        if not self.metric:
+            if not self.query:
+                raise ValueError(f"rule {self.name!r}: set metric or query")
+            self.metric = self.query
+        return self
+
+
+class PromqlConfig(_Section):
+    url: str | None = Field(
+        None,
+        description="A Prometheus server's base URL (e.g. https://prometheus.example:9090); rules with a query are "
+        "asked of its /api/v1/query. A query error makes the sample inconclusive, with the reason.",
+    )
+    bearer_token_env: str | None = Field(None, description="Environment variable holding a bearer token.")
+    basic_user: str | None = Field(None, description="User name for basic auth (the password: basic_password_env).")
+    basic_password_env: str | None = Field(None, description="Environment variable holding the basic-auth password.")
+    tls_verify: bool = Field(True, description="Verify the server's TLS certificate (https URLs).")
+    ca_file: ConfigPath | None = Field(None, description="CA bundle to verify the server with (default: the system's).")
+    timeout: float | None = Field(
+        None, gt=0, description="Seconds one query may take in full. Default: the interval, between 1 and 10 s."
+    )
+    max_bytes: int = Field(16 << 20, ge=1024, description="Largest answer read; a larger one is a query error.")
+    max_age: float | None = Field(
+        None,
+        gt=0,
+        description="Seconds the data behind a query stays fresh (see freshness). Default: 3 × interval, at least "
+        "60 s. Staler data is inconclusive, never a failure.",
+    )
+    freshness: str = Field(
+        "up",
+        description='The scrape targets behind the rules, as an instant-vector selector (e.g. up{job="app"}): a '
+        "query's value is fresh only while each of them was scraped successfully within max_age; its time is the "
+        "oldest of their last successful scrapes, so a value is counted once per scrape.",
+    )
 
 
 class TriggersConfig(_Section):
@@ -200,9 +249,84 @@ class TriggersConfig(_Section):
         description="The app's /metrics endpoint (Prometheus text format). A request has the interval (between 1 "
         "and 10 s) to complete; a slower or trickling answer makes the sample inconclusive.",
     )
-    jsonl_path: ConfigPath | None = Field(None, description="A JSONL file of metrics the app appends to.")
+    prometheus_max_age: float | None = Field(
+        None,
+        gt=0,
+        description="Seconds a /metrics value stays fresh (its exposition timestamp, else the time it was read). "
+        "Default: 3 × interval, at least 60 s. An older value is inconclusive, never a failure.",
+    )
+    jsonl_path: ConfigPath | None = Field(
+        None,
+        description='A JSONL file of metrics the app appends to. A line\'s "time" (epoch seconds or ISO 8601) is '
+        "when its values were measured; a line without one is as old as the file (its mtime).",
+    )
+    jsonl_max_age: float | None = Field(
+        None,
+        gt=0,
+        description="Seconds a JSONL line stays fresh. Default: 3 × interval, at least 60 s. An older line, or the "
+        "same line read again, is inconclusive, never a failure.",
+    )
+    promql: PromqlConfig = Field(PromqlConfig(), description="A Prometheus server the query rules are asked of.")
     probe: bool = Field(False, description="Run the benchmark queries against the live database as a probe.")
+    cooldown: float = Field(
+        900.0,
+        ge=0,
+        description="Seconds after an automatic rollback during which watch (even restarted) rolls back no more: "
+        "due rules stay due, the evaluations say why.",
+    )
+    flap_window: int = Field(10, ge=2, description="Conclusive samples looked at to tell a flapping rule.")
+    flap_changes: int = Field(
+        4, ge=1, description="A rule that flips between passing and failing this often within flap_window is flapping."
+    )
     rules: list[TriggerRule] = Field([], description="The policy: [[triggers.rules]] tables.")
+
+    def max_age(self, configured: float | None) -> float:
+        """A source's freshness limit: ``configured``, or 3 × interval and at least 60 s."""
+        return configured if configured is not None else max(60.0, 3 * self.interval)
+
+
+class MetricsConfig(_Section):
+    textfile: ConfigPath | None = Field(
+        None,
+        description="Where failback's own metrics are written (Prometheus text format, atomically, after every run "
+        "and watch sample), e.g. node_exporter's textfile folder/failback.prom. Default: <state_dir>/metrics.prom.",
+    )
+
+
+NotifyEvent = Literal[
+    "rollback.fired",
+    "rollback.done",
+    "rollback.refused",
+    "rollback.failed",
+    "hold",
+    "release",
+    "debt.left",
+    "debt.paid",
+]
+
+
+class NotifyConfig(_Section):
+    url: str | None = Field(None, description="The webhook receiving a POST per event.")
+    url_env: str | None = Field(
+        None, description="Environment variable holding the webhook URL (when the URL is a secret, as Slack's are)."
+    )
+    format: Literal["json", "slack"] = Field(
+        "json", description='"json": the event as a JSON object; "slack": {"text": …} for a Slack incoming webhook.'
+    )
+    events: list[NotifyEvent] = Field(
+        [],
+        description="The events sent (default: all): rollback.fired, rollback.done, rollback.refused, "
+        "rollback.failed, hold, release, debt.left, debt.paid.",
+    )
+    bearer_token_env: str | None = Field(None, description="Environment variable holding a bearer token to send.")
+    retries: int = Field(4, ge=0, le=10, description="Retries of a failed delivery, 1, 2, 4 … s apart.")
+    timeout: float = Field(5.0, gt=0, le=60, description="Seconds one delivery attempt may take.")
+
+    @model_validator(mode="after")
+    def _one_url(self) -> NotifyConfig:
+        if (self.url is None) == (self.url_env is None):
+            raise ValueError("set exactly one of url and url_env")
+        return self
 
 
 class Config(_Section):
@@ -218,6 +342,12 @@ class Config(_Section):
     sync: SyncConfig = SyncConfig()
     benchmark: BenchmarkConfig = BenchmarkConfig()
     triggers: TriggersConfig = TriggersConfig()
+    metrics: MetricsConfig = MetricsConfig()
+    notify: list[NotifyConfig] = Field(
+        [],
+        description="[[notify]] webhooks told of automatic and manual rollbacks, holds and verification debt; "
+        "delivered in the background (never delaying or failing a run), each delivery in the audit log.",
+    )
     state_dir: ConfigPath = Field(Path(".failback"), description="Run directories, audit log and lock.")
     base: Path = Field(Path("."), exclude=True, description="Folder of failback.toml (set when loaded).")
 
@@ -247,6 +377,11 @@ class Config(_Section):
     @property
     def state_path(self) -> Path:
         return self.resolve(self.state_dir)
+
+    @property
+    def metrics_textfile(self) -> Path:
+        """Where failback's own metrics are written."""
+        return self.resolve(self.metrics.textfile) if self.metrics.textfile else self.state.metrics
 
     @property
     def state(self) -> StatePaths:

@@ -32,6 +32,7 @@ from .config import Config
 from .db.collations import KNOWN, target_for
 from .errors import FailbackError, InputError
 from .files import write_text
+from .metrics import metrics_reference
 from .report.markdown import md_table
 
 HELP_WIDTH = 100
@@ -362,6 +363,7 @@ GENERATORS: dict[str, dict[str, Callable[[], str]]] = {
         "errors": errors_reference,
         "messages": messages_reference,
         "collations": collations_reference,
+        "metrics": metrics_reference,
     },
 }
 

@@ -6,8 +6,10 @@
     lock              one run at a time per app (journal.RunLock)
     runs/<id>/        one folder per run (journal.RunDir)
     hold.json         automatic rollbacks held until released (autorollback.hold)
+    cooldown.json     automatic rollbacks wait after one ran (autorollback.hold)
     baseline.json     the app's hot-query timings before a rollback (pipeline.postcheck)
     calibration.json  this machine's throughput, cached (assess.calibration)
+    metrics.prom      failback's own metrics (failback.metrics), unless [metrics] textfile names another file
     tmp/              work space of restores
 
 failback's temp folders inside it (a calibration's sample, a debt payment's restored snapshot) are named by
@@ -47,12 +49,20 @@ class StatePaths:
         return self.root / "hold.json"
 
     @property
+    def cooldown(self) -> Path:
+        return self.root / "cooldown.json"
+
+    @property
     def baseline(self) -> Path:
         return self.root / "baseline.json"
 
     @property
     def calibration(self) -> Path:
         return self.root / "calibration.json"
+
+    @property
+    def metrics(self) -> Path:
+        return self.root / "metrics.prom"
 
     @property
     def tmp(self) -> Path:

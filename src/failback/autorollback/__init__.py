@@ -14,6 +14,10 @@ Semantics (also in ``failback watch --help``):
   deadline: the interval, between 1 and 10 s), not a number, matched by several Prometheus series, or its
   baseline is missing. ``[triggers] inconclusive``: ``keep`` ignores the sample (the streak is kept), ``fail``
   counts it as a failing sample, ``pause`` drops the streak and pauses the rule until a conclusive sample arrives.
+- Fresh data only: every value carries when it was measured (a JSONL line's ``time`` or the file's mtime, a /metrics
+  exposition timestamp or the read, a Prometheus query's newest scrape). A value older than its source's
+  ``max_age`` (default 3 × interval, at least 60 s), or the value counted last time read again, is inconclusive
+  whatever the policy — never a failure, the streak kept: ``for`` counts distinct fresh samples.
 - Severity ``warn`` is reported and audited; ``rollback`` runs a standard rollback, ``emergency`` an emergency one.
   A rule on ``integrity`` always rolls back in emergency mode: a failed ``quick_check`` is a critical signal.
 - Risk gate of an automatic rollback: the firing rule is the operator's pre-authorisation of a *high* risk

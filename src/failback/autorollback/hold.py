@@ -1,20 +1,24 @@
-"""Hold and release: ``hold.json`` blocks automatic rollbacks until released."""
+"""Hold and release: ``hold.json`` blocks automatic rollbacks until released; ``cooldown.json`` blocks them for
+``[triggers] cooldown`` seconds after an automatic rollback (kept in the state folder, so a restarted watch waits
+too)."""
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import json
 import os
 import socket
+import time
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 
-from ..audit import AuditLog
 from ..config import Config
 from ..errors import ConfigError, FailbackError
 from ..files import ensure_dir, fsync_dir, remove_quietly, write_text
+from .notify import audit_log
 
-__all__ = ["Hold", "place_hold", "read_hold", "release_hold"]
+__all__ = ["Hold", "cooldown_note", "cooldown_until", "place_hold", "read_hold", "release_hold", "start_cooldown"]
 
 
 @dataclass
@@ -58,7 +62,7 @@ def place_hold(cfg: Config, reason: str) -> Hold:
     hold = Hold(reason.strip(), _now(), _user(), socket.gethostname())
     ensure_dir(cfg.state_path)
     write_text(cfg.state.hold, json.dumps(asdict(hold), indent=2) + "\n")
-    AuditLog(cfg.state.audit_log).append("hold", asdict(hold))
+    audit_log(cfg).append("hold", asdict(hold))
     return hold
 
 
@@ -70,8 +74,43 @@ def release_hold(cfg: Config) -> Hold | None:
     path = cfg.state.hold
     remove_quietly(path)
     fsync_dir(path.parent)
-    AuditLog(cfg.state.audit_log).append("release", {"hold": asdict(hold), "by": _user()})
+    audit_log(cfg).append("release", {"hold": asdict(hold), "by": _user()})
     return hold
+
+
+# -- cooldown ---------------------------------------------------------------------------------------
+def start_cooldown(cfg: Config, run: str, status: str) -> None:
+    """An automatic rollback ran (whatever its outcome): none again for ``[triggers] cooldown`` seconds."""
+    if cfg.triggers.cooldown <= 0:
+        return
+    until = time.time() + cfg.triggers.cooldown
+    data = {"until": until, "run": run, "status": status, "since": _now()}
+    ensure_dir(cfg.state_path)
+    write_text(cfg.state.cooldown, json.dumps(data, indent=2) + "\n")
+
+
+def cooldown_until(cfg: Config) -> tuple[float, str]:
+    """Until when automatic rollbacks wait (epoch seconds; 0: no cooldown) and after which run; an unreadable
+    cooldown.json waits a whole cooldown from its mtime (fail safe)."""
+    path = cfg.state.cooldown
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        return float(data["until"]), f"run {data['run']} ({data['status']}) at {data['since']}"
+    except FileNotFoundError:
+        return 0.0, ""
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        with contextlib.suppress(OSError):
+            return path.stat().st_mtime + cfg.triggers.cooldown, f"{path} is unreadable ({err})"
+        return 0.0, ""
+
+
+def cooldown_note(cfg: Config) -> str:
+    """Why automatic rollbacks wait now, or ""."""
+    until, after = cooldown_until(cfg)
+    if until <= time.time():
+        return ""
+    when = datetime.fromtimestamp(until, UTC).isoformat(timespec="seconds")
+    return f"cooling down until {when} after the automatic rollback {after}"
 
 
 def _now() -> str:

@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import math
 import operator
+import os
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
+from itertools import pairwise
 from typing import Any, Literal, TypeVar
 
 from ..config import Config, TriggerRule
@@ -36,17 +39,31 @@ OPS: dict[str, Callable[[float, float], bool]] = {
 }
 Policy = Literal["keep", "pause", "fail"]
 Event = tuple[str, dict[str, Any]]
+Flap = tuple[int, int]  # (flap_window, flap_changes)
+BLOCKED = ("held", "cooldown")  # decisions that keep a due rule due
 T = TypeVar("T")
 
 
 # -- data -------------------------------------------------------------------------------------------
 @dataclass
 class Series:
-    """One value read from a source; JSONL and built-in metrics carry no labels."""
+    """One value read from a source; JSONL and built-in metrics carry no labels.
+
+    ``time`` is when the value was measured (epoch seconds; None: at the read, always fresh); a value older than
+    ``max_age`` seconds is stale. ``origin`` names the datum within its source (a JSONL line's offset, a query):
+    the same origin and time read again is the same sample, not a new one. ``stale`` is why its source knows
+    the value is stale (a scrape target down), or ""."""
 
     name: str
     value: object
     labels: dict[str, str] = field(default_factory=dict)
+    time: float | None = None
+    max_age: float = math.inf
+    origin: str = ""
+    stale: str = ""
+
+
+Stamp = tuple[str, float]  # (origin, time): what makes a sample distinct from the one before
 
 
 @dataclass
@@ -54,6 +71,7 @@ class Sample:
     series: list[Series]
     errors: list[str] = field(default_factory=list)  # "source: problem" for each source that failed
     seconds: float = 0.0
+    now: float = field(default_factory=time.time)  # when it was taken (epoch seconds): the ages are measured from it
 
 
 @dataclass(frozen=True)
@@ -65,6 +83,9 @@ class RuleState:
     blocked: bool = False  # due but blocked by a hold (audited once per streak)
     paused: bool = False  # paused by an inconclusive sample (policy "pause")
     values: tuple[float | None, ...] = ()  # the streak's last `for` values
+    last: Stamp | None = None  # the last sample counted (a timed one): read again, it is not counted again
+    history: tuple[bool, ...] = ()  # failing or not, for the last conclusive samples (flap_window of them)
+    flapping: bool = False
 
 
 @dataclass
@@ -80,6 +101,7 @@ class RuleResult:
     need: int
     note: str = ""
     values: list[float | None] = field(default_factory=list)
+    flapping: bool = False  # flipped between passing and failing flap_changes times in the last flap_window samples
 
 
 @dataclass
@@ -90,11 +112,12 @@ class Facts:
     hold: Hold | None = None
     provider: str | None = None  # the app config's current provider value
     native: str = "native"  # the value that selects the native provider
+    cooldown: str = ""  # why automatic rollbacks wait (an automatic rollback ran less than [triggers] cooldown ago)
 
 
 @dataclass
 class Decision:
-    action: str  # none, warn, rollback, would-rollback, held, skipped
+    action: str  # none, warn, rollback, would-rollback, held, cooldown, skipped
     mode: str | None = None  # standard or emergency when a rollback rule fired
     rules: list[str] = field(default_factory=list)  # the firing rollback/emergency rules
     warnings: list[str] = field(default_factory=list)  # the firing warn rules
@@ -142,9 +165,18 @@ def policy_problems(cfg: Config) -> list[str]:
     names = [r.name for r in t.rules]
     problems += [f"rule {n!r}: defined more than once" for n in sorted({n for n in names if names.count(n) > 1})]
     external = bool(t.prometheus_url or t.jsonl_path)
+    for name in (t.promql.bearer_token_env, t.promql.basic_password_env):
+        if name and name not in os.environ:
+            problems.append(f"triggers.promql: environment variable {name} is not set")
+    if t.promql.basic_user and not t.promql.basic_password_env:
+        problems.append("triggers.promql.basic_user needs basic_password_env")
     for r in t.rules:
         if (r.threshold is None) == (r.baseline_ratio is None):
             problems.append(f"rule {r.name!r}: set exactly one of threshold and baseline_ratio")
+        if r.query is not None:
+            if not t.promql.url:
+                problems.append(f"rule {r.name!r}: a query needs triggers.promql.url")
+            continue
         builtin = r.metric in PROBE_METRICS or r.metric == INTEGRITY
         if r.metric in PROBE_METRICS and not t.probe:
             problems.append(f"rule {r.name!r}: {r.metric} needs triggers.probe = true")
@@ -164,18 +196,37 @@ def _number(v: object) -> float | None:
     return None if math.isnan(f) else f
 
 
-def lookup(sample: Sample, rule: TriggerRule) -> tuple[float | None, str]:
-    """The rule's value in the sample, or None and why the sample is inconclusive for it."""
+def lookup(sample: Sample, rule: TriggerRule) -> tuple[float | None, str, Series | None]:
+    """The rule's value in the sample and the series holding it, or None and why the sample is inconclusive."""
     hits = [
         s for s in sample.series if s.name == rule.metric and all(s.labels.get(k) == v for k, v in rule.labels.items())
     ]
+    if not hits:  # a source that knows its data is stale says so even when it has no value to give
+        hits = [s for s in sample.series if s.name == rule.metric and s.stale][:1]
     if not hits:
         why = f"{rule.metric} missing"
-        return None, f"{why} ({'; '.join(sample.errors)})" if sample.errors else why
+        return None, f"{why} ({'; '.join(sample.errors)})" if sample.errors else why, None
     if len(hits) > 1:
-        return None, f"{len(hits)} series match {rule.metric}; add labels to the rule"
+        return None, f"{len(hits)} series match {rule.metric}; add labels to the rule", None
     value = _number(hits[0].value)
-    return (value, "") if value is not None else (None, f"{rule.metric} is not a number ({hits[0].value!r})")
+    if value is None and not hits[0].stale:
+        return None, f"{rule.metric} is not a number ({hits[0].value!r})", None
+    return value, "", hits[0]
+
+
+def freshness(series: Series, now: float, last: Stamp | None) -> tuple[Stamp | None, str]:
+    """The series' stamp, and why it may not count (stale, or the sample counted last time), or ""."""
+    if series.stale:
+        return None, f"{series.name} is stale: {series.stale}"
+    if series.time is None:
+        return None, ""
+    age = now - series.time
+    if age > series.max_age:
+        return None, f"{series.name} is stale: measured {age:.0f} s ago (max_age {series.max_age:g} s)"
+    stamp = (series.origin, series.time)
+    if stamp == last:
+        return None, f"{series.name}: no new sample since the last one counted ({series.origin or 'same time'})"
+    return stamp, ""
 
 
 def threshold_for(rule: TriggerRule, baseline: dict[str, float] | None) -> tuple[float | None, str]:
@@ -192,13 +243,27 @@ def threshold_for(rule: TriggerRule, baseline: dict[str, float] | None) -> tuple
 
 
 def judge(
-    rule: TriggerRule, state: RuleState, sample: Sample, baseline: dict[str, float] | None, policy: Policy
+    rule: TriggerRule,
+    state: RuleState,
+    sample: Sample,
+    baseline: dict[str, float] | None,
+    policy: Policy,
+    flap: Flap = (10, 4),
 ) -> tuple[RuleResult, RuleState, list[Event]]:
-    """One rule on one sample: its result, next state and pause/resume events (hold not yet applied)."""
-    value, why = lookup(sample, rule)
+    """One rule on one sample: its result, next state and pause/resume/flapping events (hold not yet applied).
+
+    A stale value, or the value counted last time read again, is inconclusive whatever the policy: it never
+    counts as a failure, and the streak stays as it was. A rule whose conclusive samples flipped between passing
+    and failing ``flap[1]`` times within the last ``flap[0]`` is flapping (reported and audited, not acted on)."""
+    value, why, series = lookup(sample, rule)
     threshold, twhy = threshold_for(rule, baseline)
     result = RuleResult(rule.name, rule.metric, rule.severity, rule.op, value, threshold, "ok", 0, rule.for_)
+    result.flapping = state.flapping
     events: list[Event] = []
+    stamp, old = freshness(series, sample.now, state.last) if series else (None, "")
+    if old:
+        result.status, result.note, result.streak, result.values = "inconclusive", old, state.streak, list(state.values)
+        return result, state, events
     if value is None or threshold is None:
         result.note = why or twhy
         if policy == "keep":
@@ -208,15 +273,29 @@ def judge(
             result.status = "paused"
             if not state.paused:
                 events.append(("trigger.paused", {"rule": rule.name, "reason": result.note}))
-            return result, RuleState(paused=True), events
+            return result, replace(state, streak=0, fired=False, blocked=False, values=(), paused=True), events
         failing = True  # policy "fail": the missing sample counts as a failure
     else:
         failing = OPS[rule.op](value, threshold)
     if state.paused:
         events.append(("trigger.resumed", {"rule": rule.name, "value": value}))
+    last, history = stamp or state.last, (*state.history, failing)[-flap[0] :]
+    flips = sum(a != b for a, b in pairwise(history))
+    result.flapping = flips >= flap[1]
+    if result.flapping and not state.flapping:
+        events.append(("trigger.flapping", {"rule": rule.name, "flips": flips, "samples": len(history)}))
     if not failing:
-        return result, RuleState(), events
-    state = replace(state, streak=state.streak + 1, paused=False, values=(*state.values, value)[-rule.for_ :])
+        return result, RuleState(last=last, history=history, flapping=result.flapping), events
+    values = (*state.values, value)[-rule.for_ :]
+    state = replace(
+        state,
+        streak=state.streak + 1,
+        paused=False,
+        values=values,
+        last=last,
+        history=history,
+        flapping=result.flapping,
+    )
     result.streak, result.values = state.streak, list(state.values)
     result.status = "failing" if state.streak < rule.for_ else ("fired" if state.fired else "firing")
     return result, state, events
@@ -233,6 +312,8 @@ def decide(results: list[RuleResult], facts: Facts, dry_run: bool) -> Decision:
     d = Decision("rollback", "emergency" if emergency else "standard", [r.rule for r in acting], warnings)
     if facts.hold is not None:
         d.action, d.note = "held", f"held by {facts.hold.user} since {facts.hold.since}: {facts.hold.reason}"
+    elif facts.cooldown and not dry_run:
+        d.action, d.note = "cooldown", facts.cooldown
     elif facts.provider != facts.native:
         d.action = "skipped"
         d.note = f"the app config selects {facts.provider!r}, not {facts.native!r}: nothing to roll back"
@@ -251,13 +332,15 @@ def evaluate(
     dry_run: bool = False,
     seq: int = 1,
     now: str = "",
+    flap: Flap = (10, 4),
 ) -> Evaluation:
-    """One evaluation of the policy: results, decision, next states and the audit events it calls for."""
+    """One evaluation of the policy: results, decision, next states and the audit events it calls for. A hold or
+    a cooldown blocks the rollback; its rules stay due and fire on the first failing sample once it is lifted."""
     results: list[RuleResult] = []
     nxt: dict[str, RuleState] = {}
     events: list[Event] = []
     for rule in rules:
-        res, st, ev = judge(rule, states.get(rule.name, RuleState()), sample, facts.baseline, policy)
+        res, st, ev = judge(rule, states.get(rule.name, RuleState()), sample, facts.baseline, policy, flap)
         results.append(res)
         nxt[rule.name] = st
         events += ev
@@ -265,7 +348,7 @@ def evaluate(
     newly_blocked = False
     for res in (r for r in results if r.status == "firing"):
         st = nxt[res.rule]
-        if d.action == "held" and res.rule in d.rules:  # stays due: fires on the first failing sample after release
+        if d.action in BLOCKED and res.rule in d.rules:  # stays due: fires on the first failing sample after release
             newly_blocked |= not st.blocked
             nxt[res.rule] = replace(st, blocked=True)
         else:
@@ -277,11 +360,13 @@ def evaluate(
 
     if d.warnings:
         events.append(("trigger.warn", {"rules": fired(d.warnings), "dry_run": dry_run}))
-    if d.mode is not None and (d.action != "held" or newly_blocked):
+    if d.mode is not None and (d.action not in BLOCKED or newly_blocked):
         data = {"action": d.action, "mode": d.mode, "rules": fired(d.rules), "note": d.note, "dry_run": dry_run}
         if facts.hold is not None:
             data["hold"] = asdict(facts.hold)
-        name = {"held": "trigger.held", "skipped": "trigger.skipped"}.get(d.action, "trigger.fired")
+        name = {"held": "trigger.held", "cooldown": "trigger.cooldown", "skipped": "trigger.skipped"}.get(
+            d.action, "trigger.fired"
+        )
         events.append((name, data))
     return Evaluation(seq, now, results, d, facts.hold, sample.errors, sample.seconds, dry_run, nxt, events)
 

@@ -7,18 +7,22 @@ A new kind is one class with ``kind``, ``configured(cfg)`` (the source the confi
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import http.client
 import json
+import math
 import os
 import socket
+import ssl
 import threading
 import time
 import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 import apsw
 from prometheus_client.parser import text_string_to_metric_families
@@ -38,6 +42,7 @@ __all__ = [
     "MetricSource",
     "ProbeSource",
     "PrometheusSource",
+    "PromqlSource",
     "configured_sources",
     "register_source",
 ]
@@ -80,38 +85,64 @@ class PrometheusSource:
 
     url: str
     timeout: float
+    max_age: float = math.inf
     kind: ClassVar[str] = "prometheus"
 
     @classmethod
     def configured(cls, cfg: Config) -> PrometheusSource | None:
         t = cfg.triggers
-        return cls(t.prometheus_url, max(1.0, min(10.0, t.interval))) if t.prometheus_url else None
+        if not t.prometheus_url:
+            return None
+        return cls(t.prometheus_url, max(1.0, min(10.0, t.interval)), t.max_age(t.prometheus_max_age))
 
     def read(self) -> list[Series]:
         """The whole request — connecting, the headers, the body — has ``timeout`` seconds: a socket timeout
         bounds each read, not the request, so a watchdog shuts the connection at the deadline and an endpoint that
-        trickles is a ``TimeoutError`` (the rule is inconclusive), never a sample that blocks ``watch``."""
-        return _scrape(self.url, self.timeout)
+        trickles is a ``TimeoutError`` (the rule is inconclusive), never a sample that blocks ``watch``.
+
+        A value's time is its exposition timestamp, else the time it was read."""
+        now = time.time()
+        text = _fetch(self.url, self.timeout, MAX_METRICS_BYTES).decode("utf-8")
+        return [
+            Series(
+                s.name,
+                s.value,
+                dict(s.labels),
+                now if s.timestamp is None else float(s.timestamp),
+                self.max_age,
+                self.url,
+            )
+            for fam in text_string_to_metric_families(text)
+            for s in fam.samples
+        ]
 
 
-def _scrape(url: str, timeout: float) -> list[Series]:
+def _fetch(
+    url: str, timeout: float, limit: int, headers: dict[str, str] | None = None, tls: ssl.SSLContext | None = None
+) -> bytes:
+    """GET ``url``: at most ``limit`` bytes of its body, the whole request within ``timeout`` seconds (see
+    ``PrometheusSource.read``); an answer other than 200 is a ValueError with the server's reason."""
     parts = urllib.parse.urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError(f"{url}: only http(s) metrics endpoints are read")
-    kind = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
+        raise ValueError(f"{url}: only http(s) endpoints are read")
     deadline = time.monotonic() + timeout
-    conn = kind(parts.hostname, parts.port, timeout=timeout)
+    conn: http.client.HTTPConnection
+    if parts.scheme == "https":
+        conn = http.client.HTTPSConnection(parts.hostname, parts.port, timeout=timeout, context=tls)
+    else:
+        conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout)
     conn.connect()  # bounded by the socket timeout; the socket is kept: http.client lets go of it after the headers
     expired = threading.Event()
     watchdog = threading.Timer(max(0.0, deadline - time.monotonic()), _expire, (conn.sock, expired))
     watchdog.daemon = True
     watchdog.start()
     try:
-        conn.request("GET", urllib.parse.urlunsplit(("", "", parts.path or "/", parts.query, "")))
+        target = urllib.parse.urlunsplit(("", "", parts.path or "/", parts.query, ""))
+        conn.request("GET", target, headers=headers or {})
         resp = conn.getresponse()
         if resp.status != 200:
-            raise ValueError(f"HTTP {resp.status} {resp.reason}")
-        body = resp.read(MAX_METRICS_BYTES)
+            raise ValueError(f"HTTP {resp.status} {resp.reason}{_server_reason(resp.read(4096))}")
+        body = resp.read(limit)
     except (OSError, http.client.HTTPException):
         if not expired.is_set():
             raise
@@ -120,10 +151,15 @@ def _scrape(url: str, timeout: float) -> list[Series]:
         conn.close()
     if expired.is_set():
         raise TimeoutError(f"no complete answer within {timeout:g} s (a slow or trickling endpoint)")
-    text = body.decode("utf-8")
-    return [
-        Series(s.name, s.value, dict(s.labels)) for fam in text_string_to_metric_families(text) for s in fam.samples
-    ]
+    return body
+
+
+def _server_reason(body: bytes) -> str:
+    """What an error answer says: a Prometheus API error's ``error``, else its first line of text."""
+    text = body.decode("utf-8", "replace").strip()
+    with contextlib.suppress(ValueError, AttributeError):
+        text = str(json.loads(text).get("error") or text)
+    return f": {text.splitlines()[0][:300]}" if text else ""
 
 
 def _expire(sock: socket.socket, expired: threading.Event) -> None:
@@ -134,35 +170,170 @@ def _expire(sock: socket.socket, expired: threading.Event) -> None:
 
 
 @dataclass(frozen=True)
+class PromqlSource:
+    """The rules' PromQL expressions, asked of a Prometheus server as instant queries (``/api/v1/query``).
+
+    Each series of a query's answer is one value named by its rule's ``metric`` (labels as answered). Freshness:
+    one more query reads the ``freshness`` targets' raw samples over the last ``max_age`` seconds; the values'
+    time is the oldest of the targets' last successful scrapes, and a target whose last scrape failed (or none
+    scraped at all) makes every value stale. A query error or an answer that is not a number is a source error:
+    the rules are inconclusive with the reason."""
+
+    url: str
+    queries: dict[str, str]  # metric -> PromQL
+    headers: dict[str, str]
+    tls: ssl.SSLContext | None
+    timeout: float
+    max_bytes: int
+    max_age: float
+    freshness: str
+    kind: ClassVar[str] = "promql"
+
+    @classmethod
+    def configured(cls, cfg: Config) -> PromqlSource | None:
+        t, p = cfg.triggers, cfg.triggers.promql
+        queries = {r.metric: r.query for r in t.rules if r.query is not None}
+        if not p.url or not queries:
+            return None
+        headers = {"Accept": "application/json"}
+        if p.bearer_token_env:
+            headers["Authorization"] = f"Bearer {_secret(p.bearer_token_env)}"
+        elif p.basic_user and p.basic_password_env:
+            pair = f"{p.basic_user}:{_secret(p.basic_password_env)}".encode()
+            headers["Authorization"] = f"Basic {base64.b64encode(pair).decode()}"
+        tls = None
+        if p.url.startswith("https:"):
+            tls = ssl.create_default_context(cafile=cfg.resolve(p.ca_file) if p.ca_file else None)
+            if not p.tls_verify:
+                tls.check_hostname, tls.verify_mode = False, ssl.CERT_NONE
+        timeout = p.timeout or max(1.0, min(10.0, t.interval))
+        return cls(p.url, queries, headers, tls, timeout, p.max_bytes, t.max_age(p.max_age), p.freshness)
+
+    def read(self) -> list[Series]:
+        try:
+            when, stale = self._fresh()
+            series: list[Series] = []
+            for metric, query in self.queries.items():
+                answer: list[tuple[dict[str, str], float | None]] = [*self._query(query)]
+                if stale and not answer:  # nothing to show, but the rule must hear that the data is stale
+                    answer = [({}, None)]
+                series += [Series(metric, value, labels, when, self.max_age, query, stale) for labels, value in answer]
+            return series
+        except (KeyError, IndexError, TypeError) as err:
+            raise ValueError(f"{self.url}: not an answer of Prometheus's API ({err!r} missing or malformed)") from None
+
+    def _query(self, query: str) -> list[tuple[dict[str, str], float]]:
+        """The answer to an instant query: (labels, value) per series."""
+        data = self._answer(query)
+        if data["resultType"] == "scalar":
+            return [({}, float(data["result"][1]))]
+        if data["resultType"] == "vector":
+            return [(_labels(r["metric"]), float(r["value"][1])) for r in data["result"]]
+        raise ValueError(f"{query}: a {data['resultType']} answer, not a number")
+
+    def _answer(self, query: str) -> dict[str, Any]:
+        """The ``data`` of the server's answer to ``query``."""
+        url = f"{self.url.rstrip('/')}/api/v1/query?{urllib.parse.urlencode({'query': query})}"
+        try:
+            body = _fetch(url, self.timeout, self.max_bytes + 1, self.headers, self.tls)
+        except ValueError as err:
+            raise ValueError(f"{query}: {err}") from None
+        if len(body) > self.max_bytes:
+            raise ValueError(f"{query}: the answer is larger than {self.max_bytes} bytes (max_bytes)")
+        doc = json.loads(body)
+        if doc.get("status") != "success":
+            raise ValueError(f"{query}: {doc.get('errorType')}: {doc.get('error')}")
+        data: dict[str, Any] = doc["data"]
+        return data
+
+    def _fresh(self) -> tuple[float | None, str]:
+        """When the data behind the queries was last scraped, and why it is stale (or "")."""
+        query = f"{self.freshness}[{max(1, math.ceil(self.max_age))}s]"
+        data = self._answer(query)
+        if data["resultType"] != "matrix":
+            raise ValueError(f"{query}: freshness must be an instant-vector selector such as up")
+        if not data["result"]:
+            return None, f"no scrape of {self.freshness} in the last {self.max_age:g} s"
+        last: list[float] = []
+        for target in data["result"]:
+            when, value = target["values"][-1]
+            if float(value) != 1:
+                return None, f"target {_describe(_labels(target['metric']))} is down (its last scrape failed)"
+            last.append(float(when))
+        return min(last), ""
+
+
+def _labels(metric: dict[str, str]) -> dict[str, str]:
+    return {k: v for k, v in metric.items() if k != "__name__"}
+
+
+def _describe(labels: dict[str, str]) -> str:
+    return "{" + ", ".join(f'{k}="{v}"' for k, v in sorted(labels.items())) + "}"
+
+
+def _secret(name: str) -> str:
+    """The value of environment variable ``name`` (a secret never written to failback.toml)."""
+    value = os.environ.get(name)
+    if value is None:
+        raise FailbackError(f"environment variable {name} is not set", f"export {name} before watching")
+    return value
+
+
+@dataclass(frozen=True)
 class JsonlSource:
     """The last value of each metric in a JSONL file the app appends to (its last MiB is read).
 
-    A line is an object of metric -> value, or ``{"metric": name, "value": v}``; unreadable lines (such as a line
-    still being written) are skipped."""
+    A line is an object of metric -> value, or ``{"metric": name, "value": v}``, with an optional ``"time"``
+    (epoch seconds or ISO 8601) saying when it was measured; a line without one is as old as the file's mtime.
+    A value's origin is its line's offset in the file, so the same line read again is the same sample. Unreadable
+    lines (such as a line still being written) are skipped."""
 
     path: Path
+    max_age: float = math.inf
     kind: ClassVar[str] = "jsonl"
 
     @classmethod
     def configured(cls, cfg: Config) -> JsonlSource | None:
-        return cls(cfg.resolve(cfg.triggers.jsonl_path)) if cfg.triggers.jsonl_path else None
+        t = cfg.triggers
+        return cls(cfg.resolve(t.jsonl_path), t.max_age(t.jsonl_max_age)) if t.jsonl_path else None
 
     def read(self) -> list[Series]:
         with self.path.open("rb") as fh:
             size = fh.seek(0, os.SEEK_END)
-            fh.seek(max(0, size - JSONL_TAIL))
-            lines = fh.read().splitlines()
-        if size > JSONL_TAIL:
+            start = fh.seek(max(0, size - JSONL_TAIL))
+            mtime = os.fstat(fh.fileno()).st_mtime
+            lines = fh.read().splitlines(keepends=True)
+        if start:
+            start += len(lines[0])
             lines = lines[1:]  # the first line may be cut
-        last: dict[str, object] = {}
+        last: dict[str, Series] = {}
         for line in lines:
+            offset, start = start, start + len(line)
             try:
                 obj = json.loads(line)
             except ValueError:
                 continue
-            if isinstance(obj, dict):
-                last.update({str(obj["metric"]): obj["value"]} if {"metric", "value"} <= obj.keys() else obj)
-        return [Series(k, v) for k, v in last.items()]
+            if not isinstance(obj, dict):
+                continue
+            measured = _line_time(obj.pop(JSONL_TIME, None), mtime)
+            values = {str(obj["metric"]): obj["value"]} if {"metric", "value"} <= obj.keys() else obj
+            for name, value in values.items():
+                last[name] = Series(name, value, {}, measured, self.max_age, f"{self.path.name} byte {offset}")
+        return list(last.values())
+
+
+JSONL_TIME = "time"  # the key of a JSONL line's measurement time
+
+
+def _line_time(value: object, mtime: float) -> float:
+    """A JSONL line's time: its "time" (epoch seconds or ISO 8601; a naive one is UTC), else the file's mtime."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, str):
+        with contextlib.suppress(ValueError):
+            parsed = datetime.fromisoformat(value)
+            return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).timestamp()
+    return mtime
 
 
 @dataclass(frozen=True)
@@ -207,5 +378,5 @@ class IntegritySource:
         return [Series(INTEGRITY, 1.0 if rows == ["ok"] else 0.0)]
 
 
-for _kind in (PrometheusSource, JsonlSource, ProbeSource, IntegritySource):
+for _kind in (PrometheusSource, PromqlSource, JsonlSource, ProbeSource, IntegritySource):
     register_source(_kind.kind, _kind.configured)

@@ -11,13 +11,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
-from ..audit import AuditLog
 from ..config import Config
 from ..errors import ConfigError, FailbackError
+from ..metrics import publish_metrics
 from ..pipeline.postcheck import load_baseline
 from ..pipeline.rollback import Options, Outcome, Rollback
 from ..pipeline.switch import current_provider
-from .hold import _now, read_hold
+from .hold import _now, cooldown_note, read_hold, start_cooldown
+from .notify import audit_log
 from .rules import Evaluation, Facts, RuleState, Sample, T, evaluate, policy_problems
 from .sources import SOURCE_ERRORS, MetricSource, configured_sources
 
@@ -120,9 +121,11 @@ class Watcher:
         self.cfg, self.config_path, self.dry_run, self.via = cfg, config_path, dry_run, via
         self.run_rollback = run_rollback or (lambda opts: Rollback(cfg, config_path, opts).run())
         self.stop = stop or Stop()
-        self.audit = AuditLog(cfg.state.audit_log)
+        self.audit = audit_log(cfg)
         self.states: dict[str, RuleState] = {}
         self.seq = 0
+        self.last: Evaluation | None = None  # the last evaluation (its rule states are in the metrics)
+        self.metrics_problem = ""  # why the metrics textfile could not be written last time (audited once)
 
     def sources(self) -> list[MetricSource]:
         """The metric sources the config asks for (see :mod:`failback.autorollback.sources`)."""
@@ -146,7 +149,7 @@ class Watcher:
             provider = current_provider(self.cfg.app_config_path, app.key)
         except FailbackError:
             provider = None
-        return Facts(self.baseline(), read_hold(self.cfg), provider, app.native_value)
+        return Facts(self.baseline(), read_hold(self.cfg), provider, app.native_value, cooldown_note(self.cfg))
 
     def baseline(self) -> dict[str, float] | None:
         """The baseline's ``metrics`` (None when absent or unreadable: baseline_ratio rules are inconclusive)."""
@@ -165,12 +168,27 @@ class Watcher:
         t = self.cfg.triggers
         sample, facts = sample or self.sample(), self.facts()
         ev = evaluate(
-            t.rules, self.states, sample, facts, t.inconclusive, dry_run=self.dry_run, seq=self.seq, now=_now()
+            t.rules,
+            self.states,
+            sample,
+            facts,
+            t.inconclusive,
+            dry_run=self.dry_run,
+            seq=self.seq,
+            now=_now(),
+            flap=(t.flap_window, t.flap_changes),
         )
-        self.states = ev.states
+        self.states, self.last = ev.states, ev
         for name, data in ev.events:
             self.audit.append(name, {"via": self.via, "seq": ev.seq, **data})
         return ev
+
+    def publish(self) -> None:
+        """Rewrite the metrics textfile with the last evaluation; a failure is audited (once until it changes)."""
+        problem = publish_metrics(self.cfg, self.last)
+        if problem and problem != self.metrics_problem:
+            self.audit.append("metrics.failed", {"via": self.via, "error": problem})
+        self.metrics_problem = problem
 
     def act(self, ev: Evaluation) -> Outcome | None:
         """Run the rollback the evaluation decided on (none for any other action)."""
@@ -179,6 +197,7 @@ class Watcher:
         assert ev.decision.mode is not None
         with self.stop.rollback():
             outcome = self.run_rollback(Options(mode=ev.decision.mode, yes=True))
+        start_cooldown(self.cfg, outcome.run_id, outcome.status)
         self.audit.append(
             "trigger.rollback",
             {
@@ -225,6 +244,7 @@ class Watcher:
                 if on_evaluation:
                     on_evaluation(ev)
                 outcome = self.act(ev)
+                self.publish()
                 if outcome is not None:
                     result.stopped, result.exit_code, result.rollback = "rollback", outcome.exit_code, outcome
                     break

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 import time
@@ -22,6 +23,7 @@ ACTION_TEXT = {
     "rollback": "[bold red]ROLLBACK ({mode})[/] by {rules}",
     "would-rollback": "[bold yellow]dry run: would roll back ({mode})[/] by {rules}",
     "held": "[bold yellow]held[/]: {rules} would roll back ({mode}); automatic rollback blocked",
+    "cooldown": "[bold yellow]cooling down[/]: {rules} would roll back ({mode}); {note}",
     "skipped": "[yellow]not rolled back[/]: {rules} fired; {note}",
 }
 STATUS_STYLE = {"ok": "green", "failing": "yellow", "firing": "bold red", "fired": "red", "paused": "dim"}
@@ -71,7 +73,7 @@ def render_evaluation(ev: Any, as_jsonl: bool) -> None:
             _num(r.value),
             f"{r.op} {_num(r.threshold)}",
             f"{r.streak}/{r.need}",
-            f"[{style}]{r.status}[/]",
+            f"[{style}]{r.status}[/]" + (" [magenta](flapping)[/]" if r.flapping else ""),
             escape(r.note),
         )
     out.print(t)
@@ -88,22 +90,43 @@ def render_evaluation(ev: Any, as_jsonl: bool) -> None:
 @click.option("--once", is_flag=True, help="Evaluate one sample, act on it, and exit.")
 @click.option("--dry-run", is_flag=True, help="Say what would be done; never roll back.")
 @click.option("--max-samples", type=click.IntRange(min=1), help="Stop after N samples.")
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(0, 65535),
+    help="Serve failback's own metrics at http://ADDRESS:PORT/metrics while watching (0: any free port).",
+)
+@click.option(
+    "--metrics-address", default="127.0.0.1", show_default=True, help="The address --metrics-port listens on."
+)
 @json_option
 @jsonl_option
 @handle_errors
-def watch(config_path: Path, once: bool, dry_run: bool, max_samples: int | None, as_json: bool, as_jsonl: bool) -> None:
+def watch(
+    config_path: Path,
+    once: bool,
+    dry_run: bool,
+    max_samples: int | None,
+    metrics_port: int | None,
+    metrics_address: str,
+    as_json: bool,
+    as_jsonl: bool,
+) -> None:
     """Evaluate [triggers] every interval and roll back when a rollback rule fires.
 
     A rule fires after `for` consecutive failing samples, once per streak. A firing rule pre-authorises a high
     risk (like --yes), never a critical one. `failback hold` blocks automatic rollbacks. The watch ends after an
-    automatic rollback with its exit code; SIGINT/SIGTERM stop it at once, abandoning a sample still being read
-    (exit 0), or interrupt a rollback in progress (exit 4, resumable). A metrics endpoint has the interval
+    automatic rollback with its exit code, and no watch rolls back again for [triggers] cooldown seconds. Only
+    fresh samples count (older than max_age, or read before: inconclusive); a rule flipping fast is flagged
+    flapping. --metrics-port serves failback's own metrics (written to the metrics textfile every sample too).
+    SIGINT/SIGTERM stop it at once, abandoning a sample still being read (exit 0), or interrupt a rollback in
+    progress (exit 4, resumable). A metrics endpoint has the interval
     (between 1 and 10 s) to answer in full; a slower one makes its rules inconclusive for that sample.
 
     A watch is a stream, so --json and --jsonl both print JSON Lines: one line per evaluation as it is made, then
     a summary line (the lines `check --jsonl` prints).
     """
     from ..autorollback.watcher import Stop, Watcher
+    from ..metrics import serve_metrics
     from ..pipeline.rollback import Options, Outcome
     from .run import run_rollback
 
@@ -117,8 +140,10 @@ def watch(config_path: Path, once: bool, dry_run: bool, max_samples: int | None,
             return Rollback(cfg, config_path, opts).run()
         return run_rollback(cfg, config_path, opts, as_json=False)
 
-    with Stop().installed() as stop:
+    with Stop().installed() as stop, contextlib.ExitStack() as serving:
         watcher = Watcher(cfg, config_path, dry_run=dry_run, run_rollback=rollback, stop=stop)
+        if metrics_port is not None:
+            serving.enter_context(serve_metrics(cfg, lambda: watcher.last, metrics_address, metrics_port))
         result = watcher.watch(1 if once else max_samples, lambda ev: render_evaluation(ev, as_json))
     summary: dict[str, Any] = {"samples": result.samples, "stopped": result.stopped, "exit_code": result.exit_code}
     if result.rollback is not None:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ..audit import AuditLog
+from ..autorollback.notify import audit_log
 from ..backup.keep import read_debt, unpaid
 from ..backup.sets import restore_backup
 from ..config import Config
@@ -78,7 +79,7 @@ def pay_debt(cfg: Config, engine: Engine, run: str | None = None) -> DebtPayment
             report.problems.append("the rebuilt target differs from the file that was switched to")
     debt["paid"] = {"ok": report.ok, "target": how, "problems": report.problems, "tables": len(report.tables)}
     write_text(rd.file(DEBT), json.dumps(debt, indent=2) + "\n")
-    AuditLog(cfg.state.audit_log).append(
+    audit_log(cfg).append(
         "verify.debt.paid" if report.ok else "verify.debt.failed",
         {"target": how, "problems": report.problems[:5], "checks": len(report.checks)},
         rd.id,

@@ -25,7 +25,7 @@ from typing import Any
 
 from .. import __version__
 from ..assess.facts import Assessment
-from ..audit import AuditLog
+from ..autorollback.notify import audit_log
 from ..backup.manifest import read_manifest
 from ..backup.retention import ABORTABLE, RESUMABLE
 from ..backup.sets import BackupResult, find_backup
@@ -36,6 +36,7 @@ from ..errors import FailbackError, InputError, Interrupted, LockedError
 from ..files import sha256_file
 from ..guard import Guard
 from ..journal import RunDir, RunLock, RunState, crash_point, find_run, list_runs
+from ..metrics import publish_metrics
 from ..mode import mode_policy
 from ..plan.model import load_plan
 from ..profiles import engine_for
@@ -99,7 +100,7 @@ class Rollback:
         self._progress: Progress = progress or (lambda *_: None)
         self.on_step: StepHook = on_step or (lambda *_: None)
         self.engine = engine or engine_for(cfg.target.profile)
-        self.audit = AuditLog(cfg.state.audit_log)
+        self.audit = audit_log(cfg)
         self._stop: int | None = None
         self._run_id = ""
 
@@ -239,6 +240,8 @@ class Rollback:
         report.seconds = time.perf_counter() - t0
         report.result = outcome.results["report"] = {"files": [str(p) for p in files]}
         ctx.rd.save(state)
+        if problem := publish_metrics(ctx.cfg):
+            ctx.event("metrics.failed", {"error": problem})
         return outcome
 
 
@@ -369,7 +372,7 @@ def abort_run(cfg: Config, run_id: str | None = None) -> dict[str, Any]:
             f"run {later[-1]} finished after run {rd.id}: aborting {rd.id} would undo what the app now reads",
             "`failback abort` cannot undo a finished run; roll forward by hand (see docs/ROLLBACK-PROCEDURES.md)",
         )
-    audit = AuditLog(cfg.state.audit_log)
+    audit = audit_log(cfg)
     try:
         guard = Guard(cfg, audit, rd.id, lock)
         converted = state.step("convert").result
