@@ -149,6 +149,14 @@ class VerifyConfig(_Section):
     fts_queries: list[str] = Field([], description="FTS MATCH queries whose hits must be equal in both engines.")
     sample_terms: int = Field(5, ge=0, description="Terms drawn from the data and searched in both engines.")
     queries: list[str] = Field([], description="The app's own queries; results must match in both engines.")
+    browser: bool = Field(
+        False,
+        description="Also run the verification in headless Chromium (the same sql.js): its results must equal "
+        "Node's, and the tab's peak memory is reported.",
+    )
+    browser_memory_warn_mb: int = Field(
+        300, ge=1, description="Warn when the browser tab peaks above this many MB (what mobile browsers hold)."
+    )
 
 
 class AssessConfig(_Section):

@@ -22,7 +22,7 @@ from ..db.collations import CollationMerge
 from ..db.connect import connect, database_error, open_source, register_stand_ins, run_script
 from ..db.integrity import SourceIntegrity, check_source
 from ..db.schema import Schema, read_schema
-from ..engines import Engine
+from ..engines import BROWSER_ENGINE, Engine, get_engine
 from ..errors import (
     EnvironmentFailure,
     FailbackError,
@@ -288,6 +288,8 @@ def verify_conversion(
         fts_queries=v.fts_queries,
         sample_terms=v.sample_terms,
         queries=v.queries,
+        browser=get_engine(BROWSER_ENGINE) if v.browser else None,
+        browser_memory_warn_mb=v.browser_memory_warn_mb,
         **kw,
     )
 
@@ -343,13 +345,20 @@ def export_database(
 
 
 def verify_export(
-    source: Path, target: Path, settings: PlanSettings, *, level: str = "standard", engine: Engine | None = None
+    source: Path,
+    target: Path,
+    settings: PlanSettings,
+    *,
+    level: str = "standard",
+    engine: Engine | None = None,
+    browser: bool = False,
 ) -> VerifyReport:
     """Prove ``target`` holds ``source``'s data and the schema export plans for it, in apsw and in the target
     engine: ``source`` is planned again as export plans it, each view and trigger proved in the target engine.
+    ``browser``: the target engine's job runs in headless Chromium too, and must give the same results.
     Problems are in the report, never raised; a ``target`` that is not a readable database is an error."""
     open_source(target).close()
     _, plan = read_plan(source, settings)
     engine = (engine or engine_for(settings.profile)).with_stand_ins(plan.stand_ins)
     plan = apply_proofs(plan, prove_schema(plan, engine), settings.options)
-    return verify_target(target, plan, engine, snapshot=source, level=level)
+    return verify_conversion(target, plan, engine, source, VerifyConfig(browser=browser), level=level)

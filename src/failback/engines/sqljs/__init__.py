@@ -101,23 +101,25 @@ class SqlJsEngine:
             )
         return [node, str(RUNNER)]
 
-    def run(self, database: Path | None, actions: list[Action]) -> EngineRun:
-        """Load ``database`` (``None``: empty) into sql.js and run ``actions``; the file is never written."""
-        start = time.perf_counter()
+    def job(self, database: Path | None, actions: list[Action]) -> dict[str, Any]:
+        """The job document actions.js runs (``database`` checked loadable and resolved; runner.js's protocol)."""
         if database is not None:
             database = Path(database)
             check_engine_input(database)
             database = database.resolve()
+        return {
+            "database": None if database is None else str(database),
+            "actions": actions,
+            "legacy_functions": self.legacy_functions,
+            "stand_ins": list(self.stand_ins),
+        }
+
+    def run(self, database: Path | None, actions: list[Action]) -> EngineRun:
+        """Load ``database`` (``None``: empty) into sql.js and run ``actions``; the file is never written."""
+        start = time.perf_counter()
+        doc = self.job(database, actions)
         command = self._command()
-        job = json.dumps(
-            {
-                "database": None if database is None else str(database),
-                "actions": actions,
-                "legacy_functions": self.legacy_functions,
-                "stand_ins": list(self.stand_ins),
-                "modules": {package: str(path) for package, path in runner_modules().items()},
-            }
-        )
+        job = json.dumps(doc | {"modules": {package: str(path) for package, path in runner_modules().items()}})
         try:
             proc = subprocess.run(
                 command,
@@ -131,18 +133,23 @@ class SqlJsEngine:
             raise EngineError(f"the sql.js runner did not finish within {self.timeout} s") from None
         except OSError as err:
             raise NodeNotFound(f"cannot start {command[0]}: {err.strerror}") from None
-        doc = _output(proc)
-        if not doc.get("ok"):
-            error = str(doc.get("error", "unknown error"))
-            if doc.get("kind") == "database":
-                raise NotADatabaseError(f"sql.js cannot read {error}")
-            raise EngineError(f"the sql.js runner failed: {error}")
-        return EngineRun(
-            results=doc["results"],
-            version=str(doc["version"]),
-            peak_rss_bytes=doc.get("peak_rss"),
-            seconds=time.perf_counter() - start,
-        )
+        return engine_run(_output(proc), "the sql.js runner", start)
+
+
+def engine_run(doc: dict[str, Any], runner: str, start: float) -> EngineRun:
+    """The EngineRun of a result document of actions.js (``runner`` names who ran it in errors)."""
+    if not doc.get("ok"):
+        error = str(doc.get("error", "unknown error"))
+        if doc.get("kind") == "database":
+            raise NotADatabaseError(f"sql.js cannot read {error}")
+        raise EngineError(f"{runner} failed: {error}")
+    return EngineRun(
+        results=doc["results"],
+        version=str(doc["version"]),
+        peak_rss_bytes=doc.get("peak_rss"),
+        seconds=time.perf_counter() - start,
+        peak_js_heap_bytes=doc.get("peak_js_heap"),
+    )
 
 
 def _output(proc: subprocess.CompletedProcess[str]) -> dict[str, Any]:

@@ -1,0 +1,212 @@
+"""The target engine in a real browser: the same sql.js and the same actions (actions.js) in headless Chromium.
+
+For one run, failback serves ``browser.html``, sql.js, hash-wasm, actions.js, the job and the database from
+127.0.0.1 (a free port, only these files, for the duration of the run); Chromium loads the page, which runs the
+job as runner.js does under Node and POSTs the result document back (no DevTools protocol, no new dependency).
+The run's ``peak_rss_bytes`` is the tab's peak memory (its renderer processes' VmHWM, Linux; None elsewhere),
+``peak_js_heap_bytes`` the page's largest JS heap sampled after each action (WebAssembly memory apart).
+Chromium is ``FAILBACK_CHROMIUM``, else the first of chromium, chromium-browser, google-chrome on PATH.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+from ...errors import EngineError
+from .. import Action, EngineRun
+from . import RUNNER_DIR, SqlJsEngine, engine_run, runner_modules
+
+CHROMIUM_VARIABLE = "FAILBACK_CHROMIUM"
+CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
+PAGE = RUNNER_DIR / "browser.html"
+_TYPES = {".html": "text/html", ".js": "text/javascript", ".wasm": "application/wasm", ".json": "application/json"}
+
+
+def find_chromium() -> str:
+    """The Chromium to run: ``FAILBACK_CHROMIUM`` or the first known name on PATH; EngineError naming how."""
+    named = os.environ.get(CHROMIUM_VARIABLE)
+    found = shutil.which(named) if named else next(filter(None, map(shutil.which, CHROMIUM_NAMES)), None)
+    if found is None:
+        what = f"{CHROMIUM_VARIABLE}={named} is not a program" if named else "no Chromium on PATH"
+        raise EngineError(
+            f"browser verification needs Chromium: {what}",
+            hint="install it (Debian: apt-get install chromium) or set FAILBACK_CHROMIUM to its path",
+        )
+    return found
+
+
+class _Served:
+    """The files of one run by URL path, and the result document the page posts (``done`` set when it has)."""
+
+    def __init__(self, files: dict[str, Path], job: bytes) -> None:
+        self.files = files
+        self.job = job
+        self.result: dict[str, Any] | None = None
+        self.done = threading.Event()
+
+    def handler(self) -> type[BaseHTTPRequestHandler]:
+        served = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                name = self.path.lstrip("/")
+                if name == "job.json":
+                    return self._send(served.job, _TYPES[".json"])
+                path = served.files.get(name)
+                if path is None:
+                    return self.send_error(404)
+                self.send_response(200)
+                self.send_header("Content-Type", _TYPES.get(path.suffix, "application/octet-stream"))
+                self.send_header("Content-Length", str(path.stat().st_size))
+                self.end_headers()
+                with open(path, "rb") as fh:
+                    shutil.copyfileobj(fh, self.wfile, 1 << 20)
+
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                if self.path == "/result" and served.result is None:
+                    try:
+                        doc = json.loads(body)
+                    except ValueError as err:
+                        doc = {"ok": False, "kind": "job", "error": f"the page's result is not JSON: {err}"}
+                    served.result = doc if isinstance(doc, dict) else {"ok": False, "error": "not a document"}
+                    served.done.set()
+                self._send(b"{}", _TYPES[".json"])
+
+            def _send(self, body: bytes, kind: str) -> None:
+                self.send_response(200)
+                self.send_header("Content-Type", kind)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                """Quiet: the page's requests are not the user's business."""
+
+        return Handler
+
+
+class SqlJsBrowserEngine(SqlJsEngine):
+    """Runs engine actions in sql.js inside headless Chromium (see the module), one browser per run."""
+
+    name: str = "sqljs-browser"
+
+    def run(self, database: Path | None, actions: list[Action]) -> EngineRun:
+        """Load ``database`` (``None``: empty) into sql.js in a Chromium tab and run ``actions``; the file is only
+        read (served to the page)."""
+        start = time.perf_counter()
+        job = self.job(database, actions)
+        modules = runner_modules()
+        sqljs = modules["sql.js"]
+        files = {
+            "index.html": PAGE,
+            "actions.js": RUNNER_DIR / "actions.js",
+            sqljs.name: sqljs,
+            "sql-wasm.wasm": sqljs.with_name("sql-wasm.wasm"),
+            modules["hash-wasm"].name: modules["hash-wasm"],
+        }
+        if job["database"] is not None:
+            files["database"] = Path(job["database"])
+        served = _Served(files, json.dumps(job).encode())
+        server = ThreadingHTTPServer(("127.0.0.1", 0), served.handler())
+        thread = threading.Thread(target=server.serve_forever, daemon=True)
+        thread.start()
+        try:
+            url = f"http://127.0.0.1:{server.server_address[1]}/index.html"
+            doc, peak = self._browse(url, served)
+        finally:
+            server.shutdown()
+            server.server_close()
+        return engine_run(doc | {"peak_rss": peak} if doc.get("ok") else doc, "the browser page", start)
+
+    def _browse(self, url: str, served: _Served) -> tuple[dict[str, Any], int | None]:
+        """Open ``url`` in a fresh headless Chromium until the page posts its result; that result and the tab's
+        peak memory (read before the browser is stopped)."""
+        chromium = find_chromium()
+        with tempfile.TemporaryDirectory(prefix="failback-chromium-") as profile:
+            log_path = Path(profile, "chromium.log")
+            with open(log_path, "wb") as log:
+                proc = subprocess.Popen(
+                    [chromium, *_CHROMIUM_FLAGS, f"--user-data-dir={profile}", url],
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=log,
+                    start_new_session=True,  # its own process group: stopped whole, by its id
+                )
+            try:
+                _wait(served.done, proc, self.timeout)
+                peak = _renderer_peak(proc.pid)
+            finally:
+                _stop(proc)
+            if served.result is None:
+                lines = [x for x in log_path.read_text(errors="replace").splitlines() if x.strip()]
+                why = "did not answer in time" if proc.returncode is None else f"exited ({proc.returncode})"
+                raise EngineError(
+                    f"Chromium {why} before the page gave its result: {lines[-1] if lines else 'no output'}",
+                    hint="run it by hand to see why: chromium --headless --no-sandbox <url>",
+                )
+        return served.result, peak
+
+
+_CHROMIUM_FLAGS = (
+    "--headless",
+    "--no-sandbox",  # as root (CI containers) Chromium refuses to start with its sandbox
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-extensions",
+    "--no-first-run",
+    "--enable-precise-memory-info",  # performance.memory unrounded
+    "--remote-debugging-port=0",  # keeps a headless browser open after the page has loaded
+)
+
+
+def _wait(done: threading.Event, proc: subprocess.Popen[bytes], timeout: float | None) -> None:
+    """Until the page has posted its result, Chromium has exited, or ``timeout`` seconds (None: no limit)."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while not done.wait(0.2) and proc.poll() is None:
+        if deadline is not None and time.monotonic() > deadline:
+            return
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    """Stop the Chromium this run started: its process group, by the group's id."""
+    if proc.poll() is None:
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        except ProcessLookupError:
+            proc.wait()
+
+
+def _renderer_peak(root: int) -> int | None:
+    """The largest peak RSS (VmHWM) among the renderer processes under ``root``; None without /proc."""
+    try:
+        pids = [int(p) for p in os.listdir("/proc") if p.isdigit()]
+    except OSError:
+        return None
+    peaks = []
+    for pid in pids:
+        try:
+            if os.getpgid(pid) != root or b"--type=renderer" not in Path(f"/proc/{pid}/cmdline").read_bytes():
+                continue
+            status = Path(f"/proc/{pid}/status").read_text()
+            line = next(x for x in status.splitlines() if x.startswith("VmHWM:"))
+        except (OSError, StopIteration):
+            continue
+        peaks.append(int(line.split()[1]) * 1024)
+    return max(peaks, default=None)
