@@ -21,6 +21,7 @@ from failback.demo.sample import build_native
 from failback.engines.sqljs import SqlJsEngine
 
 DEMO_NOTES = 400
+CHROMIUM = Path("/usr/bin/chromium")
 
 
 def file_hashes(*paths: Path) -> dict[str, str | None]:
@@ -92,6 +93,18 @@ def demo_dir(tmp_path: Path) -> Iterator[Path]:
     yield directory
     if native.exists():
         assert file_hashes(*db_files(native)) == before, "the source database was modified"
+
+
+@pytest.fixture(scope="session")
+def chromium() -> Path:
+    """Debian's chromium, installed by `make deps-browser` (a step of `make test`); missing, the browser tests
+    fail under CI=true and skip, saying why, elsewhere."""
+    if not CHROMIUM.exists():
+        why = f"{CHROMIUM} is missing: run `make deps-browser` (as root) or `apt-get install chromium`"
+        if os.environ.get("CI") == "true":
+            pytest.fail(why)
+        pytest.skip(why)
+    return CHROMIUM
 
 
 @pytest.fixture

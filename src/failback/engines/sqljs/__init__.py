@@ -133,16 +133,16 @@ class SqlJsEngine:
             raise EngineError(f"the sql.js runner did not finish within {self.timeout} s") from None
         except OSError as err:
             raise NodeNotFound(f"cannot start {command[0]}: {err.strerror}") from None
-        return engine_run(_output(proc), "the sql.js runner", start)
+        return engine_run(_output(proc), start)
 
 
-def engine_run(doc: dict[str, Any], runner: str, start: float) -> EngineRun:
-    """The EngineRun of a result document of actions.js (``runner`` names who ran it in errors)."""
+def engine_run(doc: dict[str, Any], start: float) -> EngineRun:
+    """The EngineRun of a result document of actions.js (run since ``start``, a perf_counter)."""
     if not doc.get("ok"):
         error = str(doc.get("error", "unknown error"))
         if doc.get("kind") == "database":
             raise NotADatabaseError(f"sql.js cannot read {error}")
-        raise EngineError(f"{runner} failed: {error}")
+        raise EngineError(f"the sql.js runner failed: {error}")
     return EngineRun(
         results=doc["results"],
         version=str(doc["version"]),

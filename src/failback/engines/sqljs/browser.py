@@ -127,7 +127,12 @@ class SqlJsBrowserEngine(SqlJsEngine):
         finally:
             server.shutdown()
             server.server_close()
-        return engine_run(doc | {"peak_rss": peak} if doc.get("ok") else doc, "the browser page", start)
+        if not doc.get("ok") and doc.get("kind") != "database":
+            raise EngineError(
+                f"the sql.js page failed in Chromium: {doc.get('error', 'unknown error')}",
+                hint="check that Chromium starts: chromium --headless --no-sandbox --dump-dom about:blank",
+            )
+        return engine_run(doc | {"peak_rss": peak}, start)
 
     def _browse(self, url: str, served: _Served) -> tuple[dict[str, Any], int | None]:
         """Open ``url`` in a fresh headless Chromium until the page posts its result; that result and the tab's
@@ -153,7 +158,7 @@ class SqlJsBrowserEngine(SqlJsEngine):
                 why = "did not answer in time" if proc.returncode is None else f"exited ({proc.returncode})"
                 raise EngineError(
                     f"Chromium {why} before the page gave its result: {lines[-1] if lines else 'no output'}",
-                    hint="run it by hand to see why: chromium --headless --no-sandbox <url>",
+                    hint="check that Chromium starts: chromium --headless --no-sandbox --dump-dom about:blank",
                 )
         return served.result, peak
 
