@@ -19,6 +19,7 @@ from .errors import ConfigError
 from .state import StatePaths
 
 DEFAULT_NAME = "failback.toml"
+ROLLBACK_VALUE = "sqljs"  # the provider value a rollback switches the app to, unless [app] rollback_value says
 DEFAULT_PROFILE = "sqljs-1.16.0"  # the target profile when none is named: the browser app's pinned sql.js
 _ENV_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]*")
 _ENV_VALUE = re.compile(r"[A-Za-z0-9_.:/@%+,=-]+")
@@ -64,7 +65,7 @@ class AppConfig(_Section):
     config: ConfigPath = Field(description="The app's provider configuration file (.env or .json).")
     key: str = Field("DATABASE_PROVIDER", description="The key that selects the provider.")
     native_value: str = Field("native", description="The value that selects the native provider.")
-    rollback_value: str = Field("sqljs", description="The value written on rollback.")
+    rollback_value: str = Field(ROLLBACK_VALUE, description="The value written on rollback.")
     path_key: str | None = Field(
         None,
         description="The key that names the file the app loads under the rollback provider (e.g. "

@@ -17,7 +17,7 @@ from typing import Any
 import apsw
 
 from ..assess.gather import collation_merges
-from ..config import DEFAULT_PROFILE, Config, ConvertConfig, VerifyConfig
+from ..config import DEFAULT_PROFILE, ROLLBACK_VALUE, Config, ConvertConfig, VerifyConfig
 from ..db.collations import CollationMerge
 from ..db.connect import connect, database_error, open_source, register_stand_ins, run_script
 from ..db.integrity import SourceIntegrity, check_source
@@ -40,6 +40,7 @@ from ..plan.proofs import apply_proofs, created_name
 from ..profiles import engine_for, load_profile
 from ..snapshot import take_snapshot
 from ..verify import TableCheck, VerifyReport, verify_target
+from .target_manifest import write_target_manifest
 
 Progress = Callable[[str, int, int], None]
 
@@ -338,6 +339,7 @@ def export_database(
         if not report.ok:
             raise VerificationFailed(f"{target} not written: {report.problems[0]}")
         publish_over(tmp, target)  # the old file's -wal/-shm/-journal go with it
+        write_target_manifest(target, cfg.app.rollback_value if cfg else ROLLBACK_VALUE)  # for the web app
         seconds = time.perf_counter() - t0
         return ExportResult(target, plan, report, target.stat().st_size, seconds, built.seconds, integrity)
     finally:

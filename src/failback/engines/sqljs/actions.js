@@ -1,5 +1,6 @@
 // failback engine actions: the action protocol run inside real sql.js, by Node (runner.js) and by a browser
-// page (browser.html) alike. A UMD module: require()d in Node, a <script> in the page (global failbackActions).
+// page (browser.html, web/failback.js) alike. A UMD module: require()d in Node; in a page a <script> or an
+// imported module, which defines globalThis.failbackActions.
 // runJob({SQL, hasher, bytes, job, sample}) opens `bytes` (a Uint8Array, or null: an empty database) with the
 // job's stand-ins and returns {"ok": true, "version", "results": [...]} or {"ok": false, "kind": "database",
 // "error"}; `sample` (optional) is called after each action (the page samples its memory there).
@@ -25,7 +26,7 @@
 (function (root, factory) {
   if (typeof module === "object" && module.exports) module.exports = factory();
   else root.failbackActions = factory();
-})(typeof self !== "undefined" ? self : this, function () {
+})(typeof globalThis !== "undefined" ? globalThis : this, function () {
 "use strict";
 
 const quote = (name) => '"' + String(name).replace(/"/g, '""') + '"';

@@ -18,9 +18,12 @@ import subprocess
 import tempfile
 import threading
 import time
+from collections.abc import Mapping
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from ...errors import EngineError
 from .. import Action, EngineRun
@@ -46,11 +49,11 @@ def find_chromium() -> str:
 
 
 class _Served:
-    """The files of one run by URL path, and the result document the page posts (``done`` set when it has)."""
+    """The files of one run by URL path (a file or bytes), and the result document the page posts (``done`` set
+    when it has)."""
 
-    def __init__(self, files: dict[str, Path], job: bytes) -> None:
+    def __init__(self, files: Mapping[str, Path | bytes]) -> None:
         self.files = files
-        self.job = job
         self.result: dict[str, Any] | None = None
         self.done = threading.Event()
 
@@ -59,18 +62,23 @@ class _Served:
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
-                name = self.path.lstrip("/")
-                if name == "job.json":
-                    return self._send(served.job, _TYPES[".json"])
-                path = served.files.get(name)
-                if path is None:
+                name = urlsplit(self.path).path.lstrip("/")  # a page may take a query string
+                found = served.files.get(name)
+                if found is None:
                     return self.send_error(404)
                 self.send_response(200)
-                self.send_header("Content-Type", _TYPES.get(path.suffix, "application/octet-stream"))
-                self.send_header("Content-Length", str(path.stat().st_size))
+                self.send_header("Content-Type", _TYPES.get(Path(name).suffix, "application/octet-stream"))
+                self.send_header("Cache-Control", "no-store")
+                if isinstance(found, bytes):
+                    self.send_header("Content-Length", str(len(found)))
+                    self.end_headers()
+                    self.wfile.write(found)
+                    return None
+                self.send_header("Content-Length", str(found.stat().st_size))
                 self.end_headers()
-                with open(path, "rb") as fh:
+                with open(found, "rb") as fh:
                     shutil.copyfileobj(fh, self.wfile, 1 << 20)
+                return None
 
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
@@ -81,19 +89,71 @@ class _Served:
                         doc = {"ok": False, "kind": "job", "error": f"the page's result is not JSON: {err}"}
                     served.result = doc if isinstance(doc, dict) else {"ok": False, "error": "not a document"}
                     served.done.set()
-                self._send(b"{}", _TYPES[".json"])
-
-            def _send(self, body: bytes, kind: str) -> None:
-                self.send_response(200)
-                self.send_header("Content-Type", kind)
-                self.send_header("Content-Length", str(len(body)))
+                self.send_response(204)
                 self.end_headers()
-                self.wfile.write(body)
 
             def log_message(self, format: str, *args: Any) -> None:
                 """Quiet: the page's requests are not the user's business."""
 
         return Handler
+
+
+@dataclass
+class PageRun:
+    """What a page posted to /result, and the tab's peak memory (None where it cannot be read)."""
+
+    result: dict[str, Any]
+    peak_tab_bytes: int | None
+
+
+def run_page(
+    files: Mapping[str, Path | bytes],
+    page: str,
+    *,
+    timeout: float | None = None,
+    profile: Path | None = None,
+    port: int = 0,
+) -> PageRun:
+    """Serve ``files`` (URL path → a file or its bytes, nothing else) from 127.0.0.1 for the duration and open
+    ``page`` in a fresh headless Chromium until the page POSTs its result document to ``/result``, Chromium
+    exits, or ``timeout`` seconds pass (None: no limit). ``profile``: Chromium's user data folder, kept, so a
+    later run on the same ``port`` (the same origin; 0: a free one) sees what this one stored (IndexedDB);
+    default: a temporary one. EngineError when no result came."""
+    served = _Served(files)
+    server = ThreadingHTTPServer(("127.0.0.1", port), served.handler())
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        with tempfile.TemporaryDirectory(prefix="failback-chromium-") as scratch:
+            url = f"http://127.0.0.1:{server.server_address[1]}/{page}"
+            return _browse(url, served, Path(profile or scratch), Path(scratch, "chromium.log"), timeout)
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def _browse(url: str, served: _Served, profile: Path, log_path: Path, timeout: float | None) -> PageRun:
+    chromium = find_chromium()
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            [chromium, *_CHROMIUM_FLAGS, f"--user-data-dir={profile}", url],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,
+            start_new_session=True,  # its own process group: stopped whole, by its id
+        )
+    try:
+        _wait(served.done, proc, timeout)
+        peak = _renderer_peak(proc.pid)  # before it stops
+    finally:
+        _stop(proc)
+    if served.result is None:
+        lines = [x for x in log_path.read_text(errors="replace").splitlines() if x.strip()]
+        why = "did not answer in time" if proc.returncode is None else f"exited ({proc.returncode})"
+        raise EngineError(
+            f"Chromium {why} before the page gave its result: {lines[-1] if lines else 'no output'}",
+            hint="check that Chromium starts: chromium --headless --no-sandbox --dump-dom about:blank",
+        )
+    return PageRun(served.result, peak)
 
 
 class SqlJsBrowserEngine(SqlJsEngine):
@@ -106,61 +166,34 @@ class SqlJsBrowserEngine(SqlJsEngine):
         read (served to the page)."""
         start = time.perf_counter()
         job = self.job(database, actions)
-        modules = runner_modules()
-        sqljs = modules["sql.js"]
-        files = {
+        files: dict[str, Path | bytes] = {
             "index.html": PAGE,
-            "actions.js": RUNNER_DIR / "actions.js",
-            sqljs.name: sqljs,
-            "sql-wasm.wasm": sqljs.with_name("sql-wasm.wasm"),
-            modules["hash-wasm"].name: modules["hash-wasm"],
+            "job.json": json.dumps(job).encode(),
+            **sqljs_files(),
         }
         if job["database"] is not None:
             files["database"] = Path(job["database"])
-        served = _Served(files, json.dumps(job).encode())
-        server = ThreadingHTTPServer(("127.0.0.1", 0), served.handler())
-        thread = threading.Thread(target=server.serve_forever, daemon=True)
-        thread.start()
-        try:
-            url = f"http://127.0.0.1:{server.server_address[1]}/index.html"
-            doc, peak = self._browse(url, served)
-        finally:
-            server.shutdown()
-            server.server_close()
+        page = run_page(files, "index.html", timeout=self.timeout)
+        doc = page.result
         if not doc.get("ok") and doc.get("kind") != "database":
             raise EngineError(
                 f"the sql.js page failed in Chromium: {doc.get('error', 'unknown error')}",
                 hint="check that Chromium starts: chromium --headless --no-sandbox --dump-dom about:blank",
             )
-        return engine_run(doc | {"peak_rss": peak}, start)
+        return engine_run(doc | {"peak_rss": page.peak_tab_bytes}, start)
 
-    def _browse(self, url: str, served: _Served) -> tuple[dict[str, Any], int | None]:
-        """Open ``url`` in a fresh headless Chromium until the page posts its result; that result and the tab's
-        peak memory (read before the browser is stopped)."""
-        chromium = find_chromium()
-        with tempfile.TemporaryDirectory(prefix="failback-chromium-") as profile:
-            log_path = Path(profile, "chromium.log")
-            with open(log_path, "wb") as log:
-                proc = subprocess.Popen(
-                    [chromium, *_CHROMIUM_FLAGS, f"--user-data-dir={profile}", url],
-                    stdin=subprocess.DEVNULL,
-                    stdout=log,
-                    stderr=log,
-                    start_new_session=True,  # its own process group: stopped whole, by its id
-                )
-            try:
-                _wait(served.done, proc, self.timeout)
-                peak = _renderer_peak(proc.pid)
-            finally:
-                _stop(proc)
-            if served.result is None:
-                lines = [x for x in log_path.read_text(errors="replace").splitlines() if x.strip()]
-                why = "did not answer in time" if proc.returncode is None else f"exited ({proc.returncode})"
-                raise EngineError(
-                    f"Chromium {why} before the page gave its result: {lines[-1] if lines else 'no output'}",
-                    hint="check that Chromium starts: chromium --headless --no-sandbox --dump-dom about:blank",
-                )
-        return served.result, peak
+
+def sqljs_files() -> dict[str, Path]:
+    """The files a page loads to run actions.js, by URL path: sql.js (its .wasm beside it), hash-wasm's XXH3,
+    actions.js itself (the same files the Node runner loads)."""
+    modules = runner_modules()
+    sqljs = modules["sql.js"]
+    return {
+        "actions.js": RUNNER_DIR / "actions.js",
+        sqljs.name: sqljs,
+        "sql-wasm.wasm": sqljs.with_name("sql-wasm.wasm"),
+        modules["hash-wasm"].name: modules["hash-wasm"],
+    }
 
 
 _CHROMIUM_FLAGS = (
