@@ -49,7 +49,9 @@ async function main() {
   }
   const initSqlJs = require(job.modules["sql.js"]);
   const { createXXHash128 } = require(job.modules["hash-wasm"]);
-  const SQL = await initSqlJs(loadOptions(job));
+  // the .wasm read here, not fetched by sql.js: older builds' loaders call fetch() on a path under Node >= 18
+  const wasmBinary = fs.readFileSync(job.modules["sql.js"].replace(/\.js$/, ".wasm"));
+  const SQL = await initSqlJs({ ...loadOptions(job), wasmBinary });
   const hasher = await createXXHash128();
   const bytes = job.database == null ? null : fs.readFileSync(job.database);
   const doc = runJob({ SQL, hasher, bytes, job });
