@@ -48,11 +48,50 @@ const fromHex = (text) => {
 // BLOB, null). get()'s strings are decoded lossily, so TEXT is re-read as bytes with getBlob(), which gives
 // exactly sqlite3_column_text's UTF-8 (converted from UTF-16 by SQLite in a UTF-16 database).
 function readRow(stmt) {
+  if (!bigints) return readPairs(stmt);
   const row = stmt.get(null, { useBigInt: true });
   for (let i = 0; i < row.length; i++) {
     if (typeof row[i] === "string") row[i] = { text: stmt.getBlob(i) };
   }
   return row;
+}
+
+// sql.js before 1.8 (e.g. npm's sql.js-fts5 1.4.0) has no useBigInt: get() gives INTEGER and REAL alike as
+// numbers. There each value is selected as a pair (typed(): its typeof and, for an INTEGER, its decimal text)
+// and readPairs() rebuilds it; a statement that cannot be wrapped so (EXPLAIN, PRAGMA) is read by guessedRow(),
+// taking an integral number for an INTEGER (what those statements return).
+let bigints = true;
+
+function typed(parts) {
+  return parts.flatMap((p) => [`typeof(${p})`, `CASE typeof(${p}) WHEN 'integer' THEN CAST(${p} AS TEXT) ELSE ${p} END`]);
+}
+
+function readPairs(stmt) {
+  const row = stmt.get();
+  const out = [];
+  for (let i = 0; i < row.length; i += 2) {
+    const kind = row[i];
+    const v = row[i + 1];
+    out.push(kind === "integer" ? BigInt(v) : kind === "text" ? { text: stmt.getBlob(i + 1) } : v);
+  }
+  return out;
+}
+
+function guessedRow(stmt) {
+  return stmt.get().map((v, i) =>
+    typeof v === "string" ? { text: stmt.getBlob(i) } : Number.isInteger(v) ? BigInt(v) : v,
+  );
+}
+
+// The wrapped form of a one-statement query whose `n` result columns are read in pairs, or null when the
+// statement cannot be wrapped (it is not a SELECT).
+function typedQuery(db, sql, n) {
+  const names = Array.from({ length: n }, (_, i) => `fb_c${i}`);
+  try {
+    return db.prepare(`WITH fb_q(${names.join(", ")}) AS (${sql.trim().replace(/;$/, "")}) SELECT ${typed(names).join(", ")} FROM fb_q`);
+  } catch {
+    return null;
+  }
 }
 
 // REAL as text in Python's repr() format (shortest round-trip digits, as JS's), so both engines agree.
@@ -170,6 +209,7 @@ function rowidName(columns) {
 // group of columns, in the same row order (`order`, else by rowid, else a scan of the table's own b-tree),
 // and each row joined (as digest.py's DigestSpec.read).
 function scanTable(db, parts, spec, order, fn) {
+  if (!bigints) parts = typed(parts); // pairs: MAX_COLUMNS is even, a pair is never cut
   const groups = [];
   for (let i = 0; i < parts.length; i += MAX_COLUMNS) groups.push(parts.slice(i, i + MAX_COLUMNS));
   let source = `"main".${quote(spec.table)}`;
@@ -206,20 +246,27 @@ const ACTIONS = {
     const first = it.next();
     const out = { columns: [], rows: [], count: 0, digest: "0".repeat(32) };
     if (first.done) return out;
-    const stmt = first.value;
+    let stmt = first.value;
     const d = new Digester(hasher);
     const limit = action.limit == null ? Infinity : action.limit;
+    let read = readRow;
     try {
       out.columns = stmt.getColumnNames();
+      if (!bigints) {
+        stmt = typedQuery(db, action.sql, out.columns.length) || stmt;
+        if (stmt === first.value) read = guessedRow;
+      }
       if (action.params && action.params.length) stmt.bind(action.params.map(decodeTyped));
       while (stmt.step()) {
-        const row = readRow(stmt);
+        const row = read(stmt);
         if (out.rows.length < limit) out.rows.push(row.map((v) => encodeTyped(v, true)));
         d.add(row);
       }
       if (!it.next().done) throw new Error("query takes a single SQL statement; use exec for scripts");
     } finally {
-      it.return();
+      if (stmt !== first.value) stmt.free();
+      if (typeof it.return === "function") it.return();
+      else first.value.free(); // sql.js < 1.8's iterator has no return()
     }
     return { ...out, count: d.count, digest: d.hex() };
   },
@@ -276,6 +323,10 @@ function runJob({ SQL, hasher, bytes, job, sample }) {
   let db;
   try {
     db = new SQL.Database(bytes);
+    const one = db.prepare("SELECT 1");
+    one.step();
+    bigints = typeof one.get(null, { useBigInt: true })[0] === "bigint";
+    one.free();
     // registered before the first read, as the app does: the schema is parsed knowing them
     for (const entry of job.stand_ins || []) {
       const cut = entry.lastIndexOf("/");
