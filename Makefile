@@ -5,11 +5,13 @@ BIN    := $(VENV)/bin
 SQLJS  := src/failback/engines/sqljs
 PY_OK  := $(VENV)/.installed
 JS_OK  := $(SQLJS)/node_modules/.package-lock.json
+ENGINES := tests/engines
+ENGINES_OK := $(ENGINES)/node_modules/.package-lock.json
 DEMO_DIR ?= failback-demo
 CHROMIUM := /usr/bin/chromium
 LOCK_VENV := .venv-lock
 
-.PHONY: deps deps-browser lock demo test soak lint docs wheel bench bench-quick bench-digest clean
+.PHONY: deps deps-browser deps-engines lock demo test soak lint docs wheel bench bench-quick bench-digest clean
 
 deps: $(PY_OK) $(JS_OK)
 
@@ -44,6 +46,13 @@ $(JS_OK): $(SQLJS)/package.json $(SQLJS)/package-lock.json
 	cd $(SQLJS) && npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
+# the sql.js builds web apps ship (npm's sql.js-fts5), pinned in tests/engines/package-lock.json, for the engine tests
+deps-engines: $(ENGINES_OK)
+
+$(ENGINES_OK): $(ENGINES)/package.json $(ENGINES)/package-lock.json
+	cd $(ENGINES) && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
 demo: deps
 	$(BIN)/failback demo $(DEMO_DIR)
 
@@ -52,7 +61,7 @@ lint: deps
 	$(BIN)/ruff format --check src tests $(wildcard bench)
 	$(BIN)/mypy src
 
-test: lint deps-browser
+test: lint deps-browser deps-engines
 	$(BIN)/python -m pytest -q -m "not soak"
 
 soak: deps deps-browser  # the long runs; FAILBACK_SOAK_SEED=<printed seed> replays one
@@ -77,4 +86,4 @@ bench-digest: deps
 	$(BIN)/python bench/digest.py
 
 clean:
-	rm -rf $(VENV) $(LOCK_VENV) $(SQLJS)/node_modules $(DEMO_DIR) build dist
+	rm -rf $(VENV) $(LOCK_VENV) $(SQLJS)/node_modules $(ENGINES)/node_modules $(DEMO_DIR) build dist

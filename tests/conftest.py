@@ -95,16 +95,21 @@ def demo_dir(tmp_path: Path) -> Iterator[Path]:
         assert file_hashes(*db_files(native)) == before, "the source database was modified"
 
 
-@pytest.fixture(scope="session")
-def chromium() -> Path:
-    """Debian's chromium, installed by `make deps-browser` (a step of `make test`); missing, the browser tests
-    fail under CI=true and skip, saying why, elsewhere."""
-    if not CHROMIUM.exists():
-        why = f"{CHROMIUM} is missing: run `make deps-browser` (as root) or `apt-get install chromium`"
+def installed(path: Path, how: str) -> Path:
+    """``path``, installed by a deps target of `make test`; missing, the test fails under CI=true and skips,
+    saying ``how`` to install it, elsewhere."""
+    if not path.exists():
+        why = f"{path} is missing: {how}"
         if os.environ.get("CI") == "true":
             pytest.fail(why)
         pytest.skip(why)
-    return CHROMIUM
+    return path
+
+
+@pytest.fixture(scope="session")
+def chromium() -> Path:
+    """Debian's chromium, installed by `make deps-browser` (a step of `make test`)."""
+    return installed(CHROMIUM, "run `make deps-browser` (as root) or `apt-get install chromium`")
 
 
 @pytest.fixture

@@ -50,6 +50,7 @@ __all__ = [
     "EngineRun",
     "Result",
     "TypedValue",
+    "browser_twin",
     "check_engine_input",
     "decode_typed",
     "encode_typed",
@@ -57,6 +58,7 @@ __all__ = [
     "get_engine",
     "names",
     "register",
+    "with_build",
 ]
 
 Action = dict[str, Any]
@@ -139,6 +141,26 @@ def get_engine(name: str) -> Engine:
             f"a {PLUGIN_GROUP!r} entry point",
         )
     return factory()
+
+
+def with_build(engine: Engine, folder: Path) -> Engine:
+    """``engine`` running the build in ``folder`` (e.g. a sql.js dist/ folder): its ``with_build(folder)``;
+    ConfigError for an engine that runs only its own build."""
+    build = getattr(engine, "with_build", None)
+    if build is None:
+        raise ConfigError(
+            f"engine {engine.name} runs no other build: an engine path is for sql.js engines",
+            "remove engine_path from the profile, or probe a sql.js engine with --engine-path",
+        )
+    result: Engine = build(folder)
+    return result
+
+
+def browser_twin(engine: Engine) -> Engine:
+    """The browser engine (BROWSER_ENGINE) running the same build as ``engine`` (e.g. a profile's engine_path)."""
+    browser = get_engine(BROWSER_ENGINE)
+    folder = getattr(engine, "sqljs_dir", None)
+    return with_build(browser, folder) if folder else browser
 
 
 def _sqlite() -> Engine:

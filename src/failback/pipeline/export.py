@@ -22,7 +22,7 @@ from ..db.collations import CollationMerge
 from ..db.connect import connect, database_error, open_source, register_stand_ins, run_script
 from ..db.integrity import SourceIntegrity, check_source
 from ..db.schema import Schema, read_schema
-from ..engines import BROWSER_ENGINE, Engine, get_engine
+from ..engines import Engine, browser_twin
 from ..errors import (
     EnvironmentFailure,
     FailbackError,
@@ -289,7 +289,7 @@ def verify_conversion(
         fts_queries=v.fts_queries,
         sample_terms=v.sample_terms,
         queries=v.queries,
-        browser=get_engine(BROWSER_ENGINE) if v.browser else None,
+        browser=browser_twin(engine) if v.browser else None,
         browser_memory_warn_mb=v.browser_memory_warn_mb,
         **kw,
     )
