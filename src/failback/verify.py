@@ -104,7 +104,7 @@ class VerifyReport:
     timings: list[dict[str, Any]] = field(default_factory=list)
     sqljs_version: str = ""
     sqljs_peak_rss: int | None = None
-    browser: dict[str, Any] | None = None  # the same job in a browser: engine, version, seconds, memory, warning
+    browser: dict[str, Any] | None = None  # the same job in a browser: version, seconds, memory, difference, warning
     seconds: float = 0.0
 
     @property
