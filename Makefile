@@ -5,12 +5,14 @@ BIN    := $(VENV)/bin
 SQLJS  := src/failback/engines/sqljs
 PY_OK  := $(VENV)/.installed
 JS_OK  := $(SQLJS)/node_modules/.package-lock.json
+ENGINES := tests/engines
+ENGINES_OK := $(ENGINES)/node_modules/.package-lock.json
 DEMO_DIR ?= failback-demo
 CHROMIUM := /usr/bin/chromium
 PROMETHEUS := /usr/bin/prometheus
 LOCK_VENV := .venv-lock
 
-.PHONY: deps deps-browser deps-prometheus lock demo test soak lint docs wheel bench bench-quick bench-digest clean
+.PHONY: deps deps-browser deps-prometheus deps-engines lock demo test soak lint docs wheel bench bench-quick bench-digest clean
 
 deps: $(PY_OK) $(JS_OK)
 
@@ -56,6 +58,13 @@ $(JS_OK): $(SQLJS)/package.json $(SQLJS)/package-lock.json
 	cd $(SQLJS) && npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
+# the sql.js builds web apps ship (npm's sql.js-fts5), pinned in tests/engines/package-lock.json, for the engine tests
+deps-engines: $(ENGINES_OK)
+
+$(ENGINES_OK): $(ENGINES)/package.json $(ENGINES)/package-lock.json
+	cd $(ENGINES) && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
 demo: deps
 	$(BIN)/failback demo $(DEMO_DIR)
 
@@ -64,7 +73,7 @@ lint: deps
 	$(BIN)/ruff format --check src tests $(wildcard bench)
 	$(BIN)/mypy src
 
-test: lint deps-browser deps-prometheus
+test: lint deps-browser deps-prometheus deps-engines
 	$(BIN)/python -m pytest -q -m "not soak"
 
 soak: deps deps-browser  # the long runs; FAILBACK_SOAK_SEED=<printed seed> replays one
@@ -89,4 +98,4 @@ bench-digest: deps
 	$(BIN)/python bench/digest.py
 
 clean:
-	rm -rf $(VENV) $(LOCK_VENV) $(SQLJS)/node_modules $(DEMO_DIR) build dist
+	rm -rf $(VENV) $(LOCK_VENV) $(SQLJS)/node_modules $(ENGINES)/node_modules $(DEMO_DIR) build dist

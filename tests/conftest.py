@@ -21,6 +21,7 @@ from failback.demo.sample import build_native
 from failback.engines.sqljs import SqlJsEngine
 
 DEMO_NOTES = 400
+CHROMIUM = Path("/usr/bin/chromium")
 
 
 def file_hashes(*paths: Path) -> dict[str, str | None]:
@@ -92,6 +93,23 @@ def demo_dir(tmp_path: Path) -> Iterator[Path]:
     yield directory
     if native.exists():
         assert file_hashes(*db_files(native)) == before, "the source database was modified"
+
+
+def installed(path: Path, how: str) -> Path:
+    """``path``, installed by a deps target of `make test`; missing, the test fails under CI=true and skips,
+    saying ``how`` to install it, elsewhere."""
+    if not path.exists():
+        why = f"{path} is missing: {how}"
+        if os.environ.get("CI") == "true":
+            pytest.fail(why)
+        pytest.skip(why)
+    return path
+
+
+@pytest.fixture(scope="session")
+def chromium() -> Path:
+    """Debian's chromium, installed by `make deps-browser` (a step of `make test`)."""
+    return installed(CHROMIUM, "run `make deps-browser` (as root) or `apt-get install chromium`")
 
 
 @pytest.fixture

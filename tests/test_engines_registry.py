@@ -126,5 +126,5 @@ def test_cli_refuses_unknown_engine_in_one_line(
     assert done.returncode == 2
     error, hint = done.stderr.splitlines()
     assert error == "error: profile nosuch-test: no engine named 'nosuch'"
-    assert hint.startswith("hint: known engines: logging, sqlite, sqljs;")
+    assert hint.startswith("hint: known engines: logging, sqlite, sqljs, sqljs-browser;")
     assert not (tmp_path / "out.sqlite").exists()

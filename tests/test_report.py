@@ -27,7 +27,6 @@ from failback.report.markdown import render_markdown
 from .conftest import DEMO_NOTES
 
 CLI = "import failback.cli.report; from failback.cli import main; main(prog_name='failback')"
-CHROMIUM = Path("/usr/bin/chromium")
 HOSTILE = "<script>alert('x')</script> & \"q\""
 
 
@@ -161,18 +160,6 @@ def test_no_runs_yet(tmp_path: Path) -> None:
 
 
 # -- in a real browser ------------------------------------------------------------------------------
-@pytest.fixture(scope="session")
-def chromium() -> Path:
-    """Debian's chromium, installed by `make deps-browser` (a step of `make test`); missing, the browser tests
-    fail under CI=true and skip, saying why, elsewhere."""
-    if not CHROMIUM.exists():
-        why = f"{CHROMIUM} is missing: run `make deps-browser` (as root) or `apt-get install chromium`"
-        if os.environ.get("CI") == "true":
-            pytest.fail(why)
-        pytest.skip(why)
-    return CHROMIUM
-
-
 def render_in_chromium(chromium: Path, page: Path, profile: Path) -> tuple[str, list[str]]:
     """The DOM after load, and every console line (a page without script must log nothing)."""
     done = subprocess.run(

@@ -111,12 +111,18 @@ def verify(
     allow_drop: Iterable[str] = (),
     functions: Iterable[str] = (),
     level: Level = "standard",
+    browser: bool = False,
 ) -> Verification:
     """Prove ``target`` holds ``source``'s data and the schema export plans for it, in apsw and in the target
     engine: row counts and content digests of every table, integrity, foreign keys, search parity, each view
     and trigger. A difference is reported (``ok`` false, ``differences``), never raised. ``level``: quick,
-    standard or deep. ``profile``, ``config``, ``allow_drop``, ``functions``: as export was given them."""
-    return verify_export(Path(source), Path(target), _settings(config, profile, allow_drop, functions)[1], level=level)
+    standard or deep. ``browser`` (or the config's ``[verify] browser``): the target engine's checks run again
+    in headless Chromium and must give the same results (``browser`` in the result: its time, the tab's peak
+    memory, a warning above what mobile browsers hold). ``profile``, ``config``, ``allow_drop``,
+    ``functions``: as export was given them."""
+    cfg, settings = _settings(config, profile, allow_drop, functions)
+    in_browser = browser or (cfg is not None and cfg.verify.browser)
+    return verify_export(Path(source), Path(target), settings, level=level, browser=in_browser)
 
 
 def plan(

@@ -19,6 +19,7 @@ from .errors import ConfigError
 from .state import StatePaths
 
 DEFAULT_NAME = "failback.toml"
+ROLLBACK_VALUE = "sqljs"  # the provider value a rollback switches the app to, unless [app] rollback_value says
 DEFAULT_PROFILE = "sqljs-1.16.0"  # the target profile when none is named: the browser app's pinned sql.js
 _ENV_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]*")
 _ENV_VALUE = re.compile(r"[A-Za-z0-9_.:/@%+,=-]+")
@@ -64,7 +65,7 @@ class AppConfig(_Section):
     config: ConfigPath = Field(description="The app's provider configuration file (.env or .json).")
     key: str = Field("DATABASE_PROVIDER", description="The key that selects the provider.")
     native_value: str = Field("native", description="The value that selects the native provider.")
-    rollback_value: str = Field("sqljs", description="The value written on rollback.")
+    rollback_value: str = Field(ROLLBACK_VALUE, description="The value written on rollback.")
     path_key: str | None = Field(
         None,
         description="The key that names the file the app loads under the rollback provider (e.g. "
@@ -149,6 +150,14 @@ class VerifyConfig(_Section):
     fts_queries: list[str] = Field([], description="FTS MATCH queries whose hits must be equal in both engines.")
     sample_terms: int = Field(5, ge=0, description="Terms drawn from the data and searched in both engines.")
     queries: list[str] = Field([], description="The app's own queries; results must match in both engines.")
+    browser: bool = Field(
+        False,
+        description="Also run the verification in headless Chromium (the same sql.js): its results must equal "
+        "Node's, and the tab's peak memory is reported.",
+    )
+    browser_memory_warn_mb: int = Field(
+        300, ge=1, description="Warn when the browser tab peaks above this many MB (what mobile browsers hold)."
+    )
 
 
 class AssessConfig(_Section):

@@ -23,12 +23,16 @@ Levels:
   index of the file, SQLite 3.54 being the same version sql.js ships).
 
 The sql.js job runs in a Node process (a thread waits for it) while Python digests the target, so the two
-sides use both cores.
+sides use both cores. Given a ``browser`` engine (``[verify] browser``, ``verify --browser``), the same job then
+runs in the same sql.js inside headless Chromium: every result (timings apart) must equal Node's, else the
+first that differs is a problem; the tab's time and peak memory are reported, with a warning above what mobile
+browsers hold.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import time
 from collections.abc import Collection, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -40,9 +44,18 @@ import apsw
 
 from .db.connect import connect, database_error, quote
 from .db.digest import DigestSpec, TableDigest, database_digests, digest_rows, table_digest
-from .db.schema import STORED_SCHEMA_SQL, CreatedObject, Schema, Table, created_object, digest_spec, read_schema
+from .db.schema import (
+    STORED_SCHEMA_SQL,
+    STORED_SCHEMA_SQL_BEFORE_3_37,
+    CreatedObject,
+    Schema,
+    Table,
+    created_object,
+    digest_spec,
+    read_schema,
+)
 from .db.sqltext import tokenize
-from .engines import SOURCE_ENGINE, Engine, decode_typed, first_difference, get_engine
+from .engines import SOURCE_ENGINE, Engine, EngineRun, Result, decode_typed, first_difference, get_engine
 from .errors import FailbackError
 from .pipeline.postcheck import summarize, without_warmup
 from .plan.model import Action, Plan, SearchPair
@@ -91,6 +104,7 @@ class VerifyReport:
     timings: list[dict[str, Any]] = field(default_factory=list)
     sqljs_version: str = ""
     sqljs_peak_rss: int | None = None
+    browser: dict[str, Any] | None = None  # the same job in a browser: version, seconds, memory, difference, warning
     seconds: float = 0.0
 
     @property
@@ -357,6 +371,7 @@ def _build_job(
     for sql in timed:  # first, on the pristine data (the write round trip comes last)
         job.add(f"time:{sql}", {"op": "time", "sql": sql, "runs": runs + 1})
     job.add("schema", {"op": "query", "sql": STORED_SCHEMA_SQL})
+    job.add("schema-before-3.37", {"op": "query", "sql": STORED_SCHEMA_SQL_BEFORE_3_37})  # read where that fails
     if level == "quick":
         for s in specs:
             job.add(f"count:{s.table}", {"op": "query", "sql": _count_sql(s)})
@@ -429,11 +444,15 @@ def verify_target(
     timed: list[str] | None = None,
     runs: int = 20,
     repaired: Collection[str] = (),
+    browser: Engine | None = None,
+    browser_memory_warn_mb: int | None = None,
 ) -> VerifyReport:
     """Run the verification suite at ``level``. Problems are collected in the report, never raised.
     ``snapshot_digests_`` (e.g. from the backup manifest) are reused for the tables they cover; ``timed``
     queries are also timed in sql.js while it has the target loaded (for the post-check). The search results
-    of ``repaired`` FTS tables (their source index was malformed: ``--repair-fts``) are not compared."""
+    of ``repaired`` FTS tables (their source index was malformed: ``--repair-fts``) are not compared.
+    ``browser``: an engine that runs the same job in a browser; its results must equal ``engine``'s, and a tab
+    peaking above ``browser_memory_warn_mb`` is warned about."""
     t0 = time.perf_counter()
     rep = VerifyReport(level)
     quick = level == "quick"
@@ -443,6 +462,9 @@ def verify_target(
     job = _build_job(plan, view.specs, level, searches, [] if quick else list(queries or []), list(timed or []), runs)
     with ThreadPoolExecutor(1) as pool:
         future = pool.submit(engine.run, target, job.actions)
+        in_browser = (
+            None if browser is None else pool.submit(browser.with_stand_ins(plan.stand_ins).run, target, job.actions)
+        )
         target_d, stored = _target_side(rep, target, view.specs, snapshot, quick, level == "deep")
         given = {} if quick else snapshot_digests_ or {}
         try:
@@ -452,6 +474,10 @@ def verify_target(
             future.cancel()
             raise database_error(snapshot, err) from err
         run = future.result()
+        if in_browser:
+            rep.browser = browser_check(job.tags, run, in_browser.result(), browser_memory_warn_mb)
+            if rep.browser["difference"]:
+                rep.problems.append(f"in the browser: {rep.browser['difference']}")
     job.results = dict(zip(job.tags, run.results, strict=True))
     rep.sqljs_version, rep.sqljs_peak_rss = run.version, run.peak_rss_bytes
     rep.timings = [asdict(summarize(sql, without_warmup(job[f"time:{sql}"]))) for sql in timed or []]
@@ -478,6 +504,8 @@ def verify_target(
             )
     planned = planned_schema(plan)
     sqljs_schema = job["schema"]
+    if not sqljs_schema["ok"] and "pragma_table_list" in sqljs_schema["error"]:  # a target engine's SQLite < 3.37
+        sqljs_schema = job["schema-before-3.37"]
     js_rows: list[Sequence[Any]] = [[decode_typed(v) for v in row] for row in sqljs_schema.get("rows", [])]
     _schema_checks(rep, planned, {"apsw": stored, "sql.js": js_rows if sqljs_schema["ok"] else sqljs_schema["error"]})
     for d in plan.refused:  # no target failback builds can hold it: the source's object is not in the target
@@ -502,6 +530,49 @@ def verify_target(
             rep.add(Check("search", name, True, "not compared: the source's index is malformed, rebuilt in the target"))
     rep.seconds = time.perf_counter() - t0
     return rep
+
+
+def browser_check(tags: list[str], node: EngineRun, browser: EngineRun, warn_mb: int | None) -> dict[str, Any]:
+    """What a browser engine's run of the job (``tags``: its actions' tags) says beside Node's: its version,
+    time and memory, the first action whose result differs from Node's (timings are not compared), and a
+    warning when the tab's peak memory exceeds ``warn_mb``."""
+    found = (_result_difference(tag, a, b) for tag, a, b in zip(tags, node.results, browser.results, strict=True))
+    difference = next(filter(None, found), None)
+    if difference is None and node.version != browser.version:
+        difference = f"SQLite {browser.version}, Node's sql.js {node.version}"
+    peak = browser.peak_rss_bytes or browser.peak_js_heap_bytes
+    warning = None
+    if warn_mb is not None and peak is not None and peak > warn_mb * 2**20:
+        warning = (
+            f"the tab peaked at {peak / 2**20:.0f} MB, above the {warn_mb} MB mobile browsers may hold: "
+            "phones may reload or kill the app while it loads the database"
+        )
+    return {
+        "version": browser.version,
+        "seconds": round(browser.seconds, 3),
+        "peak_tab_bytes": browser.peak_rss_bytes,
+        "peak_js_heap_bytes": browser.peak_js_heap_bytes,
+        "difference": difference,
+        "warning": warning,
+    }
+
+
+def _result_difference(tag: str, node: Result, browser: Result) -> str | None:
+    """How one action's result in the browser differs from Node's; None when equal, or a timing (never
+    compared)."""
+    kind, _, name = tag.partition(":")
+    if kind == "time":
+        return None
+    what = f"table {name}" if kind in ("digest", "count") else f"{kind} {name}"
+    if node == browser or (kind == "proof" and node["ok"] and browser["ok"] and _fired([node]) == _fired([browser])):
+        return None  # an EXPLAIN's program holds addresses (p4 "vtab:5391F0"): what it fires is compared
+    if node.get("ok") != browser.get("ok"):
+        said = {True: "succeeds", False: "fails"}
+        return (
+            f"{what}: {said[bool(browser.get('ok'))]} in the browser ({browser.get('error', 'ok')}), "
+            f"{said[bool(node.get('ok'))]} in Node ({node.get('error', 'ok')})"
+        )
+    return f"{what}: the browser gives {_short(json.dumps(browser))}, Node {_short(json.dumps(node))}"
 
 
 def _quick_check(conn: apsw.Connection) -> str:

@@ -87,16 +87,22 @@ def plan(source: Path, profile: str, config_path: Path | None, as_json: bool) ->
 
 @click.command()
 @click.option("--engine", type=click.Choice(["sqljs", "sqlite"]), default="sqljs", show_default=True)
+@click.option(
+    "--engine-path",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=None,
+    help="Probe this build of the engine (a sql.js dist/ folder: sql-wasm.js + .wasm); the profile records it.",
+)
 @click.option("-o", "--output", type=click.Path(path_type=Path), default=None, help="Write the profile here.")
 @json_option
 @handle_errors
-def probe(engine: str, output: Path | None, as_json: bool) -> None:
+def probe(engine: str, engine_path: Path | None, output: Path | None, as_json: bool) -> None:
     """Probe a real engine's capabilities and print (or write) its profile.
 
     --json prints the profile as JSON (with --output, where it was written); the file is always TOML."""
     from ..profiles import probe_engine
 
-    prof = probe_engine(engine)
+    prof = probe_engine(engine, engine_path)
     text = prof.to_toml()
     if output:
         from ..files import write_text

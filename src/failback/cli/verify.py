@@ -46,6 +46,11 @@ def render_verification(v: dict[str, Any]) -> None:
         for x in v["checks"]:
             c.add_row(x["kind"], escape(x["name"]), "[green]yes[/]" if x["ok"] else "[red]NO[/]", escape(x["detail"]))
         out.print(c)
+    if b := v.get("browser"):
+        tab = f"{b['peak_tab_bytes'] / 2**20:.0f} MB" if b["peak_tab_bytes"] else "unknown"
+        out.print(f"In the browser (SQLite {b['version']}): {b['seconds']:.1f} s, tab peak {tab}", highlight=False)
+        if b["warning"]:
+            out.print(f"[yellow]![/] {escape(b['warning'])}", highlight=False)
     for p in v["problems"]:
         out.print(f"[red]✗[/] {escape(p)}", highlight=False)
 
@@ -55,6 +60,7 @@ def render_verification(v: dict[str, Any]) -> None:
 @click.argument("target", type=click.Path(path_type=Path), required=False)
 @click.option("--level", type=click.Choice(["quick", "standard", "deep"]), default="standard", show_default=True)
 @profile_option
+@click.option("--browser", is_flag=True, help="Also run the checks in headless Chromium; they must equal Node's.")
 @click.option(
     "--debt",
     "debt_run",
@@ -72,6 +78,7 @@ def verify(
     target: Path | None,
     level: str,
     profile: str,
+    browser: bool,
     debt_run: str | None,
     config_path: Path,
     as_json: bool,
@@ -95,7 +102,7 @@ def verify(
         from .. import api
 
         settings = config_path if config_path.exists() else None
-        report = api.verify(source, target, profile=profile, config=settings, level=level)  # type: ignore[arg-type]
+        report = api.verify(source, target, profile=profile, config=settings, level=level, browser=browser)  # type: ignore[arg-type]
     if as_json:
         emit_json(report.to_json())
     else:

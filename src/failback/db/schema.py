@@ -290,6 +290,17 @@ STORED_SCHEMA_SQL = (
     "UNION ALL SELECT 'pragma', 'user_version', '', user_version, 0 FROM pragma_user_version "
     "UNION ALL SELECT 'pragma', 'application_id', '', application_id, 0 FROM pragma_application_id"
 )
+# The same rows on SQLite < 3.37 (no pragma_table_list; e.g. npm's sql.js-fts5 1.4.0 ships 3.33): a table is
+# taken as a shadow table when its name is a virtual table's name + "_" + a shadow suffix of FTS3/4/5 or rtree.
+STORED_SCHEMA_SQL_BEFORE_3_37 = (
+    "WITH fb_shadow(s) AS (VALUES ('data'), ('idx'), ('content'), ('docsize'), ('config'), ('segments'), "
+    "('segdir'), ('stat'), ('node'), ('parent'), ('rowid')) "
+    "SELECT type, name, tbl_name, sql, type = 'table' AND name IN (SELECT v.name || '_' || fb_shadow.s FROM "
+    "main.sqlite_schema v, fb_shadow WHERE v.type = 'table' AND v.sql LIKE 'CREATE VIRTUAL TABLE%') "
+    "FROM main.sqlite_schema "
+    "UNION ALL SELECT 'pragma', 'user_version', '', user_version, 0 FROM pragma_user_version "
+    "UNION ALL SELECT 'pragma', 'application_id', '', application_id, 0 FROM pragma_application_id"
+)
 _CREATE_NOISE = {"TEMP", "TEMPORARY", "IF", "NOT", "EXISTS"}
 
 

@@ -21,7 +21,8 @@ INTEGER ``{"int": "<decimal>"}`` · REAL ``{"real": "<text>"}`` · TEXT ``str`` 
 Engines are found by name in a registry: ``register(name, factory)`` adds one, or an installed package declares
 it as an entry point (group ``failback.engines``: ``name = "module:factory"``); ``get_engine(name)`` builds
 it, and a capability profile's ``engine`` names the one its target runs in (:func:`failback.profiles.engine_for`).
-The built-ins, "sqlite" (apsw) and "sqljs" (Node + sql.js), register below and are imported only when first
+The built-ins, "sqlite" (apsw), "sqljs" (Node + sql.js) and "sqljs-browser" (the same sql.js and actions in
+headless Chromium), register below and are imported only when first
 used; nothing outside this package names their classes.
 """
 
@@ -41,6 +42,7 @@ from ..db.connect import check_database_file
 from ..errors import ConfigError, InputError
 
 __all__ = [
+    "BROWSER_ENGINE",
     "SOURCE_ENGINE",
     "Action",
     "Engine",
@@ -48,6 +50,7 @@ __all__ = [
     "EngineRun",
     "Result",
     "TypedValue",
+    "browser_twin",
     "check_engine_input",
     "decode_typed",
     "encode_typed",
@@ -55,6 +58,7 @@ __all__ = [
     "get_engine",
     "names",
     "register",
+    "with_build",
 ]
 
 Action = dict[str, Any]
@@ -70,6 +74,7 @@ class EngineRun:
     version: str
     peak_rss_bytes: int | None
     seconds: float
+    peak_js_heap_bytes: int | None = None  # a browser engine's tab: its JS heap (WebAssembly memory apart)
 
 
 class Engine(Protocol):
@@ -94,6 +99,7 @@ class Engine(Protocol):
 
 EngineFactory = Callable[[], Engine]
 SOURCE_ENGINE = "sqlite"  # the engine that reads the source side (the snapshot) as a native reader does
+BROWSER_ENGINE = "sqljs-browser"  # the target engine's job run again in a real browser ([verify] browser)
 PLUGIN_GROUP = "failback.engines"  # entry points of installed engine plugins: name = "module:factory"
 
 _FACTORIES: dict[str, EngineFactory] = {}
@@ -137,6 +143,26 @@ def get_engine(name: str) -> Engine:
     return factory()
 
 
+def with_build(engine: Engine, folder: Path) -> Engine:
+    """``engine`` running the build in ``folder`` (e.g. a sql.js dist/ folder): its ``with_build(folder)``;
+    ConfigError for an engine that runs only its own build."""
+    build = getattr(engine, "with_build", None)
+    if build is None:
+        raise ConfigError(
+            f"engine {engine.name} runs no other build: an engine path is for sql.js engines",
+            "remove engine_path from the profile, or probe a sql.js engine with --engine-path",
+        )
+    result: Engine = build(folder)
+    return result
+
+
+def browser_twin(engine: Engine) -> Engine:
+    """The browser engine (BROWSER_ENGINE) running the same build as ``engine`` (e.g. a profile's engine_path)."""
+    browser = get_engine(BROWSER_ENGINE)
+    folder = getattr(engine, "sqljs_dir", None)
+    return with_build(browser, folder) if folder else browser
+
+
 def _sqlite() -> Engine:
     from .sqlite import SqliteEngine
 
@@ -149,8 +175,15 @@ def _sqljs() -> Engine:
     return SqlJsEngine()
 
 
+def _sqljs_browser() -> Engine:
+    from .sqljs.browser import SqlJsBrowserEngine
+
+    return SqlJsBrowserEngine()
+
+
 register("sqlite", _sqlite)
 register("sqljs", _sqljs)
+register(BROWSER_ENGINE, _sqljs_browser)
 
 
 def check_engine_input(path: Path) -> bool:

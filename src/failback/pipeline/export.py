@@ -17,12 +17,12 @@ from typing import Any
 import apsw
 
 from ..assess.gather import collation_merges
-from ..config import DEFAULT_PROFILE, Config, ConvertConfig, VerifyConfig
+from ..config import DEFAULT_PROFILE, ROLLBACK_VALUE, Config, ConvertConfig, VerifyConfig
 from ..db.collations import CollationMerge
 from ..db.connect import connect, database_error, open_source, register_stand_ins, run_script
 from ..db.integrity import SourceIntegrity, check_source
 from ..db.schema import Schema, read_schema
-from ..engines import Engine
+from ..engines import Engine, browser_twin
 from ..errors import (
     EnvironmentFailure,
     FailbackError,
@@ -40,6 +40,7 @@ from ..plan.proofs import apply_proofs, created_name
 from ..profiles import engine_for, load_profile
 from ..snapshot import take_snapshot
 from ..verify import TableCheck, VerifyReport, verify_target
+from .target_manifest import write_target_manifest
 
 Progress = Callable[[str, int, int], None]
 
@@ -288,6 +289,8 @@ def verify_conversion(
         fts_queries=v.fts_queries,
         sample_terms=v.sample_terms,
         queries=v.queries,
+        browser=browser_twin(engine) if v.browser else None,
+        browser_memory_warn_mb=v.browser_memory_warn_mb,
         **kw,
     )
 
@@ -336,6 +339,7 @@ def export_database(
         if not report.ok:
             raise VerificationFailed(f"{target} not written: {report.problems[0]}")
         publish_over(tmp, target)  # the old file's -wal/-shm/-journal go with it
+        write_target_manifest(target, cfg.app.rollback_value if cfg else ROLLBACK_VALUE)  # for the web app
         seconds = time.perf_counter() - t0
         return ExportResult(target, plan, report, target.stat().st_size, seconds, built.seconds, integrity)
     finally:
@@ -343,13 +347,20 @@ def export_database(
 
 
 def verify_export(
-    source: Path, target: Path, settings: PlanSettings, *, level: str = "standard", engine: Engine | None = None
+    source: Path,
+    target: Path,
+    settings: PlanSettings,
+    *,
+    level: str = "standard",
+    engine: Engine | None = None,
+    browser: bool = False,
 ) -> VerifyReport:
     """Prove ``target`` holds ``source``'s data and the schema export plans for it, in apsw and in the target
     engine: ``source`` is planned again as export plans it, each view and trigger proved in the target engine.
+    ``browser``: the target engine's job runs in headless Chromium too, and must give the same results.
     Problems are in the report, never raised; a ``target`` that is not a readable database is an error."""
     open_source(target).close()
     _, plan = read_plan(source, settings)
     engine = (engine or engine_for(settings.profile)).with_stand_ins(plan.stand_ins)
     plan = apply_proofs(plan, prove_schema(plan, engine), settings.options)
-    return verify_target(target, plan, engine, snapshot=source, level=level)
+    return verify_conversion(target, plan, engine, source, VerifyConfig(browser=browser), level=level)

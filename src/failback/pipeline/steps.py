@@ -39,6 +39,7 @@ from .debt import record_debt
 from .export import PlanSettings, build_target, prove_schema, read_plan, verify_conversion
 from .postcheck import Timing, compare, load_baseline, time_in_engine
 from .switch import AppSwitch, current_provider, switch_app, temp_target
+from .target_manifest import write_target_manifest
 
 Progress = Callable[[str, int, int], None]
 
@@ -271,6 +272,7 @@ def step_switch(ctx: RunContext) -> dict[str, Any]:
     if ctx.tmp_target is not None and not ctx.tmp_target.exists():  # renamed into place
         ctx.tmp_target, ctx.converted = None, ctx.cfg.target_path
     app = ctx.cfg.app
+    write_target_manifest(ctx.cfg.target_path, app.rollback_value)  # what the web app checks before taking it in
     return {
         "target": str(ctx.cfg.target_path),
         "config": str(ctx.cfg.app_config_path),

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ValidationError
 
-from ..engines import Engine, get_engine
+from ..engines import Engine, get_engine, with_build
 from ..errors import ConfigError
 
 HERE = Path(__file__).parent
@@ -48,6 +48,7 @@ class Profile(BaseModel):
 
     name: str
     engine: str
+    engine_path: str = ""  # the engine build it was probed in (a sql.js dist/ folder); empty: the pinned one
     engine_version: str = ""
     sqlite_version: str
     compile_options: list[str] = []
@@ -81,6 +82,7 @@ class Profile(BaseModel):
             "# Capability profile: written by `failback probe`; every feature was proved by a statement.",
             f"name = {_toml(self.name)}",
             f"engine = {_toml(self.engine)}",
+            *([f"engine_path = {_toml(self.engine_path)}"] if self.engine_path else []),
             f"engine_version = {_toml(self.engine_version)}",
             f"sqlite_version = {_toml(self.sqlite_version)}",
             f"collations = {_toml(self.collations)}",
@@ -172,10 +174,16 @@ def probe(engine: Engine, name: str, engine_version: str = "") -> Profile:
     )
 
 
-def probe_engine(engine: str) -> Profile:
-    """Probe the registered engine called ``engine`` (e.g. ``sqljs``: Node + the pinned sql.js) into a profile."""
+def probe_engine(engine: str, engine_path: Path | None = None) -> Profile:
+    """Probe the registered engine called ``engine`` (e.g. ``sqljs``: Node + the pinned sql.js) into a profile;
+    ``engine_path``: the build of it to probe (e.g. a sql.js dist/ folder), recorded in the profile, whose targets
+    are then proved and verified in that build."""
     target = get_engine(engine)
-    return probe(target, *target.identity())
+    if engine_path is None:
+        return probe(target, *target.identity())
+    folder = engine_path.resolve()
+    target = with_build(target, folder)
+    return probe(target, *target.identity()).model_copy(update={"engine_path": str(folder)})
 
 
 def engine_for(profile: Profile | str | Path) -> Engine:
@@ -183,6 +191,7 @@ def engine_for(profile: Profile | str | Path) -> Engine:
     targets are proved and verified. ConfigError naming the registered engines when none has that name."""
     prof = profile if isinstance(profile, Profile) else load_profile(profile)
     try:
-        return get_engine(prof.engine)
+        engine = get_engine(prof.engine)
+        return with_build(engine, Path(prof.engine_path)) if prof.engine_path else engine
     except ConfigError as err:
         raise ConfigError(f"profile {prof.name}: {err.message}", err.hint) from None

@@ -27,23 +27,31 @@ RUNNER = RUNNER_DIR / "runner.js"
 SQLJS_DIR_VARIABLE = "FAILBACK_SQLJS_DIR"
 
 
-def runner_modules() -> dict[str, Path]:
+def build_dir(folder: Path | None = None) -> Path | None:
+    """The sql.js build to run instead of the pinned one: ``folder``, else ``FAILBACK_SQLJS_DIR``; None: none."""
+    named = folder or os.environ.get(SQLJS_DIR_VARIABLE)
+    return Path(named) if named else None
+
+
+def runner_modules(folder: Path | None = None) -> dict[str, Path]:
     """The file the runner loads of each Node package (sql.js: ``sql-wasm.js``, the ``.wasm`` beside it).
 
-    Looked up in order: sql.js in the folder ``FAILBACK_SQLJS_DIR`` names, the copy vendored in the wheel
-    (``vendor/<package>/``), a checkout's ``node_modules``. Raises EngineError when none holds a package's files.
+    Looked up in order: sql.js in ``folder`` or the folder ``FAILBACK_SQLJS_DIR`` names, the copy vendored in
+    the wheel (``vendor/<package>/``), a checkout's ``node_modules``. Raises EngineError when none holds a
+    package's files.
     """
     modules: dict[str, Path] = {}
-    override = os.environ.get(SQLJS_DIR_VARIABLE)
+    override = build_dir(folder)
     for package, names in NODE_FILES.items():
         if package == "sql.js" and override:
             files = [Path(override, Path(name).name) for name in names]
             missing = [f.name for f in files if not f.is_file()]
             if missing:
+                named = f"engine path {override}" if folder else f"{SQLJS_DIR_VARIABLE}={override}"
                 raise EngineError(
-                    f"FAILBACK_SQLJS_DIR={override} is not a sql.js build: no {' and no '.join(missing)} in it",
-                    hint="point FAILBACK_SQLJS_DIR at a folder holding sql-wasm.js and sql-wasm.wasm (sql.js's "
-                    "dist/), or unset it to use the sql.js failback ships",
+                    f"{named} is not a sql.js build: no {' and no '.join(missing)} in it",
+                    hint="point it at a folder holding sql-wasm.js and sql-wasm.wasm (sql.js's dist/), or unset it to "
+                    "use the sql.js failback ships",
                 )
         else:
             vendored = [RUNNER_DIR / VENDOR_DIR / package / Path(name).name for name in names]
@@ -71,16 +79,20 @@ class SqlJsEngine:
         timeout: float | None = None,
         legacy_functions: bool = False,
         stand_ins: Sequence[str] = (),
+        sqljs_dir: Path | None = None,
     ) -> None:
         """``node``: the Node executable (name on PATH or a path); ``timeout``: seconds per run (None: no
         limit); ``legacy_functions``: load sql.js 1.x's deprecated extension functions, as an app that
         initialises sql.js with its defaults has them (they also change some native ones: ``log(x)`` is ln);
-        ``stand_ins``: app functions ("name/arity") registered as the app does, each returning NULL.
+        ``stand_ins``: app functions ("name/arity") registered as the app does, each returning NULL;
+        ``sqljs_dir``: a sql.js build to run (a folder with sql-wasm.js and .wasm; default: FAILBACK_SQLJS_DIR,
+        else the pinned sql.js).
         """
         self.node = node
         self.timeout = timeout
         self.legacy_functions = legacy_functions
         self.stand_ins = tuple(stand_ins)
+        self.sqljs_dir = sqljs_dir
 
     def with_stand_ins(self, functions: Sequence[str]) -> SqlJsEngine:
         """A copy of this engine (a subclass stays one) with ``functions`` registered as stand-ins too."""
@@ -88,10 +100,25 @@ class SqlJsEngine:
         clone.stand_ins += tuple(f for f in functions if f not in self.stand_ins)
         return clone
 
+    def with_build(self, folder: Path) -> SqlJsEngine:
+        """A copy of this engine running the sql.js build in ``folder`` (sql-wasm.js and sql-wasm.wasm)."""
+        clone = copy.copy(self)
+        clone.sqljs_dir = Path(folder)
+        return clone
+
     def identity(self) -> tuple[str, str]:
-        """("sqljs-1.16.0", "1.16.0"): the pinned sql.js package's version."""
-        version = json.loads((RUNNER_DIR / "package.json").read_text())["dependencies"]["sql.js"]
-        return f"{self.name}-{version}", str(version)
+        """("sqljs-1.16.0", "1.16.0"): the pinned sql.js package's version; for another build, its npm package's
+        name and version when a package.json lies above its files (sql.js-fts5 1.4.0: "sqljs-fts5-1.4.0")."""
+        folder = build_dir(self.sqljs_dir)
+        if folder is None:
+            version = json.loads((RUNNER_DIR / "package.json").read_text())["dependencies"]["sql.js"]
+            return f"{self.name}-{version}", str(version)
+        for manifest in (folder / "package.json", folder.parent / "package.json"):
+            if manifest.is_file():
+                package = json.loads(manifest.read_text())
+                name = str(package.get("name", "sql.js")).replace("sql.js", self.name).replace("/", "-")
+                return f"{name}-{package.get('version', '')}", str(package.get("version", ""))
+        return f"{self.name}-build", ""
 
     def _command(self) -> list[str]:
         node = shutil.which(self.node)
@@ -101,23 +128,26 @@ class SqlJsEngine:
             )
         return [node, str(RUNNER)]
 
-    def run(self, database: Path | None, actions: list[Action]) -> EngineRun:
-        """Load ``database`` (``None``: empty) into sql.js and run ``actions``; the file is never written."""
-        start = time.perf_counter()
+    def job(self, database: Path | None, actions: list[Action]) -> dict[str, Any]:
+        """The job document actions.js runs (``database`` checked loadable and resolved; runner.js's protocol)."""
         if database is not None:
             database = Path(database)
             check_engine_input(database)
             database = database.resolve()
+        return {
+            "database": None if database is None else str(database),
+            "actions": actions,
+            "legacy_functions": self.legacy_functions,
+            "stand_ins": list(self.stand_ins),
+        }
+
+    def run(self, database: Path | None, actions: list[Action]) -> EngineRun:
+        """Load ``database`` (``None``: empty) into sql.js and run ``actions``; the file is never written."""
+        start = time.perf_counter()
+        doc = self.job(database, actions)
         command = self._command()
-        job = json.dumps(
-            {
-                "database": None if database is None else str(database),
-                "actions": actions,
-                "legacy_functions": self.legacy_functions,
-                "stand_ins": list(self.stand_ins),
-                "modules": {package: str(path) for package, path in runner_modules().items()},
-            }
-        )
+        modules = runner_modules(self.sqljs_dir)
+        job = json.dumps(doc | {"modules": {package: str(path) for package, path in modules.items()}})
         try:
             proc = subprocess.run(
                 command,
@@ -131,18 +161,23 @@ class SqlJsEngine:
             raise EngineError(f"the sql.js runner did not finish within {self.timeout} s") from None
         except OSError as err:
             raise NodeNotFound(f"cannot start {command[0]}: {err.strerror}") from None
-        doc = _output(proc)
-        if not doc.get("ok"):
-            error = str(doc.get("error", "unknown error"))
-            if doc.get("kind") == "database":
-                raise NotADatabaseError(f"sql.js cannot read {error}")
-            raise EngineError(f"the sql.js runner failed: {error}")
-        return EngineRun(
-            results=doc["results"],
-            version=str(doc["version"]),
-            peak_rss_bytes=doc.get("peak_rss"),
-            seconds=time.perf_counter() - start,
-        )
+        return engine_run(_output(proc), start)
+
+
+def engine_run(doc: dict[str, Any], start: float) -> EngineRun:
+    """The EngineRun of a result document of actions.js (run since ``start``, a perf_counter)."""
+    if not doc.get("ok"):
+        error = str(doc.get("error", "unknown error"))
+        if doc.get("kind") == "database":
+            raise NotADatabaseError(f"sql.js cannot read {error}")
+        raise EngineError(f"the sql.js runner failed: {error}")
+    return EngineRun(
+        results=doc["results"],
+        version=str(doc["version"]),
+        peak_rss_bytes=doc.get("peak_rss"),
+        seconds=time.perf_counter() - start,
+        peak_js_heap_bytes=doc.get("peak_js_heap"),
+    )
 
 
 def _output(proc: subprocess.CompletedProcess[str]) -> dict[str, Any]:

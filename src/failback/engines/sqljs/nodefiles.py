@@ -2,7 +2,7 @@
 
 ``setup.py`` copies each package's files from ``node_modules/<package>/`` (installed by ``npm ci`` from
 ``package-lock.json``) into the wheel, flat in ``vendor/<package>/`` with the package's LICENSE; the engine looks
-for them there, then in a checkout's ``node_modules`` (see :func:`failback.engines.sqljs.runner_files`).
+for them there, then in a checkout's ``node_modules`` (see :func:`failback.engines.sqljs.runner_modules`).
 This module imports nothing: setup.py loads it by path, before failback is installed.
 """
 

@@ -1,0 +1,358 @@
+// failback engine actions: the action protocol run inside real sql.js, by Node (runner.js) and by a browser
+// page (browser.html, web/failback.js) alike. A UMD module: require()d in Node; in a page a <script> or an
+// imported module, which defines globalThis.failbackActions.
+// runJob({SQL, hasher, bytes, job, sample}) opens `bytes` (a Uint8Array, or null: an empty database) with the
+// job's stand-ins and returns {"ok": true, "version", "results": [...]} or {"ok": false, "kind": "database",
+// "error"}; `sample` (optional) is called after each action (the page samples its memory there).
+// job: {"database": its name in messages, "actions": [...], "legacy_functions": bool, "stand_ins": [...]};
+// SQL: what initSqlJs resolved to (see loadOptions); hasher: hash-wasm's createXXHash128().
+// "legacy_functions": true loads sql.js 1.x's default deprecated extension functions (46 more functions;
+// they also replace some native ones: log(x) becomes ln(x)); false (default): SQLite's native functions.
+// "stand_ins": app functions registered as the app registers them (db.create_function: non-deterministic;
+// arity -1: any number of arguments), each returning NULL: enough to prepare (EXPLAIN) what calls them.
+// The file is read whole into memory (as the browser app does); writes stay in memory, never reach the file.
+// Actions (one result each, {"ok": false, "error"} on failure, later actions still run):
+//   {"op": "exec", "sql"}                              -> {"ok": true}
+//   {"op": "query", "sql", "params"?, "limit"?}         -> {"ok", "columns", "rows", "count", "digest"}
+//   {"op": "digest", "tables": [spec, ...]}              -> {"ok", "tables": [{"table", "rows", "digest"}]}
+//   {"op": "row_hashes", "table": spec, "order_by"?}     -> {"ok", "rows": [[key, hash hex], ...]}
+//   {"op": "time", "sql", "runs"}                      -> {"ok", "ms": [per-run wall milliseconds], "rows"}
+//   spec = {"table", "columns": [...], "rowid": bool}
+// Typed values: NULL null · INTEGER {"int": "decimal"} · REAL {"real": "text"} · TEXT "string" ·
+// BLOB {"blob": "hex"}. Digests follow fbd1 (src/failback/db/digest.py): per row XXH3-128 of
+// tag+payload values (big-endian), summed mod 2**128.
+// sql.js binds params through its own API: INTEGER outside int32 binds as REAL (as TEXT past 2**53), and
+// integral REALs bind as INTEGER — exactly what the app's own bound values experience.
+(function (root, factory) {
+  if (typeof module === "object" && module.exports) module.exports = factory();
+  else root.failbackActions = factory();
+})(typeof globalThis !== "undefined" ? globalThis : this, function () {
+"use strict";
+
+const quote = (name) => '"' + String(name).replace(/"/g, '""') + '"';
+const utf8 = new TextDecoder("utf-8", { fatal: true });
+const utf8Lossy = new TextDecoder("utf-8");
+const HEX = Array.from({ length: 256 }, (_, i) => i.toString(16).padStart(2, "0"));
+const hex = (bytes) => {
+  let out = "";
+  for (let i = 0; i < bytes.length; i++) out += HEX[bytes[i]];
+  return out;
+};
+const fromHex = (text) => {
+  const out = new Uint8Array(text.length >> 1);
+  for (let i = 0; i < out.length; i++) out[i] = parseInt(text.substr(2 * i, 2), 16);
+  return out;
+};
+
+// Read a row: get() types values by storage class (bigint INTEGER, number REAL, string TEXT, Uint8Array
+// BLOB, null). get()'s strings are decoded lossily, so TEXT is re-read as bytes with getBlob(), which gives
+// exactly sqlite3_column_text's UTF-8 (converted from UTF-16 by SQLite in a UTF-16 database).
+function readRow(stmt) {
+  if (!bigints) return readPairs(stmt);
+  const row = stmt.get(null, { useBigInt: true });
+  for (let i = 0; i < row.length; i++) {
+    if (typeof row[i] === "string") row[i] = { text: stmt.getBlob(i) };
+  }
+  return row;
+}
+
+// sql.js before 1.8 (e.g. npm's sql.js-fts5 1.4.0) has no useBigInt: get() gives INTEGER and REAL alike as
+// numbers. There each value is selected as a pair (typed(): its typeof and, for an INTEGER, its decimal text)
+// and readPairs() rebuilds it; a statement that cannot be wrapped so (EXPLAIN, PRAGMA) is read by guessedRow(),
+// taking an integral number for an INTEGER (what those statements return).
+let bigints = true;
+
+function typed(parts) {
+  return parts.flatMap((p) => [`typeof(${p})`, `CASE typeof(${p}) WHEN 'integer' THEN CAST(${p} AS TEXT) ELSE ${p} END`]);
+}
+
+function readPairs(stmt) {
+  const row = stmt.get();
+  const out = [];
+  for (let i = 0; i < row.length; i += 2) {
+    const kind = row[i];
+    const v = row[i + 1];
+    out.push(kind === "integer" ? BigInt(v) : kind === "text" ? { text: stmt.getBlob(i + 1) } : v);
+  }
+  return out;
+}
+
+function guessedRow(stmt) {
+  return stmt.get().map((v, i) =>
+    typeof v === "string" ? { text: stmt.getBlob(i) } : Number.isInteger(v) ? BigInt(v) : v,
+  );
+}
+
+// The wrapped form of a one-statement query whose `n` result columns are read in pairs, or null when the
+// statement cannot be wrapped (it is not a SELECT).
+function typedQuery(db, sql, n) {
+  const names = Array.from({ length: n }, (_, i) => `fb_c${i}`);
+  try {
+    return db.prepare(`WITH fb_q(${names.join(", ")}) AS (${sql.trim().replace(/;$/, "")}) SELECT ${typed(names).join(", ")} FROM fb_q`);
+  } catch {
+    return null;
+  }
+}
+
+// REAL as text in Python's repr() format (shortest round-trip digits, as JS's), so both engines agree.
+function realText(x) {
+  if (!Number.isFinite(x)) return Number.isNaN(x) ? "NaN" : x > 0 ? "Infinity" : "-Infinity";
+  if (x === 0) return Object.is(x, -0) ? "-0.0" : "0.0";
+  const [mantissa, e] = Math.abs(x).toExponential().split("e");
+  const digits = mantissa.replace(".", "");
+  const exp = Number(e);
+  const sign = x < 0 ? "-" : "";
+  if (exp < -4 || exp >= 16) {
+    const m = digits.length > 1 ? digits[0] + "." + digits.slice(1) : digits;
+    return `${sign}${m}e${exp < 0 ? "-" : "+"}${String(Math.abs(exp)).padStart(2, "0")}`;
+  }
+  if (exp < 0) return sign + "0." + "0".repeat(-exp - 1) + digits;
+  return sign + digits.slice(0, exp + 1).padEnd(exp + 1, "0") + "." + (digits.slice(exp + 1) || "0");
+}
+
+function encodeTyped(v, strict) {
+  if (v === null) return null;
+  if (typeof v === "bigint") return { int: v.toString() };
+  if (typeof v === "number") return { real: realText(v) };
+  if (v instanceof Uint8Array) return { blob: hex(v) };
+  if (!strict) return utf8Lossy.decode(v.text);
+  try {
+    return utf8.decode(v.text);
+  } catch {
+    throw new Error("a TEXT value is not valid UTF-8");
+  }
+}
+
+function decodeTyped(j) {
+  if (j === null || typeof j === "string") return j;
+  if (typeof j === "object" && "int" in j) {
+    const b = BigInt(j.int);
+    return b >= BigInt(Number.MIN_SAFE_INTEGER) && b <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(b) : b;
+  }
+  if (typeof j === "object" && "real" in j) return Number(j.real);
+  if (typeof j === "object" && "blob" in j) return fromHex(j.blob);
+  throw new Error("not a typed value: " + JSON.stringify(j));
+}
+
+// The fbd1 row encoding into one growing buffer, hashed with XXH3-128, summed in four 32-bit limbs.
+class Digester {
+  constructor(hasher) {
+    this.hasher = hasher;
+    this.buf = new Uint8Array(1 << 16);
+    this.view = new DataView(this.buf.buffer);
+    this.pos = 0;
+    this.limbs = [0, 0, 0, 0]; // most significant first; each < 2**53 between normalisations
+    this.count = 0;
+  }
+  room(n) {
+    if (this.pos + n <= this.buf.length) return;
+    const grown = new Uint8Array(Math.max(this.buf.length * 2, this.pos + n));
+    grown.set(this.buf.subarray(0, this.pos));
+    this.buf = grown;
+    this.view = new DataView(grown.buffer);
+  }
+  hashRow(row) {
+    this.pos = 0;
+    for (const v of row) {
+      if (v === null) {
+        this.room(1);
+        this.buf[this.pos++] = 0;
+      } else if (typeof v === "bigint" || typeof v === "number") {
+        this.room(9);
+        this.buf[this.pos] = typeof v === "bigint" ? 1 : 2;
+        if (typeof v === "bigint") this.view.setBigInt64(this.pos + 1, v);
+        else this.view.setFloat64(this.pos + 1, v);
+        this.pos += 9;
+      } else {
+        const bytes = v instanceof Uint8Array ? v : v.text;
+        this.room(5 + bytes.length);
+        this.buf[this.pos] = v instanceof Uint8Array ? 4 : 3;
+        this.view.setUint32(this.pos + 1, bytes.length);
+        this.buf.set(bytes, this.pos + 5);
+        this.pos += 5 + bytes.length;
+      }
+    }
+    this.hasher.init();
+    this.hasher.update(this.buf.subarray(0, this.pos));
+    return this.hasher.digest("binary"); // canonical big-endian, as Python's xxh3_128_digest
+  }
+  add(row) {
+    const d = this.hashRow(row);
+    const dv = new DataView(d.buffer, d.byteOffset, 16);
+    for (let i = 0; i < 4; i++) this.limbs[i] += dv.getUint32(4 * i);
+    if (++this.count % 0x100000 === 0) this.normalise();
+  }
+  normalise() {
+    for (let i = 3; i > 0; i--) {
+      const carry = Math.floor(this.limbs[i] / 0x100000000);
+      this.limbs[i] -= carry * 0x100000000;
+      this.limbs[i - 1] += carry;
+    }
+    this.limbs[0] %= 0x100000000;
+  }
+  hex() {
+    this.normalise();
+    return this.limbs.map((x) => x.toString(16).padStart(8, "0")).join("");
+  }
+}
+
+const MAX_COLUMNS = 2000; // SQLITE_MAX_COLUMN: the most columns a table has and a SELECT returns
+const ROWID_NAMES = ["_rowid_", "rowid", "oid"];
+
+// The name that reads the rowid: the first of _rowid_, rowid, oid no column takes (as digest.py's rowid_name).
+function rowidName(columns) {
+  const taken = new Set(columns.filter((c) => /^[\x00-\x7f]*$/.test(c)).map((c) => c.toLowerCase()));
+  return ROWID_NAMES.find((n) => !taken.has(n)) || ROWID_NAMES[0];
+}
+
+// Rows of `parts` (SQL expressions) of a spec's table; a table too wide for one SELECT is read by one per
+// group of columns, in the same row order (`order`, else by rowid, else a scan of the table's own b-tree),
+// and each row joined (as digest.py's DigestSpec.read).
+function scanTable(db, parts, spec, order, fn) {
+  if (!bigints) parts = typed(parts); // pairs: MAX_COLUMNS is even, a pair is never cut
+  const groups = [];
+  for (let i = 0; i < parts.length; i += MAX_COLUMNS) groups.push(parts.slice(i, i + MAX_COLUMNS));
+  let source = `"main".${quote(spec.table)}`;
+  if (groups.length > 1 && !order) {
+    if (spec.rowid) order = ` ORDER BY ${rowidName(spec.columns)}`;
+    else source += " NOT INDEXED";
+  }
+  const stmts = groups.map((g) => db.prepare(`SELECT ${g.join(", ")} FROM ${source}${order}`));
+  try {
+    for (;;) {
+      const more = stmts.map((stmt) => stmt.step());
+      if (more.some((m) => m !== more[0])) throw new Error(`column groups of ${spec.table} differ in rows`);
+      if (!more[0]) break;
+      fn(stmts.flatMap(readRow));
+    }
+  } finally {
+    for (const stmt of stmts) stmt.free();
+  }
+}
+
+function specParts(spec) {
+  const parts = spec.columns.map(quote);
+  if (spec.rowid) parts.unshift(rowidName(spec.columns));
+  return parts.length ? parts : ["NULL"];
+}
+
+const ACTIONS = {
+  exec(db, action) {
+    db.run(action.sql);
+    return {};
+  },
+  query(db, action, hasher) {
+    const it = db.iterateStatements(action.sql);
+    const first = it.next();
+    const out = { columns: [], rows: [], count: 0, digest: "0".repeat(32) };
+    if (first.done) return out;
+    let stmt = first.value;
+    const d = new Digester(hasher);
+    const limit = action.limit == null ? Infinity : action.limit;
+    let read = readRow;
+    try {
+      out.columns = stmt.getColumnNames();
+      if (!bigints) {
+        stmt = typedQuery(db, action.sql, out.columns.length) || stmt;
+        if (stmt === first.value) read = guessedRow;
+      }
+      if (action.params && action.params.length) stmt.bind(action.params.map(decodeTyped));
+      while (stmt.step()) {
+        const row = read(stmt);
+        if (out.rows.length < limit) out.rows.push(row.map((v) => encodeTyped(v, true)));
+        d.add(row);
+      }
+      if (!it.next().done) throw new Error("query takes a single SQL statement; use exec for scripts");
+    } finally {
+      if (stmt !== first.value) stmt.free();
+      if (typeof it.return === "function") it.return();
+      else first.value.free(); // sql.js < 1.8's iterator has no return()
+    }
+    return { ...out, count: d.count, digest: d.hex() };
+  },
+  digest(db, action, hasher) {
+    const tables = action.tables.map((spec) => {
+      const d = new Digester(hasher);
+      scanTable(db, specParts(spec), spec, "", (row) => d.add(row));
+      return { table: spec.table, rows: d.count, digest: d.hex() };
+    });
+    return { tables };
+  },
+  time(db, action) {
+    const stmt = db.prepare(action.sql);
+    const ms = [];
+    let rows = 0;
+    try {
+      for (let i = 0; i < (action.runs || 1); i++) {
+        const t0 = performance.now();
+        rows = 0;
+        while (stmt.step()) rows++;
+        stmt.reset();
+        ms.push(performance.now() - t0);
+      }
+    } finally {
+      stmt.free();
+    }
+    return { ms, rows };
+  },
+  row_hashes(db, action, hasher) {
+    const spec = action.table;
+    const keys = spec.rowid ? [rowidName(spec.columns)] : (action.order_by || []).map(quote);
+    if (!keys.length) throw new Error("row_hashes needs a rowid table or order_by columns");
+    const parts = spec.rowid ? specParts(spec) : keys.concat(specParts(spec));
+    const d = new Digester(hasher);
+    const rows = [];
+    scanTable(db, parts, spec, ` ORDER BY ${keys.join(", ")}`, (row) => {
+      const values = spec.rowid ? row : row.slice(keys.length);
+      const key = spec.rowid ? encodeTyped(row[0]) : row.slice(0, keys.length).map((v) => encodeTyped(v));
+      rows.push([key, hex(d.hashRow(values))]);
+    });
+    return { rows };
+  },
+};
+
+// initSqlJs's options for a job (locateFile: where the page serves sql-wasm.wasm; Node: beside sql-wasm.js).
+function loadOptions(job, locateFile) {
+  // false: SQLite's native functions only (sql.js's next major default); true: sql.js 1.x's default.
+  const options = { useOldExtensionFunctions: job.legacy_functions === true };
+  if (locateFile) options.locateFile = locateFile;
+  return options;
+}
+
+function runJob({ SQL, hasher, bytes, job, sample }) {
+  let db;
+  try {
+    db = new SQL.Database(bytes);
+    const one = db.prepare("SELECT 1");
+    one.step();
+    bigints = typeof one.get(null, { useBigInt: true })[0] === "bigint";
+    one.free();
+    // registered before the first read, as the app does: the schema is parsed knowing them
+    for (const entry of job.stand_ins || []) {
+      const cut = entry.lastIndexOf("/");
+      const standIn = () => null;
+      Object.defineProperty(standIn, "length", { value: Number(entry.slice(cut + 1)) }); // sql.js's nArg
+      db.create_function(entry.slice(0, cut), standIn);
+    }
+    db.exec("SELECT count(*) FROM sqlite_schema"); // the first read: fails here if not a database
+  } catch (e) {
+    return { ok: false, kind: "database", error: `${job.database}: ${e.message}` };
+  }
+  const results = job.actions.map((action) => {
+    let result;
+    try {
+      if (!Object.hasOwn(ACTIONS, action.op)) throw new Error(`unknown op: ${action.op}`);
+      result = { ok: true, ...ACTIONS[action.op](db, action, hasher) };
+    } catch (e) {
+      result = { ok: false, error: e instanceof Error ? e.message : String(e) };
+    }
+    if (sample) sample();
+    return result;
+  });
+  const version = db.exec("SELECT sqlite_version()")[0].values[0][0];
+  db.close();
+  return { ok: true, version, results };
+}
+
+return { loadOptions, runJob };
+});

@@ -1,0 +1,1 @@
+../src/failback/engines/sqljs/actions.js
