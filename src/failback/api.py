@@ -66,7 +66,7 @@ def _settings(
     if extra := list(allow_drop):
         base = options or ConvertConfig()
         options = base.model_copy(update={"allow_drop": [*base.allow_drop, *extra]})
-    return cfg, PlanSettings(s.profile, options, [*(s.functions or ()), *functions])
+    return cfg, PlanSettings(s.profile, options, [*(s.functions or ()), *functions], s.user_version)
 
 
 def export(

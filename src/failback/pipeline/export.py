@@ -19,7 +19,7 @@ import apsw
 from ..assess.gather import collation_merges
 from ..config import DEFAULT_PROFILE, Config, ConvertConfig, VerifyConfig
 from ..db.collations import CollationMerge
-from ..db.connect import connect, database_error, open_source, register_stand_ins, run_script
+from ..db.connect import connect, database_error, open_source, pragma, register_stand_ins, run_script
 from ..db.integrity import SourceIntegrity, check_source
 from ..db.schema import Schema, read_schema
 from ..engines import Engine
@@ -35,7 +35,7 @@ from ..errors import (
 from ..files import ensure_dir, remove_quietly
 from ..guard import Protected, check_replaceable, publish_over
 from ..plan.model import Decision, Plan
-from ..plan.planner import plan_conversion
+from ..plan.planner import UserVersion, plan_conversion
 from ..plan.proofs import apply_proofs, created_name
 from ..profiles import engine_for, load_profile
 from ..snapshot import take_snapshot
@@ -242,13 +242,33 @@ class PlanSettings:
     profile: str = DEFAULT_PROFILE
     options: ConvertConfig | None = None
     functions: list[str] | None = None
+    user_version: UserVersion | None = None
 
     @classmethod
     def of(cls, cfg: Config | None, profile: str | None = None) -> PlanSettings:
         """``profile`` (default: ``cfg``'s ``[target] profile``, else the default one) with ``cfg``'s settings."""
         if cfg is None:
             return cls(profile or cls.profile)
-        return cls(profile or cfg.target.profile, cfg.convert, cfg.app.functions)
+        return cls(profile or cfg.target.profile, cfg.convert, cfg.app.functions, target_user_version(cfg))
+
+
+def target_user_version(cfg: Config) -> UserVersion | None:
+    """The ``user_version`` the result carries under ``target.user_version``: a number as configured, the previous
+    target file's ("previous", when that file exists and reads), else None (the source's)."""
+    policy = cfg.target.user_version
+    if isinstance(policy, int):
+        return UserVersion(policy, "configured")
+    previous = cfg.target_path
+    if policy == "source" or not previous.exists():
+        return None
+    try:
+        conn = open_source(previous)
+    except NotADatabaseError:  # assess reports the unreadable file; the source's is kept
+        return None
+    try:
+        return UserVersion(pragma(conn, "user_version"), "previous")
+    finally:
+        conn.close()
 
 
 def read_plan(db: Path, settings: PlanSettings) -> tuple[Schema, Plan]:
@@ -261,7 +281,9 @@ def read_plan(db: Path, settings: PlanSettings) -> tuple[Schema, Plan]:
         raise database_error(db, err) from err
     finally:
         conn.close()
-    return schema, plan_conversion(schema, load_profile(settings.profile), settings.options, settings.functions)
+    return schema, plan_conversion(
+        schema, load_profile(settings.profile), settings.options, settings.functions, settings.user_version
+    )
 
 
 def plan_for(
