@@ -13,7 +13,7 @@ import json
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,7 @@ from ..assess.facts import Assessment, SideFiles
 from ..assess.gather import gather
 from ..assess.liveness import observe_sides
 from ..assess.rules import evaluate, gate
+from ..assess.statements import check_statements, load_statements
 from ..audit import AuditLog
 from ..backup.sets import BackupResult, create_backup
 from ..config import Config
@@ -246,6 +247,14 @@ def step_verify(ctx: RunContext) -> dict[str, Any]:
     ctx.verification = result = report.to_json()
     if not report.ok:
         raise VerificationFailed(f"verification failed: {report.problems[0]}")
+    drift = ctx.assessment.facts.drift if ctx.assessment else []
+    checks = check_statements(ctx.target_engine, ctx.converted, load_statements(ctx.cfg), drift)
+    result["statements"] = [asdict(c) for c in checks]
+    if failed := [c for c in checks if not c.ok]:
+        raise VerificationFailed(
+            f"verification failed: {failed[0].message()}",
+            "change the schema so the old app's statements run, or fix [app] statements",
+        )
     if report.deferred:  # a quick verification: what was skipped is recorded, to be paid by `verify --debt`
         debt = {
             "run": ctx.rd.id,
