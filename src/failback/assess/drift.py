@@ -89,15 +89,20 @@ def schema_from_sql(text: str, where: str) -> AppSchema:
         conn.close()
 
 
-def planned_schema(plan: Plan) -> AppSchema:
+def planned_app_schema(plan: Plan) -> AppSchema:
     """The schema the database built from ``plan`` will have (created without data, in memory)."""
     conn = apsw.Connection(":memory:")
     try:
         register_stand_ins(conn, plan.stand_ins, lambda *_: None)
         creates = [sql for sql in plan.virtual_tables if sql.lstrip().upper().startswith("CREATE")]
-        for sql in [*plan.create_tables, *plan.early_indexes, *plan.late_indexes, *creates, *plan.views]:
-            conn.execute(sql)
-        for sql in plan.triggers:
+        for sql in [
+            *plan.create_tables,
+            *plan.early_indexes,
+            *plan.late_indexes,
+            *creates,
+            *plan.views,
+            *plan.triggers,
+        ]:
             conn.execute(sql)
         conn.execute(f"PRAGMA user_version = {int(plan.pragmas.get('user_version', 0))}")
         conn.execute(f"PRAGMA application_id = {int(plan.pragmas.get('application_id', 0))}")

@@ -22,7 +22,7 @@ from ..mode import STANDARD, ModePolicy
 from ..plan.model import Plan
 from ..profiles import Profile, function_declared, load_profile
 from .calibration import calibration, measure_compression
-from .drift import Drift, compare_schemas, load_old_schema, planned_schema
+from .drift import Drift, compare_schemas, load_old_schema, planned_app_schema
 from .facts import MB, DiskNeed, Facts, SideFiles, TableSize
 from .liveness import observe_sides, watch_source
 from .pending import pending_changes, run_probe
@@ -243,7 +243,7 @@ def schema_drift(cfg: Config, plan: Plan, profile: Profile) -> tuple[list[Drift]
         lacks = [(n, a) for n, a in calls if not (profile.has_function(n, a) or function_declared(n, a, registered))]
         return list(dict.fromkeys(f"{n}/{a}" for n, a in lacks))
 
-    return compare_schemas(old[0], planned_schema(plan), missing), old[1]
+    return compare_schemas(old[0], planned_app_schema(plan), missing), old[1]
 
 
 # -- gather -------------------------------------------------------------------------------------------
