@@ -195,6 +195,32 @@ def prove_schema(plan: Plan, engine: Engine) -> dict[str, str]:
     return {tag: r["error"] for tag, r in zip(tags, results, strict=True) if tag and not r["ok"]}
 
 
+def prove_in_source(plan: Plan, source: Path, names: set[str]) -> dict[str, str]:
+    """The source engine's error for each proof of ``names``, run on the source database itself (read-only, with
+    the app functions' stand-ins): what fails there is broken in the source, not by the conversion."""
+    conn = open_source(source)
+    try:
+        register_stand_ins(conn, plan.stand_ins, lambda *_: None)
+        failed = {}
+        for proof in plan.proofs:
+            if proof.name in names:
+                try:
+                    conn.execute(proof.sql).fetchall()
+                except apsw.Error as err:
+                    failed[proof.name] = str(err)
+        return failed
+    finally:
+        conn.close()
+
+
+def proved_plan(plan: Plan, engine: Engine, source: Path, options: ConvertConfig | None) -> Plan:
+    """``plan`` with each view and trigger proved in ``engine`` (see ``apply_proofs``); an object that fails
+    there is also tried on ``source`` in the source engine: failing the same way, it is kept faithfully."""
+    failures = prove_schema(plan, engine)
+    in_source = prove_in_source(plan, source, set(failures)) if failures else {}
+    return apply_proofs(plan, failures, options, in_source)
+
+
 @dataclass(frozen=True)
 class ExportResult:
     """What an export did and proved: the target written, its plan, the verification it passed, its size, the
@@ -347,7 +373,7 @@ def export_database(
         check_refused(plan)  # before any check: a refused object could fail them for its own reason
         integrity = check_source(snap.path, source, schema, plan, repair_fts)
         engine = (engine or engine_for(s.profile)).with_stand_ins(plan.stand_ins)
-        plan = apply_proofs(plan, prove_schema(plan, engine), s.options)
+        plan = proved_plan(plan, engine, snap.path, s.options)
         try:
             built = build_target(snap.path, tmp, plan, progress)
         except NotADatabaseError as err:
@@ -373,5 +399,5 @@ def verify_export(
     open_source(target).close()
     _, plan = read_plan(source, settings)
     engine = (engine or engine_for(settings.profile)).with_stand_ins(plan.stand_ins)
-    plan = apply_proofs(plan, prove_schema(plan, engine), settings.options)
+    plan = proved_plan(plan, engine, source, settings.options)
     return verify_target(target, plan, engine, snapshot=source, level=level)

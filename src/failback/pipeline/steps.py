@@ -34,10 +34,9 @@ from ..guard import Guard, SourceEvidence, schema_fingerprint
 from ..journal import RunDir, RunState, crash_point
 from ..mode import ModePolicy
 from ..plan.model import Plan
-from ..plan.proofs import apply_proofs
 from ..snapshot import Snapshot, take_snapshot
 from .debt import record_debt
-from .export import PlanSettings, build_target, prove_schema, read_plan, verify_conversion
+from .export import PlanSettings, build_target, proved_plan, read_plan, verify_conversion
 from .postcheck import Timing, compare, load_baseline, time_in_engine
 from .switch import AppSwitch, current_provider, switch_app, temp_target
 
@@ -214,7 +213,7 @@ def step_assess(ctx: RunContext) -> dict[str, Any]:
 # -- convert --------------------------------------------------------------------------------------
 def step_convert(ctx: RunContext) -> dict[str, Any]:
     assert ctx.snapshot is not None and ctx.plan is not None
-    ctx.plan = apply_proofs(ctx.plan, prove_schema(ctx.plan, ctx.target_engine), ctx.cfg.convert)
+    ctx.plan = proved_plan(ctx.plan, ctx.target_engine, ctx.snapshot.path, ctx.cfg.convert)
     write_text(ctx.rd.file("plan.json"), json.dumps(ctx.plan.dump(), indent=2) + "\n")
     ctx.tmp_target = ctx.converted = temp_target(ctx.cfg.target_path, ctx.rd.id)
     built = build_target(ctx.snapshot.path, ctx.tmp_target, ctx.plan, ctx.progress)
