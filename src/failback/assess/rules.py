@@ -188,7 +188,7 @@ def _drift_findings(f: Facts) -> Iterator[Finding]:
         yield Finding(
             d.severity,
             f"drift-{d.kind}-{d.change}",
-            f"{d.kind} {d.name} {d.change}{detail} since the old app's schema; breaks: {d.breaks}",
+            f"{d.kind} {d.name} {d.change}{detail} since the old app's schema — {d.breaks}",
             DRIFT_FIX[d.severity],
         )
 
