@@ -24,11 +24,11 @@ from failback.assess.rules import disk_parts, estimate_steps, evaluate, gate
 from failback.audit import AuditLog
 from failback.config import Config, load_config
 from failback.db.connect import connect, run_script
-from failback.db.schema import Column, Table, read_schema
+from failback.db.schema import Column, Table
 from failback.demo.sample import build_native
 from failback.errors import RiskRefused
 from failback.mode import mode_policy
-from failback.plan.planner import plan_conversion
+from failback.pipeline.export import PlanSettings, read_plan
 from failback.profiles import load_profile
 from failback.snapshot import take_snapshot
 
@@ -98,12 +98,7 @@ def assess(cfg_path: Path, *, mode: str = "standard", sides: SideFiles | None = 
     cfg = load_config(cfg_path)
     snap = take_snapshot(cfg.source_path, cfg_path.parent / "snapshot.sqlite")
     try:
-        conn = connect(snap.path, readonly=True)
-        try:
-            schema = read_schema(conn)
-        finally:
-            conn.close()
-        plan = plan_conversion(schema, load_profile(cfg.target.profile), cfg.convert)
+        schema, plan = read_plan(snap.path, PlanSettings.of(cfg))  # as a run plans it
         return evaluate(gather(cfg, snap.path, schema, plan, mode=mode_policy(mode), sides=sides))
     finally:
         snap.guard.close()
@@ -277,6 +272,19 @@ def test_demo_app_facts(demo_dir: Path, calibration_file: Path) -> None:
     assert {str(demo_dir / "backups" / "primary"), str(demo_dir / "backups" / "mirror")} <= set(disk.folders)
     assert a.level == "high"
     assert {x.code for x in a.findings if x.severity == "high"} == {"pending-changes", "old-only-rows"}
+    # drift from the old sql.js file: what the native migrations changed, as the old app meets it
+    assert f.drift_from == str(demo_dir / "app-sqljs.sqlite")
+    drift = {(d.kind, d.name, d.change, d.severity) for d in f.drift}
+    assert {
+        ("table", "syncState", "added", "info"),
+        ("column", "note.isSynced", "added", "info"),  # NOT NULL DEFAULT 0: old INSERTs still work
+        ("table", "note", "constraint", "warn"),  # CHECK (json_valid(tags))
+        ("column", "folder.name", "collation", "warn"),
+        ("index", "note_folder", "renamed", "info"),
+        ("index", "folder_on_name", "added", "warn"),
+        ("trigger", "__note_ft_ai", "added", "warn"),
+    } <= drift
+    assert not any(d.kind == "pragma" and d.severity == "high" for d in f.drift)  # user_version kept at 3
 
 
 SYNC_LAYOUTS = """
@@ -535,8 +543,8 @@ def test_rows_only_in_the_old_sqljs_file(tmp_path: Path, make_app: Callable[...,
 
     (tmp_path / "app-sqljs.sqlite").write_bytes(b"not a database at all" * 100)
     unreadable = assess(cfg_path)
-    [f] = found(unreadable, "unreadable")
-    assert "app-sqljs.sqlite" in f.message and f.severity == "high"
+    unread = found(unreadable, "unreadable")  # its rows and its schema (the drift) could not be read
+    assert unread and all("app-sqljs.sqlite" in f.message and f.severity == "high" for f in unread)
 
 
 WRITER = """

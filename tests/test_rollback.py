@@ -16,6 +16,7 @@ from failback.config import load_config
 from failback.db.connect import connect, quote
 from failback.db.schema import read_schema
 from failback.demo import create_demo
+from failback.demo.sample import SQLJS_USER_VERSION
 from failback.engines.sqljs import SqlJsEngine
 from failback.errors import ConfigError
 from failback.files import file_xxh3
@@ -97,8 +98,10 @@ def test_target_keeps_pragmas_and_journal_mode(demo_dir: Path) -> None:
     t = connect(demo_dir / "app-sqljs.sqlite", readonly=True)
     n = connect(demo_dir / "native.sqlite", readonly=True)
     try:
-        for p in ("user_version", "application_id", "page_size"):
+        for p in ("application_id", "page_size"):
             assert t.execute(f"PRAGMA {p}").get == n.execute(f"PRAGMA {p}").get, p
+        # target.user_version = "previous" (the default): the old app's migration runner sees its own version
+        assert t.execute("PRAGMA user_version").get == SQLJS_USER_VERSION != n.execute("PRAGMA user_version").get
         assert t.execute("PRAGMA journal_mode").get == "delete"
         assert not t.execute("SELECT count(*) FROM sqlite_schema WHERE sql LIKE '%swift%' OR sql LIKE '%fts5%'").get
     finally:

@@ -32,6 +32,7 @@ from .files import ensure_dir
 from .journal import RunState, find_run, list_runs
 from .pipeline.debt import DebtPayment, unpaid
 from .pipeline.debt import pay_debt as pay_run_debt
+from .pipeline.drill import DrillResult, run_drill
 from .pipeline.export import ExportResult, PlanSettings, export_database, read_plan, verify_export
 from .pipeline.postcheck import Timing
 from .pipeline.postcheck import record_baseline as record_engine_baseline
@@ -69,7 +70,7 @@ def _settings(
     if extra := list(allow_drop):
         base = options or ConvertConfig()
         options = base.model_copy(update={"allow_drop": [*base.allow_drop, *extra]})
-    return cfg, PlanSettings(s.profile, options, [*(s.functions or ()), *functions])
+    return cfg, PlanSettings(s.profile, options, [*(s.functions or ()), *functions], s.user_version)
 
 
 def export(
@@ -184,6 +185,17 @@ def assess(config: PathArg, *, mode: Mode = "standard", progress: Progress | Non
     """Assess the risk of a rollback, changing nothing (a dry run): ``results["assess"]`` holds the level,
     ``go`` (false: the gate would refuse), the findings and the facts behind them."""
     return rollback(config, mode=mode, dry_run=True, progress=progress)
+
+
+def drill(config: PathArg, *, folder: PathArg | None = None, progress: Progress | None = None) -> DrillResult:
+    """Rehearse a rollback of ``config``'s app on copies: snapshot (the source is only read), backup, assess,
+    convert, verify, the old app's statements, the switch and the post-check, all on copies in ``folder``
+    (default: a new folder under the state folder's ``drills/``). Nothing of the app is switched or changed
+    (its files' sha256 are compared before and after). The drill report (``report_path``: time per step against
+    the estimate, what would have blocked, what the on-call person would have had to decide) is written there,
+    and a ``drill`` event in the audit log. ``exit_code``: 0 when a rollback now would go through, 3 when it
+    would have been blocked."""
+    return run_drill(load_config(config), Path(config), folder=Path(folder) if folder else None, progress=progress)
 
 
 @dataclass(frozen=True)

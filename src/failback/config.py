@@ -59,6 +59,13 @@ class SourceConfig(_Section):
 class TargetConfig(_Section):
     path: ConfigPath = Field(description="The sql.js database file the app loads; replaced by the converted one.")
     profile: str = Field(DEFAULT_PROFILE, description="Capability profile of the target engine (name or file).")
+    user_version: Literal["source", "previous"] | int = Field(
+        "previous",
+        description='PRAGMA user_version of the result: "previous" (default) keeps the old sql.js file\'s, so the old '
+        "app's migration runner opens the result as the version it knows (a newer one is commonly refused, an older "
+        'one makes it run its migrations again); "source" keeps the native one; a number sets it. Without a '
+        "previous file, the source's. A finding states the choice.",
+    )
 
 
 class AppConfig(_Section):
@@ -80,6 +87,20 @@ class AppConfig(_Section):
         "NULL, a finding says the app must register it); an index or generated column calling one is refused "
         "(sql.js registers app functions as non-deterministic, which SQLite forbids there). An app function not "
         "declared here is refused unless [convert] allow_drop names the object.",
+    )
+
+    old_schema: ConfigPath | None = Field(
+        None,
+        alias="schema",
+        description="The schema the old sql.js app knows: a .sql file, or a folder of migration .sql files run in "
+        "name order (default: the previous target file, the old sql.js database). `assess` reports each drift "
+        "from it: objects added, dropped, renamed or changed, with what it breaks in the old app.",
+    )
+    statements: list[str] | ConfigPath = Field(
+        [],
+        description="The old app's own SQL statements (reads and writes, with ? or :name placeholders), inline or a "
+        "file of them separated by semicolons. Each is run in the target engine on the result, inside a "
+        "transaction rolled back, with parameters drawn from the data; one that fails is a finding.",
     )
 
     # The key and value are written unquoted into the app's .env, a file shells often source: nothing a shell

@@ -6,6 +6,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ..db.collations import CollationMerge
+from .drift import Drift
 
 MB = 1_000_000
 
@@ -119,6 +120,8 @@ class Facts:
     collation_merges: list[CollationMerge] = field(default_factory=list)
     shared_disk_mirrors: list[str] = field(default_factory=list)  # backup mirrors on the primary's file system
     big_integers: list[str] = field(default_factory=list)  # table.column holding integers beyond ±(2^53−1)
+    drift: list[Drift] = field(default_factory=list)  # the result against the schema the old app knows
+    drift_from: str = ""  # where that schema came from ([app] schema or the previous target); "" when unknown
     errors: list[str] = field(default_factory=list)  # facts that could not be read
     skipped: list[str] = field(default_factory=list)
 

@@ -16,11 +16,13 @@ from ..db import sqltext
 from ..db.collations import CollationMerge
 from ..db.connect import connect, database_error, open_source, quote
 from ..db.schema import Schema, read_schema
+from ..errors import NotADatabaseError
 from ..files import free_bytes
 from ..mode import STANDARD, ModePolicy
 from ..plan.model import Plan
-from ..profiles import load_profile
+from ..profiles import Profile, function_declared, load_profile
 from .calibration import calibration, measure_compression
+from .drift import Drift, compare_schemas, load_old_schema, planned_app_schema
 from .facts import MB, DiskNeed, Facts, SideFiles, TableSize
 from .liveness import observe_sides, watch_source
 from .pending import pending_changes, run_probe
@@ -228,6 +230,22 @@ def grdb_migrations(conn: apsw.Connection, schema: Schema) -> list[str]:
     return [r[0] for r in conn.execute("SELECT identifier FROM grdb_migrations ORDER BY rowid")]
 
 
+def schema_drift(cfg: Config, plan: Plan, profile: Profile) -> tuple[list[Drift], str]:
+    """The drift of the database ``plan`` builds from the schema the old app knows, and where that schema came
+    from ("" and no drift when none is known)."""
+    old = load_old_schema(cfg.resolve(cfg.app.old_schema) if cfg.app.old_schema else None, cfg.target_path)
+    if old is None:
+        return [], ""
+
+    def missing(sql: str) -> list[str]:  # neither the engine nor the old app ([app] functions) has it
+        calls = sqltext.function_calls(sql)
+        registered = cfg.app.functions
+        lacks = [(n, a) for n, a in calls if not (profile.has_function(n, a) or function_declared(n, a, registered))]
+        return list(dict.fromkeys(f"{n}/{a}" for n, a in lacks))
+
+    return compare_schemas(old[0], planned_app_schema(plan), missing), old[1]
+
+
 # -- gather -------------------------------------------------------------------------------------------
 def sqlite_temp_dir() -> Path:
     """Where SQLite writes its temporary (sort) files on Unix."""
@@ -281,7 +299,7 @@ class _Reader:
     def read(self, what: str, fn: Callable[[apsw.Connection], Any], default: Any) -> Any:
         try:
             return fn(self.conn)
-        except (apsw.Error, UnicodeDecodeError) as err:
+        except (apsw.Error, UnicodeDecodeError, NotADatabaseError) as err:
             self.errors.append(f"{what}: {err}")
             return default
 
@@ -298,6 +316,7 @@ def gather(
     """Read every fact: the snapshot (quick_check in a second thread), the live source (watched in a third
     one meanwhile), the machine; the slow ones only when ``mode`` reads them."""
     source = cfg.source_path
+    profile = load_profile(cfg.target.profile)
     sides = sides or observe_sides(source)
     layers = mode.layers(cfg.backup_layers)
     temp = sqlite_temp_dir()
@@ -317,6 +336,7 @@ def gather(
             old = r.read(f"old file {cfg.target_path}", lambda c: old_only_rows(c, schema, cfg.target_path), {})
             merges = r.read("unique keys", lambda c: collation_merges(c, plan.collation_map), [])
             big = r.read("integers beyond 2^53", lambda c: big_integer_columns(c, schema), [])
+            drift, drift_from = r.read("schema drift", lambda _: schema_drift(cfg, plan, profile), ([], ""))
             integrity = r.read("quick_check", lambda _: checking.result(), None) if checking else None
         finally:
             conn.close()
@@ -353,7 +373,7 @@ def gather(
         plan_findings=[d.to_json() for d in plan.findings()],
         memory_warn_bytes=cfg.assess.memory_warn_mb * MB,
         memory_critical_bytes=cfg.assess.memory_critical_mb * MB,
-        limits=limit_checks(schema, load_profile(cfg.target.profile), tables),
+        limits=limit_checks(schema, profile, tables),
         disk=disk_needs(parts, space),
         calibration=cal,
         pending=pending,
@@ -364,6 +384,8 @@ def gather(
         collation_merges=merges,
         shared_disk_mirrors=shared_disk_mirrors(cfg.backup_layers),
         big_integers=big,
+        drift=drift,
+        drift_from=drift_from,
         errors=r.errors,
         skipped=(["calibration"] if cal is None else []) + mode.skipped_facts(),
     )

@@ -39,6 +39,7 @@ def evaluate(f: Facts) -> Assessment:
         *_schema_findings(f),
         *_merge_findings(f),
         *([js_integer_finding(f.big_integers)] if f.big_integers else []),
+        *_drift_findings(f),
         *_pending_findings(f),
         *_liveness_findings(f.liveness),
         *_state_findings(f),
@@ -167,6 +168,29 @@ def js_integer_finding(columns: list[str]) -> Finding:
         "stmt.getAsObject(params, {useBigInt: true}), db.exec(sql, params, {useBigInt: true}) (the third "
         "argument); bind them back as BigInt too (sql.js 1.16.0 binds a BigInt exactly)",
     )
+
+
+DRIFT_FIX = {
+    "info": "",
+    "warn": "check that the old app's writes still pass (list them in [app] statements)",
+    "high": "make the old app cope (or change the schema back) before rolling back; [app] statements proves it",
+}
+
+
+def _drift_findings(f: Facts) -> Iterator[Finding]:
+    if not f.drift_from:
+        yield Finding("info", "drift-unknown", "no schema of the old app to compare with", "set [app] schema")
+        return
+    if not f.drift:
+        yield Finding("info", "drift-none", f"the result has the schema the old app knows ({f.drift_from})")
+    for d in f.drift:
+        detail = f" ({d.detail})" if d.detail else ""
+        yield Finding(
+            d.severity,
+            f"drift-{d.kind}-{d.change}",
+            f"{d.kind} {d.name} {d.change}{detail} since the old app's schema — {d.breaks}",
+            DRIFT_FIX[d.severity],
+        )
 
 
 def _pending_findings(f: Facts) -> Iterator[Finding]:

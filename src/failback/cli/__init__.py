@@ -39,6 +39,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "autorollback:check",
         "Evaluate [triggers] and exit 3 when a rollback rule fires (for CI/CD); never rolls back.",
     ),
+    "drill": (
+        "drill:drill",
+        "Rehearse a rollback on copies (nothing switched, no file of the app changed); exit 3 when it would block.",
+    ),
     "demo": ("run:demo", "Build a GRDB-style sample app in DIRECTORY and roll it back to sql.js."),
     "export": (
         "convert:export",

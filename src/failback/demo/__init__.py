@@ -35,6 +35,13 @@ key = "DATABASE_PROVIDER"
 native_value = "native"
 rollback_value = "sqljs"
 path_key = "SQLJS_DATABASE_PATH"  # the file the app loads under sql.js: must be [target] path
+statements = [                    # the old sql.js app's own statements: each must run on the result
+  "SELECT id, title, body FROM note WHERE folderId = ? ORDER BY updatedAt DESC",
+  "INSERT INTO note(folderId, title, body, tags, isPinned, createdAt, updatedAt) VALUES (?, ?, ?, ?, ?, ?, ?)",
+  "UPDATE note SET title = :title, updatedAt = :updatedAt WHERE id = :id",
+  "INSERT INTO folder(name, createdAt) VALUES (?, ?)",
+  "DELETE FROM attachment WHERE noteId = ?",
+]
 
 [backup]
 dir = "backups/primary"

@@ -19,7 +19,7 @@ import apsw
 from ..assess.gather import collation_merges
 from ..config import DEFAULT_PROFILE, ROLLBACK_VALUE, Config, ConvertConfig, VerifyConfig
 from ..db.collations import CollationMerge
-from ..db.connect import connect, database_error, open_source, register_stand_ins, run_script
+from ..db.connect import connect, database_error, open_source, pragma, register_stand_ins, run_script
 from ..db.integrity import SourceIntegrity, check_source
 from ..db.schema import Schema, read_schema
 from ..engines import Engine, browser_twin
@@ -35,7 +35,7 @@ from ..errors import (
 from ..files import ensure_dir, remove_quietly
 from ..guard import Protected, check_replaceable, publish_over
 from ..plan.model import Decision, Plan
-from ..plan.planner import plan_conversion
+from ..plan.planner import UserVersion, plan_conversion
 from ..plan.proofs import apply_proofs, created_name
 from ..profiles import engine_for, load_profile
 from ..snapshot import take_snapshot
@@ -196,6 +196,32 @@ def prove_schema(plan: Plan, engine: Engine) -> dict[str, str]:
     return {tag: r["error"] for tag, r in zip(tags, results, strict=True) if tag and not r["ok"]}
 
 
+def prove_in_source(plan: Plan, source: Path, names: set[str]) -> dict[str, str]:
+    """The source engine's error for each proof of ``names``, run on the source database itself (read-only, with
+    the app functions' stand-ins): what fails there is broken in the source, not by the conversion."""
+    conn = open_source(source)
+    try:
+        register_stand_ins(conn, plan.stand_ins, lambda *_: None)
+        failed = {}
+        for proof in plan.proofs:
+            if proof.name in names:
+                try:
+                    conn.execute(proof.sql).fetchall()
+                except apsw.Error as err:
+                    failed[proof.name] = str(err)
+        return failed
+    finally:
+        conn.close()
+
+
+def proved_plan(plan: Plan, engine: Engine, source: Path, options: ConvertConfig | None) -> Plan:
+    """``plan`` with each view and trigger proved in ``engine`` (see ``apply_proofs``); an object that fails
+    there is also tried on ``source`` in the source engine: failing the same way, it is kept faithfully."""
+    failures = prove_schema(plan, engine)
+    in_source = prove_in_source(plan, source, set(failures)) if failures else {}
+    return apply_proofs(plan, failures, options, in_source)
+
+
 @dataclass(frozen=True)
 class ExportResult:
     """What an export did and proved: the target written, its plan, the verification it passed, its size, the
@@ -243,13 +269,33 @@ class PlanSettings:
     profile: str = DEFAULT_PROFILE
     options: ConvertConfig | None = None
     functions: list[str] | None = None
+    user_version: UserVersion | None = None
 
     @classmethod
     def of(cls, cfg: Config | None, profile: str | None = None) -> PlanSettings:
         """``profile`` (default: ``cfg``'s ``[target] profile``, else the default one) with ``cfg``'s settings."""
         if cfg is None:
             return cls(profile or cls.profile)
-        return cls(profile or cfg.target.profile, cfg.convert, cfg.app.functions)
+        return cls(profile or cfg.target.profile, cfg.convert, cfg.app.functions, target_user_version(cfg))
+
+
+def target_user_version(cfg: Config) -> UserVersion | None:
+    """The ``user_version`` the result carries under ``target.user_version``: a number as configured, the previous
+    target file's ("previous", when that file exists and reads), else None (the source's)."""
+    policy = cfg.target.user_version
+    if isinstance(policy, int):
+        return UserVersion(policy, "configured")
+    previous = cfg.target_path
+    if policy == "source" or not previous.exists():
+        return None
+    try:
+        conn = open_source(previous)
+    except NotADatabaseError:  # assess reports the unreadable file; the source's is kept
+        return None
+    try:
+        return UserVersion(pragma(conn, "user_version"), "previous")
+    finally:
+        conn.close()
 
 
 def read_plan(db: Path, settings: PlanSettings) -> tuple[Schema, Plan]:
@@ -262,7 +308,9 @@ def read_plan(db: Path, settings: PlanSettings) -> tuple[Schema, Plan]:
         raise database_error(db, err) from err
     finally:
         conn.close()
-    return schema, plan_conversion(schema, load_profile(settings.profile), settings.options, settings.functions)
+    return schema, plan_conversion(
+        schema, load_profile(settings.profile), settings.options, settings.functions, settings.user_version
+    )
 
 
 def plan_for(
@@ -328,7 +376,7 @@ def export_database(
         check_refused(plan)  # before any check: a refused object could fail them for its own reason
         integrity = check_source(snap.path, source, schema, plan, repair_fts)
         engine = (engine or engine_for(s.profile)).with_stand_ins(plan.stand_ins)
-        plan = apply_proofs(plan, prove_schema(plan, engine), s.options)
+        plan = proved_plan(plan, engine, snap.path, s.options)
         try:
             built = build_target(snap.path, tmp, plan, progress)
         except NotADatabaseError as err:
@@ -362,5 +410,5 @@ def verify_export(
     open_source(target).close()
     _, plan = read_plan(source, settings)
     engine = (engine or engine_for(settings.profile)).with_stand_ins(plan.stand_ins)
-    plan = apply_proofs(plan, prove_schema(plan, engine), settings.options)
+    plan = proved_plan(plan, engine, source, settings.options)
     return verify_conversion(target, plan, engine, source, VerifyConfig(browser=browser), level=level)

@@ -13,7 +13,7 @@ import json
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,7 @@ from ..assess.facts import Assessment, SideFiles
 from ..assess.gather import gather
 from ..assess.liveness import observe_sides
 from ..assess.rules import evaluate, gate
+from ..assess.statements import check_statements, load_statements
 from ..audit import AuditLog
 from ..backup.sets import BackupResult, create_backup
 from ..config import Config
@@ -33,10 +34,9 @@ from ..guard import Guard, SourceEvidence, schema_fingerprint
 from ..journal import RunDir, RunState, crash_point
 from ..mode import ModePolicy
 from ..plan.model import Plan
-from ..plan.proofs import apply_proofs
 from ..snapshot import Snapshot, take_snapshot
 from .debt import record_debt
-from .export import PlanSettings, build_target, prove_schema, read_plan, verify_conversion
+from .export import PlanSettings, build_target, proved_plan, read_plan, verify_conversion
 from .postcheck import Timing, compare, load_baseline, time_in_engine
 from .switch import AppSwitch, current_provider, switch_app, temp_target
 from .target_manifest import write_target_manifest
@@ -214,7 +214,7 @@ def step_assess(ctx: RunContext) -> dict[str, Any]:
 # -- convert --------------------------------------------------------------------------------------
 def step_convert(ctx: RunContext) -> dict[str, Any]:
     assert ctx.snapshot is not None and ctx.plan is not None
-    ctx.plan = apply_proofs(ctx.plan, prove_schema(ctx.plan, ctx.target_engine), ctx.cfg.convert)
+    ctx.plan = proved_plan(ctx.plan, ctx.target_engine, ctx.snapshot.path, ctx.cfg.convert)
     write_text(ctx.rd.file("plan.json"), json.dumps(ctx.plan.dump(), indent=2) + "\n")
     ctx.tmp_target = ctx.converted = temp_target(ctx.cfg.target_path, ctx.rd.id)
     built = build_target(ctx.snapshot.path, ctx.tmp_target, ctx.plan, ctx.progress)
@@ -247,6 +247,14 @@ def step_verify(ctx: RunContext) -> dict[str, Any]:
     ctx.verification = result = report.to_json()
     if not report.ok:
         raise VerificationFailed(f"verification failed: {report.problems[0]}")
+    drift = ctx.assessment.facts.drift if ctx.assessment else []
+    checks = check_statements(ctx.target_engine, ctx.converted, load_statements(ctx.cfg), drift)
+    result["statements"] = [asdict(c) for c in checks]
+    if failed := [c for c in checks if not c.ok]:
+        raise VerificationFailed(
+            f"verification failed: {failed[0].message()}",
+            "change the schema so the old app's statements run, or fix [app] statements",
+        )
     if report.deferred:  # a quick verification: what was skipped is recorded, to be paid by `verify --debt`
         debt = {
             "run": ctx.rd.id,

@@ -29,6 +29,7 @@ only as the app's function computes them.
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 
 from ..config import ConvertConfig
 from ..db import sqltext
@@ -75,17 +76,38 @@ def target_collation(name: str, profile: Profile, options: ConvertConfig) -> str
 
 
 def plan_conversion(
-    schema: Schema, profile: Profile, options: ConvertConfig | None = None, functions: list[str] | None = None
+    schema: Schema,
+    profile: Profile,
+    options: ConvertConfig | None = None,
+    functions: list[str] | None = None,
+    user_version: UserVersion | None = None,
 ) -> Plan:
     """Decide, for every object of ``schema``, what the target built for ``profile`` holds. ``functions``:
-    the app functions the target's app registers (``[app] functions``, "name/arity")."""
-    return _Planner(schema, profile, options or ConvertConfig(), functions or []).plan()
+    the app functions the target's app registers (``[app] functions``, "name/arity"); ``user_version``: the
+    one the result carries and why (default: the source's)."""
+    return _Planner(schema, profile, options or ConvertConfig(), functions or [], user_version).plan()
+
+
+@dataclass(frozen=True)
+class UserVersion:
+    """The ``user_version`` chosen for the result and where it comes from (``target.user_version``)."""
+
+    value: int
+    origin: str  # "source", "previous" or "configured"
 
 
 class _Planner:
-    def __init__(self, schema: Schema, profile: Profile, options: ConvertConfig, functions: list[str]) -> None:
+    def __init__(
+        self,
+        schema: Schema,
+        profile: Profile,
+        options: ConvertConfig,
+        functions: list[str],
+        user_version: UserVersion | None = None,
+    ) -> None:
         self.s, self.p, self.o = schema, profile, options
         self.functions = functions
+        self.user_version = user_version or UserVersion(schema.user_version, "source")
         self.plan_ = Plan(profile.name)
         self.allowed = {n.lower() for n in options.allow_drop}
         self.fts_converted: dict[str, Table] = {}  # FTS5 tables converted (by name)
@@ -176,16 +198,26 @@ class _Planner:
             "page_size": page,
             "encoding": self.s.encoding,
             "auto_vacuum": self.s.auto_vacuum,
-            "user_version": self.s.user_version,
+            "user_version": self.user_version.value,
             "application_id": self.s.application_id,
         }
+        uv = self.user_version
         self.decide(
             "pragma",
             "user_version/application_id",
             Action.KEEP,
-            f"user_version {self.s.user_version}, application_id {self.s.application_id}, page size {page}, "
+            f"user_version {uv.value}, application_id {self.s.application_id}, page size {page}, "
             f"{self.s.encoding}; written in journal_mode DELETE (one file for the browser)",
         )
+        if uv.value != self.s.user_version:
+            self.decide(
+                "pragma",
+                "user_version",
+                Action.CONVERT,
+                f"{self.s.user_version} -> {uv.value} ({uv.origin}, target.user_version): the old app's migration "
+                "runner sees the version it knows",
+                "warn",
+            )
 
     def collations(self) -> None:
         for name in sorted(self.s.collations()):
