@@ -302,12 +302,6 @@ def step_summary(step: str, result: dict[str, Any]) -> str:
     return step_line(step, result)
 
 
-def create_demo(directory: PathArg, *, notes: int = 3000) -> Path:
-    """Build (or re-build) a GRDB-style sample app in ``directory``: native.sqlite (WAL, FTS5) with ``notes``
-    notes, app.env, the pre-migration sql.js file and a failback.toml, whose path is returned."""
-    return create_demo_app(Path(directory), notes)
-
-
 # -- setting up -------------------------------------------------------------------------------------
 def init(
     native: PathArg | None = None, output: PathArg = DEFAULT_NAME, *, profile: str = DEFAULT_PROFILE
@@ -326,6 +320,12 @@ def probe(engine: str = "sqljs", *, output: PathArg | None = None) -> Profile:
     if output is not None:
         write_text(Path(output), prof.to_toml(), 0o644)
     return prof
+
+
+def create_demo(directory: PathArg, *, notes: int = 3000) -> Path:
+    """Build (or re-build) a GRDB-style sample app in ``directory``: native.sqlite (WAL, FTS5) with ``notes``
+    notes, app.env, the pre-migration sql.js file and a failback.toml, whose path is returned."""
+    return create_demo_app(Path(directory), notes)
 
 
 # -- automatic rollback -----------------------------------------------------------------------------

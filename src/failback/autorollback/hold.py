@@ -19,6 +19,8 @@ __all__ = ["Hold", "place_hold", "read_hold", "release_hold"]
 
 @dataclass
 class Hold:
+    """Automatic rollbacks blocked: why, since when (UTC), and by whom on which host."""
+
     reason: str
     since: str
     user: str

@@ -106,22 +106,12 @@ def watch(config_path: Path, once: bool, dry_run: bool, max_samples: int | None,
     a summary line (the lines `check --jsonl` prints).
     """
     from .. import api
-    from .run import run_rollback
+    from .run import rollback_live
 
     as_json |= as_jsonl
 
     def rollback(mode: str) -> RunResult:
-        return run_rollback(
-            lambda progress, on_step, confirm: api.rollback(
-                config_path,
-                mode=mode,  # type: ignore[arg-type]
-                yes=True,
-                progress=progress,
-                on_step=on_step,
-                confirm=confirm,
-            ),
-            as_json=False,
-        )
+        return rollback_live(config_path, False, mode=mode, yes=True)
 
     result = api.watch(
         config_path,

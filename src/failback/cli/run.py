@@ -56,26 +56,25 @@ def rollback(
     as_json: bool,
 ) -> None:
     """Roll the app back: snapshot, backup, assess, convert, verify, switch, report."""
-    from .. import api
-
-    outcome = run_rollback(
-        lambda progress, on_step, confirm: api.rollback(
-            config_path,
-            mode=mode,  # type: ignore[arg-type]
-            dry_run=dry_run,
-            yes=yes,
-            force=force,
-            reason=reason,
-            repair_fts=repair_fts,
-            progress=progress,
-            on_step=on_step,
-            confirm=confirm,
-        ),
-        as_json,
-        dry_run,
+    outcome = rollback_live(
+        config_path, as_json, mode=mode, dry_run=dry_run, yes=yes, force=force, reason=reason, repair_fts=repair_fts
     )
     if outcome.error is not None:
         raise outcome.error
+
+
+def rollback_live(config_path: Path, as_json: bool, **options: Any) -> RunResult:
+    """``api.rollback(config_path, **options)`` run as ``run_rollback`` runs it: step lines, progress bars, the
+    terminal's confirmation at high risk, then the summary."""
+    from .. import api
+
+    return run_rollback(
+        lambda progress, on_step, confirm: api.rollback(
+            config_path, progress=progress, on_step=on_step, confirm=confirm, **options
+        ),
+        as_json,
+        options.get("dry_run", False),
+    )
 
 
 Start = Callable[[Any, Any, Callable[[Any], bool]], "RunResult"]
@@ -243,12 +242,7 @@ def demo(directory: Path, notes: int, as_json: bool) -> None:
         )
         out.print(f"baseline: {len(baseline.queries)} app queries timed in sql.js on the pre-migration file")
         out.print("rolling back (the demo confirms the risk gate with --yes, as an operator would):")
-    outcome = run_rollback(
-        lambda progress, on_step, confirm: api.rollback(
-            cfg_path, yes=True, progress=progress, on_step=on_step, confirm=confirm
-        ),
-        as_json,
-    )
+    outcome = rollback_live(cfg_path, as_json, yes=True)
     if outcome.error is not None:
         raise outcome.error
     if not as_json:
