@@ -411,11 +411,20 @@ def release(config: PathArg) -> Hold | None:
 
 
 # -- backups ----------------------------------------------------------------------------------------
-def create_backup(config: PathArg, *, label: str = "manual", progress: Progress | None = None) -> BackupResult:
+def create_backup(
+    config: PathArg,
+    *,
+    label: str = "manual",
+    progress: Progress | None = None,
+    on_result: Callable[[BackupResult], None] | None = None,
+) -> BackupResult:
     """Snapshot the source and store a verified, compressed copy in every backup folder; raises BackupError when
-    fewer copies than ``[backup] min_layers`` verified."""
+    fewer copies than ``[backup] min_layers`` verified. ``on_result(result)`` is called before that check, so
+    each folder's outcome can be shown also when the backup falls short."""
     cfg = load_config(config)
     result = backup_sets.backup_source(cfg, label, progress or _no_progress)
+    if on_result:
+        on_result(result)
     if result.verified_layers < cfg.backup.min_layers:
         failed = "; ".join(f"{layer.folder}: {layer.error}" for layer in result.layers if not layer.ok)
         raise BackupError(

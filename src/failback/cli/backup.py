@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 from rich.table import Table
@@ -11,6 +12,9 @@ from rich.table import Table
 from ..errors import InputError
 from . import handle_errors
 from .common import config_option, emit_json, err, json_option, out, progress_bar
+
+if TYPE_CHECKING:
+    from ..api import BackupResult
 
 
 @click.group()
@@ -28,11 +32,11 @@ def backup_create(config_path: Path, label: str, as_json: bool) -> None:
     from .. import api
 
     warnings = api.backup_warnings(config_path)
-    with progress_bar(not as_json and err.is_terminal) as progress:
-        result = api.create_backup(config_path, label=label, progress=progress)
-    if as_json:
-        emit_json({**result.to_json(), "warnings": [w.message for w in warnings]})
-    else:
+
+    def show(result: BackupResult) -> None:
+        if as_json:
+            emit_json({**result.to_json(), "warnings": [w.message for w in warnings]})
+            return
         for w in warnings:
             err.print(f"[yellow]warning:[/] {w.message}", highlight=False, soft_wrap=True)
             err.print(f"[dim]hint:[/] {w.fix}", highlight=False, soft_wrap=True)
@@ -41,6 +45,14 @@ def backup_create(config_path: Path, label: str, as_json: bool) -> None:
         for layer in result.layers:
             mark = "[green]✓[/]" if layer.ok else "[red]✗[/]"
             out.print(f"{mark} {layer.folder}/{result.id} {layer.error}", highlight=False, soft_wrap=True)
+
+    made: list[BackupResult] = []  # shown once the bars are gone, also when too few layers verified (it raises)
+    try:
+        with progress_bar(not as_json and err.is_terminal) as progress:
+            api.create_backup(config_path, label=label, progress=progress, on_result=made.append)
+    finally:
+        for result in made:
+            show(result)
 
 
 @backup.command("list")
