@@ -9,6 +9,7 @@ written whatever the outcome. Nothing here prints.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections.abc import Callable, Iterable
@@ -17,19 +18,22 @@ from pathlib import Path
 from typing import Any, Literal
 
 from .assess.facts import Assessment, Finding
-from .assess.gather import file_big_integers
-from .assess.rules import js_integer_finding
+from .assess.gather import file_big_integers, shared_disk_mirrors
+from .assess.rules import js_integer_finding, shared_disk_finding
 from .audit import ChainCheck, verify_chain
+from .autorollback.hold import Hold, place_hold, release_hold
 from .autorollback.rules import Evaluation
-from .autorollback.watcher import CHECK_FIRED, Watcher
+from .autorollback.watcher import CHECK_FIRED, Stop, Watcher, WatchResult
 from .backup import prune as backup_prune
 from .backup import sets as backup_sets
 from .backup.prune import PruneResult
 from .backup.sets import BackupResult, FolderCheck, RestoreResult
-from .config import Config, ConvertConfig, load_config
+from .config import DEFAULT_NAME, DEFAULT_PROFILE, Config, ConvertConfig, load_config
+from .demo import create_demo as create_demo_app
 from .errors import BackupError
-from .files import ensure_dir
+from .files import ensure_dir, write_text
 from .journal import RunState, find_run, list_runs
+from .metrics import serve_metrics
 from .pipeline.debt import DebtPayment, unpaid
 from .pipeline.debt import pay_debt as pay_run_debt
 from .pipeline.drill import DrillResult, run_drill
@@ -37,10 +41,13 @@ from .pipeline.export import ExportResult, PlanSettings, export_database, read_p
 from .pipeline.postcheck import Timing
 from .pipeline.postcheck import record_baseline as record_engine_baseline
 from .pipeline.rollback import Options, Outcome, Rollback, abort_run
+from .pipeline.summary import step_line
 from .plan.model import Plan
-from .profiles import engine_for
+from .profiles import Profile, engine_for, probe_engine
 from .report import RENDERERS
 from .report.data import audit_anchors, load_report
+from .scaffold import init_config
+from .scaffold.propose import NativeSurvey
 from .verify import VerifyReport
 
 PathArg = str | os.PathLike[str]
@@ -265,42 +272,6 @@ def pay_debt(config: PathArg, run: str | None = None) -> DebtPayment:
 
 
 @dataclass(frozen=True)
-class CheckResult:
-    """The evaluations of a ``check`` (each with every rule's ``status``, ``note``, ``streak``, ``values`` and
-    ``flapping``, and the decision) and whether a rollback rule fired (``exit_code`` 3, as `failback check`)."""
-
-    evaluations: tuple[Evaluation, ...]
-    fired: bool
-
-    @property
-    def exit_code(self) -> int:
-        return CHECK_FIRED if self.fired else 0
-
-    def to_json(self) -> dict[str, Any]:
-        """The document `failback check --json` prints."""
-        evaluations = [ev.to_json() for ev in self.evaluations]
-        return {
-            "samples": len(evaluations),
-            "fired": self.fired,
-            "exit_code": self.exit_code,
-            "evaluations": evaluations,
-        }
-
-
-def check(config: PathArg, *, samples: int = 1) -> CheckResult:
-    """Evaluate [triggers] ``samples`` times, an ``interval`` apart, as `failback check` does: never rolls back,
-    whatever fires (audited with ``via: check``). Only fresh samples count (see the runbook's trigger section)."""
-    cfg = load_config(config)
-    watcher = Watcher(cfg, Path(config), dry_run=True, via="check")
-    evaluations = []
-    for n in range(samples):
-        if n:
-            time.sleep(cfg.triggers.interval)
-        evaluations.append(watcher.evaluate())
-    return CheckResult(tuple(evaluations), any(ev.decision.rollback_fired for ev in evaluations))
-
-
-@dataclass(frozen=True)
 class Baseline:
     """How the app's benchmark queries ran in the target engine (each query's p50/p95 and rows) and on the live
     source (``metrics``): what the post-check of a rollback compares against."""
@@ -331,20 +302,155 @@ def verify_audit(config: PathArg) -> ChainCheck:
     return verify_chain(cfg.state.audit_log, audit_anchors(cfg.state_path))
 
 
-def report(config: PathArg, run: str | None = None, *, format: ReportFormat = "md") -> str:
+def report(
+    config: PathArg, run: str | None = None, *, format: ReportFormat = "md", output: PathArg | None = None
+) -> str:
     """The report of ``run`` (an id or a unique prefix; default: the newest run) as Markdown, one self-contained
-    HTML page, or JSON; rendered from the run directory, with the audit events recorded since."""
+    HTML page, or JSON; rendered from the run directory, with the audit events recorded since. ``output``: also
+    write it to this file (atomically)."""
     cfg = load_config(config)
     state, data = load_report(find_run(cfg.state_path, run), cfg.state.audit_log)
-    return RENDERERS[format](state, data)
+    text = RENDERERS[format](state, data)
+    if output is not None:
+        write_text(Path(output), text, 0o644)
+    return text
+
+
+def step_summary(step: str, result: dict[str, Any]) -> str:
+    """What a run's ``step`` did, in one line, from the JSON ``result`` an ``on_step`` listener receives with its
+    "done" event (the line `failback rollback` prints for each step)."""
+    return step_line(step, result)
+
+
+# -- setting up -------------------------------------------------------------------------------------
+def init(
+    native: PathArg | None = None, output: PathArg = DEFAULT_NAME, *, profile: str = DEFAULT_PROFILE
+) -> NativeSurvey:
+    """Inspect the native database ``native`` (default: the one SQLite database in the current folder; only read)
+    and write a commented failback.toml to ``output`` for the target ``profile``: its FTS tables with search terms
+    drawn from their text, the collations used, the sync layouts detected and the app's provider setting when a
+    .env or .json beside it holds one. Never replaces ``output`` (InputError when it exists)."""
+    return init_config(Path(native) if native is not None else None, Path(output), profile)
+
+
+def probe(engine: str = "sqljs", *, engine_path: PathArg | None = None, output: PathArg | None = None) -> Profile:
+    """Probe a real engine (``sqljs`` or ``sqlite``) for its capabilities (compile options, version, modules,
+    functions) and return its profile; ``engine_path``: another sql.js build (a folder holding sql-wasm.js and
+    sql-wasm.wasm), recorded in the profile; ``output``: also write the profile there as TOML."""
+    prof = probe_engine(engine, Path(engine_path) if engine_path is not None else None)
+    if output is not None:
+        write_text(Path(output), prof.to_toml(), 0o644)
+    return prof
+
+
+def create_demo(directory: PathArg, *, notes: int = 3000) -> Path:
+    """Build (or re-build) a GRDB-style sample app in ``directory``: native.sqlite (WAL, FTS5) with ``notes``
+    notes, app.env, the pre-migration sql.js file and a failback.toml, whose path is returned."""
+    return create_demo_app(Path(directory), notes)
+
+
+# -- automatic rollback -----------------------------------------------------------------------------
+RollbackRunner = Callable[[Mode], RunResult]
+"""``run_rollback(mode)``: how ``watch`` runs the rollback a rule decided on (``yes`` given: a firing rule
+pre-authorises a high risk)."""
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    """What ``check`` evaluated: the samples taken, whether a rollback rule fired, and each evaluation."""
+
+    samples: int
+    fired: bool
+    evaluations: tuple[Evaluation, ...]
+
+    @property
+    def exit_code(self) -> int:
+        """The CLI's exit code: 3 when a rollback rule fired, else 0."""
+        return CHECK_FIRED if self.fired else 0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "samples": self.samples,
+            "fired": self.fired,
+            "exit_code": self.exit_code,
+            "evaluations": [ev.to_json() for ev in self.evaluations],
+        }
+
+
+def check(
+    config: PathArg, *, samples: int = 1, on_evaluation: Callable[[Evaluation], None] | None = None
+) -> CheckResult:
+    """Evaluate ``[triggers]`` ``samples`` times, an interval apart, and say whether a rollback rule fired; never
+    rolls back (a hold changes nothing here). ``on_evaluation(ev)`` is called as each evaluation is made."""
+    path = Path(config)
+    cfg = load_config(path)
+    watcher = Watcher(cfg, path, dry_run=True, via="check")
+    evaluations: list[Evaluation] = []
+    for n in range(samples):
+        if n:
+            time.sleep(cfg.triggers.interval)
+        ev = watcher.evaluate()
+        evaluations.append(ev)
+        if on_evaluation:
+            on_evaluation(ev)
+    return CheckResult(samples, any(ev.decision.rollback_fired for ev in evaluations), tuple(evaluations))
+
+
+def watch(
+    config: PathArg,
+    *,
+    max_samples: int | None = None,
+    dry_run: bool = False,
+    on_evaluation: Callable[[Evaluation], None] | None = None,
+    run_rollback: RollbackRunner | None = None,
+    metrics_port: int | None = None,
+    metrics_address: str = "127.0.0.1",
+) -> WatchResult:
+    """Evaluate ``[triggers]`` every interval and roll back (``run_rollback``, default: ``rollback(config,
+    mode=mode, yes=True)``) when a rollback rule fires, unless ``dry_run`` or a hold; ends after ``max_samples``,
+    an automatic rollback (its outcome in the result) or SIGINT/SIGTERM (handled while it runs: call it from the
+    main thread), which abandons a sample being read or interrupts a rollback in progress (resumable).
+    ``metrics_port``: also serve failback's own metrics at ``http://metrics_address:metrics_port/metrics``."""
+    path = Path(config)
+    cfg = load_config(path)
+
+    def rollback_with(opts: Options) -> Outcome:
+        if run_rollback is None:
+            return Rollback(cfg, path, opts).run()
+        return run_rollback(opts.mode)  # type: ignore[arg-type]
+
+    with Stop().installed() as stop, contextlib.ExitStack() as serving:
+        watcher = Watcher(cfg, path, dry_run=dry_run, run_rollback=rollback_with, stop=stop)
+        if metrics_port is not None:
+            serving.enter_context(serve_metrics(cfg, lambda: watcher.last, metrics_address, metrics_port))
+        return watcher.watch(max_samples, on_evaluation)
+
+
+def hold(config: PathArg, reason: str) -> Hold:
+    """Block automatic rollbacks (``watch``) until ``release``, for ``reason``; a manual rollback still works."""
+    return place_hold(load_config(config), reason)
+
+
+def release(config: PathArg) -> Hold | None:
+    """Lift the hold (returned; None when there was none): automatic rollbacks may run again."""
+    return release_hold(load_config(config))
 
 
 # -- backups ----------------------------------------------------------------------------------------
-def create_backup(config: PathArg, *, label: str = "manual", progress: Progress | None = None) -> BackupResult:
+def create_backup(
+    config: PathArg,
+    *,
+    label: str = "manual",
+    progress: Progress | None = None,
+    on_result: Callable[[BackupResult], None] | None = None,
+) -> BackupResult:
     """Snapshot the source and store a verified, compressed copy in every backup folder; raises BackupError when
-    fewer copies than ``[backup] min_layers`` verified."""
+    fewer copies than ``[backup] min_layers`` verified. ``on_result(result)`` is called before that check, so
+    each folder's outcome can be shown also when the backup falls short."""
     cfg = load_config(config)
     result = backup_sets.backup_source(cfg, label, progress or _no_progress)
+    if on_result:
+        on_result(result)
     if result.verified_layers < cfg.backup.min_layers:
         failed = "; ".join(f"{layer.folder}: {layer.error}" for layer in result.layers if not layer.ok)
         raise BackupError(
@@ -352,6 +458,13 @@ def create_backup(config: PathArg, *, label: str = "manual", progress: Progress 
             f"verified ({failed})"
         )
     return result
+
+
+def backup_warnings(config: PathArg) -> list[Finding]:
+    """What weakens the backups of ``config`` without stopping them: mirrors on the primary folder's file system
+    (one disk failure loses both)."""
+    cfg = load_config(config)
+    return [shared_disk_finding(m) for m in shared_disk_mirrors(cfg.backup_layers)]
 
 
 @dataclass(frozen=True)

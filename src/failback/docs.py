@@ -303,8 +303,11 @@ def _class_section(name: str, cls: type) -> str:
         "",
     ]
     lines += [inspect.getdoc(cls) or "", ""]
-    if issubclass(cls, BaseModel):
+    if cls is failback.Config:
         lines += ["Fields: the sections of failback.toml, see [config.md](config.md).", ""]
+    elif issubclass(cls, BaseModel):
+        fields = ", ".join(f"`{n}: {_annotation(f.annotation)}`" for n, f in cls.model_fields.items())
+        lines += [f"Fields: {fields}.", ""]
     elif dataclasses.is_dataclass(cls):
         fields = ", ".join(f"`{f.name}: {_annotation(f.type)}`" for f in dataclasses.fields(cls))
         lines += [f"Fields{' (frozen)' if cls.__dataclass_params__.frozen else ''}: {fields}.", ""]  # type: ignore[attr-defined]
@@ -328,9 +331,8 @@ def python_api_reference() -> str:
     )
     errors = [n for n, o in public.items() if isinstance(o, type) and issubclass(o, FailbackError)]
     results = sorted(n for n, o in public.items() if isinstance(o, type) and n not in errors)
-    types_ = [
-        f"`{n}` = `{_annotation(getattr(api, n))}`" for n in ("PathArg", "Progress", "StepListener", "Mode", "Level")
-    ]
+    aliases = ("PathArg", "Progress", "StepListener", "RollbackRunner", "Mode", "Level")
+    types_ = [f"`{n}` = `{_annotation(getattr(api, n))}`" for n in aliases]
     out = ["## Functions", ""]
     for n in functions:
         out += [

@@ -126,6 +126,10 @@ class VerifyReport:
     def to_json(self) -> dict[str, Any]:
         return {**asdict(self), "ok": self.ok}
 
+    def summary(self, where: str) -> str:
+        """'N tables equal WHERE', then the others by name (see ``tables_summary``)."""
+        return tables_summary([asdict(t) for t in self.tables], where)
+
 
 def table_status(t: dict[str, Any]) -> str:
     """A TableCheck's status from its JSON (one recorded before tables had a status: from ``ok``)."""

@@ -23,6 +23,8 @@ __all__ = ["Hold", "cooldown_note", "cooldown_until", "place_hold", "read_hold",
 
 @dataclass
 class Hold:
+    """Automatic rollbacks blocked: why, since when (UTC), and by whom on which host."""
+
     reason: str
     since: str
     user: str

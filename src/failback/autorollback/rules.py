@@ -131,6 +131,9 @@ class Decision:
 
 @dataclass
 class Evaluation:
+    """One evaluation of the rules: each rule's result, the decision (what to do and why), the hold if any, the
+    sources' errors, and the rule states the next evaluation starts from."""
+
     seq: int
     time: str
     results: list[RuleResult]

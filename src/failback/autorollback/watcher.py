@@ -95,6 +95,9 @@ class Stop:
 # -- the watcher ------------------------------------------------------------------------------------
 @dataclass
 class WatchResult:
+    """How a watch ended: the samples evaluated, why it stopped (max-samples, signal, rollback, interrupted, error),
+    its exit code and the automatic rollback it ran, if any."""
+
     samples: int
     stopped: str  # max-samples, signal, rollback, interrupted, error
     exit_code: int = 0

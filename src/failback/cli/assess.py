@@ -5,15 +5,16 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from rich.table import Table
 
-from ..assess.facts import Assessment
-from ..config import load_config
 from . import handle_errors
 from .common import config_option, emit_json, err, json_option, mode_option, out, progress_bar, render_assessment
+
+if TYPE_CHECKING:
+    from ..api import Assessment
 
 TOP_TABLES = 10
 
@@ -25,11 +26,10 @@ TOP_TABLES = 10
 @handle_errors
 def assess(config_path: Path, mode: str, as_json: bool) -> None:
     """Assess the risk of a rollback without changing anything (exit 3 when the gate would refuse)."""
-    from ..pipeline.rollback import Options, Rollback
+    from .. import api
 
-    cfg = load_config(config_path)
     with progress_bar(not as_json and err.is_terminal) as progress:
-        outcome = Rollback(cfg, config_path, Options(mode=mode, dry_run=True), progress).run()
+        outcome = api.assess(config_path, mode=mode, progress=progress)  # type: ignore[arg-type]
     if outcome.error is not None:
         raise outcome.error
     result = outcome.results["assess"]
@@ -38,7 +38,7 @@ def assess(config_path: Path, mode: str, as_json: bool) -> None:
     else:
         render_facts(result["facts"])
         render_assessment(result)
-        out.print(f"run [bold]{outcome.run_id}[/]: report {outcome.run_dir / 'report.md'}", highlight=False)
+        out.print(f"run [bold]{outcome.run_id}[/]: report {outcome.report_path}", highlight=False)
     if not result["go"]:
         if not as_json:
             flags = "--yes" if result["level"] == "high" else "--force --reason '…'"

@@ -5,14 +5,16 @@ from __future__ import annotations
 import sys
 from dataclasses import asdict
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 from rich.markup import escape
 
-from ..audit import ChainCheck, verify_chain
-from ..config import load_config
 from . import handle_errors
 from .common import config_option, emit_json, err, json_option, out
+
+if TYPE_CHECKING:
+    from ..api import ChainCheck
 
 
 @click.group()
@@ -27,10 +29,9 @@ def audit() -> None:
 def audit_verify(config_path: Path, as_json: bool) -> None:
     """Check the audit log's hash chain, and its end against the head and every run report's copy of it (exit 1
     at the first broken line, or when records are missing at the end)."""
-    from ..report.data import audit_anchors
+    from .. import api
 
-    cfg = load_config(config_path)
-    check = verify_chain(cfg.state.audit_log, audit_anchors(cfg.state_path))
+    check = api.verify_audit(config_path)
     if as_json:
         emit_json(asdict(check))
     else:
@@ -40,6 +41,7 @@ def audit_verify(config_path: Path, as_json: bool) -> None:
 
 
 def render_chain_check(check: ChainCheck) -> None:
+    """What checking the chain found: its notes, then intact or where it broke."""
     for note in check.notes:
         err.print(f"[yellow]![/] {escape(note)}", highlight=False)
     if check.ok:

@@ -2,21 +2,22 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import sys
-import time
+from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from rich.markup import escape
 from rich.table import Table
 
-from ..config import load_config
 from ..errors import FailbackError
 from . import handle_errors
 from .common import config_option, emit_json, json_option, out
+
+if TYPE_CHECKING:
+    from ..api import Evaluation, RunResult
 
 ACTION_TEXT = {
     "warn": "[yellow]warning[/] by {warnings}",
@@ -41,7 +42,7 @@ def _num(v: float | None) -> str:
     return "—" if v is None else f"{v:.6g}"
 
 
-def evaluation_headline(ev: Any) -> str:
+def evaluation_headline(ev: Evaluation) -> str:
     """The sample's header: what was decided, and the rule rows counted by status (so a header never says
     "ok" above a failing, fired or inconclusive rule)."""
     d = ev.decision
@@ -55,7 +56,7 @@ def evaluation_headline(ev: Any) -> str:
     return f"[bold]#{ev.seq}[/] {ev.time} — {title} · {len(statuses)} rule(s): {counts}"
 
 
-def render_evaluation(ev: Any, as_jsonl: bool) -> None:
+def render_evaluation(ev: Evaluation, as_jsonl: bool) -> None:
     """One line of JSON, or a table under the sample's header (and the hold, every time)."""
     if as_jsonl:
         click.echo(json.dumps(ev.to_json(), default=str, ensure_ascii=False))
@@ -125,26 +126,23 @@ def watch(
     A watch is a stream, so --json and --jsonl both print JSON Lines: one line per evaluation as it is made, then
     a summary line (the lines `check --jsonl` prints).
     """
-    from ..autorollback.watcher import Stop, Watcher
-    from ..metrics import serve_metrics
-    from ..pipeline.rollback import Options, Outcome
-    from .run import run_rollback
+    from .. import api
+    from .run import rollback_live
 
     as_json |= as_jsonl
-    cfg = load_config(config_path)
 
-    def rollback(opts: Options) -> Outcome:
-        if as_json:
-            from ..pipeline.rollback import Rollback
+    def rollback(mode: str) -> RunResult:
+        return rollback_live(config_path, False, mode=mode, yes=True)
 
-            return Rollback(cfg, config_path, opts).run()
-        return run_rollback(cfg, config_path, opts, as_json=False)
-
-    with Stop().installed() as stop, contextlib.ExitStack() as serving:
-        watcher = Watcher(cfg, config_path, dry_run=dry_run, run_rollback=rollback, stop=stop)
-        if metrics_port is not None:
-            serving.enter_context(serve_metrics(cfg, lambda: watcher.last, metrics_address, metrics_port))
-        result = watcher.watch(1 if once else max_samples, lambda ev: render_evaluation(ev, as_json))
+    result = api.watch(
+        config_path,
+        max_samples=1 if once else max_samples,
+        dry_run=dry_run,
+        on_evaluation=lambda ev: render_evaluation(ev, as_json),
+        run_rollback=None if as_json else rollback,
+        metrics_port=metrics_port,
+        metrics_address=metrics_address,
+    )
     summary: dict[str, Any] = {"samples": result.samples, "stopped": result.stopped, "exit_code": result.exit_code}
     if result.rollback is not None:
         summary["rollback"] = {"run": result.rollback.run_id, "status": result.rollback.status}
@@ -169,29 +167,18 @@ def check(config_path: Path, samples: int, as_json: bool, as_jsonl: bool) -> Non
     the samples are done ({"samples", "fired", "exit_code", "evaluations": [...]}); --jsonl prints JSON Lines
     as `watch --json` does: one line per evaluation as it is made, then the summary line.
     """
-    from ..autorollback.watcher import CHECK_FIRED, Watcher
+    from .. import api
 
     if as_json and as_jsonl:
         raise FailbackError("--json and --jsonl exclude each other", "pass one of them")
-    cfg = load_config(config_path)
-    watcher = Watcher(cfg, config_path, dry_run=True, via="check")
-    fired = False
-    evaluations: list[dict[str, Any]] = []
-    for n in range(samples):
-        if n:
-            time.sleep(cfg.triggers.interval)
-        ev = watcher.evaluate()
-        if as_json:
-            evaluations.append(ev.to_json())
-        else:
-            render_evaluation(ev, as_jsonl)
-        fired |= ev.decision.rollback_fired
-    summary = {"samples": samples, "fired": fired, "exit_code": CHECK_FIRED if fired else 0}
+    result = api.check(
+        config_path, samples=samples, on_evaluation=None if as_json else lambda ev: render_evaluation(ev, as_jsonl)
+    )
     if as_json:
-        emit_json({**summary, "evaluations": evaluations})
+        emit_json(result.to_json())
     elif as_jsonl:
-        click.echo(json.dumps(summary))
-    sys.exit(summary["exit_code"])
+        click.echo(json.dumps({"samples": result.samples, "fired": result.fired, "exit_code": result.exit_code}))
+    sys.exit(result.exit_code)
 
 
 @click.command()
@@ -201,11 +188,9 @@ def check(config_path: Path, samples: int, as_json: bool, as_jsonl: bool) -> Non
 @handle_errors
 def hold(config_path: Path, reason: str, as_json: bool) -> None:
     """Block automatic rollbacks until `failback release` (a manual `failback rollback` still works)."""
-    from dataclasses import asdict
+    from .. import api
 
-    from ..autorollback.hold import place_hold
-
-    h = place_hold(load_config(config_path), reason)
+    h = api.hold(config_path, reason)
     if as_json:
         emit_json(asdict(h))
     else:
@@ -218,11 +203,9 @@ def hold(config_path: Path, reason: str, as_json: bool) -> None:
 @handle_errors
 def release(config_path: Path, as_json: bool) -> None:
     """Lift the hold: automatic rollbacks may run again."""
-    from dataclasses import asdict
+    from .. import api
 
-    from ..autorollback.hold import release_hold
-
-    h = release_hold(load_config(config_path))
+    h = api.release(config_path)
     if as_json:
         emit_json({"released": asdict(h) if h else None})
     elif h is None:

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 from rich.table import Table
 
-from ..config import load_config
-from ..errors import BackupError, InputError
-from ..files import ensure_dir
+from ..errors import InputError
 from . import handle_errors
 from .common import config_option, emit_json, err, json_option, out, progress_bar
+
+if TYPE_CHECKING:
+    from ..api import BackupResult
 
 
 @click.group()
@@ -27,17 +29,14 @@ def backup() -> None:
 @handle_errors
 def backup_create(config_path: Path, label: str, as_json: bool) -> None:
     """Snapshot the source and store a verified, compressed copy in every layer."""
-    from ..assess.gather import shared_disk_mirrors
-    from ..assess.rules import shared_disk_finding
-    from ..backup.sets import backup_source
+    from .. import api
 
-    cfg = load_config(config_path)
-    with progress_bar(not as_json and err.is_terminal) as progress:
-        result = backup_source(cfg, label, progress)
-    warnings = [shared_disk_finding(m) for m in shared_disk_mirrors(cfg.backup_layers)]
-    if as_json:
-        emit_json({**result.to_json(), "warnings": [w.message for w in warnings]})
-    else:
+    warnings = api.backup_warnings(config_path)
+
+    def show(result: BackupResult) -> None:
+        if as_json:
+            emit_json({**result.to_json(), "warnings": [w.message for w in warnings]})
+            return
         for w in warnings:
             err.print(f"[yellow]warning:[/] {w.message}", highlight=False, soft_wrap=True)
             err.print(f"[dim]hint:[/] {w.fix}", highlight=False, soft_wrap=True)
@@ -46,8 +45,14 @@ def backup_create(config_path: Path, label: str, as_json: bool) -> None:
         for layer in result.layers:
             mark = "[green]✓[/]" if layer.ok else "[red]✗[/]"
             out.print(f"{mark} {layer.folder}/{result.id} {layer.error}", highlight=False, soft_wrap=True)
-    if result.verified_layers < cfg.backup.min_layers:
-        raise BackupError(f"only {result.verified_layers} of {cfg.backup.min_layers} required layer(s) verified")
+
+    made: list[BackupResult] = []  # shown once the bars are gone, also when too few layers verified (it raises)
+    try:
+        with progress_bar(not as_json and err.is_terminal) as progress:
+            api.create_backup(config_path, label=label, progress=progress, on_result=made.append)
+    finally:
+        for result in made:
+            show(result)
 
 
 @backup.command("list")
@@ -56,20 +61,18 @@ def backup_create(config_path: Path, label: str, as_json: bool) -> None:
 @handle_errors
 def backup_list(config_path: Path, as_json: bool) -> None:
     """List backups (newest first) and the layers that hold them."""
-    from ..backup.sets import list_backups
+    from .. import api
 
-    cfg = load_config(config_path)
-    items = list_backups(cfg.backup_layers)
+    items = api.list_backups(config_path)
     if as_json:
-        keys = ("id", "label", "created", "source", "bytes", "sha256", "user_version")
-        emit_json([{**{k: e["manifest"].get(k) for k in keys}, "folders": e["folders"]} for e in items])
+        emit_json([b.to_json() for b in items])
         return
     t = Table(title="Backups")
     for col in ("id", "label", "created", "MB (zstd)", "layers"):
         t.add_column(col)
-    for e in items:
-        m = e["manifest"]
-        t.add_row(m["id"], m["label"], m["created"], f"{m['bytes']['compressed'] / 1e6:.1f}", str(len(e["folders"])))
+    for b in items:
+        m = b.manifest
+        t.add_row(m["id"], m["label"], m["created"], f"{m['bytes']['compressed'] / 1e6:.1f}", str(len(b.folders)))
     out.print(t)
 
 
@@ -82,28 +85,20 @@ def backup_list(config_path: Path, as_json: bool) -> None:
 @handle_errors
 def backup_verify(config_path: Path, backup_id: str | None, all_: bool, deep: bool, as_json: bool) -> None:
     """Check every stored copy against its checksum (exit 1 when one fails)."""
-    from ..backup.sets import check_folder, find_backup, list_backups
+    from .. import api
 
-    cfg = load_config(config_path)
     if bool(backup_id) == all_:
         raise InputError("name one backup id or pass --all", "see `failback backup list`")
-    folders = (
-        [copy for e in list_backups(cfg.backup_layers) for copy in e["folders"]]
-        if all_
-        else find_backup(cfg.backup_layers, backup_id or "")
-    )
-    work = ensure_dir(cfg.state.tmp)
-    checks = {str(f): check_folder(f, deep, work) for f in folders}
-    report = {f: c.problems for f, c in checks.items()}
+    check = api.verify_backup(config_path, None if all_ else backup_id, deep=deep)
     if as_json:
-        emit_json(report)
+        emit_json(check.to_json())
     else:
-        for f, c in checks.items():
+        for f, c in check.copies.items():
             line = f"[green]✓[/] {f}" if not c.problems else f"[red]✗[/] {'; '.join(c.problems)}"
             out.print(line, highlight=False, soft_wrap=True)
             for note in c.notes:
                 out.print(f"  note: {note}", highlight=False, soft_wrap=True)
-    if any(report.values()):
+    if not check.ok:
         sys.exit(1)
 
 
@@ -119,11 +114,10 @@ def backup_restore(config_path: Path, backup_id: str, dest: Path, force: bool, a
 
     Tries every stored copy, primary first, and restores the first that passes every check (both checksums,
     integrity_check, the content digests); names each copy it skipped and why. Exit 1 when none passes."""
-    from ..backup.sets import restore_backup
+    from .. import api
 
-    cfg = load_config(config_path)
     with progress_bar(not as_json and err.is_terminal) as progress:
-        result = restore_backup(cfg.backup_layers, backup_id, dest, force, progress)
+        result = api.restore_backup(config_path, backup_id, dest, force=force, progress=progress)
     if as_json:
         emit_json(result.to_json())
         return
@@ -144,10 +138,9 @@ def backup_prune(config_path: Path, dry_run: bool, as_json: bool) -> None:
 
     Never deletes what `failback status` lists as protected: the newest verified backup of each label, and every
     backup a resume, an abort or an unpaid verification debt needs."""
-    from ..backup.prune import prune_backups
+    from .. import api
 
-    cfg = load_config(config_path)
-    result = prune_backups(cfg, dry_run)
+    result = api.prune_backups(config_path, dry_run=dry_run)
     if as_json:
         emit_json(result.to_json())
     else:

@@ -9,7 +9,6 @@ from pathlib import Path
 import click
 from rich.markup import escape
 
-from ..config import load_config
 from . import handle_errors
 from .common import (
     emit_json,
@@ -37,28 +36,25 @@ def export(
     source: Path, target: Path, profile: str, config_path: Path | None, force: bool, repair_fts: bool, as_json: bool
 ) -> None:
     """Convert SOURCE into a database the target engine accepts, verify it, write TARGET."""
-    from ..db.integrity import repair_note
-    from ..pipeline.export import export_database
-    from ..verify import tables_summary
+    from .. import api
 
-    cfg = load_config(config_path) if config_path else None
     with progress_bar(not as_json and err.is_terminal) as progress:
-        result = export_database(
-            source, target, profile=profile, cfg=cfg, force=force, progress=progress, repair_fts=repair_fts
+        result = api.export(
+            source, target, profile=profile, config=config_path, force=force, progress=progress, repair_fts=repair_fts
         )
     if as_json:
         emit_json(result.to_json())
         return
     render_plan([d.to_json() for d in result.plan.decisions])
-    v = result.verification.to_json()
+    v = result.verification
     out.print(
         f"[green]✓[/] {target}: {result.bytes / 1e6:.1f} MB in {result.seconds:.2f} s; "
-        f"{tables_summary(v['tables'], 'in source, target and sql.js ' + v['sqljs_version'])}; "
-        f"{sum(c['ok'] for c in v['checks'])}/{len(v['checks'])} checks passed",
+        f"{v.summary('in source, target and sql.js ' + v.sqljs_version)}; "
+        f"{sum(c.ok for c in v.checks)}/{len(v.checks)} checks passed",
         highlight=False,
     )
     if result.integrity.repaired:
-        out.print(f"[yellow]repaired[/] {repair_note(result.integrity.to_json())}", highlight=False)
+        out.print(f"[yellow]repaired[/] {result.integrity.note}", highlight=False)
 
 
 @click.command()
@@ -100,17 +96,12 @@ def probe(engine: str, engine_path: Path | None, output: Path | None, as_json: b
     """Probe a real engine's capabilities and print (or write) its profile.
 
     --json prints the profile as JSON (with --output, where it was written); the file is always TOML."""
-    from ..profiles import probe_engine
+    from .. import api
 
-    prof = probe_engine(engine, engine_path)
-    text = prof.to_toml()
-    if output:
-        from ..files import write_text
-
-        write_text(output, text, 0o644)
+    prof = api.probe(engine, engine_path=engine_path, output=output)
     if as_json:
         emit_json({"profile": prof.model_dump(mode="json"), "output": str(output) if output else None})
     elif output:
         out.print(f"wrote {output}")
     else:
-        click.echo(text, nl=False)
+        click.echo(prof.to_toml(), nl=False)

@@ -8,8 +8,6 @@ import click
 from rich.markup import escape
 
 from ..config import DEFAULT_NAME
-from ..scaffold import init_config
-from ..scaffold.propose import terms
 from . import handle_errors
 from .common import emit_json, json_option, out, profile_option
 
@@ -37,13 +35,15 @@ def init(native_db: Path | None, out_path: Path, profile: str, as_json: bool) ->
     sql.js target is the file that setting names, else NATIVE-sqljs beside NATIVE_DB. Read it through, then run
     `failback assess -c FILE`. Exit 2 when the output file exists (it is left as it is) or NATIVE_DB is not a
     readable SQLite database."""
-    survey = init_config(native_db, out_path, profile)
+    from .. import api
+
+    survey = api.init(native_db, out_path, profile=profile)
     if as_json:
         emit_json({"config": str(out_path), **survey.to_json()})
         return
     out.print(f"[green]✓[/] wrote {escape(str(out_path))} for {escape(str(survey.native))}", highlight=False)
     for f in survey.fts:
-        found = ", ".join(terms(f)) or f.note
+        found = ", ".join(f.terms) or f.note
         out.print(f"  FTS {escape(f.name)} ({f.module}): {escape(found)}", highlight=False)
     if survey.collations:
         out.print(f"  collations: {escape(', '.join(survey.collations))}", highlight=False)

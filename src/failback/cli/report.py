@@ -6,7 +6,6 @@ from pathlib import Path
 
 import click
 
-from ..config import load_config
 from . import handle_errors
 from .common import config_option, err
 
@@ -29,16 +28,10 @@ def report(run: str | None, fmt: str, output: Path | None, config_path: Path, as
     self-contained page with charts (no network needed); each run also leaves report.md, report.html and
     report.json in its directory.
     """
-    from ..files import write_text
-    from ..journal import find_run
-    from ..report import RENDERERS
-    from ..report.data import load_report
+    from .. import api
 
-    cfg = load_config(config_path)
-    state, data = load_report(find_run(cfg.state_path, run), cfg.state.audit_log)
-    text = RENDERERS["json" if as_json else fmt](state, data)
+    text = api.report(config_path, run, format="json" if as_json else fmt, output=output)  # type: ignore[arg-type]
     if output is None:
         click.echo(text, nl=False)
     else:
-        write_text(output, text, 0o644)
         err.print(f"wrote {output}", highlight=False)

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from rich.markup import escape
 from rich.table import Table
 
-from ..config import Config, load_config
 from . import handle_errors
 from .common import (
     config_option,
@@ -23,6 +23,9 @@ from .common import (
     render_plan,
     repair_fts_option,
 )
+
+if TYPE_CHECKING:
+    from ..api import ProtectedBackup, RunResult
 
 
 # -- rollback ---------------------------------------------------------------------------------------
@@ -53,19 +56,35 @@ def rollback(
     as_json: bool,
 ) -> None:
     """Roll the app back: snapshot, backup, assess, convert, verify, switch, report."""
-    from ..pipeline.rollback import Options
-
-    cfg = load_config(config_path)
-    options = Options(mode, dry_run, yes, force, reason, break_lock, repair_fts=repair_fts)
-    outcome = run_rollback(cfg, config_path, options, as_json)
+    outcome = rollback_live(
+        config_path, as_json, mode=mode, dry_run=dry_run, yes=yes, force=force, reason=reason, repair_fts=repair_fts
+    )
     if outcome.error is not None:
         raise outcome.error
 
 
-def run_rollback(cfg: Config, config_path: Path, options: Any, as_json: bool, run_id: str | None = None) -> Any:
-    """Run a rollback (or resume run ``run_id``; "" = the newest) with live step lines and progress bars, then
-    print its summary."""
-    from ..pipeline.rollback import Rollback
+def rollback_live(config_path: Path, as_json: bool, **options: Any) -> RunResult:
+    """``api.rollback(config_path, **options)`` run as ``run_rollback`` runs it: step lines, progress bars, the
+    terminal's confirmation at high risk, then the summary."""
+    from .. import api
+
+    return run_rollback(
+        lambda progress, on_step, confirm: api.rollback(
+            config_path, progress=progress, on_step=on_step, confirm=confirm, **options
+        ),
+        as_json,
+        options.get("dry_run", False),
+    )
+
+
+Start = Callable[[Any, Any, Callable[[Any], bool]], "RunResult"]
+"""``start(progress, on_step, confirm)``: a call of ``api.rollback`` or ``api.resume`` with these callbacks."""
+
+
+def run_rollback(start: Start, as_json: bool, dry_run: bool = False) -> RunResult:
+    """Run the rollback ``start`` starts (or resumes) with live step lines and progress bars, then print its
+    summary (with the plan when it is a ``dry_run``)."""
+    from .. import api
     from .assess import confirm_high_risk
 
     with progress_bar(not as_json and err.is_terminal) as progress:
@@ -75,7 +94,7 @@ def run_rollback(cfg: Config, config_path: Path, options: Any, as_json: bool, ru
             if as_json:
                 return
             if event == "done":
-                err.print(f"[green]✓[/] {name:<9} {escape(_step_line(name, result))}", highlight=False)
+                err.print(f"[green]✓[/] {name:<9} {escape(api.step_summary(name, result))}", highlight=False)
             elif event == "failed":
                 error = escape(str(result.get("error", "")))
                 err.print(f"[red]✗[/] {name:<9} {error}", highlight=False, soft_wrap=True)
@@ -84,62 +103,16 @@ def run_rollback(cfg: Config, config_path: Path, options: Any, as_json: bool, ru
             with progress.paused():
                 return confirm_high_risk(a)
 
-        if run_id is None:
-            outcome = Rollback(cfg, config_path, options, progress, on_step, confirm=confirm).run()
-        else:
-            outcome = Rollback.resume(cfg, config_path, run_id or None, progress=progress, on_step=on_step)
+        outcome = start(progress, on_step, confirm)
     if as_json:
-        emit_json(
-            {
-                "run": outcome.run_id,
-                "status": outcome.status,
-                "exit_code": outcome.exit_code,
-                "results": outcome.results,
-                "error": str(outcome.error) if outcome.error else None,
-            }
-        )
+        emit_json(outcome.to_json())
     else:
         if "assess" in outcome.results:
             render_assessment(outcome.results["assess"])
-        if options.dry_run and "assess" in outcome.results:
+        if dry_run and "assess" in outcome.results:
             render_plan(outcome.results["assess"]["plan"]["decisions"])
-        out.print(
-            f"run [bold]{outcome.run_id}[/]: {outcome.status} — report: {outcome.run_dir / 'report.md'}",
-            highlight=False,
-        )
+        out.print(f"run [bold]{outcome.run_id}[/]: {outcome.status} — report: {outcome.report_path}", highlight=False)
     return outcome
-
-
-def _step_line(name: str, r: dict[str, Any]) -> str:
-    if name == "snapshot":
-        return f"{r['bytes'] / 1e6:.1f} MB, {r['pages']} pages, {r['restarts']} restart(s)"
-    if name == "backup":
-        s = r["source"]
-        ok = sum(x["ok"] for x in s["layers"])
-        return f"{s['id']} → {ok}/{len(s['layers'])} layer(s) verified, sha256 {s['sha256']['compressed'][:16]}…"
-    if name == "assess":
-        repaired = (r.get("source_integrity") or {}).get("repaired")
-        return f"risk {r['level']} ({len(r['findings'])} findings)" + (
-            f"; FTS index of {', '.join(repaired)} repaired (--repair-fts)" if repaired else ""
-        )
-    if name == "convert":
-        return f"{r['bytes'] / 1e6:.1f} MB built in {r['seconds'].get('total', 0):.2f} s ({r['decisions']} decisions)"
-    if name == "verify":
-        from ..verify import tables_summary
-
-        checks = sum(c["ok"] for c in r["checks"])
-        return f"{tables_summary(r['tables'], 'in snapshot/target/sql.js')}, {checks}/{len(r['checks'])} checks passed"
-    if name == "postcheck":
-        if "skipped" in r:
-            return r["skipped"]
-        slow = [q for q in r["queries"] if not q["ok"]]
-        base = "against the baseline" if r["baseline"] else "(no baseline recorded: `failback baseline record`)"
-        return f"{len(r['queries'])} queries timed in sql.js {base}" + (
-            f"; {len(slow)} slower than allowed" if slow else ""
-        )
-    if name == "switch":
-        return f"{r['config']}: {r['from']} → {r['to']}"
-    return ", ".join(Path(f).name for f in r.get("files", []))
 
 
 NEXT = {
@@ -158,10 +131,12 @@ NEXT = {
 @handle_errors
 def resume(config_path: Path, run_id: str | None, as_json: bool) -> None:
     """Continue an interrupted run (default: the newest) from its last trusted checkpoint."""
-    from ..pipeline.rollback import Options
+    from .. import api
 
-    cfg = load_config(config_path)
-    outcome = run_rollback(cfg, config_path, Options(), as_json, run_id=run_id or "")
+    outcome = run_rollback(
+        lambda progress, on_step, _confirm: api.resume(config_path, run_id or None, progress=progress, on_step=on_step),
+        as_json,
+    )
     if outcome.error is not None:
         raise outcome.error
 
@@ -173,14 +148,14 @@ def resume(config_path: Path, run_id: str | None, as_json: bool) -> None:
 @handle_errors
 def abort(config_path: Path, run_id: str | None, as_json: bool) -> None:
     """Undo an unfinished run: temp files removed; source, config and target as before the run."""
-    from ..pipeline.rollback import abort_run
+    from .. import api
 
-    result = abort_run(load_config(config_path), run_id)
+    result = api.abort(config_path, run_id)
     if as_json:
-        emit_json(result)
+        emit_json(result.to_json())
     else:
-        undone = ", ".join(result["undone"]) or "nothing had been switched"
-        out.print(f"run {result['run']} aborted: {escape(undone)}; temp files removed", highlight=False)
+        undone = ", ".join(result.undone) or "nothing had been switched"
+        out.print(f"run {result.run} aborted: {escape(undone)}; temp files removed", highlight=False)
 
 
 # -- status, demo ------------------------------------------------------------------------------------
@@ -214,22 +189,13 @@ def status(config_path: Path, show_all: bool, as_json: bool) -> None:
 
     Refused and dry-run (assess-only) runs changed nothing: they are counted in one line unless --all is given.
     --json always lists every run."""
-    from ..journal import list_runs
-    from ..pipeline.debt import unpaid
+    from .. import api
 
-    cfg = load_config(config_path)
-    runs = [rd.load() for rd in list_runs(cfg.state_path)]
-    owed = {rd.id for rd in unpaid(cfg.state_path)}
-    kept = protected_rows(cfg)
+    st = api.status(config_path)
     if as_json:
-        emit_json(
-            {
-                "runs": [{**r.to_json(), "verification_debt_unpaid": r.id in owed} for r in runs],
-                "protected_backups": kept,
-            }
-        )
+        emit_json(st.to_json())
         return
-    listed, folded = fold_quiet_runs(runs, show_all)
+    listed, folded = fold_quiet_runs(list(st.runs), show_all)
     t = Table(title="Runs")
     for col in ("run", "mode", "status", "steps", "next"):
         t.add_column(col, overflow="fold")
@@ -239,33 +205,21 @@ def status(config_path: Path, show_all: bool, as_json: bool) -> None:
     out.print(t)
     if folded:
         out.print(escape(folded), highlight=False, soft_wrap=True)
-    for run_id in sorted(owed):
+    for run_id in sorted(st.unpaid):
         out.print(f"run {run_id}: verification debt unpaid — run `failback verify --debt {run_id}`", soft_wrap=True)
-    render_protected(kept)
+    render_protected(st.protected)
 
 
-def protected_rows(cfg: Config) -> list[dict[str, Any]]:
-    """What prune must keep (``backup.protected_backups``): id, whether any backup folder holds it, reasons."""
-    from ..backup.prune import protected_backups
-    from ..backup.sets import list_backups
-
-    entries = list_backups(cfg.backup_layers)
-    stored = {e["manifest"]["id"] for e in entries}
-    return [
-        {"id": bid, "present": bid in stored, "reasons": list(reasons)}
-        for bid, reasons in protected_backups(entries, cfg.state_path).items()
-    ]
-
-
-def render_protected(kept: list[dict[str, Any]]) -> None:
+def render_protected(kept: Sequence[ProtectedBackup]) -> None:
+    """The backups prune must keep, and why; nothing when there are none."""
     if not kept:
         return
     t = Table(title="Backups prune keeps, whatever the retention rules say")
     for col in ("backup", "why"):
         t.add_column(col, overflow="fold")
     for row in kept:
-        missing = "" if row["present"] else "[red]MISSING from every backup folder[/]: "
-        t.add_row(row["id"], missing + escape("; ".join(row["reasons"])))
+        missing = "" if row.present else "[red]MISSING from every backup folder[/]: "
+        t.add_row(row.id, missing + escape("; ".join(row.reasons)))
     out.print(t)
 
 
@@ -276,26 +230,20 @@ def render_protected(kept: list[dict[str, Any]]) -> None:
 @handle_errors
 def demo(directory: Path, notes: int, as_json: bool) -> None:
     """Build a GRDB-style sample app in DIRECTORY and roll it back to sql.js."""
-    from ..demo import create_demo
-    from ..pipeline.postcheck import record_baseline
-    from ..pipeline.rollback import Options
-    from ..profiles import engine_for
+    from .. import api
 
-    cfg_path = create_demo(directory, notes)
-    cfg = load_config(cfg_path)
-    baseline = record_baseline(
-        cfg, engine_for(cfg.target.profile)
-    )  # how the app's queries ran in sql.js before the migration
+    cfg_path = api.create_demo(directory, notes=notes)
+    baseline = api.record_baseline(cfg_path)  # how the app's queries ran in sql.js before the migration
     if not as_json:
         out.print(
             f"demo app in {directory}: native.sqlite (GRDB-style, WAL, FTS5), app.env, "
             "app-sqljs.sqlite (the pre-migration sql.js file), failback.toml",
             highlight=False,
         )
-        out.print(f"baseline: {len(baseline['queries'])} app queries timed in sql.js on the pre-migration file")
+        out.print(f"baseline: {len(baseline.queries)} app queries timed in sql.js on the pre-migration file")
         out.print("rolling back (the demo confirms the risk gate with --yes, as an operator would):")
-    outcome = run_rollback(cfg, cfg_path, Options(yes=True), as_json)
+    outcome = rollback_live(cfg_path, as_json, yes=True)
     if outcome.error is not None:
         raise outcome.error
     if not as_json:
-        click.echo((outcome.run_dir / "report.md").read_text(encoding="utf-8"))
+        click.echo(outcome.report_path.read_text(encoding="utf-8"))

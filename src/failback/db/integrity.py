@@ -126,6 +126,11 @@ class SourceIntegrity:
     repaired: tuple[str, ...]
     seconds: float
 
+    @property
+    def note(self) -> str:
+        """What the repair did, in one line (empty when nothing was repaired)."""
+        return repair_note(self.to_json()) if self.repaired else ""
+
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
 

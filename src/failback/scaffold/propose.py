@@ -39,6 +39,11 @@ class FtsFound:
     words: tuple[tuple[str, int], ...] = ()
     note: str = ""
 
+    @property
+    def terms(self) -> list[str]:
+        """Its most frequent words: the search terms proposed for it."""
+        return [word for word, _ in self.words]
+
 
 @dataclass(frozen=True)
 class AppFound:
@@ -77,7 +82,7 @@ class NativeSurvey:
             "native": str(self.native),
             "grdb": self.grdb,
             "tables": self.tables,
-            "fts": [{"name": f.name, "module": f.module, "terms": terms(f), "note": f.note} for f in self.fts],
+            "fts": [{"name": f.name, "module": f.module, "terms": f.terms, "note": f.note} for f in self.fts],
             "collations": list(self.collations),
             "sync": [vars(s) for s in self.sync],
             "app_config": str(self.app.config) if self.app else None,
@@ -88,10 +93,6 @@ def frequent_words(texts: Iterable[str]) -> tuple[tuple[str, int], ...]:
     """The most frequent words (4+ letters, lower-cased, no stop words) in ``texts``, most frequent first."""
     counts = Counter(w for text in texts for w in WORD.findall(text.lower()) if w not in STOPWORDS)
     return tuple(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:TERMS])
-
-
-def terms(fts: FtsFound) -> list[str]:
-    return [word for word, _ in fts.words]
 
 
 def pick_app_setting(config: Path, settings: Mapping[str, str]) -> AppFound | None:
@@ -177,7 +178,7 @@ def render_config(survey: NativeSurvey, base: Path, profile: str) -> str:
     for f in survey.fts:
         found = ", ".join(f"{w} ({n})" for w, n in f.words) or f.note or "no words found"
         lines.append(f"# {f.name} ({f.module}): {found}")
-    queries = list(dict.fromkeys(w for f in survey.fts for w in terms(f)))
+    queries = list(dict.fromkeys(w for f in survey.fts for w in f.terms))
     lines += [f"fts_queries = {_q(queries)}  # searched in both engines: the hits must be equal", "queries = []", ""]
     lines.append("[sync]")
     for s in survey.sync:
