@@ -67,6 +67,11 @@ def failure_weight(exit_code: int) -> int:
     return 2 if exit_code in DOUBLE_WEIGHT else 1
 
 
+def failure_total(exit_codes: Sequence[int]) -> int:
+    """The weight of a wave's outcomes so far."""
+    return sum(map(failure_weight, exit_codes))
+
+
 def over_budget(exit_codes: Sequence[int], budget: int) -> bool:
     """Whether a wave's outcomes so far exceed its budget."""
-    return sum(map(failure_weight, exit_codes)) > budget
+    return failure_total(exit_codes) > budget
