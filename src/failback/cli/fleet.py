@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,7 @@ from rich.table import Table
 from . import handle_errors
 from .common import emit_json, err, json_option, out
 
+Listener = Callable[[int, Any, Any], None]
 state_option = click.option(
     "--state",
     "state_dir",
@@ -51,10 +53,10 @@ def fleet() -> None:
 @handle_errors
 def plan(manifest: Path, as_json: bool) -> None:
     """Check every tenant of MANIFEST before anything runs (exit 2 when one fails)."""
+    from .. import api
     from ..errors import ConfigError
-    from ..fleet.manifest import load_manifest, plan_fleet
 
-    result = plan_fleet(load_manifest(manifest))
+    result = api.fleet_plan(manifest)
     if as_json:
         emit_json(result.to_json())
     else:
@@ -88,12 +90,25 @@ def run(
     as_json: bool,
 ) -> None:
     """Plan MANIFEST, then roll its tenants back wave by wave on Dask."""
-    from ..fleet.journal import FleetJournal, new_fleet
+    from .. import api
 
-    journal = FleetJournal(state_dir)
     specs = [w.strip() for w in waves.split(",") if w.strip()]
-    new_fleet(journal, manifest, specs, max_failures, pause_between, yes)
-    _drive(journal, workers, scheduler, approval_timeout, as_json)
+
+    def start(on_result: Listener) -> Any:
+        return api.fleet_run(
+            manifest,
+            state=state_dir,
+            waves=specs,
+            max_failures=max_failures,
+            pause_between=pause_between,
+            yes=yes,
+            workers=workers,
+            scheduler=scheduler,
+            approval_timeout=approval_timeout,
+            on_result=on_result,
+        )
+
+    _drive(start, as_json)
 
 
 @fleet.command()
@@ -103,15 +118,19 @@ def run(
 @handle_errors
 def resume(state_dir: Path, workers: int, scheduler: str | None, approval_timeout: float | None, as_json: bool) -> None:
     """Finish a fleet run: switched tenants are not run again, interrupted ones resume."""
-    from ..fleet.journal import FleetJournal
+    from .. import api
 
-    _drive(FleetJournal(state_dir), workers, scheduler, approval_timeout, as_json)
+    def start(on_result: Listener) -> Any:
+        return api.fleet_resume(
+            state_dir, workers=workers, scheduler=scheduler, approval_timeout=approval_timeout, on_result=on_result
+        )
+
+    _drive(start, as_json)
 
 
-def _drive(journal: Any, workers: int, scheduler: str | None, timeout: float | None, as_json: bool) -> None:
-    """Run the fleet's remaining waves with a progress bar per wave, then print its status."""
+def _drive(start: Callable[[Listener], Any], as_json: bool) -> None:
+    """Run the fleet's remaining waves (``start(on_result)``) with a progress bar per wave, then print its status."""
     from ..errors import FailbackError, Interrupted
-    from ..fleet.runner import open_client, run_fleet
 
     with Progress(
         TextColumn("{task.description}"),
@@ -132,8 +151,7 @@ def _drive(journal: Any, workers: int, scheduler: str | None, timeout: float | N
                 tasks[wave] = bar.add_task(f"wave {wave + 1}/{len(state.waves)}", total=len(state.waves[wave]), line="")
             bar.update(tasks[wave], completed=done, line=line)
 
-        with open_client(workers, scheduler) as client:
-            state = run_fleet(journal, client, on_result, timeout)
+        state = start(on_result)
     _render_status(state, as_json)
     if state.status == "halted":
         raise FailbackError(f"fleet halted: {state.reason}", _next_step(state))
@@ -180,9 +198,9 @@ def _render_status(state: Any, as_json: bool) -> None:
 @handle_errors
 def status(state_dir: Path, as_json: bool) -> None:
     """Show each wave's outcome counts, the failed tenants and what to do next."""
-    from ..fleet.journal import FleetJournal
+    from .. import api
 
-    _render_status(FleetJournal(state_dir).load(), as_json)
+    _render_status(api.fleet_status(state_dir), as_json)
 
 
 @fleet.command()
@@ -191,9 +209,9 @@ def status(state_dir: Path, as_json: bool) -> None:
 @handle_errors
 def approve(state_dir: Path, wave: int) -> None:
     """Let WAVE start after a pause, or go on although its failures exceed the budget."""
-    from ..fleet.journal import FleetJournal
+    from .. import api
 
-    FleetJournal(state_dir).approve(wave)
+    api.fleet_approve(state_dir, wave)
     out.print(f"wave {wave} approved: a waiting `fleet run` goes on; else run `failback fleet resume`")
 
 
@@ -203,10 +221,9 @@ def approve(state_dir: Path, wave: int) -> None:
 @handle_errors
 def report(state_dir: Path, fmt: str) -> None:
     """The fleet report: outcomes per wave, durations, the failed tenants with their errors and next command."""
-    from ..fleet.journal import FleetJournal
-    from ..fleet.report import RENDERERS
+    from .. import api
 
-    click.echo(RENDERERS[fmt](FleetJournal(state_dir).load()), nl=False)
+    click.echo(api.fleet_report(state_dir, format=fmt), nl=False)  # type: ignore[arg-type]
 
 
 @fleet.command()

@@ -49,7 +49,7 @@ def damage_database(path: Path) -> None:
     quick_check fails."""
     conn = apsw.Connection(str(path))
     try:
-        conn.execute("PRAGMA wal_checkpoint(TRUNCATE); PRAGMA journal_mode=DELETE")
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE); PRAGMA journal_mode=DELETE").fetchall()
         page = int(conn.execute("PRAGMA page_size").get)
         pages = int(conn.execute("PRAGMA page_count").get)
     finally:

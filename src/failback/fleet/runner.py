@@ -88,9 +88,9 @@ def _wait_for_other_run(state_dir: Path) -> None:
 
 
 def run_tenant(tenant: str, config: str, since: str, yes: bool) -> TenantResult:
-    """Roll one tenant back, exactly once: a run of it started since ``since`` that is done is reported as
-    switched; an unfinished one is resumed (the per-database resume); otherwise a new rollback runs. Runs on a
-    Dask worker; never raises (a bug becomes exit 70 for this tenant)."""
+    """Roll one tenant back, exactly once: a run of it started since ``since`` that finished (switched, refused,
+    failed) is reported, not repeated; an unfinished one is resumed (the per-database resume); otherwise a new
+    rollback runs. Runs on a Dask worker; never raises (a bug becomes exit 70 for this tenant)."""
     from .. import api
     from ..config import load_config
 
@@ -107,8 +107,9 @@ def run_tenant(tenant: str, config: str, since: str, yes: bool) -> TenantResult:
         cfg = load_config(config)
         _wait_for_other_run(cfg.state_path)
         mine = [r for rd in list_runs(cfg.state_path) if rd.id >= since and (r := rd.load())]
-        if done := next((r for r in mine if r.status == "done"), None):
-            return TenantResult(tenant, "switched", done.id, 0, "", time.perf_counter() - start, worker)
+        if finished := next((r for r in mine if r.status not in RESUMABLE), None):  # a task cut off from its result
+            code = finished.exit_code or 0
+            return TenantResult(tenant, state_for(code), finished.id, code, _one_line(finished.error), 0.0, worker)
         unfinished = next((r for r in mine if r.status in RESUMABLE), None)
         outcome = api.resume(config, unfinished.id) if unfinished else api.rollback(config, yes=yes)
         error = _one_line(str(outcome.error)) if outcome.error else ""
