@@ -27,8 +27,9 @@ def main() -> None:
     root = args.dir or Path(tempfile.mkdtemp(prefix="failback-fleet-bench-"))
     manifest = create_fleet(root / "fleet", args.tenants)
     journal = FleetJournal(root / "state")
-    new_fleet(journal, manifest, ["100%"], "100%", False, True)
+    fleet = new_fleet(journal, manifest, ["100%"], "100%", False, True)
     with open_client(args.workers, None) as client:
+        journal.start(fleet)
         start = time.perf_counter()
         state = run_fleet(journal, client)
         elapsed = time.perf_counter() - start

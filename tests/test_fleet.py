@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from distributed import Client
 
-from failback.fleet.demo import create_fleet
+from failback.fleet.demo import create_fleet, damaged_tenants
 from failback.fleet.journal import FleetJournal
 from failback.fleet.manifest import load_manifest
 from failback.journal import list_runs
@@ -124,7 +124,8 @@ def assert_end_state(manifest: Path, state: Path, corrupt: set[str], before: dic
 
 @pytest.mark.timeout(900)
 def test_a_wave_over_budget_halts_and_status_says_what_next(cluster: Cluster, tmp_path: Path) -> None:
-    manifest = create_fleet(tmp_path / "f", 5, corrupt=2)  # tenants 1 and 4 are damaged
+    manifest = create_fleet(tmp_path / "f", 5, corrupt=2)
+    before = sources(manifest)
     run = fleet("run", str(manifest), "--waves", "1,100%", "--max-failures", "1", "--yes", "--scheduler",
                 cluster.address, cwd=tmp_path)  # fmt: skip
     assert run.returncode == 2, run.stderr
@@ -134,12 +135,12 @@ def test_a_wave_over_budget_halts_and_status_says_what_next(cluster: Cluster, tm
     # the first refusal (weight 2) is over the budget: the wave stops there, its tasks not started are cancelled
     assert data["status"] == "halted" and data["counts"]["refused"] == 1 and data["counts"]["failed"] == 0
     assert "failback fleet approve --wave 2" in data["next"] and "failback fleet resume" in data["next"]
-    assert {f["tenant"] for f in data["failed"]} < {"tenant-00001", "tenant-00004"}
+    assert {f["tenant"] for f in data["failed"]} < damaged_tenants(5, 2)
     # the operator approves wave 2 over its budget: resume finishes it, the refused tenants are not run again
     assert fleet("approve", "--wave", "2", cwd=tmp_path).returncode == 0
     resumed = fleet("resume", "--scheduler", cluster.address, cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr
-    assert_end_state(manifest, tmp_path / ".failback-fleet", {"tenant-00001", "tenant-00004"}, sources(manifest))
+    assert_end_state(manifest, tmp_path / ".failback-fleet", damaged_tenants(5, 2), before)
     tenant_config = manifest.parent / "tenants" / "tenant-00000" / "failback.toml"
     audit = subprocess.run([sys.executable, "-m", "failback", "audit", "verify", "-c", str(tenant_config)], check=False)
     assert audit.returncode == 0
@@ -158,7 +159,7 @@ def test_coordinator_killed_mid_wave_then_resume_finishes_every_tenant_once(clus
     assert FleetJournal(state).load().status == "running"
     resumed = fleet("resume", "--scheduler", cluster.address, cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr
-    assert_end_state(manifest, state, {"tenant-00011"}, before)
+    assert_end_state(manifest, state, damaged_tenants(12, 1), before)
 
 
 @pytest.mark.timeout(900)
@@ -166,14 +167,44 @@ def test_a_worker_killed_mid_wave_loses_no_tenant_and_switches_none_twice(cluste
     manifest = create_fleet(tmp_path / "f", 30, corrupt=3)
     before = sources(manifest)
     state = tmp_path / ".failback-fleet"
-    proc = start_fleet("run", str(manifest), "--waves", "1,5,100%", "--max-failures", "10%", "--yes",
+    proc = start_fleet("run", str(manifest), "--waves", "1,5,100%", "--max-failures", "8", "--yes",
                        "--scheduler", cluster.address, cwd=tmp_path)  # fmt: skip
-    wait_for_records(state, 9, proc)  # inside wave 3
+    wait_for_records(state, 9, proc)  # inside wave 3, whose 3 damaged tenants weigh 6: within its budget of 8
     os.kill(cluster.workers[0].pid, signal.SIGKILL)
     _, err = proc.communicate(timeout=900)
     assert proc.returncode == 0, err
-    assert_end_state(manifest, state, {"tenant-00009", "tenant-00019", "tenant-00029"}, before)
+    assert_end_state(manifest, state, damaged_tenants(30, 3), before)
     report = fleet("report", "--format", "json", cwd=tmp_path)
     data = json.loads(report.stdout)
     assert [w["tenants"] for w in data["waves"]] == [1, 5, 24]
     assert data["counts"]["switched"] == 27 and data["seconds"]["p50"] > 0
+
+
+def test_a_scheduler_that_does_not_answer_is_one_line_and_writes_nothing(tmp_path: Path) -> None:
+    manifest = create_fleet(tmp_path / "f", 1)
+    run = fleet("run", str(manifest), "--scheduler", f"tcp://127.0.0.1:{free_port()}", cwd=tmp_path)
+    assert run.returncode == 2
+    assert run.stderr.startswith("error: the Dask scheduler tcp://127.0.0.1:") and "does not answer" in run.stderr
+    assert len(run.stderr.splitlines()) == 2  # the error and its hint
+    assert not (tmp_path / ".failback-fleet" / "fleet.json").exists()
+    assert "DATABASE_PROVIDER=native" in (manifest.parent / "tenants" / "tenant-00000" / "app.env").read_text()
+
+
+@pytest.mark.soak
+@pytest.mark.timeout(7200)
+def test_soak_200_tenants_with_a_worker_and_the_coordinator_killed(cluster: Cluster, tmp_path: Path) -> None:
+    cluster.workers.append(cluster.add_worker())  # the worker test above left one
+    manifest = create_fleet(tmp_path / "f", 200, corrupt=4)
+    before = sources(manifest)
+    state = tmp_path / ".failback-fleet"
+    proc = start_fleet("run", str(manifest), "--max-failures", "10%", "--yes", "--scheduler", cluster.address,
+                       cwd=tmp_path)  # fmt: skip
+    wait_for_records(state, 40, proc)
+    os.kill(cluster.workers[-1].pid, signal.SIGKILL)
+    cluster.workers.append(cluster.add_worker())
+    wait_for_records(state, 80, proc)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    resumed = fleet("resume", "--scheduler", cluster.address, cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    assert_end_state(manifest, state, damaged_tenants(200, 4), before)

@@ -402,11 +402,13 @@ def fleet_run(
     The fleet's journal and audit log go to the folder ``state``; the returned state's ``status`` is ``done``,
     ``halted`` (a wave's failures exceeded ``max_failures``) or ``awaiting-approval`` (``pause_between`` waited
     ``approval_timeout`` seconds for `fleet_approve`). ``yes``: each tenant's run proceeds at high risk."""
+    from .fleet.runner import open_client, run_fleet  # Dask distributed: about a second to import, fleets only
+
     journal = FleetJournal(Path(state))
-    new_fleet(journal, Path(manifest), list(waves), max_failures, pause_between, yes)
-    return fleet_resume(
-        state, workers=workers, scheduler=scheduler, approval_timeout=approval_timeout, on_result=on_result
-    )
+    fleet = new_fleet(journal, Path(manifest), list(waves), max_failures, pause_between, yes)
+    with open_client(workers, scheduler) as client:  # a scheduler that does not answer: no journal written
+        journal.start(fleet)
+        return run_fleet(journal, client, on_result, approval_timeout)
 
 
 def fleet_resume(

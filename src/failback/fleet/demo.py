@@ -20,9 +20,14 @@ def tenant_id(n: int) -> str:
     return f"tenant-{n:05d}"
 
 
+def damaged_tenants(tenants: int, corrupt: int) -> set[str]:
+    """The ids of the ``corrupt`` tenants a demo fleet of ``tenants`` damages, spread evenly (the last one too)."""
+    return {tenant_id(round(k * tenants / corrupt) - 1) for k in range(1, corrupt + 1)}
+
+
 def create_fleet(directory: Path, tenants: int, *, notes: int = 300, corrupt: int = 0) -> Path:
-    """Create (or re-create) a demo fleet of ``tenants`` apps in ``directory``/tenants/<id>/, the last ``corrupt`` of
-    them spread over the fleet with a damaged source database; returns the manifest's path."""
+    """Create (or re-create) a demo fleet of ``tenants`` apps in ``directory``/tenants/<id>/, ``corrupt`` of them
+    (``damaged_tenants``) with a damaged source database; returns the manifest's path."""
     if tenants < 1 or not 0 <= corrupt <= tenants:
         raise InputError("a demo fleet needs at least one tenant, and at most as many corrupt ones", "")
     if directory.exists():
@@ -33,11 +38,11 @@ def create_fleet(directory: Path, tenants: int, *, notes: int = 300, corrupt: in
         shutil.rmtree(directory)
     ensure_dir(directory)
     write_text(directory / MARKER, "created by `failback fleet demo`; safe to delete\n")
-    damaged = {round(k * tenants / corrupt) - 1 for k in range(1, corrupt + 1)} if corrupt else set()
+    damaged = damaged_tenants(tenants, corrupt)
     rows = ["tenant,config"]
     for n in range(tenants):
         config = create_demo(directory / "tenants" / tenant_id(n), notes=notes, liveness=0)
-        if n in damaged:
+        if tenant_id(n) in damaged:
             damage_database(config.parent / "native.sqlite")
         rows.append(f"{tenant_id(n)},{config.relative_to(directory)}")
     write_text(directory / MANIFEST, "\n".join(rows) + "\n")

@@ -115,6 +115,11 @@ class FleetJournal:
         ensure_dir(self.root)
         write_text(self.path, json.dumps(state.to_json(), indent=1) + "\n")
 
+    def start(self, state: FleetState) -> None:
+        """Write the journal of a new fleet run and record its start in the fleet audit log."""
+        self.save(state)
+        self.audit.append("fleet.start", {"manifest": state.manifest, "tenants": len(state.tenants)})
+
     def approved(self) -> set[int]:
         """The waves (numbered from 1) an operator approved: to start after a pause, or to go on over budget."""
         try:
@@ -134,8 +139,8 @@ class FleetJournal:
 def new_fleet(
     journal: FleetJournal, manifest: Path, wave_specs: list[str], max_failures: str, pause_between: bool, yes: bool
 ) -> FleetState:
-    """Check the manifest (`fleet plan`), cut it into waves and write the journal of a new fleet run; refuses when
-    a plan check fails or the folder already holds an unfinished fleet."""
+    """Check the manifest (`fleet plan`) and cut it into waves: the state of a new fleet run, not yet written
+    (``FleetJournal.start``); refuses when a plan check fails or the folder already holds an unfinished fleet."""
     tenants = load_manifest(manifest)
     failure_budget(max_failures, 1)  # a bad spec is a ConfigError before anything is written
     plan = plan_fleet(tenants)
@@ -163,6 +168,4 @@ def new_fleet(
         waves,
         entries,
     )
-    journal.save(state)
-    journal.audit.append("fleet.start", {"manifest": state.manifest, "tenants": len(entries), "waves": len(waves)})
     return state
