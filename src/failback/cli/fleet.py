@@ -44,7 +44,7 @@ def _cluster(fn: Any) -> Any:
 
 @click.group()
 def fleet() -> None:
-    """Roll many tenants (one database and failback.toml each) back in waves, with a failure budget."""
+    """Roll many tenants back in waves on Dask, with a failure budget; resumable, exactly once."""
 
 
 @fleet.command()
@@ -206,24 +206,29 @@ def status(state_dir: Path, as_json: bool) -> None:
 @fleet.command()
 @state_option
 @click.option("--wave", type=int, required=True, help="The wave (from 1) that may start, or go on over budget.")
+@json_option
 @handle_errors
-def approve(state_dir: Path, wave: int) -> None:
+def approve(state_dir: Path, wave: int, as_json: bool) -> None:
     """Let WAVE start after a pause, or go on although its failures exceed the budget."""
     from .. import api
 
     api.fleet_approve(state_dir, wave)
+    if as_json:
+        emit_json({"approved": wave})
+        return
     out.print(f"wave {wave} approved: a waiting `fleet run` goes on; else run `failback fleet resume`")
 
 
 @fleet.command()
 @state_option
 @click.option("--format", "fmt", type=click.Choice(["md", "json", "html"]), default="md", show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="The same as --format json.")
 @handle_errors
-def report(state_dir: Path, fmt: str) -> None:
+def report(state_dir: Path, fmt: str, as_json: bool) -> None:
     """The fleet report: outcomes per wave, durations, the failed tenants with their errors and next command."""
     from .. import api
 
-    click.echo(api.fleet_report(state_dir, format=fmt), nl=False)  # type: ignore[arg-type]
+    click.echo(api.fleet_report(state_dir, format="json" if as_json else fmt), nl=False)  # type: ignore[arg-type]
 
 
 @fleet.command()
@@ -231,12 +236,16 @@ def report(state_dir: Path, fmt: str) -> None:
 @click.option("--tenants", default=200, show_default=True, help="Tenants in the demo fleet.")
 @click.option("--corrupt", default=0, show_default=True, help="Tenants whose source database is damaged.")
 @click.option("--notes", default=300, show_default=True, help="Notes per tenant (300: about 0.5 MB).")
+@json_option
 @handle_errors
-def demo(directory: Path, tenants: int, corrupt: int, notes: int) -> None:
+def demo(directory: Path, tenants: int, corrupt: int, notes: int, as_json: bool) -> None:
     """Build a demo fleet of sample apps in DIRECTORY, with its manifest fleet.csv."""
     from ..fleet.demo import create_fleet
 
     manifest = create_fleet(directory, tenants, notes=notes, corrupt=corrupt)
+    if as_json:
+        emit_json({"manifest": str(manifest), "tenants": tenants, "corrupt": corrupt})
+        return
     out.print(
         f"{tenants} tenant(s) in {directory}; run: failback fleet run {manifest} --state {directory}/.failback-fleet"
     )
