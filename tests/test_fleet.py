@@ -136,6 +136,10 @@ def test_a_wave_over_budget_halts_and_status_says_what_next(cluster: Cluster, tm
     assert data["status"] == "halted" and data["counts"]["refused"] == 1 and data["counts"]["failed"] == 0
     assert "failback fleet approve --wave 2" in data["next"] and "failback fleet resume" in data["next"]
     assert {f["tenant"] for f in data["failed"]} < damaged_tenants(5, 2)
+    # resumed without an approval, the wave halts again before any tenant runs
+    again = fleet("resume", "--scheduler", cluster.address, cwd=tmp_path)
+    assert again.returncode == 2 and "fleet halted: wave 2" in again.stderr
+    assert json.loads(fleet("status", "--json", cwd=tmp_path).stdout)["counts"] == data["counts"]
     # the operator approves wave 2 over its budget: resume finishes it, the refused tenants are not run again
     assert fleet("approve", "--wave", "2", cwd=tmp_path).returncode == 0
     resumed = fleet("resume", "--scheduler", cluster.address, cwd=tmp_path)

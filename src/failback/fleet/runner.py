@@ -201,6 +201,9 @@ def _run_wave(journal: FleetJournal, client: Client, state: FleetState, wave: in
     budget = failure_budget(state.max_failures, len(ids))
     approved = wave + 1 in journal.approved()
     todo = [t for t in ids if state.tenants[t].state in TO_RUN]
+    codes = [e.exit_code or 0 for t in ids if (e := state.tenants[t]).state not in TO_RUN]
+    if not approved and over_budget(codes, budget):  # a halted wave resumed without `fleet approve`
+        return _halt(journal, state, wave, codes, budget)
     since = dispatch_marker()
     for t in todo:
         entry = state.tenants[t]
@@ -214,7 +217,6 @@ def _run_wave(journal: FleetJournal, client: Client, state: FleetState, wave: in
         client.submit(run_tenant, t, state.tenants[t].config, state.tenants[t].since, state.yes, pure=False): t
         for t in todo
     }
-    codes = [e.exit_code or 0 for t in ids if (e := state.tenants[t]).state not in TO_RUN]
     unsaved = 0
     for future in as_completed(futures):
         result = _result_of(future, futures[future])
@@ -227,17 +229,22 @@ def _run_wave(journal: FleetJournal, client: Client, state: FleetState, wave: in
         on_result(wave, result, state)
         if not approved and over_budget(codes, budget):
             client.cancel(list(futures))  # tasks not started stay dispatched: the next resume runs them
-            state.status = "halted"
-            state.reason = f"wave {wave + 1}: failures weigh {failure_total(codes)}, over its budget of {budget}"
-            journal.save(state)
-            journal.audit.append("fleet.halted", {"wave": wave + 1, "reason": state.reason, **state.counts(wave)})
-            return False
+            return _halt(journal, state, wave, codes, budget)
         if unsaved >= SAVE_EVERY:
             journal.save(state)
             unsaved = 0
     journal.save(state)
     journal.audit.append("fleet.wave.done", {"wave": wave + 1, **state.counts(wave)})
     return True
+
+
+def _halt(journal: FleetJournal, state: FleetState, wave: int, codes: list[int], budget: int) -> bool:
+    """Record that wave ``wave``'s failures (``codes``) exceed its budget and the fleet stops; returns False."""
+    state.status, state.wave = "halted", wave
+    state.reason = f"wave {wave + 1}: failures weigh {failure_total(codes)}, over its budget of {budget}"
+    journal.save(state)
+    journal.audit.append("fleet.halted", {"wave": wave + 1, "reason": state.reason, **state.counts(wave)})
+    return False
 
 
 def _result_of(future: Any, tenant: str) -> TenantResult:
