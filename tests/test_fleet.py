@@ -212,3 +212,18 @@ def test_soak_200_tenants_with_a_worker_and_the_coordinator_killed(cluster: Clus
     resumed = fleet("resume", "--scheduler", cluster.address, cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr
     assert_end_state(manifest, state, damaged_tenants(200, 4), before)
+
+
+@pytest.mark.timeout(900)
+def test_pause_between_waits_for_approve(cluster: Cluster, tmp_path: Path) -> None:
+    manifest = create_fleet(tmp_path / "f", 3)
+    run = fleet("run", str(manifest), "--waves", "1,100%", "--pause-between", "--approval-timeout", "0", "--yes",
+                "--scheduler", cluster.address, cwd=tmp_path)  # fmt: skip
+    assert run.returncode == 4 and "fleet paused: wave 2 waits for `failback fleet approve --wave 2`" in run.stderr
+    status = json.loads(fleet("status", "--json", cwd=tmp_path).stdout)
+    assert status["status"] == "awaiting-approval" and status["counts"]["switched"] == 1
+    assert status["counts"]["pending"] == 2
+    assert fleet("approve", "--wave", "2", cwd=tmp_path).returncode == 0
+    resumed = fleet("resume", "--scheduler", cluster.address, cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    assert_end_state(manifest, tmp_path / ".failback-fleet", set(), sources(manifest))
