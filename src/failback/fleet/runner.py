@@ -24,7 +24,9 @@ from typing import Any
 
 from distributed import Client, LocalCluster, Worker, WorkerPlugin, as_completed, get_worker
 
+from .. import api
 from ..backup.retention import RESUMABLE
+from ..config import load_config
 from ..errors import ConfigError, FailbackError
 from ..journal import list_runs
 from ..state import StatePaths
@@ -91,9 +93,6 @@ def run_tenant(tenant: str, config: str, since: str, yes: bool) -> TenantResult:
     """Roll one tenant back, exactly once: a run of it started since ``since`` that finished (switched, refused,
     failed) is reported, not repeated; an unfinished one is resumed (the per-database resume); otherwise a new
     rollback runs. Runs on a Dask worker; never raises (a bug becomes exit 70 for this tenant)."""
-    from .. import api
-    from ..config import load_config
-
     start = time.perf_counter()
     worker = ""
     try:
