@@ -32,6 +32,10 @@ from .config import DEFAULT_NAME, DEFAULT_PROFILE, Config, ConvertConfig, load_c
 from .demo import create_demo as create_demo_app
 from .errors import BackupError
 from .files import ensure_dir, write_text
+from .fleet.journal import FleetJournal, FleetState, new_fleet
+from .fleet.manifest import FleetPlan, load_manifest, plan_fleet
+from .fleet.report import RENDERERS as FLEET_RENDERERS
+from .fleet.waves import DEFAULT_MAX_FAILURES, DEFAULT_WAVES
 from .journal import RunState, find_run, list_runs
 from .metrics import serve_metrics
 from .pipeline.debt import DebtPayment, unpaid
@@ -537,3 +541,73 @@ def prune_backups(config: PathArg, *, dry_run: bool = False) -> PruneResult:
     """Delete the backups the retention rules (``keep_last``, ``keep_within``, ``keep_daily``) do not keep; never
     one a resume, an abort or unpaid verification debt needs, nor the newest verified backup of each label."""
     return backup_prune.prune_backups(load_config(config), dry_run)
+
+
+# -- fleets -----------------------------------------------------------------------------------------
+FleetListener = Callable[[int, Any, FleetState], None]
+"""``on_result(wave, result, state)``: a wave (from 0) started (``result`` None) or one of its tenants finished."""
+
+
+def fleet_plan(manifest: PathArg) -> FleetPlan:
+    """Check every tenant of the fleet ``manifest`` (CSV, JSONL or TOML; docs/fleet.md) before anything runs: its
+    config loads, its files exist, and no tenant's file or folder is another's. Reads only."""
+    return plan_fleet(load_manifest(Path(manifest)))
+
+
+def fleet_run(
+    manifest: PathArg,
+    *,
+    state: PathArg = ".failback-fleet",
+    waves: Iterable[str] = DEFAULT_WAVES,
+    max_failures: str = DEFAULT_MAX_FAILURES,
+    pause_between: bool = False,
+    yes: bool = False,
+    workers: int = 2,
+    scheduler: str | None = None,
+    approval_timeout: float | None = None,
+    on_result: FleetListener | None = None,
+) -> FleetState:
+    """Roll every tenant of ``manifest`` back, wave by wave, on Dask: an embedded cluster of ``workers`` processes
+    or the scheduler at ``scheduler`` (tcp://HOST:PORT). Refuses (ConfigError) when `fleet_plan` finds a problem.
+    The fleet's journal and audit log go to the folder ``state``; the returned state's ``status`` is ``done``,
+    ``halted`` (a wave's failures exceeded ``max_failures``) or ``awaiting-approval`` (``pause_between`` waited
+    ``approval_timeout`` seconds for `fleet_approve`). ``yes``: each tenant's run proceeds at high risk."""
+    from .fleet.runner import open_client, run_fleet  # Dask distributed: about a second to import, fleets only
+
+    journal = FleetJournal(Path(state))
+    fleet = new_fleet(journal, Path(manifest), list(waves), max_failures, pause_between, yes)
+    with open_client(workers, scheduler) as client:  # a scheduler that does not answer: no journal written
+        journal.start(fleet)
+        return run_fleet(journal, client, on_result, approval_timeout)
+
+
+def fleet_resume(
+    state: PathArg = ".failback-fleet",
+    *,
+    workers: int = 2,
+    scheduler: str | None = None,
+    approval_timeout: float | None = None,
+    on_result: FleetListener | None = None,
+) -> FleetState:
+    """Finish the fleet run in ``state``: tenants already switched, refused or failed are not run again; one cut
+    off mid-run continues through the per-database ``resume``. Same arguments and result as ``fleet_run``."""
+    from .fleet.runner import open_client, run_fleet  # Dask distributed: about a second to import, fleets only
+
+    with open_client(workers, scheduler) as client:
+        return run_fleet(FleetJournal(Path(state)), client, on_result, approval_timeout)
+
+
+def fleet_status(state: PathArg = ".failback-fleet") -> FleetState:
+    """Where the fleet run in ``state`` stands: its status, waves and every tenant's state and outcome."""
+    return FleetJournal(Path(state)).load()
+
+
+def fleet_approve(state: PathArg, wave: int) -> None:
+    """Let ``wave`` (from 1) start after a pause, or go on although its failures exceed the budget."""
+    FleetJournal(Path(state)).approve(wave)
+
+
+def fleet_report(state: PathArg = ".failback-fleet", *, format: ReportFormat = "md") -> str:
+    """The fleet report as Markdown, one self-contained HTML page or JSON: outcome counts per wave, a histogram of
+    per-tenant seconds, the tenants not switched with their one-line errors and the command to run next."""
+    return FLEET_RENDERERS[format](fleet_status(state))

@@ -48,6 +48,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "convert:export",
         "Convert SOURCE into a database the target engine accepts, verify it, write TARGET.",
     ),
+    "fleet": (
+        "fleet:fleet",
+        "Roll many tenants back in waves on Dask, with a failure budget; resumable, exactly once.",
+    ),
     "hold": (
         "autorollback:hold",
         "Block automatic rollbacks until `failback release` (a manual `failback rollback` still works).",

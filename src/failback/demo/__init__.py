@@ -53,7 +53,7 @@ zstd_level = 3
 collations = {{ swiftLocalizedCaseInsensitiveCompare = "NOCASE" }}
 
 [assess]
-liveness_seconds = 0.5            # how long to watch the source for an active writer
+liveness_seconds = LIVENESS        # how long to watch the source for an active writer
 
 [verify]
 fts_queries = ["zebra", "cafe", "meeting AND zebra", "zeb*"]
@@ -73,8 +73,9 @@ max_regression = 1.5
 """
 
 
-def create_demo(directory: Path, notes: int = 3000) -> Path:
-    """Create (or re-create) the demo folder and return the path of its failback.toml."""
+def create_demo(directory: Path, notes: int = 3000, liveness: float = 0.5) -> Path:
+    """Create (or re-create) the demo folder and return the path of its failback.toml (``liveness``: the seconds
+    a rollback watches the source for an active writer)."""
     if directory.exists() and not directory.is_dir():
         raise InputError(f"{directory} exists and is not a folder", "pass a new folder for the demo")
     if directory.exists():
@@ -90,5 +91,5 @@ def create_demo(directory: Path, notes: int = 3000) -> Path:
     build_native(native, notes=notes)
     build_sqljs_premigration(directory / "app-sqljs.sqlite", native)
     write_text(directory / "app.env", APP_ENV)
-    write_text(directory / "failback.toml", CONFIG)
+    write_text(directory / "failback.toml", CONFIG.replace("LIVENESS", str(liveness)))
     return directory / "failback.toml"

@@ -1,0 +1,229 @@
+"""Fleet runs on real processes: a `dask scheduler` and two `dask worker` processes on 127.0.0.1, real tenant
+databases, the real `failback fleet` command; a worker and the coordinator SIGKILLed mid-wave."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from distributed import Client
+
+from failback.fleet.demo import create_fleet, damaged_tenants
+from failback.fleet.journal import FleetJournal
+from failback.fleet.manifest import load_manifest
+from failback.journal import list_runs
+
+from .conftest import file_hashes
+
+DASK = str(Path(sys.executable).with_name("dask"))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Cluster:
+    """A real Dask scheduler and worker processes (no nanny: a worker killed stays dead)."""
+
+    def __init__(self, root: Path) -> None:
+        self.address = f"tcp://127.0.0.1:{free_port()}"
+        port = self.address.rsplit(":", 1)[1]
+        self.log = (root / "dask.log").open("w")
+        self.scheduler = self._start(DASK, "scheduler", "--host", "127.0.0.1", "--port", port, "--no-dashboard")
+        self.workers = [self.add_worker() for _ in range(2)]
+        with Client(self.address, timeout="60s") as client:
+            client.wait_for_workers(2, timeout=120)
+
+    def _start(self, *cmd: str) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT)
+
+    def add_worker(self) -> subprocess.Popen[bytes]:
+        return self._start(DASK, "worker", self.address, "--nthreads", "1", "--no-nanny", "--no-dashboard")
+
+    def stop(self) -> None:
+        for p in [*self.workers, self.scheduler]:
+            if p.poll() is None:
+                p.kill()
+            p.wait()
+        self.log.close()
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    c = Cluster(tmp_path_factory.mktemp("dask"))
+    yield c
+    c.stop()
+
+
+def fleet(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "failback", "fleet", *args], cwd=cwd, capture_output=True, text=True, timeout=900
+    )
+
+
+def start_fleet(*args: str, cwd: Path) -> subprocess.Popen[str]:
+    cmd = [sys.executable, "-m", "failback", "fleet", *args]
+    return subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def tenant_records(state: Path) -> int:
+    """The tenants the fleet audit log has recorded a result for so far."""
+    try:
+        lines = (state / "audit.jsonl").read_text().splitlines()
+    except FileNotFoundError:
+        return 0
+    return sum(json.loads(line)["event"] == "fleet.tenant" for line in lines if line.endswith("}"))
+
+
+def wait_for_records(state: Path, n: int, proc: subprocess.Popen[str]) -> None:
+    while tenant_records(state) < n:
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.2)
+
+
+def sources(manifest: Path) -> dict[str, dict[str, str | None]]:
+    """The bytes (hashes) of every tenant's source database and its -wal."""
+    out = {}
+    for t in load_manifest(manifest):
+        db = t.config.parent / "native.sqlite"
+        out[t.id] = file_hashes(db, Path(f"{db}-wal"))
+    return out
+
+
+def assert_end_state(manifest: Path, state: Path, corrupt: set[str], before: dict[str, dict[str, str | None]]) -> None:
+    """Every good tenant switched exactly once (one run, done, verified, app config switched); every corrupt one
+    refused with its source and app config untouched."""
+    journal = FleetJournal(state).load()
+    assert journal.status == "done", journal.reason
+    for t in load_manifest(manifest):
+        entry = journal.tenants[t.id]
+        folder = t.config.parent
+        app_env = (folder / "app.env").read_text()
+        runs = [rd.load() for rd in list_runs(folder / ".failback")]
+        if t.id in corrupt:
+            assert entry.state == "refused" and entry.exit_code == 3, (t.id, entry)
+            assert "DATABASE_PROVIDER=native" in app_env
+            assert [r.status for r in runs] == ["refused"]
+            assert sources(manifest)[t.id] == before[t.id]
+        else:
+            assert entry.state == "switched", (t.id, entry)
+            assert [r.status for r in runs] == ["done"], (t.id, [(r.id, r.status) for r in runs])
+            assert runs[0].step("verify").status == "done" and runs[0].step("switch").status == "done"
+            assert "DATABASE_PROVIDER=sqljs" in app_env
+
+
+@pytest.mark.timeout(900)
+def test_a_wave_over_budget_halts_and_status_says_what_next(cluster: Cluster, tmp_path: Path) -> None:
+    manifest = create_fleet(tmp_path / "f", 5, corrupt=2)
+    before = sources(manifest)
+    run = fleet("run", str(manifest), "--waves", "1,100%", "--max-failures", "1", "--yes", "--scheduler",
+                cluster.address, cwd=tmp_path)  # fmt: skip
+    assert run.returncode == 2, run.stderr
+    assert "fleet halted: wave 2" in run.stderr and "over its budget of 1" in run.stderr
+    status = fleet("status", "--json", cwd=tmp_path)
+    data = json.loads(status.stdout)
+    # the first refusal (weight 2) is over the budget: the wave stops there, its tasks not started are cancelled
+    assert data["status"] == "halted" and data["counts"]["refused"] == 1 and data["counts"]["failed"] == 0
+    assert "failback fleet approve --wave 2" in data["next"] and "failback fleet resume" in data["next"]
+    assert {f["tenant"] for f in data["failed"]} < damaged_tenants(5, 2)
+    # resumed without an approval, the wave halts again before any tenant runs
+    again = fleet("resume", "--scheduler", cluster.address, cwd=tmp_path)
+    assert again.returncode == 2 and "fleet halted: wave 2" in again.stderr
+    assert json.loads(fleet("status", "--json", cwd=tmp_path).stdout)["counts"] == data["counts"]
+    # the operator approves wave 2 over its budget: resume finishes it, the refused tenants are not run again
+    assert fleet("approve", "--wave", "2", cwd=tmp_path).returncode == 0
+    resumed = fleet("resume", "--scheduler", cluster.address, cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    assert_end_state(manifest, tmp_path / ".failback-fleet", damaged_tenants(5, 2), before)
+    tenant_config = manifest.parent / "tenants" / "tenant-00000" / "failback.toml"
+    audit = subprocess.run([sys.executable, "-m", "failback", "audit", "verify", "-c", str(tenant_config)], check=False)
+    assert audit.returncode == 0
+
+
+@pytest.mark.timeout(900)
+def test_coordinator_killed_mid_wave_then_resume_finishes_every_tenant_once(cluster: Cluster, tmp_path: Path) -> None:
+    manifest = create_fleet(tmp_path / "f", 12, corrupt=1)
+    before = sources(manifest)
+    state = tmp_path / ".failback-fleet"
+    proc = start_fleet("run", str(manifest), "--waves", "1,100%", "--max-failures", "5", "--yes", "--scheduler",
+                       cluster.address, cwd=tmp_path)  # fmt: skip
+    wait_for_records(state, 4, proc)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert FleetJournal(state).load().status == "running"
+    resumed = fleet("resume", "--scheduler", cluster.address, cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    assert_end_state(manifest, state, damaged_tenants(12, 1), before)
+
+
+@pytest.mark.timeout(900)
+def test_a_worker_killed_mid_wave_loses_no_tenant_and_switches_none_twice(cluster: Cluster, tmp_path: Path) -> None:
+    manifest = create_fleet(tmp_path / "f", 30, corrupt=3)
+    before = sources(manifest)
+    state = tmp_path / ".failback-fleet"
+    proc = start_fleet("run", str(manifest), "--waves", "1,5,100%", "--max-failures", "8", "--yes",
+                       "--scheduler", cluster.address, cwd=tmp_path)  # fmt: skip
+    wait_for_records(state, 9, proc)  # inside wave 3, whose 3 damaged tenants weigh 6: within its budget of 8
+    os.kill(cluster.workers[0].pid, signal.SIGKILL)
+    _, err = proc.communicate(timeout=900)
+    assert proc.returncode == 0, err
+    assert_end_state(manifest, state, damaged_tenants(30, 3), before)
+    report = fleet("report", "--format", "json", cwd=tmp_path)
+    data = json.loads(report.stdout)
+    assert [w["tenants"] for w in data["waves"]] == [1, 5, 24]
+    assert data["counts"]["switched"] == 27 and data["seconds"]["p50"] > 0
+
+
+def test_a_scheduler_that_does_not_answer_is_one_line_and_writes_nothing(tmp_path: Path) -> None:
+    manifest = create_fleet(tmp_path / "f", 1)
+    run = fleet("run", str(manifest), "--scheduler", f"tcp://127.0.0.1:{free_port()}", cwd=tmp_path)
+    assert run.returncode == 2
+    assert run.stderr.startswith("error: the Dask scheduler tcp://127.0.0.1:") and "does not answer" in run.stderr
+    assert len(run.stderr.splitlines()) == 2  # the error and its hint
+    assert not (tmp_path / ".failback-fleet" / "fleet.json").exists()
+    assert "DATABASE_PROVIDER=native" in (manifest.parent / "tenants" / "tenant-00000" / "app.env").read_text()
+
+
+@pytest.mark.soak
+@pytest.mark.timeout(7200)
+def test_soak_200_tenants_with_a_worker_and_the_coordinator_killed(cluster: Cluster, tmp_path: Path) -> None:
+    cluster.workers.append(cluster.add_worker())  # the worker test above left one
+    manifest = create_fleet(tmp_path / "f", 200, corrupt=4)
+    before = sources(manifest)
+    state = tmp_path / ".failback-fleet"
+    proc = start_fleet("run", str(manifest), "--max-failures", "10%", "--yes", "--scheduler", cluster.address,
+                       cwd=tmp_path)  # fmt: skip
+    wait_for_records(state, 40, proc)
+    os.kill(cluster.workers[-1].pid, signal.SIGKILL)
+    cluster.workers.append(cluster.add_worker())
+    wait_for_records(state, 80, proc)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    resumed = fleet("resume", "--scheduler", cluster.address, cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    assert_end_state(manifest, state, damaged_tenants(200, 4), before)
+
+
+@pytest.mark.timeout(900)
+def test_pause_between_waits_for_approve(cluster: Cluster, tmp_path: Path) -> None:
+    manifest = create_fleet(tmp_path / "f", 3)
+    run = fleet("run", str(manifest), "--waves", "1,100%", "--pause-between", "--approval-timeout", "0", "--yes",
+                "--scheduler", cluster.address, cwd=tmp_path)  # fmt: skip
+    assert run.returncode == 4 and "fleet paused: wave 2 waits for `failback fleet approve --wave 2`" in run.stderr
+    status = json.loads(fleet("status", "--json", cwd=tmp_path).stdout)
+    assert status["status"] == "awaiting-approval" and status["counts"]["switched"] == 1
+    assert status["counts"]["pending"] == 2
+    assert fleet("approve", "--wave", "2", cwd=tmp_path).returncode == 0
+    resumed = fleet("resume", "--scheduler", cluster.address, cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    assert_end_state(manifest, tmp_path / ".failback-fleet", set(), sources(manifest))
