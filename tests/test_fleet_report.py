@@ -12,7 +12,7 @@ from failback.errors import InputError
 from failback.fleet.journal import FleetJournal, FleetState, TenantEntry
 from failback.fleet.report import fleet_summary, histogram, next_step, render_html, render_json, render_markdown
 
-from .test_report import chromium, render_in_chromium  # noqa: F401 - chromium is a fixture
+from .test_report import render_in_chromium
 
 
 def halted_fleet() -> FleetState:
@@ -60,7 +60,7 @@ def test_markdown_lists_the_failed_tenants_with_their_next_command() -> None:
     assert "source <damaged> & \\| odd" in md and "`failback status -c /t/b/failback.toml`" in md
 
 
-def test_fleet_html_report_renders_in_chromium(chromium: Path, tmp_path: Path) -> None:  # noqa: F811
+def test_fleet_html_report_renders_in_chromium(chromium: Path, tmp_path: Path) -> None:
     page = tmp_path / "fleet.html"
     page.write_text(render_html(halted_fleet()), encoding="utf-8")
     dom, console = render_in_chromium(chromium, page, tmp_path / "profile")
