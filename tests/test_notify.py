@@ -17,10 +17,11 @@ import failback
 from failback.autorollback.hold import place_hold, release_hold
 from failback.autorollback.notify import NOTIFIERS, audit_log
 from failback.autorollback.watcher import Watcher
-from failback.config import Config
+from failback.config import Config, load_config
 from failback.pipeline.rollback import Options, Rollback
 
-from .test_triggers import configure, events
+from .test_cli import write
+from .test_triggers import Cli, configure, events
 
 
 class Receiver:
@@ -135,3 +136,49 @@ def test_a_receiver_that_hangs_or_is_down_delays_nothing(demo_dir: Path) -> None
     expected = [(e, w, n) for e in ("rollback.failed", "rollback.done") for w, n in ((hanging.url, 1), (down, 2))]
     assert sorted((d["event"], d["webhook"], d["attempts"]) for d in failed) == sorted(expected)
     assert all("refused" in d["error"] for d in failed if d["webhook"] != hanging.url)
+
+
+def with_webhook(demo: Path, url: str) -> Path:
+    """The demo's failback.toml with one generic webhook."""
+    path = demo / "failback.toml"
+    path.write_text(f'[[notify]]\nurl = "{url}/hook"\n' + path.read_text())
+    return path
+
+
+def test_a_refused_rollback_is_told_once_before_the_process_exits(demo_dir: Path, receiver: Receiver, cli: Cli) -> None:
+    """The demo is high risk: `failback rollback` without --yes is refused (exit 3) and the process exits at once;
+    the webhook has had its one rollback.refused by then."""
+    path = with_webhook(demo_dir, receiver.url)
+    res = cli("rollback", "-c", str(path))
+    assert res.returncode == 3 and "risk high" in res.stderr, res.stderr
+    [run] = [r["run"] for r in events(load_config(path), "run.end")]
+    [(where, body)] = receiver.got
+    assert (where, body["event"], body["run"], body["data"]["status"]) == ("/hook", "rollback.refused", run, "refused")
+    assert body["summary"].startswith(f"failback: rollback.refused (run {run}) — risk high: ")
+    assert [r["event"] for r in events(load_config(path), "notify.")] == ["notify.sent"]
+    assert "DATABASE_PROVIDER=native" in (demo_dir / "app.env").read_text()
+
+
+def test_a_failed_rollback_is_told_once(demo_dir: Path, receiver: Receiver) -> None:
+    """The converted file loses a row before verification: verification fails, the run fails (exit 1), the app
+    stays on native, and the webhook gets one rollback.failed naming the run and why."""
+    path = with_webhook(demo_dir, receiver.url)
+    cfg = load_config(path)
+
+    def spoil_the_target(step: str, event: str, result: dict[str, Any]) -> None:
+        if (step, event) == ("convert", "done"):
+            write(Path(result["path"]), "DELETE FROM note WHERE id = (SELECT max(id) FROM note)")
+
+    outcome = Rollback(cfg, path, Options(yes=True), on_step=spoil_the_target).run()
+    assert (outcome.status, outcome.exit_code) == ("failed", 1), outcome.error
+    assert str(outcome.error).startswith("verification failed: table note: content differs"), outcome.error
+    flush(cfg)
+    [(_, body)] = receiver.got
+    assert (body["event"], body["run"], body["data"]["error"]) == (
+        "rollback.failed",
+        outcome.run_id,
+        str(outcome.error),
+    )
+    assert body["summary"] == f"failback: rollback.failed (run {outcome.run_id}) — {outcome.error}"
+    assert [r["event"] for r in events(cfg, "notify.")] == ["notify.sent"]
+    assert "DATABASE_PROVIDER=native" in (demo_dir / "app.env").read_text()

@@ -4,6 +4,7 @@ deps-prometheus`) started on 127.0.0.1, scraping a test exporter (prometheus_cli
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import socketserver
@@ -13,7 +14,7 @@ import threading
 import time
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -128,9 +129,13 @@ def prometheus(exporter: Exporter, tmp_path: Path) -> Iterator[PrometheusServer]
         log.close()
 
 
-def promql_config(demo: Path, url: str, query: str = QUERY, *, n: int = 3, policy: str = "keep") -> tuple[Config, Path]:
+def promql_config(
+    demo: Path, url: str, query: str = QUERY, *, n: int = 3, policy: str = "keep", promql: str = ""
+) -> tuple[Config, Path]:
+    """The demo watching one PromQL rule on the server at ``url``; ``promql``: more [triggers.promql] settings."""
     triggers = (
         f'interval = 1\ninconclusive = "{policy}"\n[triggers.promql]\nurl = "{url}"\nfreshness = \'up{{job="app"}}\'\n'
+        + promql
     )
     rule = f'[[triggers.rules]]\nname = "p95"\nquery = \'{query}\'\nop = ">"\nthreshold = 0.25\nfor = {n}\n'
     return configure(demo, triggers, rule)
@@ -192,21 +197,24 @@ def test_a_query_error_is_inconclusive_with_the_reason(demo_dir: Path, prometheu
     assert "range vector" in ev.errors[0]
 
 
-class RecordingServer:
-    """A real HTTP server on 127.0.0.1 that records each request's Authorization header and refuses it."""
+class FakeApi:
+    """A real HTTP server on 127.0.0.1 standing in for Prometheus's API: ``answer(path)`` gives each GET's status and
+    body; ``seen`` records each request's Authorization header."""
 
-    def __init__(self) -> None:
+    def __init__(self, answer: Callable[[str], tuple[int, bytes]]) -> None:
         self.seen: list[str | None] = []
         server = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
                 server.seen.append(self.headers.get("Authorization"))
-                body = b'{"status": "error", "errorType": "unauthorized", "error": "who are you"}'
-                self.send_response(401)
+                status, body = answer(self.path)
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
-                self.wfile.write(body)
+                with contextlib.suppress(OSError):  # a client that read enough hangs up
+                    self.wfile.write(body)
 
             def log_message(self, *args: object) -> None:
                 pass
@@ -215,10 +223,20 @@ class RecordingServer:
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
         threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
 
+    def __enter__(self) -> FakeApi:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def refuse(_: str) -> tuple[int, bytes]:
+    return 401, b'{"status": "error", "errorType": "unauthorized", "error": "who are you"}'
+
 
 def test_credentials_come_from_the_environment(demo_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    server = RecordingServer()
-    try:
+    with FakeApi(refuse) as server:
         cfg, path = promql_config(demo_dir, server.url, n=1)
         cfg.triggers.promql.bearer_token_env = "FAILBACK_TEST_TOKEN"
         with pytest.raises(ConfigError, match="environment variable FAILBACK_TEST_TOKEN is not set"):
@@ -232,9 +250,6 @@ def test_credentials_come_from_the_environment(demo_dir: Path, monkeypatch: pyte
         Watcher(cfg, path, dry_run=True).watch(max_samples=1)  # audits its start: the rules and sources
         assert server.seen == ["Bearer s3cret", "Basic " + base64.b64encode(b"ops:s3cret").decode()]
         assert "s3cret" not in (cfg.state_path / "audit.jsonl").read_text()
-    finally:
-        server.httpd.shutdown()
-        server.httpd.server_close()
 
 
 def test_tls_is_verified_by_default(demo_dir: Path) -> None:
@@ -242,3 +257,39 @@ def test_tls_is_verified_by_default(demo_dir: Path) -> None:
     [source] = configured_sources(cfg)
     assert isinstance(source, PromqlSource) and source.tls is not None
     assert source.tls.verify_mode == ssl.CERT_REQUIRED and source.tls.check_hostname
+
+
+def answer_of(size: int) -> Callable[[str], tuple[int, bytes]]:
+    """Prometheus's answers: the freshness query's target scraped just now; the rule's query one series whose
+    label pads the answer to exactly ``size`` bytes."""
+
+    def answer(path: str) -> tuple[int, bytes]:
+        now = time.time()
+        query = urllib.parse.parse_qs(urllib.parse.urlsplit(path).query)["query"][0]
+        if query.startswith("up{"):
+            result = [{"metric": {"job": "app"}, "values": [[now, "1"]]}]
+            return 200, json.dumps({"status": "success", "data": {"resultType": "matrix", "result": result}}).encode()
+
+        def body(pad: str) -> bytes:
+            series = [{"metric": {"instance": "app", "pad": pad}, "value": [now, "0.1"]}]
+            return json.dumps({"status": "success", "data": {"resultType": "vector", "result": series}}).encode()
+
+        return 200, body("x" * (size - len(body(""))))
+
+    return answer
+
+
+@pytest.mark.parametrize("size", [1024, 1025, 1 << 20])
+def test_an_answer_larger_than_max_bytes_is_inconclusive(demo_dir: Path, size: int) -> None:
+    """max_bytes = 1024: an answer of exactly that size is read; one byte more, or a megabyte, is inconclusive with
+    a reason naming the limit."""
+    with FakeApi(answer_of(size)) as server:
+        cfg, path = promql_config(demo_dir, server.url, n=1, promql="max_bytes = 1024\n")
+        ev = Watcher(cfg, path, dry_run=True).evaluate()
+    [r] = ev.results
+    if size <= 1024:
+        assert (ev.errors, r.status, r.value) == ([], "ok", 0.1)
+    else:
+        reason = f"promql: {QUERY}: the answer is larger than 1024 bytes (max_bytes)"
+        assert ev.errors == [reason] and r.note == f"{QUERY} missing ({reason})"
+        assert (r.status, r.streak, ev.decision.action) == ("inconclusive", 0, "none")
