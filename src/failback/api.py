@@ -37,7 +37,7 @@ from .pipeline.postcheck import Timing
 from .pipeline.postcheck import record_baseline as record_engine_baseline
 from .pipeline.rollback import Options, Outcome, Rollback, abort_run
 from .plan.model import Plan
-from .profiles import engine_for
+from .profiles import target_engine
 from .report import RENDERERS
 from .report.data import audit_anchors, load_report
 from .verify import VerifyReport
@@ -249,7 +249,7 @@ def status(config: PathArg) -> Status:
 def pay_debt(config: PathArg, run: str | None = None) -> DebtPayment:
     """Run the verification an emergency run deferred (default: the newest unpaid one) and record its outcome."""
     cfg = load_config(config)
-    return pay_run_debt(cfg, engine_for(cfg.target.profile), run)
+    return pay_run_debt(cfg, target_engine(cfg.target), run)
 
 
 @dataclass(frozen=True)
@@ -308,7 +308,7 @@ def record_baseline(config: PathArg, *, database: PathArg | None = None) -> Base
     """Time ``[benchmark] queries`` in the target engine on ``database`` (default: ``[target] path``) and on the
     live source, and store them in the state folder as the baseline."""
     cfg = load_config(config)
-    data = record_engine_baseline(cfg, engine_for(cfg.target.profile), Path(database) if database is not None else None)
+    data = record_engine_baseline(cfg, target_engine(cfg.target), Path(database) if database is not None else None)
     queries = tuple(Timing(**q) for q in data["queries"])
     return Baseline(data["recorded"], data["engine"], data["runs"], data["database"], queries, data["metrics"])
 

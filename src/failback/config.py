@@ -59,6 +59,12 @@ class SourceConfig(_Section):
 class TargetConfig(_Section):
     path: ConfigPath = Field(description="The sql.js database file the app loads; replaced by the converted one.")
     profile: str = Field(DEFAULT_PROFILE, description="Capability profile of the target engine (name or file).")
+    engine_path: ConfigPath | None = Field(
+        None,
+        description="A folder holding the engine build the app ships (another sql.js build: sql-wasm.js and "
+        "sql-wasm.wasm; for the sqlite-wasm engine, the @sqlite.org/sqlite-wasm package), run instead of the pinned "
+        "one. FAILBACK_SQLJS_DIR wins over it, and a profile probed with --engine-path runs the build it records.",
+    )
 
 
 class AppConfig(_Section):

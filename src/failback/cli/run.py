@@ -279,12 +279,12 @@ def demo(directory: Path, notes: int, as_json: bool) -> None:
     from ..demo import create_demo
     from ..pipeline.postcheck import record_baseline
     from ..pipeline.rollback import Options
-    from ..profiles import engine_for
+    from ..profiles import target_engine
 
     cfg_path = create_demo(directory, notes)
     cfg = load_config(cfg_path)
     baseline = record_baseline(
-        cfg, engine_for(cfg.target.profile)
+        cfg, target_engine(cfg.target)
     )  # how the app's queries ran in sql.js before the migration
     if not as_json:
         out.print(

@@ -86,13 +86,13 @@ def verify(
     """Prove TARGET holds SOURCE's data and the schema planned for it, in apsw and in sql.js (exit 1 when not);
     or pay a run's debt. SOURCE is planned again as export plans it: with the [convert] settings of the config
     file when it exists, each view and trigger proved in sql.js."""
-    from ..profiles import engine_for
+    from ..profiles import target_engine
 
     if debt_run is not None:
         from ..pipeline.debt import pay_debt
 
         debt_cfg = load_config(config_path)
-        payment = pay_debt(debt_cfg, engine_for(debt_cfg.target.profile), debt_run or None)
+        payment = pay_debt(debt_cfg, target_engine(debt_cfg.target), debt_run or None)
         report = payment.report
         if not as_json:
             out.print(f"run {payment.run}: target {payment.target}", highlight=False)
@@ -129,10 +129,10 @@ def baseline() -> None:
 def baseline_record(config_path: Path, database: Path | None, as_json: bool) -> None:
     """Time [benchmark] queries in sql.js and store p50/p95 per query in the state folder."""
     from ..pipeline.postcheck import record_baseline
-    from ..profiles import engine_for
+    from ..profiles import target_engine
 
     cfg = load_config(config_path)
-    data = record_baseline(cfg, engine_for(cfg.target.profile), database)
+    data = record_baseline(cfg, target_engine(cfg.target), database)
     if as_json:
         emit_json(data)
         return

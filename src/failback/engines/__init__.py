@@ -21,8 +21,9 @@ INTEGER ``{"int": "<decimal>"}`` · REAL ``{"real": "<text>"}`` · TEXT ``str`` 
 Engines are found by name in a registry: ``register(name, factory)`` adds one, or an installed package declares
 it as an entry point (group ``failback.engines``: ``name = "module:factory"``); ``get_engine(name)`` builds
 it, and a capability profile's ``engine`` names the one its target runs in (:func:`failback.profiles.engine_for`).
-The built-ins, "sqlite" (apsw), "sqljs" (Node + sql.js) and "sqljs-browser" (the same sql.js and actions in
-headless Chromium), register below and are imported only when first
+The built-ins, "sqlite" (apsw), "sqljs" (Node + sql.js), "sqljs-browser" (the same sql.js and actions in
+headless Chromium) and "sqlite-wasm" (Node + the official SQLite WASM build, @sqlite.org/sqlite-wasm, through an
+adapter giving actions.js sql.js's API), register below and are imported only when first
 used; nothing outside this package names their classes.
 """
 
@@ -59,6 +60,7 @@ __all__ = [
     "names",
     "register",
     "with_build",
+    "with_configured_build",
 ]
 
 Action = dict[str, Any]
@@ -157,10 +159,33 @@ def with_build(engine: Engine, folder: Path) -> Engine:
 
 
 def browser_twin(engine: Engine) -> Engine:
-    """The browser engine (BROWSER_ENGINE) running the same build as ``engine`` (e.g. a profile's engine_path)."""
+    """The browser engine (BROWSER_ENGINE) running the same build as ``engine`` (e.g. a profile's engine_path);
+    ConfigError for an engine the browser page cannot run (its ``browser_harness`` is False)."""
+    if not getattr(engine, "browser_harness", True):
+        raise ConfigError(
+            f"engine {engine.name} has no browser check: the browser page runs sql.js builds",
+            "verify it in Node (set [verify] browser = false), or use a sql.js profile",
+        )
     browser = get_engine(BROWSER_ENGINE)
-    folder = getattr(engine, "sqljs_dir", None)
+    build = getattr(engine, "build", None)
+    folder = build() if build else None
     return with_build(browser, folder) if folder else browser
+
+
+def with_configured_build(engine: Engine, folder: Path | None) -> Engine:
+    """``engine`` running the build in ``folder`` (``[target] engine_path``) unless its own build or its
+    variable (FAILBACK_SQLJS_DIR) names one: its ``with_configured_build(folder)``; ``engine`` itself when
+    ``folder`` is None; ConfigError for an engine that runs only its own build."""
+    if folder is None:
+        return engine
+    build = getattr(engine, "with_configured_build", None)
+    if build is None:
+        raise ConfigError(
+            f"engine {engine.name} runs no other build: [target] engine_path is for sql.js engines",
+            "remove engine_path from [target], or use a sql.js profile",
+        )
+    result: Engine = build(folder)
+    return result
 
 
 def _sqlite() -> Engine:
@@ -183,7 +208,16 @@ def _sqljs_browser() -> Engine:
 
 register("sqlite", _sqlite)
 register("sqljs", _sqljs)
+
+
+def _sqlite_wasm() -> Engine:
+    from .sqljs.sqlitewasm import SqliteWasmEngine
+
+    return SqliteWasmEngine()
+
+
 register(BROWSER_ENGINE, _sqljs_browser)
+register("sqlite-wasm", _sqlite_wasm)
 
 
 def check_engine_input(path: Path) -> bool:
