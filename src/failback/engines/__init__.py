@@ -60,7 +60,6 @@ __all__ = [
     "names",
     "register",
     "with_build",
-    "with_configured_build",
 ]
 
 Action = dict[str, Any]
@@ -145,14 +144,17 @@ def get_engine(name: str) -> Engine:
     return factory()
 
 
-def with_build(engine: Engine, folder: Path) -> Engine:
+def with_build(engine: Engine, folder: Path, configured: bool = False) -> Engine:
     """``engine`` running the build in ``folder`` (e.g. a sql.js dist/ folder): its ``with_build(folder)``;
-    ConfigError for an engine that runs only its own build."""
-    build = getattr(engine, "with_build", None)
+    ``configured``: ``folder`` is ``[target] engine_path``, run unless the engine's own build or its variable
+    (FAILBACK_SQLJS_DIR) names one (its ``with_configured_build``). ConfigError for an engine that runs only its
+    own build."""
+    build = getattr(engine, "with_configured_build" if configured else "with_build", None)
     if build is None:
+        where = "[target]" if configured else "the profile"
         raise ConfigError(
             f"engine {engine.name} runs no other build: an engine path is for sql.js engines",
-            "remove engine_path from the profile, or probe a sql.js engine with --engine-path",
+            f"remove engine_path from {where}, or use a sql.js engine",
         )
     result: Engine = build(folder)
     return result
@@ -170,22 +172,6 @@ def browser_twin(engine: Engine) -> Engine:
     build = getattr(engine, "build", None)
     folder = build() if build else None
     return with_build(browser, folder) if folder else browser
-
-
-def with_configured_build(engine: Engine, folder: Path | None) -> Engine:
-    """``engine`` running the build in ``folder`` (``[target] engine_path``) unless its own build or its
-    variable (FAILBACK_SQLJS_DIR) names one: its ``with_configured_build(folder)``; ``engine`` itself when
-    ``folder`` is None; ConfigError for an engine that runs only its own build."""
-    if folder is None:
-        return engine
-    build = getattr(engine, "with_configured_build", None)
-    if build is None:
-        raise ConfigError(
-            f"engine {engine.name} runs no other build: [target] engine_path is for sql.js engines",
-            "remove engine_path from [target], or use a sql.js profile",
-        )
-    result: Engine = build(folder)
-    return result
 
 
 def _sqlite() -> Engine:

@@ -12,7 +12,7 @@ from pathlib import Path
 from pydantic import BaseModel, ValidationError
 
 from ..config import TargetConfig
-from ..engines import Engine, get_engine, with_build, with_configured_build
+from ..engines import Engine, get_engine, with_build
 from ..errors import ConfigError
 
 HERE = Path(__file__).parent
@@ -199,7 +199,8 @@ def engine_for(profile: Profile | str | Path, engine_path: Path | None = None) -
     naming the registered engines when none has that name."""
     prof = profile if isinstance(profile, Profile) else load_profile(profile)
     try:
-        engine = with_configured_build(get_engine(prof.engine), engine_path)
+        engine = get_engine(prof.engine)
+        engine = with_build(engine, engine_path, configured=True) if engine_path else engine
         return with_build(engine, Path(prof.engine_path)) if prof.engine_path else engine
     except ConfigError as err:
         raise ConfigError(f"profile {prof.name}: {err.message}", err.hint) from None

@@ -10,11 +10,14 @@
 // a fractional number as REAL (sql.js binds integers outside int32 as REAL).
 "use strict";
 
-// A database whose header says WAL (bytes 18 and 19 = 2) cannot be read from memory; the copy says
-// rollback journal, as the pages are the same (the file itself is never written).
+// The bytes as a plain Uint8Array (not Node's Buffer, which wasm.allocFromTypedArray refuses). A database whose
+// header says WAL (bytes 18 and 19 = 2) cannot be read from memory: its copy says rollback journal, as the
+// pages are the same (the file itself is never written).
 function rollbackHeader(bytes) {
-  const copy = bytes.length > 19 && (bytes[18] === 2 || bytes[19] === 2) ? Uint8Array.from(bytes) : bytes;
-  if (copy !== bytes) copy[18] = copy[19] = 1;
+  const image = new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.length);
+  if (bytes.length < 20 || (bytes[18] !== 2 && bytes[19] !== 2)) return image;
+  const copy = Uint8Array.from(image);
+  copy[18] = copy[19] = 1;
   return copy;
 }
 
