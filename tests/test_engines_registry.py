@@ -55,7 +55,7 @@ def test_unknown_engine_refused(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as info:
         engine_for(write_profile(tmp_path / "p.toml", "nosuch"))
     assert info.value.message == "profile nosuch-test: no engine named 'nosuch'"
-    assert "sqlite, sqljs" in info.value.hint
+    assert "sqlite, sqlite-wasm, sqljs" in info.value.hint
 
 
 def test_registered_engine_runs_export(native_db: Path, tmp_path: Path) -> None:
@@ -126,5 +126,5 @@ def test_cli_refuses_unknown_engine_in_one_line(
     assert done.returncode == 2
     error, hint = done.stderr.splitlines()
     assert error == "error: profile nosuch-test: no engine named 'nosuch'"
-    assert hint.startswith("hint: known engines: logging, sqlite, sqljs, sqljs-browser;")
+    assert hint.startswith("hint: known engines: logging, sqlite, sqlite-wasm, sqljs, sqljs-browser;")
     assert not (tmp_path / "out.sqlite").exists()

@@ -10,6 +10,7 @@ written whatever the outcome. Nothing here prints.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import time
 from collections.abc import Callable, Iterable
@@ -47,7 +48,7 @@ from .pipeline.postcheck import record_baseline as record_engine_baseline
 from .pipeline.rollback import Options, Outcome, Rollback, abort_run
 from .pipeline.summary import step_line
 from .plan.model import Plan
-from .profiles import Profile, engine_for, probe_engine
+from .profiles import Profile, probe_engine, target_engine
 from .report import RENDERERS
 from .report.data import audit_anchors, load_report
 from .scaffold import init_config
@@ -81,7 +82,7 @@ def _settings(
     if extra := list(allow_drop):
         base = options or ConvertConfig()
         options = base.model_copy(update={"allow_drop": [*base.allow_drop, *extra]})
-    return cfg, PlanSettings(s.profile, options, [*(s.functions or ()), *functions], s.user_version)
+    return cfg, dataclasses.replace(s, options=options, functions=[*(s.functions or ()), *functions])
 
 
 def export(
@@ -272,7 +273,7 @@ def status(config: PathArg) -> Status:
 def pay_debt(config: PathArg, run: str | None = None) -> DebtPayment:
     """Run the verification an emergency run deferred (default: the newest unpaid one) and record its outcome."""
     cfg = load_config(config)
-    return pay_run_debt(cfg, engine_for(cfg.target.profile), run)
+    return pay_run_debt(cfg, target_engine(cfg.target), run)
 
 
 @dataclass(frozen=True)
@@ -295,7 +296,7 @@ def record_baseline(config: PathArg, *, database: PathArg | None = None) -> Base
     """Time ``[benchmark] queries`` in the target engine on ``database`` (default: ``[target] path``) and on the
     live source, and store them in the state folder as the baseline."""
     cfg = load_config(config)
-    data = record_engine_baseline(cfg, engine_for(cfg.target.profile), Path(database) if database is not None else None)
+    data = record_engine_baseline(cfg, target_engine(cfg.target), Path(database) if database is not None else None)
     queries = tuple(Timing(**q) for q in data["queries"])
     return Baseline(data["recorded"], data["engine"], data["runs"], data["database"], queries, data["metrics"])
 

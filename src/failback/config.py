@@ -66,6 +66,12 @@ class TargetConfig(_Section):
         'one makes it run its migrations again); "source" keeps the native one; a number sets it. Without a '
         "previous file, the source's. A finding states the choice.",
     )
+    engine_path: ConfigPath | None = Field(
+        None,
+        description="A folder holding the engine build the app ships (another sql.js build: sql-wasm.js and "
+        "sql-wasm.wasm; for the sqlite-wasm engine, the @sqlite.org/sqlite-wasm package), run instead of the pinned "
+        "one. FAILBACK_SQLJS_DIR wins over it, and a profile probed with --engine-path runs the build it records.",
+    )
 
 
 class AppConfig(_Section):

@@ -82,12 +82,13 @@ def plan(source: Path, profile: str, config_path: Path | None, as_json: bool) ->
 
 
 @click.command()
-@click.option("--engine", type=click.Choice(["sqljs", "sqlite"]), default="sqljs", show_default=True)
+@click.option("--engine", type=click.Choice(["sqljs", "sqlite", "sqlite-wasm"]), default="sqljs", show_default=True)
 @click.option(
     "--engine-path",
     type=click.Path(path_type=Path, file_okay=False),
     default=None,
-    help="Probe this build of the engine (a sql.js dist/ folder: sql-wasm.js + .wasm); the profile records it.",
+    help="Probe this build of the engine (a sql.js dist/ folder: sql-wasm.js + .wasm; for sqlite-wasm, the "
+    "@sqlite.org/sqlite-wasm package folder); the profile records it.",
 )
 @click.option("-o", "--output", type=click.Path(path_type=Path), default=None, help="Write the profile here.")
 @json_option

@@ -21,8 +21,9 @@ INTEGER ``{"int": "<decimal>"}`` · REAL ``{"real": "<text>"}`` · TEXT ``str`` 
 Engines are found by name in a registry: ``register(name, factory)`` adds one, or an installed package declares
 it as an entry point (group ``failback.engines``: ``name = "module:factory"``); ``get_engine(name)`` builds
 it, and a capability profile's ``engine`` names the one its target runs in (:func:`failback.profiles.engine_for`).
-The built-ins, "sqlite" (apsw), "sqljs" (Node + sql.js) and "sqljs-browser" (the same sql.js and actions in
-headless Chromium), register below and are imported only when first
+The built-ins, "sqlite" (apsw), "sqljs" (Node + sql.js), "sqljs-browser" (the same sql.js and actions in
+headless Chromium) and "sqlite-wasm" (Node + the official SQLite WASM build, @sqlite.org/sqlite-wasm, through an
+adapter giving actions.js sql.js's API), register below and are imported only when first
 used; nothing outside this package names their classes.
 """
 
@@ -143,23 +144,33 @@ def get_engine(name: str) -> Engine:
     return factory()
 
 
-def with_build(engine: Engine, folder: Path) -> Engine:
+def with_build(engine: Engine, folder: Path, configured: bool = False) -> Engine:
     """``engine`` running the build in ``folder`` (e.g. a sql.js dist/ folder): its ``with_build(folder)``;
-    ConfigError for an engine that runs only its own build."""
-    build = getattr(engine, "with_build", None)
+    ``configured``: ``folder`` is ``[target] engine_path``, run unless the engine's own build or its variable
+    (FAILBACK_SQLJS_DIR) names one (its ``with_configured_build``). ConfigError for an engine that runs only its
+    own build."""
+    build = getattr(engine, "with_configured_build" if configured else "with_build", None)
     if build is None:
+        where = "[target]" if configured else "the profile"
         raise ConfigError(
             f"engine {engine.name} runs no other build: an engine path is for sql.js engines",
-            "remove engine_path from the profile, or probe a sql.js engine with --engine-path",
+            f"remove engine_path from {where}, or use a sql.js engine",
         )
     result: Engine = build(folder)
     return result
 
 
 def browser_twin(engine: Engine) -> Engine:
-    """The browser engine (BROWSER_ENGINE) running the same build as ``engine`` (e.g. a profile's engine_path)."""
+    """The browser engine (BROWSER_ENGINE) running the same build as ``engine`` (e.g. a profile's engine_path);
+    ConfigError for an engine the browser page cannot run (its ``browser_harness`` is False)."""
+    if not getattr(engine, "browser_harness", True):
+        raise ConfigError(
+            f"engine {engine.name} has no browser check: the browser page runs sql.js builds",
+            "verify it in Node (set [verify] browser = false), or use a sql.js profile",
+        )
     browser = get_engine(BROWSER_ENGINE)
-    folder = getattr(engine, "sqljs_dir", None)
+    build = getattr(engine, "build", None)
+    folder = build() if build else None
     return with_build(browser, folder) if folder else browser
 
 
@@ -183,7 +194,16 @@ def _sqljs_browser() -> Engine:
 
 register("sqlite", _sqlite)
 register("sqljs", _sqljs)
+
+
+def _sqlite_wasm() -> Engine:
+    from .sqljs.sqlitewasm import SqliteWasmEngine
+
+    return SqliteWasmEngine()
+
+
 register(BROWSER_ENGINE, _sqljs_browser)
+register("sqlite-wasm", _sqlite_wasm)
 
 
 def check_engine_input(path: Path) -> bool:

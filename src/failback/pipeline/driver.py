@@ -39,7 +39,7 @@ from ..journal import RunDir, RunLock, RunState, crash_point, find_run, list_run
 from ..metrics import publish_metrics
 from ..mode import mode_policy
 from ..plan.model import load_plan
-from ..profiles import engine_for
+from ..profiles import target_engine
 from ..report import write_reports
 from ..snapshot import Snapshot, SnapshotGuard
 from .steps import STEPS, Options, Progress, RunContext, make_backup
@@ -99,7 +99,7 @@ class Rollback:
         self.config_path = config_path
         self._progress: Progress = progress or (lambda *_: None)
         self.on_step: StepHook = on_step or (lambda *_: None)
-        self.engine = engine or engine_for(cfg.target.profile)
+        self.engine = engine or target_engine(cfg.target)
         self.audit = audit_log(cfg)
         self._stop: int | None = None
         self._run_id = ""

@@ -270,13 +270,20 @@ class PlanSettings:
     options: ConvertConfig | None = None
     functions: list[str] | None = None
     user_version: UserVersion | None = None
+    engine_path: Path | None = None  # [target] engine_path: the build engine_for runs
 
     @classmethod
     def of(cls, cfg: Config | None, profile: str | None = None) -> PlanSettings:
         """``profile`` (default: ``cfg``'s ``[target] profile``, else the default one) with ``cfg``'s settings."""
         if cfg is None:
             return cls(profile or cls.profile)
-        return cls(profile or cfg.target.profile, cfg.convert, cfg.app.functions, target_user_version(cfg))
+        return cls(
+            profile or cfg.target.profile,
+            cfg.convert,
+            cfg.app.functions,
+            target_user_version(cfg),
+            cfg.target.engine_path,
+        )
 
 
 def target_user_version(cfg: Config) -> UserVersion | None:
@@ -375,7 +382,7 @@ def export_database(
             raise database_error(source, err.__cause__ or err) from err
         check_refused(plan)  # before any check: a refused object could fail them for its own reason
         integrity = check_source(snap.path, source, schema, plan, repair_fts)
-        engine = (engine or engine_for(s.profile)).with_stand_ins(plan.stand_ins)
+        engine = (engine or engine_for(s.profile, s.engine_path)).with_stand_ins(plan.stand_ins)
         plan = proved_plan(plan, engine, snap.path, s.options)
         try:
             built = build_target(snap.path, tmp, plan, progress)
@@ -409,6 +416,6 @@ def verify_export(
     Problems are in the report, never raised; a ``target`` that is not a readable database is an error."""
     open_source(target).close()
     _, plan = read_plan(source, settings)
-    engine = (engine or engine_for(settings.profile)).with_stand_ins(plan.stand_ins)
+    engine = (engine or engine_for(settings.profile, settings.engine_path)).with_stand_ins(plan.stand_ins)
     plan = proved_plan(plan, engine, source, settings.options)
     return verify_conversion(target, plan, engine, source, VerifyConfig(browser=browser), level=level)

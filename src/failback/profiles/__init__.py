@@ -11,6 +11,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ValidationError
 
+from ..config import TargetConfig
 from ..engines import Engine, get_engine, with_build
 from ..errors import ConfigError
 
@@ -186,12 +187,20 @@ def probe_engine(engine: str, engine_path: Path | None = None) -> Profile:
     return probe(target, *target.identity()).model_copy(update={"engine_path": str(folder)})
 
 
-def engine_for(profile: Profile | str | Path) -> Engine:
+def target_engine(target: TargetConfig) -> Engine:
+    """The engine ``[target]`` runs in: its profile's, with its ``engine_path`` (:func:`engine_for`)."""
+    return engine_for(target.profile, target.engine_path)
+
+
+def engine_for(profile: Profile | str | Path, engine_path: Path | None = None) -> Engine:
     """The engine a capability profile (or the profile of that name or file) names in its ``engine``: where its
-    targets are proved and verified. ConfigError naming the registered engines when none has that name."""
+    targets are proved and verified. The build it runs, first found first: the profile's ``engine_path``,
+    FAILBACK_SQLJS_DIR (sql.js engines), ``engine_path`` (``[target] engine_path``), the pinned one. ConfigError
+    naming the registered engines when none has that name."""
     prof = profile if isinstance(profile, Profile) else load_profile(profile)
     try:
         engine = get_engine(prof.engine)
+        engine = with_build(engine, engine_path, configured=True) if engine_path else engine
         return with_build(engine, Path(prof.engine_path)) if prof.engine_path else engine
     except ConfigError as err:
         raise ConfigError(f"profile {prof.name}: {err.message}", err.hint) from None

@@ -2,8 +2,9 @@
 
 ``runner.js`` beside this file does the work; its header comment describes the JSON protocol. The Node
 packages are pinned in ``package.json``/``package-lock.json``; the wheel carries the files the runner loads
-(:mod:`.nodefiles`), a checkout installs them with ``make deps``. ``FAILBACK_SQLJS_DIR`` names another sql.js
-build: a folder holding ``sql-wasm.js`` and ``sql-wasm.wasm``.
+(:mod:`.nodefiles`), a checkout installs them with ``make deps``. Another sql.js build (a folder holding
+``sql-wasm.js`` and ``sql-wasm.wasm``) is run when named, first found first: the profile's ``engine_path`` (the
+build it was probed in), ``FAILBACK_SQLJS_DIR``, ``[target] engine_path``.
 """
 
 from __future__ import annotations
@@ -27,44 +28,53 @@ RUNNER = RUNNER_DIR / "runner.js"
 SQLJS_DIR_VARIABLE = "FAILBACK_SQLJS_DIR"
 
 
-def build_dir(folder: Path | None = None) -> Path | None:
-    """The sql.js build to run instead of the pinned one: ``folder``, else ``FAILBACK_SQLJS_DIR``; None: none."""
-    named = folder or os.environ.get(SQLJS_DIR_VARIABLE)
+def build_dir(folder: Path | None = None, configured: Path | None = None) -> Path | None:
+    """The sql.js build to run instead of the pinned one: ``folder``, else ``FAILBACK_SQLJS_DIR``, else
+    ``configured`` (``[target] engine_path``); None: none."""
+    named = folder or os.environ.get(SQLJS_DIR_VARIABLE) or configured
     return Path(named) if named else None
 
 
-def runner_modules(folder: Path | None = None) -> dict[str, Path]:
+def package_file(package: str) -> Path:
+    """The first file the runner loads of a pinned Node package (:data:`NODE_FILES`): the copy vendored in the
+    wheel (``vendor/<package>/``), else a checkout's ``node_modules``; EngineError when neither holds them."""
+    names = NODE_FILES[package]
+    vendored = [RUNNER_DIR / VENDOR_DIR / package / Path(name).name for name in names]
+    checkout = [RUNNER_DIR / "node_modules" / package / name for name in names]
+    files = vendored if all(f.is_file() for f in vendored) else checkout
+    if not all(f.is_file() for f in files):
+        raise EngineError(
+            f"the Node package {package} is missing: neither vendor/ nor node_modules/ beside {RUNNER} holds its files",
+            hint="reinstall failback from its wheel (it ships them); in a checkout run `make deps`; or set "
+            "FAILBACK_SQLJS_DIR to a sql.js build",
+        )
+    return files[0]
+
+
+def runner_modules(folder: Path | None = None, configured: Path | None = None) -> dict[str, Path]:
     """The file the runner loads of each Node package (sql.js: ``sql-wasm.js``, the ``.wasm`` beside it).
 
-    Looked up in order: sql.js in ``folder`` or the folder ``FAILBACK_SQLJS_DIR`` names, the copy vendored in
-    the wheel (``vendor/<package>/``), a checkout's ``node_modules``. Raises EngineError when none holds a
-    package's files.
+    Looked up in order: sql.js in the folder :func:`build_dir` gives, then :func:`package_file`. Raises
+    EngineError when none holds a package's files.
     """
     modules: dict[str, Path] = {}
-    override = build_dir(folder)
+    override = build_dir(folder, configured)
     for package, names in NODE_FILES.items():
         if package == "sql.js" and override:
             files = [Path(override, Path(name).name) for name in names]
             missing = [f.name for f in files if not f.is_file()]
             if missing:
-                named = f"engine path {override}" if folder else f"{SQLJS_DIR_VARIABLE}={override}"
+                named = f"{SQLJS_DIR_VARIABLE}={override}"
+                if override in (folder, configured):
+                    named = f"engine path {override}"
                 raise EngineError(
                     f"{named} is not a sql.js build: no {' and no '.join(missing)} in it",
                     hint="point it at a folder holding sql-wasm.js and sql-wasm.wasm (sql.js's dist/), or unset it to "
                     "use the sql.js failback ships",
                 )
+            modules[package] = files[0]
         else:
-            vendored = [RUNNER_DIR / VENDOR_DIR / package / Path(name).name for name in names]
-            checkout = [RUNNER_DIR / "node_modules" / package / name for name in names]
-            files = vendored if all(f.is_file() for f in vendored) else checkout
-            if not all(f.is_file() for f in files):
-                raise EngineError(
-                    f"the Node package {package} is missing: neither vendor/ nor node_modules/ beside {RUNNER} "
-                    "holds its files",
-                    hint="reinstall failback from its wheel (it ships them); in a checkout run `make deps`; or set "
-                    "FAILBACK_SQLJS_DIR to a sql.js build",
-                )
-        modules[package] = files[0]
+            modules[package] = package_file(package)
     return modules
 
 
@@ -80,19 +90,22 @@ class SqlJsEngine:
         legacy_functions: bool = False,
         stand_ins: Sequence[str] = (),
         sqljs_dir: Path | None = None,
+        configured_dir: Path | None = None,
     ) -> None:
         """``node``: the Node executable (name on PATH or a path); ``timeout``: seconds per run (None: no
         limit); ``legacy_functions``: load sql.js 1.x's deprecated extension functions, as an app that
         initialises sql.js with its defaults has them (they also change some native ones: ``log(x)`` is ln);
         ``stand_ins``: app functions ("name/arity") registered as the app does, each returning NULL;
         ``sqljs_dir``: a sql.js build to run (a folder with sql-wasm.js and .wasm; default: FAILBACK_SQLJS_DIR,
-        else the pinned sql.js).
+        else the pinned sql.js); ``configured_dir``: ``[target] engine_path``, the build run when neither
+        ``sqljs_dir`` nor FAILBACK_SQLJS_DIR names one.
         """
         self.node = node
         self.timeout = timeout
         self.legacy_functions = legacy_functions
         self.stand_ins = tuple(stand_ins)
         self.sqljs_dir = sqljs_dir
+        self.configured_dir = configured_dir
 
     def with_stand_ins(self, functions: Sequence[str]) -> SqlJsEngine:
         """A copy of this engine (a subclass stays one) with ``functions`` registered as stand-ins too."""
@@ -106,10 +119,24 @@ class SqlJsEngine:
         clone.sqljs_dir = Path(folder)
         return clone
 
+    def with_configured_build(self, folder: Path) -> SqlJsEngine:
+        """A copy of this engine whose ``configured_dir`` is ``folder`` (``[target] engine_path``)."""
+        clone = copy.copy(self)
+        clone.configured_dir = Path(folder)
+        return clone
+
+    def build(self) -> Path | None:
+        """The folder of the build this engine runs (:func:`build_dir`); None: the pinned one."""
+        return build_dir(self.sqljs_dir, self.configured_dir)
+
+    def modules(self) -> dict[str, Path]:
+        """The runner's ``modules``: the file it loads of each package (:func:`runner_modules`)."""
+        return runner_modules(self.sqljs_dir, self.configured_dir)
+
     def identity(self) -> tuple[str, str]:
         """("sqljs-1.16.0", "1.16.0"): the pinned sql.js package's version; for another build, its npm package's
         name and version when a package.json lies above its files (sql.js-fts5 1.4.0: "sqljs-fts5-1.4.0")."""
-        folder = build_dir(self.sqljs_dir)
+        folder = self.build()
         if folder is None:
             version = json.loads((RUNNER_DIR / "package.json").read_text())["dependencies"]["sql.js"]
             return f"{self.name}-{version}", str(version)
@@ -146,7 +173,7 @@ class SqlJsEngine:
         start = time.perf_counter()
         doc = self.job(database, actions)
         command = self._command()
-        modules = runner_modules(self.sqljs_dir)
+        modules = self.modules()
         job = json.dumps(doc | {"modules": {package: str(path) for package, path in modules.items()}})
         try:
             proc = subprocess.run(

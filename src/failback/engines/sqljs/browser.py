@@ -169,7 +169,7 @@ class SqlJsBrowserEngine(SqlJsEngine):
         files: dict[str, Path | bytes] = {
             "index.html": PAGE,
             "job.json": json.dumps(job).encode(),
-            **sqljs_files(self.sqljs_dir),
+            **sqljs_files(self.sqljs_dir, self.configured_dir),
         }
         if job["database"] is not None:
             files["database"] = Path(job["database"])
@@ -183,10 +183,11 @@ class SqlJsBrowserEngine(SqlJsEngine):
         return engine_run(doc | {"peak_rss": page.peak_tab_bytes}, start)
 
 
-def sqljs_files(folder: Path | None = None) -> dict[str, Path]:
-    """The files a page loads to run actions.js, by URL path: sql.js (its .wasm beside it; ``folder``: another
-    build's), hash-wasm's XXH3, actions.js itself (the same files the Node runner loads)."""
-    modules = runner_modules(folder)
+def sqljs_files(folder: Path | None = None, configured: Path | None = None) -> dict[str, Path]:
+    """The files a page loads to run actions.js, by URL path: sql.js (its .wasm beside it; ``folder``,
+    ``configured``: another build's, as :func:`runner_modules`), hash-wasm's XXH3, actions.js itself (the same
+    files the Node runner loads)."""
+    modules = runner_modules(folder, configured)
     sqljs = modules["sql.js"]
     return {
         "actions.js": RUNNER_DIR / "actions.js",

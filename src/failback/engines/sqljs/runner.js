@@ -2,7 +2,9 @@
 //
 // Protocol: stdin holds ONE JSON job {"database": path | null, "actions": [...], "legacy_functions": bool,
 // "stand_ins": ["name/arity", ...], "modules": {"sql.js": path of sql-wasm.js (sql-wasm.wasm beside it),
-// "hash-wasm": path of xxhash128.umd.min.js}} (the caller finds them: src/failback/engines/sqljs/__init__.py);
+// "hash-wasm": path of xxhash128.umd.min.js}} (the caller finds them: src/failback/engines/sqljs/__init__.py) —
+// or, instead of "sql.js", "sqlite-wasm": path of @sqlite.org/sqlite-wasm's dist/node.mjs, run through the
+// adapter sqlite-wasm.js (sqlitewasm.py);
 // stdout gets ONE JSON document {"ok": true, "version", "results": [...], "peak_rss": bytes} (exit 0), or
 // {"ok": false, "kind": "database" | "job", "error"} (exit 1). Nothing else is printed to stdout.
 // The actions, their results and the job's other fields: actions.js (shared with the browser page).
@@ -36,6 +38,14 @@ function finish(doc, code) {
   process.exitCode = code;
 }
 
+// sql.js's SQL object; its .wasm read here, not fetched by sql.js: older builds' loaders call fetch() on a path
+// under Node >= 18
+function sqlJs(job) {
+  const initSqlJs = require(job.modules["sql.js"]);
+  const wasmBinary = fs.readFileSync(job.modules["sql.js"].replace(/\.js$/, ".wasm"));
+  return initSqlJs({ ...loadOptions(job), wasmBinary });
+}
+
 async function main() {
   let job;
   try {
@@ -47,11 +57,8 @@ async function main() {
   if (node < 18) {
     return finish({ ok: false, kind: "job", error: `Node.js ${process.version} is too old: sql.js needs Node.js >= 18` }, 1);
   }
-  const initSqlJs = require(job.modules["sql.js"]);
   const { createXXHash128 } = require(job.modules["hash-wasm"]);
-  // the .wasm read here, not fetched by sql.js: older builds' loaders call fetch() on a path under Node >= 18
-  const wasmBinary = fs.readFileSync(job.modules["sql.js"].replace(/\.js$/, ".wasm"));
-  const SQL = await initSqlJs({ ...loadOptions(job), wasmBinary });
+  const SQL = job.modules["sqlite-wasm"] ? await require("./sqlite-wasm.js").load(job.modules["sqlite-wasm"]) : await sqlJs(job);
   const hasher = await createXXHash128();
   const bytes = job.database == null ? null : fs.readFileSync(job.database);
   const doc = runJob({ SQL, hasher, bytes, job });
