@@ -33,9 +33,11 @@ from .config import DEFAULT_NAME, DEFAULT_PROFILE, Config, ConvertConfig, load_c
 from .demo import create_demo as create_demo_app
 from .errors import BackupError
 from .files import ensure_dir, write_text
+from .fleet.demo import create_fleet
 from .fleet.journal import FleetJournal, FleetState, new_fleet
 from .fleet.manifest import FleetPlan, load_manifest, plan_fleet
 from .fleet.report import RENDERERS as FLEET_RENDERERS
+from .fleet.report import fleet_summary as summarise_fleet
 from .fleet.waves import DEFAULT_MAX_FAILURES, DEFAULT_WAVES
 from .journal import RunState, find_run, list_runs
 from .metrics import serve_metrics
@@ -612,3 +614,15 @@ def fleet_report(state: PathArg = ".failback-fleet", *, format: ReportFormat = "
     """The fleet report as Markdown, one self-contained HTML page or JSON: outcome counts per wave, a histogram of
     per-tenant seconds, the tenants not switched with their one-line errors and the command to run next."""
     return FLEET_RENDERERS[format](fleet_status(state))
+
+
+def fleet_summary(state: FleetState) -> dict[str, Any]:
+    """A fleet's state as the JSON of `fleet status --json` and the report: counts per wave, durations, the tenants
+    not switched, and ``next``: what the operator does next."""
+    return summarise_fleet(state)
+
+
+def create_demo_fleet(directory: PathArg, tenants: int, *, notes: int = 300, corrupt: int = 0) -> Path:
+    """Build a demo fleet of ``tenants`` sample apps in ``directory`` (``corrupt`` of them with a damaged source
+    database) and return its manifest (fleet.csv)."""
+    return create_fleet(Path(directory), tenants, notes=notes, corrupt=corrupt)

@@ -160,15 +160,15 @@ def _drive(start: Callable[[Listener], Any], as_json: bool) -> None:
 
 
 def _next_step(state: Any) -> str:
-    from ..fleet.report import next_step
+    from .. import api
 
-    return str(next_step(state))
+    return str(api.fleet_summary(state)["next"])
 
 
 def _render_status(state: Any, as_json: bool) -> None:
-    from ..fleet.report import fleet_summary
+    from .. import api
 
-    summary = fleet_summary(state)
+    summary = api.fleet_summary(state)
     if as_json:
         emit_json(summary)
         return
@@ -240,9 +240,9 @@ def report(state_dir: Path, fmt: str, as_json: bool) -> None:
 @handle_errors
 def demo(directory: Path, tenants: int, corrupt: int, notes: int, as_json: bool) -> None:
     """Build a demo fleet of sample apps in DIRECTORY, with its manifest fleet.csv."""
-    from ..fleet.demo import create_fleet
+    from .. import api
 
-    manifest = create_fleet(directory, tenants, notes=notes, corrupt=corrupt)
+    manifest = api.create_demo_fleet(directory, tenants, notes=notes, corrupt=corrupt)
     if as_json:
         emit_json({"manifest": str(manifest), "tenants": tenants, "corrupt": corrupt})
         return
