@@ -33,9 +33,10 @@ function peakRss() {
   return process.resourceUsage().maxRSS * 1024;
 }
 
+// exit once the result is written: a build's leftover handles (seen with sql.js-fts5: a futex wait after the
+// result) must not keep the process, and the caller waiting on it, alive
 function finish(doc, code) {
-  process.stdout.write(JSON.stringify(doc) + "\n");
-  process.exitCode = code;
+  process.stdout.write(JSON.stringify(doc) + "\n", () => process.exit(code));
 }
 
 // sql.js's SQL object; its .wasm read here, not fetched by sql.js: older builds' loaders call fetch() on a path
