@@ -216,3 +216,22 @@ def test_an_emergency_repair_pays_its_debt(tmp_path: Path, cli: Callable[..., An
     assert paid.returncode == 0, paid.stdout + paid.stderr
     checks = json.loads(paid.stdout)["checks"]
     assert [c["detail"][:12] for c in checks if c["kind"] == "search"] == ["not compared"]
+
+
+def test_rollback_of_a_source_whose_schema_no_longer_reads_is_refused_as_damaged(
+    tmp_path: Path, cli: Callable[..., Any]
+) -> None:
+    """Damage that reaches the pages the schema reader needs (an FTS table's shadow pages in a small file) stops
+    the run before quick_check could: that is the source's damage (exit 3, named for the source), not an
+    unreadable snapshot (exit 2)."""
+    import failback
+
+    failback.create_demo_fleet(tmp_path / "fleet", 1, notes=40, corrupt=1)  # the fleet demo's damaged tenant
+    (app,) = (tmp_path / "fleet" / "tenants").iterdir()
+    src, app_env, target = app / "native.sqlite", app / "app.env", app / "app-sqljs.sqlite"
+    before = file_hashes(src, app_env, target)
+    refused = cli("rollback", "--yes", "--json", cwd=app)
+    assert refused.returncode == 3, refused.stderr
+    out = json.loads(refused.stdout)
+    assert out["status"] == "refused" and out["error"].startswith(f"{src}: damaged: its page-for-page snapshot ")
+    assert file_hashes(src, app_env, target) == before

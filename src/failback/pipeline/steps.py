@@ -28,7 +28,7 @@ from ..config import Config
 from ..db.integrity import check_source
 from ..db.schema import Schema
 from ..engines import Engine
-from ..errors import BackupError, RiskRefused, VerificationFailed
+from ..errors import BackupError, NotADatabaseError, RiskRefused, SourceDamaged, VerificationFailed
 from ..files import file_xxh3, write_text
 from ..guard import Guard, SourceEvidence, schema_fingerprint
 from ..journal import RunDir, RunState, crash_point
@@ -102,7 +102,12 @@ class RunContext:
     def read_plan(self, snapshot: Path) -> None:
         """The snapshot's schema and its conversion plan for the configured target."""
         cfg = self.cfg
-        self.schema, self.plan = read_plan(snapshot, PlanSettings.of(cfg))
+        try:
+            self.schema, self.plan = read_plan(snapshot, PlanSettings.of(cfg))
+        except NotADatabaseError as err:  # the snapshot is a page-for-page copy: its damage is the source's
+            raise SourceDamaged(
+                f"{cfg.source_path}: damaged: its page-for-page snapshot {err.message.removeprefix(f'{snapshot}: ')}"
+            ) from err
 
     @property
     def app_switch(self) -> AppSwitch:
