@@ -15,6 +15,8 @@ class Action(StrEnum):
     DROP = "drop"
     SKIP = "skip"
     REFUSE = "refuse"
+    CARRY = "carry"  # down-conversion: saved in the carry-over database (the old app does not know it)
+    FILL = "fill"  # down-conversion: an old NOT NULL column the source lacks, given a [convert] fill value
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,140 @@
+"""Down-conversion to the old app's schema (convert.schema = "previous"), on real files: target + carry-over hold
+all of the source (apsw join, the target's part in sql.js), an old NOT NULL column refused then filled, dropped
+tables kept in the carry-over, and the old app's statements run on the result."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import apsw
+import pytest
+
+from failback.assess.drift import load_old_schema
+from failback.assess.statements import check_statements
+from failback.db.connect import open_source
+from failback.db.schema import read_schema
+from failback.engines import get_engine
+from failback.errors import UnsupportedSchemaError
+from failback.pipeline.downconvert import CARRY_MANIFEST, DownResult, down_convert, prove_down
+from failback.plan.down import DownPlan, FillValue, check_down, plan_down
+from failback.plan.model import Action
+
+SQLJS = get_engine("sqljs")
+OLD = """
+CREATE TABLE notes (id INTEGER PRIMARY KEY AUTOINCREMENT, title TEXT NOT NULL, body TEXT);
+CREATE TABLE tags (name TEXT PRIMARY KEY, color TEXT) WITHOUT ROWID;
+CREATE TABLE legacy (k INTEGER PRIMARY KEY, v TEXT);
+CREATE INDEX notes_on_title ON notes(title);
+CREATE VIEW titles AS SELECT id, title FROM notes;
+PRAGMA user_version = 3;
+"""
+NEW = """
+CREATE TABLE notes (id INTEGER PRIMARY KEY AUTOINCREMENT, title TEXT NOT NULL, body TEXT,
+                    pinned INTEGER NOT NULL DEFAULT 0, meta BLOB);
+CREATE TABLE tags (name TEXT PRIMARY KEY, color TEXT, rank REAL) WITHOUT ROWID;
+CREATE TABLE sync_log (seq INTEGER PRIMARY KEY, change TEXT, at REAL);
+CREATE TABLE kv (k TEXT, v);
+INSERT INTO notes(id, title, body, pinned, meta) VALUES (1, 'a', 'x', 1, x'00ff'), (5, 'b', NULL, 0, NULL),
+    (9, 'ü', 'long' , 1, 3.5);
+DELETE FROM notes WHERE id = 5;
+INSERT INTO notes(title, body) VALUES ('c', 'y');
+INSERT INTO tags VALUES ('red', '#f00', 1.5), ('blue', NULL, NULL);
+INSERT INTO sync_log VALUES (1, 'add', 1.25), (2, 'del', NULL);
+INSERT INTO kv(rowid, k, v) VALUES (7, 'a', 1), (3, 'b', x'01');
+PRAGMA user_version = 7;
+"""
+
+
+def _db(path: Path, script: str) -> Path:
+    conn = apsw.Connection(str(path))
+    conn.execute(script)
+    conn.close()
+    return path
+
+
+def _plan(source: Path, old: Path, fill: dict[str, FillValue] | None = None) -> DownPlan:
+    found = load_old_schema(None, old)
+    assert found is not None
+    conn = open_source(source)
+    try:
+        return plan_down(read_schema(conn), found[0].schema, fill)
+    finally:
+        conn.close()
+
+
+def _convert(source: Path, plan: DownPlan, tmp_path: Path) -> DownResult:
+    (tmp_path / "run").mkdir()
+    return down_convert(source, tmp_path / "target.sqlite", tmp_path / "run" / "carry-over.sqlite", plan, SQLJS)
+
+
+def test_round_trip_target_and_carry_over_hold_the_source(tmp_path: Path) -> None:
+    source, old = _db(tmp_path / "native.sqlite", NEW), _db(tmp_path / "old.sqlite", OLD)
+    plan = _plan(source, old)
+    check_down(plan)
+    actions = {(d.kind, d.name): d.action for d in plan.decisions}
+    assert actions[("column", "notes.pinned")] is Action.CARRY
+    assert actions[("column", "tags.rank")] is Action.CARRY
+    assert actions[("table", "sync_log")] is Action.CARRY
+    assert actions[("table", "legacy")] is Action.KEEP  # in the old schema only: created empty
+    result = _convert(source, plan, tmp_path)
+    assert result.ok, result.problems
+    assert {t.table for t in result.tables} == {"notes", "tags", "sync_log", "kv"}
+    assert all(t.sqljs is not None for t in result.tables if t.table in ("notes", "tags"))
+    target = apsw.Connection(str(result.target))
+    assert target.execute("PRAGMA user_version").get == 3
+    cols = [r[1] for r in target.execute("PRAGMA table_info(notes)")]
+    assert cols == ["id", "title", "body"]
+    assert target.execute("SELECT seq FROM sqlite_sequence WHERE name = 'notes'").get == 10  # the source's counter
+    assert target.execute("SELECT count(*) FROM sqlite_schema WHERE name = 'sync_log'").get == 0
+    target.close()
+    carry = apsw.Connection(str(result.carry_over))
+    manifest = {
+        r[1]: (r[0], json.loads(r[3]), json.loads(r[4])) for r in carry.execute(f"SELECT * FROM {CARRY_MANIFEST}")
+    }
+    assert manifest["notes"][1:] == (["rowid"], ["pinned", "meta"])
+    assert manifest["tags"][1:] == (["name"], ["name", "rank"])
+    name = manifest["sync_log"][0]
+    assert carry.execute(f"SELECT rowid, seq, change FROM {name} ORDER BY rowid").fetchall() == [
+        (1, 1, "add"),
+        (2, 2, "del"),
+    ]
+    carry.close()
+    # a changed byte in the carry-over is found
+    carry = apsw.Connection(str(result.carry_over))
+    carry.execute(f"UPDATE {manifest['notes'][0]} SET pinned = 0 WHERE rowid = 1")
+    carry.close()
+    checks = prove_down(source, result.target, result.carry_over, plan, SQLJS)
+    assert [t.table for t in checks if not t.ok] == ["notes"]
+
+
+def test_old_not_null_column_refused_then_filled(tmp_path: Path) -> None:
+    old = _db(tmp_path / "old.sqlite", OLD.replace("body TEXT);", "body TEXT, folder TEXT NOT NULL);"))
+    source = _db(tmp_path / "native.sqlite", NEW)
+    plan = _plan(source, old)
+    with pytest.raises(UnsupportedSchemaError, match=r"notes\.folder") as err:
+        check_down(plan)
+    assert "\n" not in str(err.value) and err.value.exit_code == 3
+    plan = _plan(source, old, {"notes.folder": "inbox"})
+    check_down(plan)
+    assert any(d.action is Action.FILL and d.name == "notes.folder" for d in plan.decisions)
+    result = _convert(source, plan, tmp_path)
+    assert result.ok, result.problems
+    conn = apsw.Connection(str(result.target))
+    assert {r[0] for r in conn.execute("SELECT folder FROM notes")} == {"inbox"}
+    conn.close()
+
+
+def test_old_statements_run_on_the_down_converted_target(tmp_path: Path) -> None:
+    source, old = _db(tmp_path / "native.sqlite", NEW), _db(tmp_path / "old.sqlite", OLD)
+    plan = _plan(source, old)
+    result = _convert(source, plan, tmp_path)
+    statements = [
+        "INSERT INTO notes(title, body) VALUES (?, ?)",
+        "SELECT id, title, body FROM notes WHERE id = ?",
+        "SELECT * FROM titles",
+        "INSERT INTO tags(name, color) VALUES (:name, :color)",
+        "SELECT v FROM legacy WHERE k = ?",
+    ]
+    outcomes = check_statements(SQLJS, result.target, statements, [])
+    assert all(o.ok for o in outcomes), [o for o in outcomes if not o.ok]
