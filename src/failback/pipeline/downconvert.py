@@ -26,9 +26,10 @@ from ..db.schema import read_schema
 from ..engines import Engine
 from ..files import publish, remove_quietly, sha256_file, tmp_name
 from ..plan.down import DownPlan, TableSplit
-from ..verify import TableCheck
+from ..verify import TableCheck, VerifyReport, target_side
 from .export import _uri
 
+CARRY_OVER = "carry-over.sqlite"  # its name in the run folder, beside the run's backup
 CARRY_MANIFEST = "failback_carry"
 CARRY_SEQUENCE = "failback_sequence"
 Statement = tuple[str, tuple[Any, ...]]
@@ -139,11 +140,16 @@ class DownResult:
 
     @property
     def problems(self) -> list[str]:
-        return [f"table {t.table}: {t.detail}" for t in self.tables if not t.ok]
+        return table_problems(self.tables)
 
     @property
     def ok(self) -> bool:
         return not self.problems
+
+
+def table_problems(tables: list[TableCheck]) -> list[str]:
+    """One line per table whose proof failed."""
+    return [f"table {t.table}: {t.detail}" for t in tables if not t.ok]
 
 
 def write_down(snapshot: Path, target: Path, carry_over: Path, plan: DownPlan) -> str:
@@ -217,6 +223,18 @@ def prove_down(snapshot: Path, target: Path, carry_over: Path, plan: DownPlan, e
         snap, tgt = src.to_json(), {**both.to_json(), "table": s.table}
         checks.append(TableCheck(s.table, snap, tgt, part, not detail, "equal" if not detail else "differs", detail))
     return checks
+
+
+def verify_down(
+    snapshot: Path, target: Path, carry_over: Path, plan: DownPlan, engine: Engine, level: str
+) -> VerifyReport:
+    """The down-converted target's verification: its integrity and foreign keys (as any target's), then
+    ``prove_down`` in place of the per-table comparison with the source."""
+    rep = VerifyReport(level)
+    target_side(rep, target, [], snapshot, level == "quick", False)
+    rep.tables = prove_down(snapshot, target, carry_over, plan, engine)
+    rep.problems += table_problems(rep.tables)
+    return rep
 
 
 def down_convert(snapshot: Path, target: Path, carry_over: Path, plan: DownPlan, engine: Engine) -> DownResult:

@@ -10,7 +10,8 @@ put it back. An old NOT NULL column without a default that the source lacks need
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from typing import Any
 
 from ..db.schema import Schema, Table, digest_spec
 from ..errors import UnsupportedSchemaError
@@ -63,6 +64,22 @@ class DownPlan:
     def carried(self) -> list[TableSplit]:
         """The splits with something in the carry-over database."""
         return [s for s in self.splits if s.carried]
+
+    def dump(self) -> dict[str, Any]:
+        """Everything in the plan, for the run directory (``load_down`` reads it back)."""
+        return {**asdict(self), "decisions": [d.to_json() for d in self.decisions]}
+
+
+def load_down(data: dict[str, Any]) -> DownPlan:
+    """A plan saved with ``DownPlan.dump``."""
+    splits = [
+        TableSplit(
+            **{**x, **{k: tuple(x[k]) for k in ("columns", "key", "kept", "carried")}},
+        )
+        for x in data["splits"]
+    ]
+    decisions = [Decision.from_json(x) for x in data["decisions"]]
+    return DownPlan(**{**data, "splits": splits, "decisions": decisions})
 
 
 def _key(src: Table, old: Table | None) -> tuple[str, ...] | None:
