@@ -5,6 +5,8 @@ tables kept in the carry-over, and the old app's statements run on the result.""
 from __future__ import annotations
 
 import json
+import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 import apsw
@@ -12,13 +14,20 @@ import pytest
 
 from failback.assess.drift import load_old_schema
 from failback.assess.statements import check_statements
+from failback.config import load_config
 from failback.db.connect import open_source
 from failback.db.schema import read_schema
 from failback.engines import get_engine
 from failback.errors import UnsupportedSchemaError
-from failback.pipeline.downconvert import CARRY_MANIFEST, DownResult, down_convert, prove_down
-from failback.plan.down import DownPlan, FillValue, check_down, plan_down
+from failback.files import sha256_file
+from failback.journal import list_runs
+from failback.pipeline.downconvert import CARRY_MANIFEST, CARRY_OVER, DownResult, down_convert, prove_down
+from failback.plan.down import DownPlan, FillValue, check_down, load_down, plan_down
 from failback.plan.model import Action
+
+from .conftest import copy_db, file_hashes
+
+Cli = Callable[..., subprocess.CompletedProcess[str]]
 
 SQLJS = get_engine("sqljs")
 OLD = """
@@ -138,3 +147,58 @@ def test_old_statements_run_on_the_down_converted_target(tmp_path: Path) -> None
     ]
     outcomes = check_statements(SQLJS, result.target, statements, [])
     assert all(o.ok for o in outcomes), [o for o in outcomes if not o.ok]
+
+
+def _stored_schema(db: Path) -> tuple[list[tuple[str, str, str]], int]:
+    conn = apsw.Connection(str(db))
+    try:
+        rows = conn.execute("SELECT type, name, sql FROM sqlite_schema ORDER BY name").fetchall()
+        return rows, conn.execute("PRAGMA user_version").get
+    finally:
+        conn.close()
+
+
+def _previous(demo: Path, extra: str = "") -> Path:
+    """The demo's failback.toml with convert.schema = "previous" (``extra``: more lines for [convert])."""
+    cfg = demo / "failback.toml"
+    cfg.write_text(cfg.read_text().replace("[convert]\n", f'[convert]\nschema = "previous"\n{extra}'))
+    return cfg
+
+
+def test_rollback_down_converts_the_demo_to_the_old_apps_schema(demo_dir: Path, cli: Cli, tmp_path: Path) -> None:
+    old_schema = _stored_schema(demo_dir / "app-sqljs.sqlite")
+    cfg = _previous(demo_dir)
+    res = cli("rollback", "-c", str(cfg), "--yes")
+    assert res.returncode == 0, res.stderr
+    assert "DATABASE_PROVIDER=sqljs" in (demo_dir / "app.env").read_text()
+    assert _stored_schema(demo_dir / "app-sqljs.sqlite") == old_schema  # the old app's schema, user_version 3
+    [run] = list_runs(load_config(cfg).state_path)
+    state, carry_over = run.load(), run.file(CARRY_OVER)
+    convert, verify = state.step("convert").result, state.step("verify").result
+    assert convert["carry_sha256"] == sha256_file(carry_over)
+    carried = {d["name"] for d in convert["down"] if d["action"] == "carry"}
+    assert carried == {"note.isSynced", "syncState", "grdb_migrations"}
+    assert verify["integrity"] == "ok" and all(t["ok"] for t in verify["tables"])
+    assert len(verify["statements"]) == 5 and all(c["ok"] for c in verify["statements"])
+    # target + carry-over == source, proven again on a copy of the source (its files stay untouched)
+    source = copy_db(demo_dir / "native.sqlite", tmp_path / "source-copy.sqlite")
+    plan = load_down(json.loads(run.file("down.json").read_text()))
+    checks = prove_down(source, demo_dir / "app-sqljs.sqlite", carry_over, plan, SQLJS)
+    assert {t.table for t in checks} >= {"note", "syncState", "grdb_migrations"} and all(t.ok for t in checks)
+
+
+def test_rollback_refuses_an_unfillable_old_not_null_column_and_switches_nothing(demo_dir: Path, cli: Cli) -> None:
+    rows, version = _stored_schema(demo_dir / "app-sqljs.sqlite")
+    folder = ("createdAt DATETIME NOT NULL)", "createdAt DATETIME NOT NULL, color TEXT NOT NULL)")
+    sql = [s.replace(*folder) for _, n, s in rows if n != "sqlite_sequence"]
+    (demo_dir / "old.sql").write_text(";\n".join(sql) + f";\nPRAGMA user_version = {version};\n")
+    cfg = _previous(demo_dir)
+    cfg.write_text(cfg.read_text().replace("[app]\n", '[app]\nschema = "old.sql"\n'))
+    before = file_hashes(demo_dir / "app.env", demo_dir / "app-sqljs.sqlite")
+    res = cli("rollback", "-c", str(cfg), "--yes")
+    assert res.returncode == 3, res.stderr
+    assert "folder.color" in res.stderr and "[convert] fill" in res.stderr
+    assert file_hashes(demo_dir / "app.env", demo_dir / "app-sqljs.sqlite") == before
+    [run] = list_runs(load_config(cfg).state_path)
+    assert not run.file(CARRY_OVER).exists()
+    assert not list(demo_dir.glob(".app-sqljs.sqlite.failback-*"))

@@ -251,7 +251,7 @@ def convert_down(ctx: RunContext) -> dict[str, Any]:
     sha = write_down(ctx.snapshot.path, ctx.tmp_target, carry_over, ctx.down)
     return {
         "bytes": ctx.tmp_target.stat().st_size,
-        "seconds": round(time.perf_counter() - started, 3),
+        "seconds": {"total": round(time.perf_counter() - started, 3)},
         "schema": "previous",
         "old_schema": old[1],
         "decisions": len(ctx.down.decisions),
