@@ -170,9 +170,9 @@ class ConvertConfig(_Section):
         alias="schema",
         description="\"previous\": down-convert to the old app's schema (the drift's old schema: [app] schema or the "
         "previous target file): every table or column the old app does not know is first saved, with its rows' "
-        "rowids (or a WITHOUT ROWID table's key), into carry-over.sqlite beside the run's backup, so roll-forward "
+        "rowids (or a WITHOUT ROWID table's key), into carry-over.sqlite in the run's folder, so roll-forward "
         'can put it back; verification proves target + carry-over hold all of the source. Default "source": the '
-        "target keeps the source's schema. Not yet applied by the rollback run's convert step (work in progress).",
+        "target keeps the source's schema.",
     )
     fill: dict[str, int | float | str] = Field(
         {},
