@@ -12,6 +12,7 @@ from pathlib import Path
 import apsw
 import pytest
 
+import failback
 from failback.assess.drift import load_old_schema
 from failback.assess.statements import check_statements
 from failback.config import load_config
@@ -180,6 +181,14 @@ def test_rollback_down_converts_the_demo_to_the_old_apps_schema(demo_dir: Path, 
     assert carried == {"note.isSynced", "syncState", "grdb_migrations"}
     assert verify["integrity"] == "ok" and all(t["ok"] for t in verify["tables"])
     assert len(verify["statements"]) == 5 and all(c["ok"] for c in verify["statements"])
+    # the carry-over is backed up in every layer, kept by retention for the done run, and shown in the report
+    stored = state.step("backup").result["carry_over"]
+    assert stored["sha256"]["raw"] == convert["carry_sha256"] and all(x["ok"] for x in stored["layers"])
+    protected = {p.id: p.reasons for p in failback.status(cfg).protected}
+    assert any("carry-over" in r and run.id in r for r in protected[stored["id"]])
+    report = run.file("report.md").read_text()
+    assert f"## Backup of the carry over: `{stored['id']}`" in report
+    assert "## Down-conversion to the old app's schema" in report and "| note.isSynced | carry |" in report
     # target + carry-over == source, proven again on a copy of the source (its files stay untouched)
     source = copy_db(demo_dir / "native.sqlite", tmp_path / "source-copy.sqlite")
     plan = load_down(json.loads(run.file("down.json").read_text()))

@@ -151,6 +151,9 @@ def step_backup(ctx: RunContext) -> dict[str, Any]:
     checked there."""
     result = ctx.backup_job.result() if ctx.backup_job is not None else make_backup(ctx)
     ctx.state.step("backup").started = ctx.backup_started_at  # when it really began, in the background
+    if ctx.down is not None:  # written by the convert step meanwhile: kept in every layer, as the source is
+        carry_over = ctx.rd.file(CARRY_OVER)
+        result["carry_over"] = _layered(ctx, carry_over, "carry-over", level=ctx.cfg.backup.zstd_level).to_json()
     return {**result, "background_seconds": round(time.perf_counter() - ctx.backup_started, 3)}
 
 
@@ -180,12 +183,18 @@ def make_backup(ctx: RunContext) -> dict[str, Any]:
     target = cfg.target_path
     crash_point("backup.source-stored")
     if target.exists():  # the file about to be replaced is backed up too
-        prev = create_backup(target, ctx.layers, label="previous-target", source=target, **kw)
-        if prev.verified_layers < need:
-            raise BackupError(f"the current target {target} could not be backed up to {need} layer(s)")
+        out["previous_target"] = _layered(ctx, target, "previous-target", **kw).to_json()
         crash_point("backup.previous-target-stored")
-        out["previous_target"] = prev.to_json()
     return out
+
+
+def _layered(ctx: RunContext, path: Path, label: str, **kw: Any) -> BackupResult:
+    """``path`` backed up (``label``) in the run's layers, each copy verified; refused below the layers required."""
+    need = ctx.cfg.backup.min_layers if ctx.mode.min_layers is None else ctx.mode.min_layers
+    made = create_backup(path, ctx.layers, label=label, source=path, **kw)
+    if made.verified_layers < need:
+        raise BackupError(f"{path} could not be backed up to {need} layer(s)")
+    return made
 
 
 # -- assess ---------------------------------------------------------------------------------------
