@@ -5,9 +5,12 @@ tables kept in the carry-over, and the old app's statements run on the result.""
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import apsw
 import pytest
@@ -15,6 +18,7 @@ import pytest
 import failback
 from failback.assess.drift import load_old_schema
 from failback.assess.statements import check_statements
+from failback.audit import AuditLog
 from failback.config import load_config
 from failback.db.connect import open_source
 from failback.db.schema import read_schema
@@ -23,6 +27,8 @@ from failback.errors import UnsupportedSchemaError
 from failback.files import sha256_file
 from failback.journal import list_runs
 from failback.pipeline.downconvert import CARRY_MANIFEST, CARRY_OVER, DownResult, down_convert, prove_down
+from failback.pipeline.driver import Rollback
+from failback.pipeline.steps import Options
 from failback.plan.down import DownPlan, FillValue, check_down, load_down, plan_down
 from failback.plan.model import Action
 
@@ -211,3 +217,29 @@ def test_rollback_refuses_an_unfillable_old_not_null_column_and_switches_nothing
     [run] = list_runs(load_config(cfg).state_path)
     assert not run.file(CARRY_OVER).exists()
     assert not list(demo_dir.glob(".app-sqljs.sqlite.failback-*"))
+
+
+@pytest.mark.parametrize("tamper", [False, True])
+def test_resume_trusts_the_carry_over_only_by_its_sha256(demo_dir: Path, tamper: bool) -> None:
+    cfg_path = _previous(demo_dir)
+    cfg = load_config(cfg_path)
+
+    def stop_after_backup(step: str, event: str, _: dict[str, Any]) -> None:
+        if step == "backup" and event == "done":
+            os.kill(os.getpid(), signal.SIGTERM)  # the run stops at the next safe point
+
+    stopped = Rollback(cfg, cfg_path, Options(yes=True), on_step=stop_after_backup).run()
+    assert stopped.exit_code == 4
+    carry_over = stopped.run_dir / CARRY_OVER
+    if tamper:
+        conn = apsw.Connection(str(carry_over))
+        conn.execute("DELETE FROM carry_0 WHERE rowid IN (SELECT rowid FROM carry_0 LIMIT 1)")
+        conn.close()
+    resumed = Rollback.resume(cfg, cfg_path)
+    assert resumed.exit_code == 0 and resumed.run_id == stopped.run_id
+    events = [r["event"] for r in AuditLog(cfg.state.audit_log).records(stopped.run_id)]
+    last = events[len(events) - 1 - events[::-1].index("run.resume") :]
+    assert ("step.convert.reused" in last) is not tamper  # a changed carry-over is written again, never trusted
+    assert resumed.results["verify"]["ok"]
+    [run] = list_runs(cfg.state_path)
+    assert sha256_file(carry_over) == run.load().step("convert").result["carry_sha256"]
