@@ -183,6 +183,8 @@ def test_rollback_down_converts_the_demo_to_the_old_apps_schema(demo_dir: Path, 
     state, carry_over = run.load(), run.file(CARRY_OVER)
     convert, verify = state.step("convert").result, state.step("verify").result
     assert convert["carry_sha256"] == sha256_file(carry_over)
+    codes = {f["code"] for f in state.step("assess").result["findings"]}
+    assert "drift-none" in codes and not any(c.startswith("drift-") and c != "drift-none" for c in codes)
     carried = {d["name"] for d in convert["down"] if d["action"] == "carry"}
     assert carried == {"note.isSynced", "syncState", "grdb_migrations"}
     assert verify["integrity"] == "ok" and all(t["ok"] for t in verify["tables"])

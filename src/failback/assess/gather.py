@@ -237,10 +237,11 @@ def old_app_schema(cfg: Config) -> tuple[AppSchema, str] | None:
 
 def schema_drift(cfg: Config, plan: Plan, profile: Profile) -> tuple[list[Drift], str]:
     """The drift of the database ``plan`` builds from the schema the old app knows, and where that schema came
-    from ("" and no drift when none is known)."""
+    from ("" and no drift when none is known; none either with convert.schema = "previous": the result takes the
+    old app's schema itself, what it lacks going to the carry-over)."""
     old = old_app_schema(cfg)
-    if old is None:
-        return [], ""
+    if old is None or cfg.convert.down_to == "previous":
+        return [], old[1] if old else ""
 
     def missing(sql: str) -> list[str]:  # neither the engine nor the old app ([app] functions) has it
         calls = sqltext.function_calls(sql)
