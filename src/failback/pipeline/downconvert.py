@@ -14,6 +14,7 @@ digest in the source.
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import astuple, dataclass
 from pathlib import Path
 from typing import Any
@@ -230,10 +231,11 @@ def verify_down(
 ) -> VerifyReport:
     """The down-converted target's verification: its integrity and foreign keys (as any target's), then
     ``prove_down`` in place of the per-table comparison with the source."""
-    rep = VerifyReport(level)
+    started, rep = time.perf_counter(), VerifyReport(level)
     target_side(rep, target, [], snapshot, level == "quick", False)
     rep.tables = prove_down(snapshot, target, carry_over, plan, engine)
     rep.problems += table_problems(rep.tables)
+    rep.seconds = round(time.perf_counter() - started, 3)
     return rep
 
 
