@@ -171,6 +171,20 @@ class ConvertConfig(_Section):
         [], description="Objects the target cannot hold that may be dropped (otherwise the run stops)."
     )
     page_size: int | None = Field(None, description="Page size of the target (default: the source's).")
+    down_to: Literal["source", "previous"] = Field(
+        "source",
+        alias="schema",
+        description="\"previous\": down-convert to the old app's schema (the drift's old schema: [app] schema or the "
+        "previous target file): every table or column the old app does not know is first saved, with its rows' "
+        "rowids (or a WITHOUT ROWID table's key), into carry-over.sqlite in the run's folder, so roll-forward "
+        'can put it back; verification proves target + carry-over hold all of the source. Default "source": the '
+        "target keeps the source's schema.",
+    )
+    fill: dict[str, int | float | str] = Field(
+        {},
+        description='With schema = "previous": "table.column" -> the value of an old NOT NULL column without a '
+        "default that the source lacks (without one, down-conversion is refused naming the column).",
+    )
 
 
 class VerifyConfig(_Section):

@@ -469,7 +469,7 @@ def verify_target(
         in_browser = (
             None if browser is None else pool.submit(browser.with_stand_ins(plan.stand_ins).run, target, job.actions)
         )
-        target_d, stored = _target_side(rep, target, view.specs, snapshot, quick, level == "deep")
+        target_d, stored = target_side(rep, target, view.specs, snapshot, quick, level == "deep")
         given = {} if quick else snapshot_digests_ or {}
         try:
             snap = {s.table: given[s.table] for s in view.specs if s.table in given}
@@ -617,7 +617,7 @@ def _first_difference(snapshot: Path, target: Path, spec: DigestSpec, engine: En
     return first_difference(mine["rows"], theirs["rows"], "snapshot", engine.name)
 
 
-def _target_side(
+def target_side(
     rep: VerifyReport, target: Path, specs: list[DigestSpec], snapshot: Path, quick: bool, deep: bool
 ) -> tuple[dict[str, TableDigest], list[Sequence[Any]] | str]:
     """The target read by apsw: its stored schema (or why it cannot be read), integrity (quick_check at level

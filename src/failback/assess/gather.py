@@ -22,7 +22,7 @@ from ..mode import STANDARD, ModePolicy
 from ..plan.model import Plan
 from ..profiles import Profile, function_declared, load_profile
 from .calibration import calibration, measure_compression
-from .drift import Drift, compare_schemas, load_old_schema, planned_app_schema
+from .drift import AppSchema, Drift, compare_schemas, load_old_schema, planned_app_schema
 from .facts import MB, DiskNeed, Facts, SideFiles, TableSize
 from .liveness import observe_sides, watch_source
 from .pending import pending_changes, run_probe
@@ -230,12 +230,18 @@ def grdb_migrations(conn: apsw.Connection, schema: Schema) -> list[str]:
     return [r[0] for r in conn.execute("SELECT identifier FROM grdb_migrations ORDER BY rowid")]
 
 
+def old_app_schema(cfg: Config) -> tuple[AppSchema, str] | None:
+    """The schema the old app knows ([app] schema, else the previous target file) and where it came from."""
+    return load_old_schema(cfg.resolve(cfg.app.old_schema) if cfg.app.old_schema else None, cfg.target_path)
+
+
 def schema_drift(cfg: Config, plan: Plan, profile: Profile) -> tuple[list[Drift], str]:
     """The drift of the database ``plan`` builds from the schema the old app knows, and where that schema came
-    from ("" and no drift when none is known)."""
-    old = load_old_schema(cfg.resolve(cfg.app.old_schema) if cfg.app.old_schema else None, cfg.target_path)
-    if old is None:
-        return [], ""
+    from ("" and no drift when none is known; none either with convert.schema = "previous": the result takes the
+    old app's schema itself, what it lacks going to the carry-over)."""
+    old = old_app_schema(cfg)
+    if old is None or cfg.convert.down_to == "previous":
+        return [], old[1] if old else ""
 
     def missing(sql: str) -> list[str]:  # neither the engine nor the old app ([app] functions) has it
         calls = sqltext.function_calls(sql)

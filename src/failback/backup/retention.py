@@ -9,6 +9,8 @@ all read it), each with its reasons:
   only until one passes;
 * every backup a resume needs: the snapshot (``source``) of a run that is ``running`` or ``interrupted``;
 * every backup an abort restores: the ``previous_target`` of a run ``failback abort`` still accepts;
+* the ``carry_over`` of a down-conversion (``convert.schema = "previous"``) that switched or still may: what the old
+  schema lacks, which roll-forward puts back;
 * every backup an unpaid verification debt is paid from.
 
 ``decide`` then applies the retention rules; a backup is kept when any rule keeps it, and every reason is
@@ -35,6 +37,7 @@ ABORTABLE = (*RESUMABLE, "failed", "source-changed", "refused")  # run statuses 
 NEEDED_BY = {  # a run's backup role → (what it is to the run, the statuses in which the run still needs it)
     "source": ("the snapshot a resume of", RESUMABLE),
     "previous_target": ("the previous target an abort of", ABORTABLE),
+    "carry_over": ("the carry-over (what the old schema lacks, for roll-forward) of", (*ABORTABLE, "done")),
 }
 
 

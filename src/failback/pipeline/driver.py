@@ -3,7 +3,8 @@ and the audit log, stops on a signal, resumes, finishes (reports) and cleans up;
 
 Resume: a run killed anywhere is continued by ``Rollback.resume``. Finished steps are reused only after their
 artifacts pass a hash check (the snapshot against its backup's SHA-256, the converted target against the XXH3
-recorded when it was built, under its temp name or already renamed into place), and a passed verification with
+recorded when it was built, under its temp name or already renamed into place; a down-conversion's carry-over
+against its SHA-256), and a passed verification with
 the bytes it passed on; anything else is redone. The switch is idempotent: it looks at what is already
 in place (config value, target hash) and does only the rest, so the app sees the complete old state or the
 complete new state at every instant. SIGINT/SIGTERM stop a run between steps (or at a progress tick) with
@@ -38,10 +39,12 @@ from ..guard import Guard
 from ..journal import RunDir, RunLock, RunState, crash_point, find_run, list_runs
 from ..metrics import publish_metrics
 from ..mode import mode_policy
+from ..plan.down import load_down
 from ..plan.model import load_plan
 from ..profiles import target_engine
 from ..report import write_reports
 from ..snapshot import Snapshot, SnapshotGuard
+from .downconvert import CARRY_OVER
 from .steps import STEPS, Options, Progress, RunContext, make_backup
 from .switch import AppSwitch, holds, temp_target, undo_switch
 
@@ -324,6 +327,10 @@ def _restore_target(ctx: RunContext) -> bool:
     ``tmp_target``: the cleanup removes that one."""
     result = ctx.state.step("convert").result
     tmp, built = Path(result.get("path", "")), result.get("xxh3")
+    carry = result.get("carry_sha256")  # a down-conversion: its carry-over is trusted by its SHA-256 only
+    carry_over = ctx.rd.file(CARRY_OVER)
+    if carry is not None and not (carry_over.is_file() and sha256_file(carry_over) == carry):
+        return False
     if holds(tmp, built):
         ctx.tmp_target = ctx.converted = tmp
     elif holds(ctx.cfg.target_path, built):
@@ -331,6 +338,8 @@ def _restore_target(ctx: RunContext) -> bool:
     else:
         return False
     ctx.plan = load_plan(json.loads(ctx.rd.file("plan.json").read_text(encoding="utf-8")))
+    if carry is not None:
+        ctx.down = load_down(json.loads(ctx.rd.file("down.json").read_text(encoding="utf-8")))
     return True
 
 

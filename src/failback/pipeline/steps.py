@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ..assess.facts import Assessment, SideFiles
-from ..assess.gather import gather
+from ..assess.gather import gather, old_app_schema
 from ..assess.liveness import observe_sides
 from ..assess.rules import evaluate, gate
 from ..assess.statements import check_statements, load_statements
@@ -28,14 +28,23 @@ from ..config import Config
 from ..db.integrity import check_source
 from ..db.schema import Schema
 from ..engines import Engine
-from ..errors import BackupError, NotADatabaseError, RiskRefused, SourceDamaged, VerificationFailed
+from ..errors import (
+    BackupError,
+    ConfigError,
+    NotADatabaseError,
+    RiskRefused,
+    SourceDamaged,
+    VerificationFailed,
+)
 from ..files import file_xxh3, write_text
 from ..guard import Guard, SourceEvidence, schema_fingerprint
 from ..journal import RunDir, RunState, crash_point
 from ..mode import ModePolicy
+from ..plan.down import DownPlan, check_down, plan_down
 from ..plan.model import Plan
 from ..snapshot import Snapshot, take_snapshot
 from .debt import record_debt
+from .downconvert import CARRY_OVER, verify_down, write_down
 from .export import PlanSettings, build_target, proved_plan, read_plan, verify_conversion
 from .postcheck import Timing, compare, load_baseline, time_in_engine
 from .switch import AppSwitch, current_provider, switch_app, temp_target
@@ -74,6 +83,7 @@ class RunContext:
     sides: SideFiles | None = None
     schema: Schema | None = None
     plan: Plan | None = None
+    down: DownPlan | None = None  # convert.schema = "previous": the down-conversion's plan
     backup: BackupResult | None = None
     assessment: Assessment | None = None
     verification: dict[str, Any] | None = None
@@ -153,6 +163,9 @@ def step_backup(ctx: RunContext) -> dict[str, Any]:
     checked there."""
     result = ctx.backup_job.result() if ctx.backup_job is not None else make_backup(ctx)
     ctx.state.step("backup").started = ctx.backup_started_at  # when it really began, in the background
+    if ctx.down is not None:  # written by the convert step meanwhile: kept in every layer, as the source is
+        carry_over = ctx.rd.file(CARRY_OVER)
+        result["carry_over"] = _layered(ctx, carry_over, "carry-over", level=ctx.cfg.backup.zstd_level).to_json()
     return {**result, "background_seconds": round(time.perf_counter() - ctx.backup_started, 3)}
 
 
@@ -182,12 +195,18 @@ def make_backup(ctx: RunContext) -> dict[str, Any]:
     target = cfg.target_path
     crash_point("backup.source-stored")
     if target.exists():  # the file about to be replaced is backed up too
-        prev = create_backup(target, ctx.layers, label="previous-target", source=target, **kw)
-        if prev.verified_layers < need:
-            raise BackupError(f"the current target {target} could not be backed up to {need} layer(s)")
+        out["previous_target"] = _layered(ctx, target, "previous-target", **kw).to_json()
         crash_point("backup.previous-target-stored")
-        out["previous_target"] = prev.to_json()
     return out
+
+
+def _layered(ctx: RunContext, path: Path, label: str, **kw: Any) -> BackupResult:
+    """``path`` backed up (``label``) in the run's layers, each copy verified; refused below the layers required."""
+    need = ctx.cfg.backup.min_layers if ctx.mode.min_layers is None else ctx.mode.min_layers
+    made = create_backup(path, ctx.layers, label=label, source=path, **kw)
+    if made.verified_layers < need:
+        raise BackupError(f"{path} could not be backed up to {need} layer(s)")
+    return made
 
 
 # -- assess ---------------------------------------------------------------------------------------
@@ -219,6 +238,8 @@ def step_assess(ctx: RunContext) -> dict[str, Any]:
 # -- convert --------------------------------------------------------------------------------------
 def step_convert(ctx: RunContext) -> dict[str, Any]:
     assert ctx.snapshot is not None and ctx.plan is not None
+    if ctx.cfg.convert.down_to == "previous":
+        return convert_down(ctx)
     ctx.plan = proved_plan(ctx.plan, ctx.target_engine, ctx.snapshot.path, ctx.cfg.convert)
     write_text(ctx.rd.file("plan.json"), json.dumps(ctx.plan.dump(), indent=2) + "\n")
     ctx.tmp_target = ctx.converted = temp_target(ctx.cfg.target_path, ctx.rd.id)
@@ -232,23 +253,59 @@ def step_convert(ctx: RunContext) -> dict[str, Any]:
     }
 
 
+def convert_down(ctx: RunContext) -> dict[str, Any]:
+    """convert.schema = "previous": the target at the old app's schema, and what it does not know in the run's
+    carry-over database (refused, before anything is written, when an old NOT NULL column has no fill value)."""
+    assert ctx.snapshot is not None and ctx.schema is not None
+    old = old_app_schema(ctx.cfg)
+    if old is None:
+        raise ConfigError(
+            'convert.schema = "previous", but the old app\'s schema is unknown (no [app] schema, no previous target)',
+            'set [app] schema to the old app\'s schema, or convert.schema = "source"',
+        )
+    ctx.down = plan_down(ctx.schema, old[0].schema, ctx.cfg.convert.fill)
+    check_down(ctx.down)
+    write_text(ctx.rd.file("down.json"), json.dumps(ctx.down.dump(), indent=2) + "\n")
+    ctx.tmp_target = ctx.converted = temp_target(ctx.cfg.target_path, ctx.rd.id)
+    carry_over = ctx.rd.file(CARRY_OVER)
+    started = time.perf_counter()
+    sha = write_down(ctx.snapshot.path, ctx.tmp_target, carry_over, ctx.down)
+    return {
+        "bytes": ctx.tmp_target.stat().st_size,
+        "seconds": {"total": round(time.perf_counter() - started, 3)},
+        "schema": "previous",
+        "old_schema": old[1],
+        "decisions": len(ctx.down.decisions),
+        "down": [d.to_json() for d in ctx.down.decisions],
+        "path": str(ctx.tmp_target),
+        "xxh3": file_xxh3(ctx.tmp_target),
+        "carry_over": str(carry_over),
+        "carry_sha256": sha,
+    }
+
+
 # -- verify ---------------------------------------------------------------------------------------
 def step_verify(ctx: RunContext) -> dict[str, Any]:
     assert ctx.snapshot is not None and ctx.plan is not None and ctx.converted is not None
     digests = ctx.backup.digests if ctx.backup else None
     repaired = ctx.state.step("assess").result.get("source_integrity", {}).get("repaired", [])
-    report = verify_conversion(
-        ctx.converted,
-        ctx.plan,
-        ctx.target_engine,
-        ctx.snapshot.path,
-        ctx.cfg.verify,
-        snapshot_digests_=digests if ctx.mode.backup_digests else None,
-        level=ctx.mode.verify_level,
-        timed=ctx.cfg.benchmark.queries,
-        runs=ctx.cfg.benchmark.runs,
-        repaired=repaired,
-    )
+    if ctx.down is not None:  # the target at the old schema: target + carry-over hold all of the source
+        carry_over = ctx.rd.file(CARRY_OVER)
+        args = (ctx.snapshot.path, ctx.converted, carry_over, ctx.down, ctx.target_engine, ctx.mode.verify_level)
+        report = verify_down(*args)
+    else:
+        report = verify_conversion(
+            ctx.converted,
+            ctx.plan,
+            ctx.target_engine,
+            ctx.snapshot.path,
+            ctx.cfg.verify,
+            snapshot_digests_=digests if ctx.mode.backup_digests else None,
+            level=ctx.mode.verify_level,
+            timed=ctx.cfg.benchmark.queries,
+            runs=ctx.cfg.benchmark.runs,
+            repaired=repaired,
+        )
     ctx.verification = result = report.to_json()
     if not report.ok:
         raise VerificationFailed(f"verification failed: {report.problems[0]}")

@@ -22,7 +22,11 @@ def step_line(name: str, r: dict[str, Any]) -> str:
             f"; FTS index of {', '.join(repaired)} repaired (--repair-fts)" if repaired else ""
         )
     if name == "convert":
-        return f"{r['bytes'] / 1e6:.1f} MB built in {r['seconds'].get('total', 0):.2f} s ({r['decisions']} decisions)"
+        line = f"{r['bytes'] / 1e6:.1f} MB built in {r['seconds'].get('total', 0):.2f} s ({r['decisions']} decisions)"
+        if "carry_over" in r:
+            carried = sum(d["action"] == "carry" for d in r["down"])
+            line += f"; at the old app's schema, {carried} carried into {Path(r['carry_over']).name}"
+        return line
     if name == "verify":
         checks = sum(c["ok"] for c in r["checks"])
         return f"{tables_summary(r['tables'], 'in snapshot/target/sql.js')}, {checks}/{len(r['checks'])} checks passed"

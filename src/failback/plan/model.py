@@ -15,6 +15,8 @@ class Action(StrEnum):
     DROP = "drop"
     SKIP = "skip"
     REFUSE = "refuse"
+    CARRY = "carry"  # down-conversion: saved in the carry-over database (the old app does not know it)
+    FILL = "fill"  # down-conversion: an old NOT NULL column the source lacks, given a [convert] fill value
 
 
 @dataclass(frozen=True)
@@ -35,6 +37,11 @@ class Decision:
             "reason": self.reason,
             "severity": self.severity,
         }
+
+    @classmethod
+    def from_json(cls, x: dict[str, str]) -> Decision:
+        """A decision saved with ``to_json``."""
+        return cls(x["kind"], x["name"], Action(x["action"]), x["reason"], x["severity"])
 
 
 @dataclass(frozen=True)
@@ -113,9 +120,7 @@ class Plan:
 def load_plan(data: dict[str, Any]) -> Plan:
     """A plan saved with ``Plan.dump``."""
     d = dict(data)
-    d["decisions"] = [
-        Decision(x["kind"], x["name"], Action(x["action"]), x["reason"], x["severity"]) for x in d["decisions"]
-    ]
+    d["decisions"] = [Decision.from_json(x) for x in d["decisions"]]
     d["copies"] = [Copy(**x) for x in d["copies"]]
     d["digests"] = [DigestSpec(x["table"], tuple(x["columns"]), x["rowid"]) for x in d["digests"]]
     d["search"] = [

@@ -57,8 +57,14 @@ def _data_from_state(rd: RunDir, state: RunState) -> dict[str, Any]:
     }
 
 
+def down_decisions(state: RunState) -> dict[str, Any] | None:
+    """The down-conversion's decisions (convert.schema = "previous"), as a plan's, or None for another run."""
+    down = state.step("convert").result.get("down")
+    return {"decisions": down} if down else None
+
+
 def backups(state: RunState, data: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
-    """(role, backup) for every backup the run made: the source, and the target it replaced."""
+    """(role, backup) for every backup the run made: the source, the target it replaced and a carry-over."""
     found = [(role, b) for role, b in state.step("backup").result.items() if isinstance(b, dict) and "id" in b]
     return found or ([("source", data["backup"])] if data.get("backup") else [])
 

@@ -10,7 +10,7 @@ from .. import __version__
 from ..db.integrity import repair_note
 from ..journal import RunState
 from ..verify import table_status
-from .data import _axis, _bytes, _checks, backups, benchmark, elapsed, source_repair, table_sizes
+from .data import _axis, _bytes, _checks, backups, benchmark, down_decisions, elapsed, source_repair, table_sizes
 from .markdown import (
     CHECK_GROUPS,
     Table,
@@ -325,6 +325,10 @@ def render_html(state: RunState, data: dict[str, Any]) -> str:
         parts.append(_section("Backups", _backups_html(state, data)))
     if plan := data.get("plan"):
         parts.append(_section(f"Conversion ({plan['profile']})", html_table(plan_table(plan), {1: "code", 2: "tag"})))
+    if down := down_decisions(state):
+        parts.append(
+            _section("Down-conversion to the old app's schema", html_table(plan_table(down), {1: "code", 2: "tag"}))
+        )
     if data.get("audit"):
         parts.append(_section("Audit events", html_table(audit_table(data["audit"]), {0: "num", 3: "code"})))
     footer = f'<p class="meta">written by failback {_e(__version__)}; the same data is in report.json</p>'

@@ -8,7 +8,7 @@ from typing import Any
 from ..db.integrity import repair_note
 from ..journal import RunState
 from ..verify import table_status
-from .data import _checks, _ms, _rows, backups, benchmark, elapsed, source_repair
+from .data import _checks, _ms, _rows, backups, benchmark, down_decisions, elapsed, source_repair
 
 # -- the tables (plain text; Markdown and HTML render the same rows) ---------------------------------
 Table = tuple[list[str], list[list[str]]]
@@ -128,6 +128,8 @@ def render_markdown(state: RunState, data: dict[str, Any]) -> str:
         lines += [*md_table(*hashes_table(b)), *md_table(*layers_table(b))]
     if plan := data.get("plan"):
         lines += ["## Conversion", "", *md_table(*plan_table(plan))]
+    if down := down_decisions(state):
+        lines += ["## Down-conversion to the old app's schema", "", *md_table(*plan_table(down))]
     if v := data.get("verification"):
         lines += [f"## Verification ({v['level']}): {'passed' if v['ok'] else 'FAILED'}", ""]
         lines += [
