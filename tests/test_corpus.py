@@ -190,7 +190,11 @@ def _bad(e: Entry) -> bool:
 
 
 DB_STEPS = [
-    Step("export", lambda n, ws: ["export", n, "out.sqlite"], may_write_on_success=("out.sqlite",)),
+    Step(
+        "export",
+        lambda n, ws: ["export", n, "out.sqlite"],
+        may_write_on_success=("out.sqlite", "out.sqlite.manifest.json"),  # the web module's manifest beside it
+    ),
     Step(
         "verify-source",
         lambda n, ws: ["verify", n, "out.sqlite" if (ws / "out.sqlite").exists() else "good.sqlite"],
@@ -208,7 +212,7 @@ DB_STEPS = [
         "rollback",
         lambda n, ws: ["rollback", "-c", "failback.toml", "--yes"],
         (*STATE, "backups"),
-        may_write_on_success=("target.sqlite", "app.env"),
+        may_write_on_success=("target.sqlite", "target.sqlite.manifest.json", "app.env"),
     ),
     # commands whose path is a folder or an output: a file, a folder that is no demo, a loop
     Step("demo", lambda n, ws: ["demo", n, "--notes", "20"], applies=lambda e: e.name in DEMO_INPUTS),
