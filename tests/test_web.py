@@ -117,6 +117,13 @@ def test_install_checks_persists_and_switches(targets: tuple[Path, Path], tmp_pa
     assert second["stored"]["previous"] == first["stored"]["current"]  # kept until the new copy was verified
     assert second["stored"]["from"] == "opfs" and second["stored"]["opfs"] == {"current": sha_b, "previous": sha_a}
     assert visit(profile, {})["stored"] == second["stored"]  # a new browser on the same profile: still there
+    restored = visit(profile, {}, "restore")
+    assert restored["restored"] == first["stored"]["current"]
+    assert restored["stored"] == second["stored"] | {
+        "current": second["stored"]["previous"],
+        "previous": second["stored"]["current"],
+        "opfs": {"current": sha_a, "previous": sha_b},
+    }
 
 
 def tampered_copy(target: Path, folder: Path) -> Path:

@@ -152,6 +152,17 @@ async function opfsRename(folder, from, to) {
   await folder.removeEntry(from);
 }
 
+// In `tx` (FILES and STATE, readwrite): `record` becomes current, the current copy previous, and the provider
+// switch follows `record`.
+async function promote(tx, record) {
+  const files = tx.objectStore(FILES);
+  const current = await request(files.get("current"));
+  if (current) files.put(current, "previous");
+  files.put(record, "current");
+  const { provider, file } = record.manifest;
+  tx.objectStore(STATE).put({ provider, sha256: record.sha256, file, switched: new Date().toISOString() }, "provider");
+}
+
 // Check `database` against `manifest`, persist it, then switch to it (see the top of this file). `store`: the
 // IndexedDB database's name; `onStage(stage)`: awaited after "checked", "stored", "reread", "switched".
 export async function installDatabase({ database, manifest, SQL, hasher, store = "failback", onStage = () => {} }) {
@@ -187,13 +198,8 @@ export async function installDatabase({ database, manifest, SQL, hasher, store =
       await opfsRename(folder, OPFS.incoming, OPFS.current);
     }
     tx = db.transaction([FILES, STATE], "readwrite", { durability: "strict" });
-    const files = tx.objectStore(FILES);
-    const current = await request(files.get("current"));
-    if (current) files.put(current, "previous");
-    files.put(incoming, "current");
-    files.delete("incoming");
-    const switched = { provider: man.provider, sha256: sum, file: man.file, switched: new Date().toISOString() };
-    tx.objectStore(STATE).put(switched, "provider");
+    await promote(tx, incoming);
+    tx.objectStore(FILES).delete("incoming");
     await committed(tx);
   } finally {
     db.close();
@@ -226,3 +232,26 @@ export const loadPrevious = ({ store = "failback" } = {}) => read(FILES, "previo
 // The provider switch: the provider the app must use ("sqljs" after a rollback), or null when never set.
 export const currentProvider = async ({ store = "failback" } = {}) =>
   (await read(STATE, "provider", store))?.provider ?? null;
+
+// Go back to the previous copy: in one IndexedDB transaction it becomes current, the current copy previous, and
+// the provider switch follows it; then OPFS's two files are swapped (until that ends, OPFS's current.sqlite is not
+// the restored SHA-256, so loadCurrent() reads IndexedDB). The restored copy, or null when there is none.
+export async function restorePrevious({ store = "failback" } = {}) {
+  const db = await openStore(store);
+  let previous;
+  try {
+    const tx = db.transaction([FILES, STATE], "readwrite", { durability: "strict" });
+    previous = await request(tx.objectStore(FILES).get("previous"));
+    if (previous) await promote(tx, previous);
+    await committed(tx);
+  } finally {
+    db.close();
+  }
+  const folder = previous && (await opfsFolder(store));
+  if (folder && (await opfsHandle(folder, OPFS.previous))) {
+    await opfsRename(folder, OPFS.previous, OPFS.incoming);
+    if (await opfsHandle(folder, OPFS.current)) await opfsRename(folder, OPFS.current, OPFS.previous);
+    await opfsRename(folder, OPFS.incoming, OPFS.current);
+  }
+  return previous || null;
+}
