@@ -1,6 +1,7 @@
 """The browser module web/failback.js in real headless Chromium, through failback's own browser harness: the
-manifest export writes, the happy path (checked, persisted in IndexedDB, switched), a tampered file refused,
-and an interrupted save that leaves the previous copy and the provider as they were."""
+manifest export writes, the happy path (checked, persisted in IndexedDB and OPFS, switched), a tampered file
+refused, an interrupted save that leaves the previous copy and the provider as they were, and a browser without
+OPFS (IndexedDB only)."""
 
 from __future__ import annotations
 
@@ -102,16 +103,27 @@ def test_install_checks_persists_and_switches(targets: tuple[Path, Path], tmp_pa
     first = visit(profile, served, install("a.sqlite"))
     assert first["ok"], first
     assert first["stages"] == ["checked", "stored", "reread", "switched"] and first["notes"] == notes(a)
+    sha_a, sha_b = manifest(a)["sha256"], manifest(b)["sha256"]
     assert first["stored"] == {
-        "current": {"sha256": manifest(a)["sha256"], "size": a.stat().st_size, "file": "a.sqlite"},
+        "current": {"sha256": sha_a, "size": a.stat().st_size, "file": "a.sqlite"},
         "previous": None,
         "provider": "sqljs",
+        "from": "opfs",  # OPFS's current.sqlite has the manifest's SHA-256
+        "opfs": {"current": sha_a, "previous": None},
     }
     second = visit(profile, served, install("b.sqlite"))
     assert second["ok"] and second["notes"] == notes(b)
-    assert second["stored"]["current"]["sha256"] == manifest(b)["sha256"]
+    assert second["stored"]["current"]["sha256"] == sha_b
     assert second["stored"]["previous"] == first["stored"]["current"]  # kept until the new copy was verified
+    assert second["stored"]["from"] == "opfs" and second["stored"]["opfs"] == {"current": sha_b, "previous": sha_a}
     assert visit(profile, {})["stored"] == second["stored"]  # a new browser on the same profile: still there
+    restored = visit(profile, {}, "restore")
+    assert restored["restored"] == first["stored"]["current"]
+    assert restored["stored"] == second["stored"] | {
+        "current": second["stored"]["previous"],
+        "previous": second["stored"]["current"],
+        "opfs": {"current": sha_a, "previous": sha_b},
+    }
 
 
 def tampered_copy(target: Path, folder: Path) -> Path:
@@ -152,6 +164,20 @@ def test_interrupted_save_keeps_the_previous_copy(targets: tuple[Path, Path], tm
     assert paused["paused"] == stage
     after = visit(profile, {})["stored"]
     assert after == before and after["current"]["file"] == "a.sqlite" and after["provider"] == "sqljs"
+    assert after["from"] == "opfs" and after["opfs"] == {"current": manifest(a)["sha256"], "previous": None}
     done = visit(profile, served, install("b.sqlite"))  # the next attempt completes
     assert done["ok"] and done["stored"]["current"]["file"] == "b.sqlite"
     assert done["stored"]["previous"] == before["current"]
+    assert done["stored"]["opfs"] == {"current": manifest(b)["sha256"], "previous": manifest(a)["sha256"]}
+
+
+def test_without_opfs_saves_to_indexeddb(targets: tuple[Path, Path], tmp_path: Path) -> None:
+    a, b = targets
+    profile = tmp_path / "profile"
+    served = {"a.sqlite": a, "b.sqlite": b}
+    first = visit(profile, served, install("a.sqlite") + "&noopfs")
+    assert first["ok"] and first["stages"] == ["checked", "stored", "reread", "switched"]
+    assert first["stored"]["current"]["sha256"] == manifest(a)["sha256"] and first["stored"]["provider"] == "sqljs"
+    assert first["stored"]["from"] == "indexeddb" and first["stored"]["opfs"] == {"current": "none", "previous": "none"}
+    # the same profile with OPFS: nothing there yet, so the copy still comes from IndexedDB
+    assert visit(profile, {})["stored"] | {"opfs": None} == first["stored"] | {"opfs": None}
