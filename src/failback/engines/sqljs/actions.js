@@ -323,11 +323,8 @@ function runJob({ SQL, hasher, bytes, job, sample }) {
   let db;
   try {
     db = new SQL.Database(bytes);
-    const one = db.prepare("SELECT 1");
-    one.step();
-    bigints = typeof one.get(null, { useBigInt: true })[0] === "bigint";
-    one.free();
-    // registered before the first read, as the app does: the schema is parsed knowing them
+    // registered before the first read (any prepare parses the schema), as the app does: the schema is parsed
+    // knowing them
     for (const entry of job.stand_ins || []) {
       const cut = entry.lastIndexOf("/");
       const standIn = () => null;
@@ -335,6 +332,10 @@ function runJob({ SQL, hasher, bytes, job, sample }) {
       db.create_function(entry.slice(0, cut), standIn);
     }
     db.exec("SELECT count(*) FROM sqlite_schema"); // the first read: fails here if not a database
+    const one = db.prepare("SELECT 1");
+    one.step();
+    bigints = typeof one.get(null, { useBigInt: true })[0] === "bigint";
+    one.free();
   } catch (e) {
     return { ok: false, kind: "database", error: `${job.database}: ${e.message}` };
   }
