@@ -62,8 +62,9 @@ def fb(demo: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.
 
 
 def tree(folder: Path) -> dict[str, str]:
-    """SHA-256 of every file under ``folder`` except failback's own journal (runs, audit log, head, locks)."""
-    skip = {".failback/runs", ".failback/audit.", ".failback/lock"}
+    """SHA-256 of every file under ``folder`` except failback's own journal (runs, audit log, head, locks) and its
+    metrics textfile, which reports every run, a refused one too."""
+    skip = {".failback/runs", ".failback/audit.", ".failback/lock", ".failback/metrics.prom"}
     return {
         str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
         for p in sorted(folder.rglob("*"))

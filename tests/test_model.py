@@ -251,8 +251,8 @@ class AppModel(RuleBasedStateMachine):
         return self.finish(start(self.demo, *args, env=env), " ".join(args), killed)
 
     def _outside_files(self) -> dict[str, str]:
-        """Hashes of every file failback must not touch: all but .failback/, backups/, the target, app.env,
-        native.sqlite-shm and hidden temp files beside the target or app.env. An empty -wal counts as none
+        """Hashes of every file failback must not touch: all but .failback/, backups/, the target and its
+        manifest, app.env, native.sqlite-shm and hidden temp files beside them. An empty -wal counts as none
         (any reader of a WAL database creates one, and SQLite reads the two alike)."""
         out = {}
         for p in self.demo.rglob("*"):
@@ -261,9 +261,17 @@ class AppModel(RuleBasedStateMachine):
                 continue
             if rel.endswith("-wal") and p.stat().st_size == 0:
                 continue
-            if rel in ("app-sqljs.sqlite", "app-sqljs.sqlite-journal", "app.env", "native.sqlite-shm"):
+            if rel in (
+                "app-sqljs.sqlite",
+                "app-sqljs.sqlite-journal",
+                "app-sqljs.sqlite.manifest.json",  # what the web module checks the target against
+                "app.env",
+                "native.sqlite-shm",
+            ):
                 continue
-            if rel.startswith((".app-sqljs.sqlite.failback-", ".app.env.failback-")):
+            if rel.startswith(
+                (".app-sqljs.sqlite.failback-", ".app-sqljs.sqlite.manifest.json.failback-", ".app.env.failback-")
+            ):
                 continue
             out[rel] = sha256(p)
         return out
