@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 from distributed import Client
+from prometheus_client.parser import text_string_to_metric_families
 
 from failback.fleet.demo import create_fleet, damaged_tenants
 from failback.fleet.journal import FleetJournal
@@ -123,6 +124,16 @@ def assert_end_state(manifest: Path, state: Path, corrupt: set[str], before: dic
 
 
 @pytest.mark.timeout(900)
+def fleet_metrics(state: Path) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """The fleet's metrics textfile, parsed by prometheus_client: (name, sorted labels) -> value."""
+    text = (state / "metrics.prom").read_text(encoding="utf-8")
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
 def test_a_wave_over_budget_halts_and_status_says_what_next(cluster: Cluster, tmp_path: Path) -> None:
     manifest = create_fleet(tmp_path / "f", 5, corrupt=2)
     before = sources(manifest)
@@ -136,6 +147,11 @@ def test_a_wave_over_budget_halts_and_status_says_what_next(cluster: Cluster, tm
     assert data["status"] == "halted" and data["counts"]["refused"] == 1 and data["counts"]["failed"] == 0
     assert "failback fleet approve --wave 2" in data["next"] and "failback fleet resume" in data["next"]
     assert {f["tenant"] for f in data["failed"]} < damaged_tenants(5, 2)
+    assert fleet_metrics(tmp_path / ".failback-fleet") == {
+        ("failback_fleet_info", (("status", "halted"),)): 1,
+        ("failback_fleet_wave", ()): 2,
+        **{("failback_fleet_tenants", (("state", k),)): v for k, v in data["counts"].items()},
+    }
     # resumed without an approval, the wave halts again before any tenant runs
     again = fleet("resume", "--scheduler", cluster.address, cwd=tmp_path)
     assert again.returncode == 2 and "fleet halted: wave 2" in again.stderr
@@ -145,6 +161,9 @@ def test_a_wave_over_budget_halts_and_status_says_what_next(cluster: Cluster, tm
     resumed = fleet("resume", "--scheduler", cluster.address, cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr
     assert_end_state(manifest, tmp_path / ".failback-fleet", damaged_tenants(5, 2), before)
+    done = fleet_metrics(tmp_path / ".failback-fleet")
+    assert done[("failback_fleet_info", (("status", "done"),))] == 1 and done[("failback_fleet_wave", ())] == 3
+    assert done[("failback_fleet_tenants", (("state", "switched"),))] == 3
     tenant_config = manifest.parent / "tenants" / "tenant-00000" / "failback.toml"
     audit = subprocess.run([sys.executable, "-m", "failback", "audit", "verify", "-c", str(tenant_config)], check=False)
     assert audit.returncode == 0

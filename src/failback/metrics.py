@@ -1,5 +1,6 @@
 """failback's own metrics, in the Prometheus text format: a textfile (for node_exporter's textfile collector)
-rewritten atomically after every run and every ``watch`` sample, and ``watch --metrics-port`` serving ``/metrics``.
+rewritten atomically after every run and every ``watch`` sample, and ``watch --metrics-port`` serving ``/metrics``;
+a fleet's textfile (``<fleet state>/metrics.prom``) rewritten after every wave.
 
 Every metric is a gauge; ``METRICS`` names them, their labels and meaning (the runbook's table is generated from
 it). The rule metrics appear in what ``watch`` writes and serves (a run outside ``watch`` has no rule states).
@@ -11,6 +12,7 @@ import contextlib
 import time
 from collections.abc import Callable, Iterator
 from datetime import datetime
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from prometheus_client.core import CollectorRegistry, GaugeMetricFamily, Metric
@@ -28,13 +30,16 @@ from .report.markdown import md_table
 
 if TYPE_CHECKING:
     from .autorollback.rules import Evaluation
+    from .fleet.journal import FleetState
 
 __all__ = [
     "METRICS",
     "RULE_STATES",
     "MetricsCollector",
     "exposition",
+    "fleet_exposition",
     "metrics_reference",
+    "publish_fleet_metrics",
     "publish_metrics",
     "serve_metrics",
 ]
@@ -59,6 +64,9 @@ METRICS: dict[str, tuple[tuple[str, ...], str]] = {  # name -> (labels, meaning)
     "failback_rule_flapping": (("rule",), "1 while the rule flips fast (triggers.flap_changes)."),
     "failback_watch_last_sample_timestamp_seconds": ((), "When the last sample was evaluated."),
     "failback_cooldown_until_timestamp_seconds": ((), "Automatic rollbacks wait until then (triggers.cooldown)."),
+    "failback_fleet_info": (("status",), "1 for a fleet's status (running, halted, awaiting-approval, done)."),
+    "failback_fleet_wave": ((), "The fleet's current wave, from 1 (its number of waves + 1 when done)."),
+    "failback_fleet_tenants": (("state",), "A fleet's tenants in each state (switched, refused, failed, lost, …)."),
 }
 
 
@@ -171,8 +179,41 @@ def serve_metrics(
 def publish_metrics(cfg: Config, evaluation: Evaluation | None = None) -> str:
     """Rewrite the metrics textfile atomically; "" or why it could not be written (never raised: metrics must not
     fail a run or a watch)."""
+    return _publish(cfg.metrics_textfile, lambda: exposition(cfg, evaluation))
+
+
+class FleetCollector:
+    """A prometheus_client collector of a fleet's metrics, from its journal's state."""
+
+    def __init__(self, state: FleetState) -> None:
+        self.state = state
+
+    def collect(self) -> Iterator[Metric]:
+        info = _family("failback_fleet_info")
+        info.add_metric([self.state.status], 1.0)
+        yield info
+        yield _gauge("failback_fleet_wave", self.state.wave + 1)
+        tenants = _family("failback_fleet_tenants")
+        for name, count in self.state.counts().items():
+            tenants.add_metric([name], float(count))
+        yield tenants
+
+
+def fleet_exposition(state: FleetState) -> str:
+    """A fleet's metrics now, in the Prometheus text format."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(FleetCollector(state))
+    return generate_latest(registry).decode("utf-8")
+
+
+def publish_fleet_metrics(path: Path, state: FleetState) -> str:
+    """Rewrite a fleet's metrics textfile atomically; "" or why it could not be written (never raised)."""
+    return _publish(path, lambda: fleet_exposition(state))
+
+
+def _publish(path: Path, text: Callable[[], str]) -> str:
     try:
-        write_text(cfg.metrics_textfile, exposition(cfg, evaluation))
+        write_text(path, text())
     except (OSError, FailbackError, ValueError) as err:
         return str(err)
     return ""

@@ -99,6 +99,11 @@ class FleetJournal:
     def audit(self) -> AuditLog:
         return AuditLog(self.root / "audit.jsonl")
 
+    @property
+    def metrics(self) -> Path:
+        """The fleet's metrics textfile, rewritten after every wave."""
+        return self.root / "metrics.prom"
+
     def exists(self) -> bool:
         return self.path.is_file()
 

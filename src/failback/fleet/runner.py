@@ -29,6 +29,7 @@ from ..backup.retention import RESUMABLE
 from ..config import load_config
 from ..errors import ConfigError, FailbackError
 from ..journal import list_runs
+from ..metrics import publish_fleet_metrics
 from ..state import StatePaths
 from .journal import TO_RUN, FleetJournal, FleetState, dispatch_marker
 from .waves import failure_budget, failure_total, over_budget
@@ -172,6 +173,7 @@ def run_fleet(
         state.status, state.reason, state.wave = "done", "", len(state.waves)
         journal.save(state)
         journal.audit.append("fleet.done", state.counts())
+        publish_fleet_metrics(journal.metrics, state)
         return state
     finally:
         journal.lock.release()
@@ -234,6 +236,7 @@ def _run_wave(journal: FleetJournal, client: Client, state: FleetState, wave: in
             unsaved = 0
     journal.save(state)
     journal.audit.append("fleet.wave.done", {"wave": wave + 1, **state.counts(wave)})
+    publish_fleet_metrics(journal.metrics, state)
     return True
 
 
@@ -243,6 +246,7 @@ def _halt(journal: FleetJournal, state: FleetState, wave: int, codes: list[int],
     state.reason = f"wave {wave + 1}: failures weigh {failure_total(codes)}, over its budget of {budget}"
     journal.save(state)
     journal.audit.append("fleet.halted", {"wave": wave + 1, "reason": state.reason, **state.counts(wave)})
+    publish_fleet_metrics(journal.metrics, state)
     return False
 
 
