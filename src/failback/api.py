@@ -10,11 +10,10 @@ written whatever the outcome. Nothing here prints.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import os
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -84,7 +83,7 @@ def _settings(
     if extra := list(allow_drop):
         base = options or ConvertConfig()
         options = base.model_copy(update={"allow_drop": [*base.allow_drop, *extra]})
-    return cfg, dataclasses.replace(s, options=options, functions=[*(s.functions or ()), *functions])
+    return cfg, replace(s, options=options, functions=[*(s.functions or ()), *functions])
 
 
 def export(
@@ -366,9 +365,13 @@ pre-authorises a high risk)."""
 class CheckResult:
     """What ``check`` evaluated: the samples taken, whether a rollback rule fired, and each evaluation."""
 
-    samples: int
     fired: bool
     evaluations: tuple[Evaluation, ...]
+
+    @property
+    def samples(self) -> int:
+        """How many samples were evaluated."""
+        return len(self.evaluations)
 
     @property
     def exit_code(self) -> int:
@@ -400,7 +403,7 @@ def check(
         evaluations.append(ev)
         if on_evaluation:
             on_evaluation(ev)
-    return CheckResult(samples, any(ev.decision.rollback_fired for ev in evaluations), tuple(evaluations))
+    return CheckResult(any(ev.decision.rollback_fired for ev in evaluations), tuple(evaluations))
 
 
 def watch(
