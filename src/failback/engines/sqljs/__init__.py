@@ -1,10 +1,10 @@
 """The target engine: real sql.js 1.16.0 (SQLite compiled to WebAssembly) run by Node on a copy of the file.
 
-``runner.js`` beside this file does the work; its header comment describes the JSON protocol. The Node
-packages are pinned in ``package.json``/``package-lock.json``; the wheel carries the files the runner loads
-(:mod:`.nodefiles`), a checkout installs them with ``make deps``. Another sql.js build (a folder holding
-``sql-wasm.js`` and ``sql-wasm.wasm``) is run when named, first found first: the profile's ``engine_path`` (the
-build it was probed in), ``FAILBACK_SQLJS_DIR``, ``[target] engine_path``.
+``runner.js`` beside this file does the work, in a Node process kept for the next run (:mod:`.session`); its
+header comment describes the JSON protocol. The Node packages are pinned in ``package.json``/``package-lock.json``;
+the wheel carries the files the runner loads (:mod:`.nodefiles`), a checkout installs them with ``make deps``.
+Another sql.js build (a folder holding ``sql-wasm.js`` and ``sql-wasm.wasm``) is run when named, first found first:
+the profile's ``engine_path`` (the build it was probed in), ``FAILBACK_SQLJS_DIR``, ``[target] engine_path``.
 """
 
 from __future__ import annotations

@@ -128,9 +128,11 @@ def _drain(proc: subprocess.Popen[bytes], tail: bytearray) -> None:
 def _read_line(fd: int, deadline: float | None) -> bytes:
     """One line from ``fd`` (b"" if it ends first); TimeoutError at ``deadline`` (a monotonic time)."""
     got = bytearray()
+    ready = select.poll()  # not select.select: a busy process's descriptors pass FD_SETSIZE
+    ready.register(fd, select.POLLIN)
     while not got.endswith(b"\n"):
-        wait = None if deadline is None else max(0.0, deadline - time.monotonic())
-        if not select.select([fd], [], [], wait)[0]:
+        wait = None if deadline is None else max(0.0, deadline - time.monotonic()) * 1000
+        if not ready.poll(wait):
             raise TimeoutError
         chunk = os.read(fd, 1 << 20)
         if not chunk:
