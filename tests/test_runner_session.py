@@ -9,6 +9,7 @@ import os
 import shutil
 import signal
 import subprocess
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import apsw
@@ -53,6 +54,19 @@ def test_runs_share_one_node_process(node: str) -> None:
     assert engine.run(None, SELECT_ONE).results[0]["ok"]
     assert SqlJsEngine(node=node).run(None, SELECT_ONE).results[0]["ok"]  # another engine, the same process
     assert pids(node) == first
+
+
+def test_threads_never_share_a_process(node: str) -> None:
+    """Runs from several threads at once: each answer is its own job's, and no more processes than threads."""
+    engine = SqlJsEngine(node=node)
+
+    def select(n: int) -> list[list[object]]:
+        return engine.run(None, [{"op": "query", "sql": f"SELECT {n}"}]).results[0]["rows"]
+
+    with ThreadPoolExecutor(4) as pool:
+        answers = list(pool.map(select, range(40)))
+    assert answers == [[[{"int": str(n)}]] for n in range(40)]
+    assert 1 <= len(pids(node)) <= 4
 
 
 def test_a_killed_node_process_is_replaced_by_the_next_run(node: str) -> None:
@@ -120,8 +134,9 @@ def test_peak_rss_is_each_jobs_own(node: str, tmp_path: Path) -> None:
     only grows)."""
     big = tmp_path / "big.sqlite"
     conn = apsw.Connection(str(big))
-    conn.execute("CREATE TABLE t(b)")
-    conn.executemany("INSERT INTO t VALUES (randomblob(10000))", [()] * 4000)
+    with conn:
+        conn.execute("CREATE TABLE t(b)")
+        conn.executemany("INSERT INTO t VALUES (randomblob(10000))", [()] * 4000)
     conn.close()
     engine = SqlJsEngine(node=node)
     large = engine.run(big, [{"op": "query", "sql": "SELECT count(*) FROM t"}])

@@ -158,8 +158,10 @@ def run_job(command: Sequence[str], job: dict[str, Any], timeout: float | None =
     key = (tuple(command), tuple(sorted(_identities(job["modules"]))), job.get("legacy_functions"))
     with _lock:
         idle = _idle.setdefault(key, [])
-        session = idle.pop() if idle else RunnerSession(command)
-        if session not in _sessions:
+        if idle:
+            session = idle.pop()
+        else:
+            session = RunnerSession(command)
             _sessions.append(session)
     try:
         return session.run(job, timeout)
