@@ -1,10 +1,10 @@
 """The target engine: real sql.js 1.16.0 (SQLite compiled to WebAssembly) run by Node on a copy of the file.
 
-``runner.js`` beside this file does the work; its header comment describes the JSON protocol. The Node
-packages are pinned in ``package.json``/``package-lock.json``; the wheel carries the files the runner loads
-(:mod:`.nodefiles`), a checkout installs them with ``make deps``. Another sql.js build (a folder holding
-``sql-wasm.js`` and ``sql-wasm.wasm``) is run when named, first found first: the profile's ``engine_path`` (the
-build it was probed in), ``FAILBACK_SQLJS_DIR``, ``[target] engine_path``.
+``runner.js`` beside this file does the work, in a Node process kept for the next run (:mod:`.session`); its
+header comment describes the JSON protocol. The Node packages are pinned in ``package.json``/``package-lock.json``;
+the wheel carries the files the runner loads (:mod:`.nodefiles`), a checkout installs them with ``make deps``.
+Another sql.js build (a folder holding ``sql-wasm.js`` and ``sql-wasm.wasm``) is run when named, first found first:
+the profile's ``engine_path`` (the build it was probed in), ``FAILBACK_SQLJS_DIR``, ``[target] engine_path``.
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ import copy
 import json
 import os
 import shutil
-import subprocess
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -22,6 +21,7 @@ from typing import Any
 from ...errors import EngineError, NodeNotFound, NotADatabaseError
 from .. import Action, EngineRun, check_engine_input
 from .nodefiles import NODE_FILES, VENDOR_DIR
+from .session import run_job
 
 RUNNER_DIR = Path(__file__).resolve().parent
 RUNNER = RUNNER_DIR / "runner.js"
@@ -79,7 +79,7 @@ def runner_modules(folder: Path | None = None, configured: Path | None = None) -
 
 
 class SqlJsEngine:
-    """Runs engine actions inside sql.js under Node (see :mod:`failback.engines`), one process per run."""
+    """Runs engine actions inside sql.js under Node (see :mod:`failback.engines`), in a kept Node process."""
 
     name: str = "sqljs"
 
@@ -148,12 +148,14 @@ class SqlJsEngine:
         return f"{self.name}-build", ""
 
     def _command(self) -> list[str]:
+        """Node (found on PATH) running runner.js, with gc() exposed (the runner frees a job's garbage before the
+        next one's peak is measured); NodeNotFound when there is no such program."""
         node = shutil.which(self.node)
         if node is None:
             raise NodeNotFound(
                 f"Node.js not found ({self.node!r} is not on PATH): the sql.js engine needs Node.js >= 18"
             )
-        return [node, str(RUNNER)]
+        return [node, "--expose-gc", str(RUNNER)]
 
     def job(self, database: Path | None, actions: list[Action]) -> dict[str, Any]:
         """The job document actions.js runs (``database`` checked loadable and resolved; runner.js's protocol)."""
@@ -169,26 +171,12 @@ class SqlJsEngine:
         }
 
     def run(self, database: Path | None, actions: list[Action]) -> EngineRun:
-        """Load ``database`` (``None``: empty) into sql.js and run ``actions``; the file is never written."""
+        """Load ``database`` (``None``: empty) into sql.js and run ``actions``; the file is never written. The job
+        runs in a Node process this Python process keeps for later runs (:mod:`.session`)."""
         start = time.perf_counter()
-        doc = self.job(database, actions)
-        command = self._command()
-        modules = self.modules()
-        job = json.dumps(doc | {"modules": {package: str(path) for package, path in modules.items()}})
-        try:
-            proc = subprocess.run(
-                command,
-                input=job,
-                capture_output=True,
-                encoding="utf-8",
-                timeout=self.timeout,
-                check=False,
-            )
-        except subprocess.TimeoutExpired:
-            raise EngineError(f"the sql.js runner did not finish within {self.timeout} s") from None
-        except OSError as err:
-            raise NodeNotFound(f"cannot start {command[0]}: {err.strerror}") from None
-        return engine_run(_output(proc), start)
+        job = self.job(database, actions)
+        job["modules"] = {package: str(path.resolve()) for package, path in self.modules().items()}
+        return engine_run(run_job(self._command(), job, self.timeout), start)
 
 
 def engine_run(doc: dict[str, Any], start: float) -> EngineRun:
@@ -205,16 +193,3 @@ def engine_run(doc: dict[str, Any], start: float) -> EngineRun:
         seconds=time.perf_counter() - start,
         peak_js_heap_bytes=doc.get("peak_js_heap"),
     )
-
-
-def _output(proc: subprocess.CompletedProcess[str]) -> dict[str, Any]:
-    """The runner's one JSON document, or an EngineError naming the exit status and stderr's last line."""
-    try:
-        doc = json.loads(proc.stdout)
-    except ValueError:
-        doc = None
-    if not isinstance(doc, dict) or (proc.returncode != 0 and doc.get("ok")):
-        lines = [line for line in proc.stderr.splitlines() if line.strip()]
-        last = lines[-1].strip() if lines else "no output"
-        raise EngineError(f"the sql.js runner failed (exit status {proc.returncode}): {last}")
-    return doc

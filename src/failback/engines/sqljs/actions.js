@@ -337,6 +337,7 @@ function runJob({ SQL, hasher, bytes, job, sample }) {
     bigints = typeof one.get(null, { useBigInt: true })[0] === "bigint";
     one.free();
   } catch (e) {
+    if (db) db.close(); // a runner's session goes on with its next job: free this one's memory
     return { ok: false, kind: "database", error: `${job.database}: ${e.message}` };
   }
   const results = job.actions.map((action) => {

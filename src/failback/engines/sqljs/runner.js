@@ -1,18 +1,25 @@
-// failback sql.js runner: runs one job inside real sql.js (SQLite compiled to WebAssembly) under Node >= 18.
+// failback sql.js runner: runs jobs inside real sql.js (SQLite compiled to WebAssembly) under Node >= 18.
 //
-// Protocol: stdin holds ONE JSON job {"database": path | null, "actions": [...], "legacy_functions": bool,
-// "stand_ins": ["name/arity", ...], "modules": {"sql.js": path of sql-wasm.js (sql-wasm.wasm beside it),
-// "hash-wasm": path of xxhash128.umd.min.js}} (the caller finds them: src/failback/engines/sqljs/__init__.py) —
-// or, instead of "sql.js", "sqlite-wasm": path of @sqlite.org/sqlite-wasm's dist/node.mjs, run through the
-// adapter sqlite-wasm.js (sqlitewasm.py);
-// stdout gets ONE JSON document {"ok": true, "version", "results": [...], "peak_rss": bytes} (exit 0), or
-// {"ok": false, "kind": "database" | "job", "error"} (exit 1). Nothing else is printed to stdout.
+// A job is the JSON {"database": path | null, "actions": [...], "legacy_functions": bool, "stand_ins":
+// ["name/arity", ...], "modules": {"sql.js": path of sql-wasm.js (sql-wasm.wasm beside it), "hash-wasm": path of
+// xxhash128.umd.min.js}} (the caller finds them: src/failback/engines/sqljs/__init__.py) — or, instead of
+// "sql.js", "sqlite-wasm": path of @sqlite.org/sqlite-wasm's dist/node.mjs, run through the adapter
+// sqlite-wasm.js (sqlitewasm.py). Its result document is {"ok": true, "version", "results": [...], "peak_rss":
+// bytes}, or {"ok": false, "kind": "database" | "job", "error"}. Nothing else is printed to stdout.
 // The actions, their results and the job's other fields: actions.js (shared with the browser page).
+//
+// One-shot (`node runner.js`): stdin holds ONE job, stdout gets its ONE document (exit 0, or 1 when not ok).
+// Session (`node --expose-gc runner.js --serve`, session.py): stdin holds newline-delimited jobs, stdout gets one
+// line per job, in order; the process exits at the end of stdin. The loaded SQL module (per distinct "modules" and
+// "legacy_functions") and the hasher are kept across jobs, each job's database is closed after it. "peak_rss" is
+// the job's own peak: on Linux the high-water mark is reset (garbage collected first, with --expose-gc) before
+// each job; where it cannot be reset it is the process's peak so far.
 "use strict";
 const fs = require("fs");
+const readline = require("readline");
 const { loadOptions, runJob } = require("./actions.js");
 
-// sql.js and emscripten print with console.log/warn: keep stdout for the one JSON document, and print each
+// sql.js and emscripten print with console.log/warn: keep stdout for the result documents, and print each
 // distinct message once (sql.js warns on every call of a legacy function).
 const printed = new Set();
 const stderr = console.error;
@@ -23,8 +30,8 @@ console.log = console.info = console.warn = console.error = (...args) => {
   stderr(text);
 };
 
-// Peak RSS of this process. Linux: VmHWM, which starts afresh at exec; maxRSS would also count the memory
-// of the (possibly large) parent process that forked us.
+// Peak RSS of this process since start or the last resetPeak(). Linux: VmHWM, which starts afresh at exec;
+// maxRSS would also count the memory of the (possibly large) parent process that forked us.
 function peakRss() {
   try {
     const m = /VmHWM:\s+(\d+) kB/.exec(fs.readFileSync("/proc/self/status", "utf8"));
@@ -33,37 +40,81 @@ function peakRss() {
   return process.resourceUsage().maxRSS * 1024;
 }
 
-// exit once the result is written: a build's leftover handles (seen with sql.js-fts5: a futex wait after the
-// result) must not keep the process, and the caller waiting on it, alive
-function finish(doc, code) {
-  process.stdout.write(JSON.stringify(doc) + "\n", () => process.exit(code));
+// The previous job's garbage freed, then VmHWM set to the current RSS ("5": Linux >= 4.0); elsewhere a no-op.
+function resetPeak() {
+  if (global.gc) global.gc();
+  try {
+    fs.writeFileSync("/proc/self/clear_refs", "5");
+  } catch {}
 }
 
 // sql.js's SQL object; its .wasm read here, not fetched by sql.js: older builds' loaders call fetch() on a path
-// under Node >= 18
+// under Node >= 18. Required afresh: a sql.js module resolves every initSqlJs() to its first one's SQL object.
 function sqlJs(job) {
-  const initSqlJs = require(job.modules["sql.js"]);
-  const wasmBinary = fs.readFileSync(job.modules["sql.js"].replace(/\.js$/, ".wasm"));
+  const file = job.modules["sql.js"];
+  delete require.cache[require.resolve(file)];
+  const initSqlJs = require(file);
+  const wasmBinary = fs.readFileSync(file.replace(/\.js$/, ".wasm"));
   return initSqlJs({ ...loadOptions(job), wasmBinary });
 }
 
-async function main() {
+// What a loader resolves to for `key`, loaded once (a failed load is tried again by the next job).
+const loaded = new Map();
+function once(key, load) {
+  if (!loaded.has(key)) {
+    const promise = load();
+    promise.catch(() => loaded.delete(key));
+    loaded.set(key, promise);
+  }
+  return loaded.get(key);
+}
+
+// The result document of one job.
+async function answer(job) {
+  const node = Number(process.versions.node.split(".")[0]);
+  if (node < 18) {
+    return { ok: false, kind: "job", error: `Node.js ${process.version} is too old: sql.js needs Node.js >= 18` };
+  }
+  const m = job.modules;
+  const hasher = await once(JSON.stringify(["hash-wasm", m["hash-wasm"]]), () => require(m["hash-wasm"]).createXXHash128());
+  const SQL = await once(JSON.stringify([m["sqlite-wasm"], m["sql.js"], job.legacy_functions === true]), () =>
+    m["sqlite-wasm"] ? require("./sqlite-wasm.js").load(m["sqlite-wasm"]) : sqlJs(job),
+  );
+  const bytes = job.database == null ? null : fs.readFileSync(job.database);
+  const doc = runJob({ SQL, hasher, bytes, job });
+  return doc.ok ? { ...doc, peak_rss: peakRss() } : doc;
+}
+
+const failed = (e) => ({ ok: false, kind: "job", error: String((e && e.stack) || e) });
+
+// exit once the result is written: a build's leftover handles (seen with sql.js-fts5: a futex wait after the
+// result) must not keep the process, and the caller waiting on it, alive
+function finish(doc) {
+  process.stdout.write(JSON.stringify(doc) + "\n", () => process.exit(doc.ok ? 0 : 1));
+}
+
+async function oneShot() {
   let job;
   try {
     job = JSON.parse(fs.readFileSync(0, "utf8"));
   } catch (e) {
-    return finish({ ok: false, kind: "job", error: "cannot read the job from stdin: " + e.message }, 1);
+    return finish({ ok: false, kind: "job", error: "cannot read the job from stdin: " + e.message });
   }
-  const node = Number(process.versions.node.split(".")[0]);
-  if (node < 18) {
-    return finish({ ok: false, kind: "job", error: `Node.js ${process.version} is too old: sql.js needs Node.js >= 18` }, 1);
-  }
-  const { createXXHash128 } = require(job.modules["hash-wasm"]);
-  const SQL = job.modules["sqlite-wasm"] ? await require("./sqlite-wasm.js").load(job.modules["sqlite-wasm"]) : await sqlJs(job);
-  const hasher = await createXXHash128();
-  const bytes = job.database == null ? null : fs.readFileSync(job.database);
-  const doc = runJob({ SQL, hasher, bytes, job });
-  finish(doc.ok ? { ...doc, peak_rss: peakRss() } : doc, doc.ok ? 0 : 1);
+  finish(await answer(job));
 }
 
-main().catch((e) => finish({ ok: false, kind: "job", error: String((e && e.stack) || e) }, 1));
+async function serve() {
+  for await (const line of readline.createInterface({ input: process.stdin, crlfDelay: Infinity })) {
+    let doc;
+    try {
+      resetPeak();
+      doc = await answer(JSON.parse(line));
+    } catch (e) {
+      doc = failed(e);
+    }
+    process.stdout.write(JSON.stringify(doc) + "\n");
+  }
+  process.exit(0);
+}
+
+(process.argv.includes("--serve") ? serve() : oneShot()).catch((e) => finish(failed(e)));

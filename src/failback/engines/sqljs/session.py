@@ -1,0 +1,200 @@
+"""Long-lived runner.js processes (``--serve``): an engine run costs a job, not a Node start and a sql.js load.
+
+A :class:`RunnerSession` owns one Node process, started on first use and again after it died; :func:`run_job`
+runs a job in an idle session of this process for the same command, Node packages (the same files, unchanged)
+and ``legacy_functions``, or in a new one. So the CLI, the API and a fleet worker each pay Node's start once per
+build, and two threads never share a pipe: each takes its own session. Sessions end at interpreter exit or with
+:func:`close_sessions`; a forked child forgets its parent's (their pipes stay the parent's).
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import os
+import select
+import subprocess
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from ...errors import EngineError, NodeNotFound
+
+SERVE = "--serve"
+STDERR_TAIL = 16384  # bytes of a job's stderr kept for the message when the process dies
+
+
+class RunnerSession:
+    """One ``runner.js --serve`` process, running one job at a time (the caller holds the session alone)."""
+
+    def __init__(self, command: Sequence[str]) -> None:
+        """``command``: Node and runner.js (and Node's options); :data:`SERVE` is added."""
+        self.command = [*command, SERVE]
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._drainer: threading.Thread | None = None
+        self._stderr = bytearray()
+
+    @property
+    def pid(self) -> int | None:
+        """The Node process's id while it runs; None before the first job and after it stopped."""
+        return self._proc.pid if self._proc and self._proc.poll() is None else None
+
+    def run(self, job: dict[str, Any], timeout: float | None = None) -> dict[str, Any]:
+        """The result document of ``job`` (runner.js's protocol), run within ``timeout`` seconds (None: no limit).
+
+        Starts the process if it is not running. EngineError when the process dies, answers what is not a
+        document or runs out of time; the process is then stopped, the next job starts a new one."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        proc = self._proc
+        if proc is None or proc.poll() is not None:
+            proc = self._start()
+        assert proc.stdin and proc.stdout
+        self._stderr.clear()  # what the process prints from now on is this job's
+        try:
+            view = memoryview(json.dumps(job).encode() + b"\n")
+            while view:
+                view = view[os.write(proc.stdin.fileno(), view) :]
+            answer = _read_line(proc.stdout.fileno(), deadline)
+        except BrokenPipeError:
+            answer = b""
+        except TimeoutError:
+            self.close()
+            raise EngineError(f"the sql.js runner did not finish within {timeout} s") from None
+        except BaseException:  # e.g. KeyboardInterrupt: the job's answer would be read as the next job's
+            self.close()
+            raise
+        try:
+            doc = json.loads(answer) if answer else None
+        except ValueError:
+            doc = None
+        if not isinstance(doc, dict):
+            self.close()
+            raise EngineError(f"the sql.js runner failed (exit status {proc.returncode}): {self._last_words()}")
+        return doc
+
+    def close(self) -> None:
+        """Stop the process (it holds nothing to save: the engine never writes a file); its stderr is read to
+        the end first."""
+        proc, self._proc = self._proc, None
+        if proc is None:
+            return
+        proc.kill()
+        proc.wait()
+        if self._drainer:
+            self._drainer.join()
+        for pipe in (proc.stdin, proc.stdout, proc.stderr):
+            if pipe:
+                pipe.close()
+
+    def _start(self) -> subprocess.Popen[bytes]:
+        self.close()
+        try:
+            proc = subprocess.Popen(
+                self.command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, bufsize=0
+            )
+        except OSError as err:
+            raise NodeNotFound(f"cannot start {self.command[0]}: {err.strerror}") from None
+        self._proc, self._stderr = proc, bytearray()
+        self._drainer = threading.Thread(target=_drain, args=(proc, self._stderr), name="failback-sqljs", daemon=True)
+        self._drainer.start()
+        return proc
+
+    def _last_words(self) -> str:
+        """The first line the dead process wrote to stderr during the job naming an error ("FATAL ERROR: …",
+        "TypeError: …": a stack trace follows), else its last line, else "no output"."""
+        lines = [line.strip() for line in self._stderr.decode(errors="replace").splitlines() if line.strip()]
+        errors = [line for line in lines if "Error" in line or "ERROR" in line]
+        return errors[0] if errors else lines[-1] if lines else "no output"
+
+    def forget(self) -> None:
+        """Drop the process without stopping it (a forked child's copy of its parent's session): the child's
+        copies of the pipes are closed, nothing is written to them."""
+        proc, self._proc, self._drainer = self._proc, None, None
+        for pipe in (proc.stdin, proc.stdout, proc.stderr) if proc else ():
+            if pipe:
+                pipe.close()
+
+
+def _drain(proc: subprocess.Popen[bytes], tail: bytearray) -> None:
+    """Read ``proc``'s stderr until it ends, keeping its last STDERR_TAIL bytes in ``tail``."""
+    assert proc.stderr
+    while chunk := proc.stderr.read(65536):
+        tail += chunk
+        del tail[:-STDERR_TAIL]
+
+
+def _read_line(fd: int, deadline: float | None) -> bytes:
+    """One line from ``fd`` (b"" if it ends first); TimeoutError at ``deadline`` (a monotonic time)."""
+    got = bytearray()
+    ready = select.poll()  # not select.select: a busy process's descriptors pass FD_SETSIZE
+    ready.register(fd, select.POLLIN)
+    while not got.endswith(b"\n"):
+        wait = None if deadline is None else max(0.0, deadline - time.monotonic()) * 1000
+        if not ready.poll(wait):
+            raise TimeoutError
+        chunk = os.read(fd, 1 << 20)
+        if not chunk:
+            return b""
+        got += chunk
+    return bytes(got)
+
+
+_lock = threading.Lock()
+_idle: dict[tuple[Any, ...], list[RunnerSession]] = {}
+_sessions: list[RunnerSession] = []
+
+
+def sessions() -> list[RunnerSession]:
+    """Every session this process started, idle or running a job."""
+    return list(_sessions)
+
+
+def run_job(command: Sequence[str], job: dict[str, Any], timeout: float | None = None) -> dict[str, Any]:
+    """The result document of ``job`` run by ``command`` (Node and runner.js) in an idle session of this process
+    for the same Node packages (their files unchanged since it loaded them) and ``legacy_functions``, else in a new
+    one; see :meth:`RunnerSession.run`."""
+    key = (tuple(command), tuple(sorted(_identities(job["modules"]))), job.get("legacy_functions"))
+    with _lock:
+        idle = _idle.setdefault(key, [])
+        if idle:
+            session = idle.pop()
+        else:
+            session = RunnerSession(command)
+            _sessions.append(session)
+    try:
+        return session.run(job, timeout)
+    finally:
+        with _lock:
+            _idle.setdefault(key, []).append(session)
+
+
+def _identities(modules: dict[str, str]) -> Iterator[tuple[str, int, int, int]]:
+    """What changes when a module's file is replaced or rewritten (path, inode, size, modification time), and its
+    ``.wasm`` beside it (sql.js's sql-wasm.wasm) when there is one."""
+    for path in map(Path, modules.values()):
+        wasm = path.with_suffix(".wasm")
+        for file in (path, wasm) if wasm.is_file() else (path,):
+            st = file.stat()
+            yield str(file), st.st_ino, st.st_size, st.st_mtime_ns
+
+
+def close_sessions() -> None:
+    """Stop every session's process (a session used again starts a new one)."""
+    for session in sessions():
+        session.close()
+
+
+def _forget_in_child() -> None:
+    """In a forked child: forget the parent's sessions (and a lock another thread may have held at the fork)."""
+    global _lock
+    _lock = threading.Lock()
+    for session in _sessions:
+        session.forget()
+    _idle.clear()
+    _sessions.clear()
+
+
+atexit.register(close_sessions)
+os.register_at_fork(after_in_child=_forget_in_child)

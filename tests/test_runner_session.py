@@ -1,0 +1,173 @@
+"""The kept sql.js runner (engines/sqljs/session.py, runner.js --serve): real Node, real sql.js, real databases.
+
+Each test runs Node through its own link in tmp_path, so its engine runs get sessions of their own."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import apsw
+import pytest
+
+from failback import api
+from failback.engines.sqljs import RUNNER, SqlJsEngine
+from failback.engines.sqljs.session import RunnerSession, close_sessions, sessions
+from failback.errors import EngineError
+
+from .conftest import digest_specs_of
+
+SELECT_ONE = [{"op": "query", "sql": "SELECT 1"}]
+ENDLESS = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT count(*) FROM c"
+
+
+@pytest.fixture
+def node(tmp_path: Path) -> str:
+    """Node, through a link of this test's own: sessions are kept per command, so none is shared with others."""
+    link = tmp_path / "node"
+    link.symlink_to(shutil.which("node") or "node")
+    return str(link)
+
+
+def pids(node: str) -> list[int | None]:
+    """The Node process of each session started for ``node``."""
+    return [s.pid for s in sessions() if s.command[0] == node]
+
+
+def dead(pid: int) -> bool:
+    """Wait until the child ``pid`` has exited, leaving it to be reaped by its Popen; True."""
+    os.waitid(os.P_PID, pid, os.WEXITED | os.WNOWAIT)
+    return True
+
+
+def test_runs_share_one_node_process(node: str) -> None:
+    engine = SqlJsEngine(node=node)
+    assert pids(node) == []
+    assert engine.run(None, SELECT_ONE).results[0]["rows"] == [[{"int": "1"}]]
+    first = pids(node)
+    assert len(first) == 1 and first[0] is not None
+    assert engine.run(None, SELECT_ONE).results[0]["ok"]
+    assert SqlJsEngine(node=node).run(None, SELECT_ONE).results[0]["ok"]  # another engine, the same process
+    assert pids(node) == first
+
+
+def test_threads_never_share_a_process(node: str) -> None:
+    """Runs from several threads at once: each answer is its own job's, and no more processes than threads."""
+    engine = SqlJsEngine(node=node)
+
+    def select(n: int) -> list[list[object]]:
+        return engine.run(None, [{"op": "query", "sql": f"SELECT {n}"}]).results[0]["rows"]
+
+    with ThreadPoolExecutor(4) as pool:
+        answers = list(pool.map(select, range(40)))
+    assert answers == [[[{"int": str(n)}]] for n in range(40)]
+    assert 1 <= len(pids(node)) <= 4
+
+
+def test_a_killed_node_process_is_replaced_by_the_next_run(node: str) -> None:
+    engine = SqlJsEngine(node=node)
+    engine.run(None, SELECT_ONE)
+    [pid] = pids(node)
+    assert pid is not None
+    os.kill(pid, signal.SIGKILL)
+    assert dead(pid) and pids(node) == [None]
+    assert engine.run(None, SELECT_ONE).results[0]["rows"] == [[{"int": "1"}]]
+    [new] = pids(node)
+    assert new not in (None, pid)
+
+
+def test_a_job_that_kills_node_fails_alone(node: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Node dies of its heap limit during a job: that job's EngineError names the exit status and Node's last
+    words; the next job runs in a new process."""
+    monkeypatch.setenv("NODE_OPTIONS", "--max-old-space-size=32")
+    engine = SqlJsEngine(node=node)
+    engine.run(None, SELECT_ONE)
+    [pid] = pids(node)
+    too_big = f"{ENDLESS.replace('count(*)', 'x, randomblob(100)')} LIMIT 100000000"
+    with pytest.raises(EngineError, match=r"the sql\.js runner failed \(exit status -?\d+\): FATAL ERROR: .* heap"):
+        engine.run(None, [{"op": "query", "sql": too_big}])
+    assert pids(node) == [None]
+    assert engine.run(None, SELECT_ONE).results[0]["ok"]
+    assert pids(node)[0] not in (None, pid)
+
+
+def test_a_timeout_stops_the_process_and_the_next_run_starts_one(node: str) -> None:
+    SqlJsEngine(node=node).run(None, SELECT_ONE)
+    [pid] = pids(node)
+    with pytest.raises(EngineError, match="did not finish within 1 s"):
+        SqlJsEngine(node=node, timeout=1).run(None, [{"op": "query", "sql": ENDLESS}])
+    assert pids(node) == [None]
+    assert SqlJsEngine(node=node).run(None, SELECT_ONE).results[0]["ok"]
+    assert pids(node)[0] not in (None, pid)
+
+
+def test_a_session_answers_as_the_one_shot_runner(node: str, native_db: Path, tmp_path: Path) -> None:
+    """The same job, digests and a failing action, run once by `node runner.js` and twice in a session: the same
+    document but for peak_rss."""
+    target = tmp_path / "target.sqlite"
+    api.export(native_db, target)
+    engine = SqlJsEngine(node=node)
+    specs = [s.to_json() for s in digest_specs_of(target)]
+    actions = [{"op": "digest", "tables": specs}, {"op": "query", "sql": "SELECT nope"}]
+    job = engine.job(target, actions) | {"modules": {k: str(v) for k, v in engine.modules().items()}}
+    proc = subprocess.run([node, str(RUNNER)], input=json.dumps(job), capture_output=True, text=True, check=True)
+    one_shot = json.loads(proc.stdout)
+    session = RunnerSession([node, "--expose-gc", str(RUNNER)])
+    try:
+        answers = [session.run(job), session.run(job)]
+    finally:
+        session.close()
+    assert one_shot["ok"] and len(one_shot["results"][0]["tables"]) == len(specs)
+    assert one_shot["results"][1] == {"ok": False, "error": "no such column: nope"}
+    for doc in (one_shot, *answers):
+        assert doc.pop("peak_rss") > 0
+    assert answers == [one_shot, one_shot]
+
+
+def test_peak_rss_is_each_jobs_own(node: str, tmp_path: Path) -> None:
+    """A small job after a big one reports a smaller peak: the high-water mark is reset before each job (else it
+    only grows)."""
+    big = tmp_path / "big.sqlite"
+    conn = apsw.Connection(str(big))
+    with conn:
+        conn.execute("CREATE TABLE t(b)")
+        conn.executemany("INSERT INTO t VALUES (randomblob(10000))", [()] * 4000)
+    conn.close()
+    engine = SqlJsEngine(node=node)
+    large = engine.run(big, [{"op": "query", "sql": "SELECT count(*) FROM t"}])
+    small = engine.run(None, SELECT_ONE)
+    assert large.peak_rss_bytes and small.peak_rss_bytes
+    assert small.peak_rss_bytes < large.peak_rss_bytes
+    assert len(pids(node)) == 1
+
+
+def test_a_forked_child_starts_its_own_process(node: str) -> None:
+    """After a fork the child runs jobs in a Node process of its own; the parent's keeps serving the parent."""
+    engine = SqlJsEngine(node=node)
+    engine.run(None, SELECT_ONE)
+    [parent] = pids(node)
+    child = os.fork()
+    if child == 0:  # the child: exit status 0 only if it ran the job in a new process
+        code = 1
+        try:
+            fresh = pids(node) == [] and engine.run(None, SELECT_ONE).results[0]["ok"]
+            code = 0 if fresh and pids(node)[0] not in (None, parent) else 1
+            close_sessions()
+        finally:
+            os._exit(code)
+    assert os.waitpid(child, 0)[1] == 0
+    assert engine.run(None, SELECT_ONE).results[0]["ok"] and pids(node) == [parent]
+
+
+def test_close_sessions_stops_every_process(node: str) -> None:
+    engine = SqlJsEngine(node=node)
+    engine.run(None, SELECT_ONE)
+    [pid] = pids(node)
+    close_sessions()
+    assert pids(node) == [None]
+    assert engine.run(None, SELECT_ONE).results[0]["ok"] and pids(node)[0] not in (None, pid)
