@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import time
 from collections.abc import Collection, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -341,6 +342,9 @@ def snapshot_digests(snapshot: Path, specs: list[DigestSpec], quick: bool = Fals
         conn.close()
 
 
+_NOT_ALNUM = re.compile(r"[\W_]+")
+
+
 def search_terms(snapshot: Path, pairs: list[SearchPair], n: int) -> list[str]:
     """Up to ``n`` plain words drawn, deterministically, from the first indexed column of the first FTS table."""
     if not pairs or not pairs[0].columns or n <= 0:
@@ -352,7 +356,7 @@ def search_terms(snapshot: Path, pairs: list[SearchPair], n: int) -> list[str]:
         sql = f"SELECT {quote(pair.columns[-1])} FROM {quote(pair.source)} ORDER BY rowid LIMIT 200"
         for (text,) in conn.execute(sql):
             for w in str(text or "").split():
-                w = "".join(ch for ch in w if ch.isalnum()).lower()
+                w = _NOT_ALNUM.sub("", w).lower()
                 if len(w) >= 4 and w.isascii():
                     seen.setdefault(w)
     except apsw.Error:
