@@ -708,6 +708,17 @@ def test_the_calibration_is_cached_per_machine_and_settings(calibration_file: Pa
     assert calibration(other, measure=False) is None
 
 
+def test_a_process_measures_the_calibration_once(calibration_file: Path, tmp_path: Path) -> None:
+    """A fleet worker's tenants each have a state folder: the second gets this process's measurement, cached."""
+    cfg = Config.model_validate({"source": {"path": "n"}, "target": {"path": "t"}, "app": {"config": "a"}})
+    cfg.base = tmp_path
+    cal = calibration(cfg, measure=True)
+    measured = json.loads(calibration_file.read_text())
+    assert cal is not None and cal.seconds == measured["seconds"] and cal.mb_per_s == measured["mb_per_s"]
+    assert json.loads(cfg.state.calibration.read_text()) == measured
+    assert not list(cfg.state_path.glob(".calibrate-*"))
+
+
 # -- the CLI: report, exit codes, gates ---------------------------------------------------------------
 def test_assess_command_on_a_quiet_app(tmp_path: Path, make_app: Callable[..., Path], cli: Cli) -> None:
     cfg_path = make_app(

@@ -123,7 +123,6 @@ def assert_end_state(manifest: Path, state: Path, corrupt: set[str], before: dic
             assert "DATABASE_PROVIDER=sqljs" in app_env
 
 
-@pytest.mark.timeout(900)
 def fleet_metrics(state: Path) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     """The fleet's metrics textfile, parsed by prometheus_client: (name, sorted labels) -> value."""
     text = (state / "metrics.prom").read_text(encoding="utf-8")
@@ -246,3 +245,32 @@ def test_pause_between_waits_for_approve(cluster: Cluster, tmp_path: Path) -> No
     resumed = fleet("resume", "--scheduler", cluster.address, cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr
     assert_end_state(manifest, tmp_path / ".failback-fleet", set(), sources(manifest))
+
+
+def template_fleet(root: Path, tenants: int) -> Path:
+    """A demo fleet whose tenants share ONE config, failback.template.toml with {tenant} placeholders (their own
+    failback.toml removed), named by fleet.toml with a glob over the tenants' databases."""
+    create_fleet(root, tenants)
+    text = (root / "tenants" / "tenant-00000" / "failback.toml").read_text()
+    for name in ("native.sqlite", "app-sqljs.sqlite", "app.env", "backups/primary", "backups/mirror"):
+        text = text.replace(f'"{name}"', f'"tenants/{{tenant}}/{name}"')
+    (root / "failback.template.toml").write_text('state_dir = "tenants/{tenant}/.failback"\n' + text)
+    for config in root.glob("tenants/*/failback.toml"):
+        config.unlink()
+    manifest = root / "fleet.toml"
+    manifest.write_text('config = "failback.template.toml"\nmatch = "tenants/{tenant}/native.sqlite"\n')
+    return manifest
+
+
+def test_one_template_config_rolls_every_tenant_back(cluster: Cluster, tmp_path: Path) -> None:
+    manifest = template_fleet(tmp_path / "fleet", 3)
+    plan = fleet("plan", "fleet.toml", "--json", cwd=manifest.parent)
+    assert plan.returncode == 0 and json.loads(plan.stdout) == {"ok": True, "tenants": 3, "problems": []}, plan
+    res = fleet("run", "fleet.toml", "--yes", "--waves", "1,100%", "--scheduler", cluster.address, cwd=manifest.parent)
+    assert res.returncode == 0, res.stderr
+    journal = FleetJournal(manifest.parent / ".failback-fleet").load()
+    assert journal.status == "done" and journal.counts()["switched"] == 3, journal.counts()
+    for folder in sorted((manifest.parent / "tenants").iterdir()):
+        runs = [rd.load() for rd in list_runs(folder / ".failback")]
+        assert [r.status for r in runs] == ["done"] and runs[0].config.endswith("failback.template.toml")
+        assert "DATABASE_PROVIDER=sqljs" in (folder / "app.env").read_text()

@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from failback.config import load_config
 from failback.errors import ConfigError
 from failback.fleet.demo import create_fleet
 from failback.fleet.manifest import Tenant, load_manifest, plan_fleet
@@ -55,6 +56,53 @@ def test_csv_jsonl_and_toml_manifests_name_the_same_tenants(tmp_path: Path) -> N
         assert load_manifest(tmp_path / name) == expected, name
 
 
+TEMPLATE_TOML = """\
+state_dir = "tenants/{tenant}/.failback"
+[source]
+path = "tenants/{tenant}/native.sqlite"
+[target]
+path = "tenants/{tenant}/app.sqlite"
+[app]
+config = "tenants/{tenant}/app.env"
+[backup]
+dir = "%s"
+"""
+
+
+def test_one_template_config_serves_every_tenant(tmp_path: Path) -> None:
+    """config = a failback.toml with {tenant} placeholders, the tenants listed or matched by a glob."""
+    for name in ("a", "b"):
+        tenant(tmp_path / "tenants", name)
+    template = tmp_path / "failback.template.toml"
+    template.write_text(TEMPLATE_TOML % "backups/{tenant}")
+    (tmp_path / "list.toml").write_text('config = "failback.template.toml"\ntenants = ["a", "b"]\n')
+    (tmp_path / "glob.toml").write_text('config = "failback.template.toml"\nmatch = "tenants/{tenant}/app.env"\n')
+    expected = [Tenant(t, tmp_path.resolve() / "failback.template.toml") for t in "ab"]
+    for name in ("list.toml", "glob.toml"):
+        tenants = load_manifest(tmp_path / name)
+        assert tenants == expected, name
+        assert plan_fleet(tenants).ok
+    cfg = load_config(template, "b")
+    assert cfg.source_path == tmp_path / "tenants" / "b" / "native.sqlite" and cfg.file == template
+    assert cfg.state_path == tmp_path / "tenants" / "b" / ".failback"
+    with pytest.raises(ConfigError, match="a fleet template") as e:
+        load_config(template)  # one app's command given the template: no tenant to put in
+    assert "failback fleet" in e.value.hint
+
+
+def test_a_template_sharing_a_folder_between_tenants_fails_the_plan(tmp_path: Path) -> None:
+    for name in ("a", "b"):
+        tenant(tmp_path / "tenants", name)
+    (tmp_path / "t.toml").write_text(TEMPLATE_TOML % "backups")  # one backup folder for every tenant
+    (tmp_path / "f.toml").write_text('config = "t.toml"\ntenants = ["a", "b"]\n')
+    plan = plan_fleet(load_manifest(tmp_path / "f.toml"))
+    shared = (tmp_path / "backups").resolve()
+    assert [c.problems for c in plan.problems] == [
+        [f"backup folder {shared} is also the backup folder of tenant b"],
+        [f"backup folder {shared} is also the backup folder of tenant a"],
+    ]
+
+
 @pytest.mark.parametrize(
     ("name", "text", "says"),
     [
@@ -64,7 +112,10 @@ def test_csv_jsonl_and_toml_manifests_name_the_same_tenants(tmp_path: Path) -> N
         ("f.csv", "tenant,config\na,\n", "config must be a path"),
         ("f.jsonl", '{"tenant": "a", "config": "x"}\n{"tenant": "b"\n', "line 2: not valid JSON"),
         ("f.jsonl", "[1, 2]\n", "line 1: not a JSON object"),
-        ("f.toml", 'config = "x.toml"\ntenants = ["a"]\n', "one {tenant}"),
+        ("f.toml", 'config = "x.toml"\n', "tenants = [...] or match = "),
+        ("f.toml", 'config = "x.toml"\nmatch = "data/*.sqlite"\n', "one {tenant}"),
+        ("f.toml", 'config = "{tenant}/x.toml"\nmatch = "{tenant}.sqlite"\n', "one {tenant}"),
+        ("f.toml", 'config = "{tenant}/{tenant}.toml"\n', "one {tenant}"),
         ("f.csv", "tenant,config\n", "names no tenants"),
         ("f.txt", "a", "is .csv, .jsonl or .toml"),
     ],

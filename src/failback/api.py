@@ -57,6 +57,8 @@ from .scaffold.propose import NativeSurvey
 from .verify import VerifyReport
 
 PathArg = str | os.PathLike[str]
+ConfigArg = PathArg | Config
+"""A failback.toml: its path, or a loaded :class:`Config` (``load_config(path, tenant=...)`` for a fleet template)."""
 Progress = Callable[[str, int, int], None]
 """``progress(phase, done, total)``: called as a long phase advances (snapshot, copy, compression, …)."""
 StepListener = Callable[[str, str, dict[str, Any]], None]
@@ -68,16 +70,21 @@ RunResult = Outcome
 Verification = VerifyReport
 
 
+def _load(config: ConfigArg) -> Config:
+    """``config`` loaded (a path), or as given (a Config)."""
+    return config if isinstance(config, Config) else load_config(config)
+
+
 def _no_progress(phase: str, done: int, total: int) -> None:
     """A progress callback that shows nothing."""
 
 
 # -- conversion -------------------------------------------------------------------------------------
 def _settings(
-    config: PathArg | None, profile: str | None, allow_drop: Iterable[str], functions: Iterable[str]
+    config: ConfigArg | None, profile: str | None, allow_drop: Iterable[str], functions: Iterable[str]
 ) -> tuple[Config | None, PlanSettings]:
     """The config (if any) and the plan settings: ``config``'s, with ``profile`` and the extras given."""
-    cfg = load_config(config) if config is not None else None
+    cfg = _load(config) if config is not None else None
     s = PlanSettings.of(cfg, profile)
     options = s.options
     if extra := list(allow_drop):
@@ -91,7 +98,7 @@ def export(
     target: PathArg,
     *,
     profile: str | None = None,
-    config: PathArg | None = None,
+    config: ConfigArg | None = None,
     allow_drop: Iterable[str] = (),
     functions: Iterable[str] = (),
     force: bool = False,
@@ -121,7 +128,7 @@ def verify(
     target: PathArg,
     *,
     profile: str | None = None,
-    config: PathArg | None = None,
+    config: ConfigArg | None = None,
     allow_drop: Iterable[str] = (),
     functions: Iterable[str] = (),
     level: Level = "standard",
@@ -143,7 +150,7 @@ def plan(
     source: PathArg,
     *,
     profile: str | None = None,
-    config: PathArg | None = None,
+    config: ConfigArg | None = None,
     allow_drop: Iterable[str] = (),
     functions: Iterable[str] = (),
 ) -> Plan:
@@ -162,7 +169,7 @@ def data_findings(source: PathArg) -> list[Finding]:
 
 # -- runs -------------------------------------------------------------------------------------------
 def rollback(
-    config: PathArg,
+    config: ConfigArg,
     *,
     mode: Mode = "standard",
     yes: bool = False,
@@ -181,26 +188,26 @@ def rollback(
     risk with ``yes`` (or when ``confirm(assessment)`` returns True), at critical risk only with ``force`` and a
     ``reason`` (written to the audit log). Raises only when the run cannot start (e.g. the config does not
     load); once started, how it ended is in the result, and its report is written."""
-    path = Path(config)
+    cfg = _load(config)
     options = Options(mode=mode, dry_run=dry_run, yes=yes, force=force, reason=reason, repair_fts=repair_fts)
-    return Rollback(load_config(path), path, options, progress, on_step, confirm=confirm).run()
+    return Rollback(cfg, cfg.file, options, progress, on_step, confirm=confirm).run()
 
 
 def resume(
-    config: PathArg, run: str | None = None, *, progress: Progress | None = None, on_step: StepListener | None = None
+    config: ConfigArg, run: str | None = None, *, progress: Progress | None = None, on_step: StepListener | None = None
 ) -> RunResult:
     """Continue an interrupted run (default: the newest unfinished one) from its last trusted checkpoint."""
-    path = Path(config)
-    return Rollback.resume(load_config(path), path, run, progress=progress, on_step=on_step)
+    cfg = _load(config)
+    return Rollback.resume(cfg, cfg.file, run, progress=progress, on_step=on_step)
 
 
-def assess(config: PathArg, *, mode: Mode = "standard", progress: Progress | None = None) -> RunResult:
+def assess(config: ConfigArg, *, mode: Mode = "standard", progress: Progress | None = None) -> RunResult:
     """Assess the risk of a rollback, changing nothing (a dry run): ``results["assess"]`` holds the level,
     ``go`` (false: the gate would refuse), the findings and the facts behind them."""
     return rollback(config, mode=mode, dry_run=True, progress=progress)
 
 
-def drill(config: PathArg, *, folder: PathArg | None = None, progress: Progress | None = None) -> DrillResult:
+def drill(config: ConfigArg, *, folder: PathArg | None = None, progress: Progress | None = None) -> DrillResult:
     """Rehearse a rollback of ``config``'s app on copies: snapshot (the source is only read), backup, assess,
     convert, verify, the old app's statements, the switch and the post-check, all on copies in ``folder``
     (default: a new folder under the state folder's ``drills/``). Nothing of the app is switched or changed
@@ -208,7 +215,8 @@ def drill(config: PathArg, *, folder: PathArg | None = None, progress: Progress 
     the estimate, what would have blocked, what the on-call person would have had to decide) is written there,
     and a ``drill`` event in the audit log. ``exit_code``: 0 when a rollback now would go through, 3 when it
     would have been blocked."""
-    return run_drill(load_config(config), Path(config), folder=Path(folder) if folder else None, progress=progress)
+    cfg = _load(config)
+    return run_drill(cfg, cfg.file, folder=Path(folder) if folder else None, progress=progress)
 
 
 @dataclass(frozen=True)
@@ -222,10 +230,10 @@ class Aborted:
         return {"run": self.run, "undone": list(self.undone)}
 
 
-def abort(config: PathArg, run: str | None = None) -> Aborted:
+def abort(config: ConfigArg, run: str | None = None) -> Aborted:
     """Undo an unfinished run (default: the newest): temp files removed; source, config and target as before it.
     Refuses when the app has written to the new target since the switch (those writes would be lost)."""
-    result = abort_run(load_config(config), run)
+    result = abort_run(_load(config), run)
     return Aborted(result["run"], tuple(result["undone"]))
 
 
@@ -256,9 +264,9 @@ class Status:
         }
 
 
-def status(config: PathArg) -> Status:
+def status(config: ConfigArg) -> Status:
     """Every run of the app with its steps, the runs owing verification debt, and the protected backups."""
-    cfg = load_config(config)
+    cfg = _load(config)
     entries = backup_sets.list_backups(cfg.backup_layers)
     stored = {e["manifest"]["id"] for e in entries}
     return Status(
@@ -271,9 +279,9 @@ def status(config: PathArg) -> Status:
     )
 
 
-def pay_debt(config: PathArg, run: str | None = None) -> DebtPayment:
+def pay_debt(config: ConfigArg, run: str | None = None) -> DebtPayment:
     """Run the verification an emergency run deferred (default: the newest unpaid one) and record its outcome."""
-    cfg = load_config(config)
+    cfg = _load(config)
     return pay_run_debt(cfg, target_engine(cfg.target), run)
 
 
@@ -293,28 +301,28 @@ class Baseline:
         return {**asdict(self), "queries": [asdict(q) for q in self.queries]}
 
 
-def record_baseline(config: PathArg, *, database: PathArg | None = None) -> Baseline:
+def record_baseline(config: ConfigArg, *, database: PathArg | None = None) -> Baseline:
     """Time ``[benchmark] queries`` in the target engine on ``database`` (default: ``[target] path``) and on the
     live source, and store them in the state folder as the baseline."""
-    cfg = load_config(config)
+    cfg = _load(config)
     data = record_engine_baseline(cfg, target_engine(cfg.target), Path(database) if database is not None else None)
     queries = tuple(Timing(**q) for q in data["queries"])
     return Baseline(data["recorded"], data["engine"], data["runs"], data["database"], queries, data["metrics"])
 
 
-def verify_audit(config: PathArg) -> ChainCheck:
+def verify_audit(config: ConfigArg) -> ChainCheck:
     """Check the audit log's hash chain, and its end against the head and every run report's copy of it."""
-    cfg = load_config(config)
+    cfg = _load(config)
     return verify_chain(cfg.state.audit_log, audit_anchors(cfg.state_path))
 
 
 def report(
-    config: PathArg, run: str | None = None, *, format: ReportFormat = "md", output: PathArg | None = None
+    config: ConfigArg, run: str | None = None, *, format: ReportFormat = "md", output: PathArg | None = None
 ) -> str:
     """The report of ``run`` (an id or a unique prefix; default: the newest run) as Markdown, one self-contained
     HTML page, or JSON; rendered from the run directory, with the audit events recorded since. ``output``: also
     write it to this file (atomically)."""
-    cfg = load_config(config)
+    cfg = _load(config)
     state, data = load_report(find_run(cfg.state_path, run), cfg.state.audit_log)
     text = RENDERERS[format](state, data)
     if output is not None:
@@ -388,13 +396,12 @@ class CheckResult:
 
 
 def check(
-    config: PathArg, *, samples: int = 1, on_evaluation: Callable[[Evaluation], None] | None = None
+    config: ConfigArg, *, samples: int = 1, on_evaluation: Callable[[Evaluation], None] | None = None
 ) -> CheckResult:
     """Evaluate ``[triggers]`` ``samples`` times, an interval apart, and say whether a rollback rule fired; never
     rolls back (a hold changes nothing here). ``on_evaluation(ev)`` is called as each evaluation is made."""
-    path = Path(config)
-    cfg = load_config(path)
-    watcher = Watcher(cfg, path, dry_run=True, via="check")
+    cfg = _load(config)
+    watcher = Watcher(cfg, cfg.file, dry_run=True, via="check")
     evaluations: list[Evaluation] = []
     for n in range(samples):
         if n:
@@ -407,7 +414,7 @@ def check(
 
 
 def watch(
-    config: PathArg,
+    config: ConfigArg,
     *,
     max_samples: int | None = None,
     dry_run: bool = False,
@@ -421,8 +428,8 @@ def watch(
     an automatic rollback (its outcome in the result) or SIGINT/SIGTERM (handled while it runs: call it from the
     main thread), which abandons a sample being read or interrupts a rollback in progress (resumable).
     ``metrics_port``: also serve failback's own metrics at ``http://metrics_address:metrics_port/metrics``."""
-    path = Path(config)
-    cfg = load_config(path)
+    cfg = _load(config)
+    path = cfg.file
 
     def rollback_with(opts: Options) -> Outcome:
         if run_rollback is None:
@@ -436,19 +443,19 @@ def watch(
         return watcher.watch(max_samples, on_evaluation)
 
 
-def hold(config: PathArg, reason: str) -> Hold:
+def hold(config: ConfigArg, reason: str) -> Hold:
     """Block automatic rollbacks (``watch``) until ``release``, for ``reason``; a manual rollback still works."""
-    return place_hold(load_config(config), reason)
+    return place_hold(_load(config), reason)
 
 
-def release(config: PathArg) -> Hold | None:
+def release(config: ConfigArg) -> Hold | None:
     """Lift the hold (returned; None when there was none): automatic rollbacks may run again."""
-    return release_hold(load_config(config))
+    return release_hold(_load(config))
 
 
 # -- backups ----------------------------------------------------------------------------------------
 def create_backup(
-    config: PathArg,
+    config: ConfigArg,
     *,
     label: str = "manual",
     progress: Progress | None = None,
@@ -457,7 +464,7 @@ def create_backup(
     """Snapshot the source and store a verified, compressed copy in every backup folder; raises BackupError when
     fewer copies than ``[backup] min_layers`` verified. ``on_result(result)`` is called before that check, so
     each folder's outcome can be shown also when the backup falls short."""
-    cfg = load_config(config)
+    cfg = _load(config)
     result = backup_sets.backup_source(cfg, label, progress or _no_progress)
     if on_result:
         on_result(result)
@@ -470,10 +477,10 @@ def create_backup(
     return result
 
 
-def backup_warnings(config: PathArg) -> list[Finding]:
+def backup_warnings(config: ConfigArg) -> list[Finding]:
     """What weakens the backups of ``config`` without stopping them: mirrors on the primary folder's file system
     (one disk failure loses both)."""
-    cfg = load_config(config)
+    cfg = _load(config)
     return [shared_disk_finding(m) for m in shared_disk_mirrors(cfg.backup_layers)]
 
 
@@ -499,9 +506,9 @@ class StoredBackup:
         return {**{k: self.manifest.get(k) for k in keys}, "folders": list(self.folders)}
 
 
-def list_backups(config: PathArg) -> list[StoredBackup]:
+def list_backups(config: ConfigArg) -> list[StoredBackup]:
     """Every backup with a valid manifest, newest first."""
-    cfg = load_config(config)
+    cfg = _load(config)
     return [
         StoredBackup(e["manifest"], tuple(map(str, e["folders"]))) for e in backup_sets.list_backups(cfg.backup_layers)
     ]
@@ -522,10 +529,10 @@ class BackupCheck:
         return {folder: c.problems for folder, c in self.copies.items()}
 
 
-def verify_backup(config: PathArg, backup: str | None = None, *, deep: bool = False) -> BackupCheck:
+def verify_backup(config: ConfigArg, backup: str | None = None, *, deep: bool = False) -> BackupCheck:
     """Check every stored copy of ``backup`` (an id or a unique prefix; None: every backup) against its
     checksums; ``deep`` also decompresses it, runs integrity_check and compares the content digests."""
-    cfg = load_config(config)
+    cfg = _load(config)
     if backup is None:
         folders = [f for e in backup_sets.list_backups(cfg.backup_layers) for f in e["folders"]]
     else:
@@ -535,18 +542,18 @@ def verify_backup(config: PathArg, backup: str | None = None, *, deep: bool = Fa
 
 
 def restore_backup(
-    config: PathArg, backup: str, dest: PathArg, *, force: bool = False, progress: Progress | None = None
+    config: ConfigArg, backup: str, dest: PathArg, *, force: bool = False, progress: Progress | None = None
 ) -> RestoreResult:
     """Restore ``backup`` to ``dest`` from the first stored copy that passes every check (both checksums,
     integrity_check, the content digests); refuses to overwrite ``dest`` (or its side files) unless ``force``."""
-    cfg = load_config(config)
+    cfg = _load(config)
     return backup_sets.restore_backup(cfg.backup_layers, backup, Path(dest), force, progress or _no_progress)
 
 
-def prune_backups(config: PathArg, *, dry_run: bool = False) -> PruneResult:
+def prune_backups(config: ConfigArg, *, dry_run: bool = False) -> PruneResult:
     """Delete the backups the retention rules (``keep_last``, ``keep_within``, ``keep_daily``) do not keep; never
     one a resume, an abort or unpaid verification debt needs, nor the newest verified backup of each label."""
-    return backup_prune.prune_backups(load_config(config), dry_run)
+    return backup_prune.prune_backups(_load(config), dry_run)
 
 
 # -- fleets -----------------------------------------------------------------------------------------

@@ -400,6 +400,7 @@ class Config(_Section):
     )
     state_dir: ConfigPath = Field(Path(".failback"), description="Run directories, audit log and lock.")
     base: Path = Field(Path("."), exclude=True, description="Folder of failback.toml (set when loaded).")
+    file: Path = Field(Path(DEFAULT_NAME), exclude=True, description="The failback.toml loaded (set when loaded).")
 
     @field_validator("state_dir")
     @classmethod
@@ -443,8 +444,12 @@ class Config(_Section):
         return [self.resolve(self.backup.dir), *(self.resolve(m) for m in self.backup.mirrors)]
 
 
-def load_config(path: str | os.PathLike[str] = DEFAULT_NAME) -> Config:
-    """Load and validate failback.toml; every problem becomes a one-line ConfigError."""
+TENANT_PLACEHOLDER = "{tenant}"
+
+
+def load_config(path: str | os.PathLike[str] = DEFAULT_NAME, tenant: str | None = None) -> Config:
+    """Load and validate failback.toml; every problem becomes a one-line ConfigError. A fleet's template config
+    holds ``{tenant}`` placeholders: ``tenant`` is put in their place (docs/fleet.md)."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -456,6 +461,13 @@ def load_config(path: str | os.PathLike[str] = DEFAULT_NAME) -> Config:
         raise ConfigError(f"{path}: is a folder, not a config file") from None
     except (OSError, UnicodeDecodeError) as err:
         raise ConfigError(f"{path}: cannot read ({getattr(err, 'strerror', None) or err})") from None
+    if tenant is not None:
+        text = text.replace(TENANT_PLACEHOLDER, tenant)
+    elif TENANT_PLACEHOLDER in text:
+        raise ConfigError(
+            f"{path}: a fleet template ({TENANT_PLACEHOLDER} placeholders), not one app's config",
+            "run it with `failback fleet` (docs/fleet.md), or write the tenant's own failback.toml",
+        )
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:
@@ -467,5 +479,5 @@ def load_config(path: str | os.PathLike[str] = DEFAULT_NAME) -> Config:
         where = ".".join(str(p) for p in first["loc"])
         more = f" (and {err.error_count() - 1} more)" if err.error_count() > 1 else ""
         raise ConfigError(f"{path}: {where}: {first['msg']}{more}") from None
-    cfg.base = path.resolve().parent
+    cfg.base, cfg.file = path.resolve().parent, path
     return cfg

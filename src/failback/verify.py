@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import time
 from collections.abc import Collection, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -341,24 +342,28 @@ def snapshot_digests(snapshot: Path, specs: list[DigestSpec], quick: bool = Fals
         conn.close()
 
 
+_NOT_ALNUM = re.compile(r"[\W_]+")
+
+
 def search_terms(snapshot: Path, pairs: list[SearchPair], n: int) -> list[str]:
     """Up to ``n`` plain words drawn, deterministically, from the first indexed column of the first FTS table."""
     if not pairs or not pairs[0].columns or n <= 0:
         return []
     pair = pairs[0]
-    words: list[str] = []
+    seen: dict[str, None] = {}  # the words in first-seen order
     conn = connect(snapshot, readonly=True)
     try:
         sql = f"SELECT {quote(pair.columns[-1])} FROM {quote(pair.source)} ORDER BY rowid LIMIT 200"
         for (text,) in conn.execute(sql):
             for w in str(text or "").split():
-                w = "".join(ch for ch in w if ch.isalnum()).lower()
-                if len(w) >= 4 and w.isascii() and w not in words:
-                    words.append(w)
+                w = _NOT_ALNUM.sub("", w).lower()
+                if len(w) >= 4 and w.isascii():
+                    seen.setdefault(w)
     except apsw.Error:
         return []
     finally:
         conn.close()
+    words = list(seen)
     return words[:: max(1, len(words) // n)][:n]
 
 

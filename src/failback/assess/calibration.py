@@ -29,6 +29,7 @@ from .facts import MB, Calibration
 
 CALIBRATION_NOTES = 2000  # a ~4 MB sample database
 CALIBRATION_RUNS = 3
+_measured: dict[str, Calibration] = {}  # this process's measurements by key: a fleet worker measures once
 
 
 # -- calibration --------------------------------------------------------------------------------------
@@ -94,7 +95,8 @@ def measure_throughput(folder: Path, profile: str) -> Calibration:
 
 
 def calibration(cfg: Config, *, measure: bool) -> Calibration | None:
-    """The cached calibration for this machine and config; measured (and cached) when missing and ``measure``."""
+    """The cached calibration for this machine and config (the state folder's); when missing and ``measure``, the
+    one this process measured (a fleet worker's tenants share it), else measured now — and cached."""
     path = cfg.state.calibration
     key = calibration_key(cfg.target.profile)
     with contextlib.suppress(OSError, ValueError, TypeError, KeyError):
@@ -103,10 +105,14 @@ def calibration(cfg: Config, *, measure: bool) -> Calibration | None:
             return cached
     if not measure:
         return None
-    try:
-        cal = measure_throughput(cfg.state_path, cfg.target.profile)
-    except FailbackError as err:
-        raise _calibration_failed(err, cfg.state_path) from None
+    memo = json.dumps(key, sort_keys=True)
+    if memo not in _measured:
+        try:
+            _measured[memo] = measure_throughput(cfg.state_path, cfg.target.profile)
+        except FailbackError as err:
+            raise _calibration_failed(err, cfg.state_path) from None
+    cal = _measured[memo]
+    ensure_dir(path.parent)
     write_text(path, json.dumps(asdict(cal), indent=2) + "\n")
     return cal
 

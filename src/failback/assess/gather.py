@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +23,8 @@ from ..plan.model import Plan
 from ..profiles import Profile, function_declared, load_profile
 from .calibration import calibration, measure_compression
 from .drift import AppSchema, Drift, compare_schemas, load_old_schema, planned_app_schema
-from .facts import MB, DiskNeed, Facts, SideFiles, TableSize
-from .liveness import observe_sides, watch_source
+from .facts import MB, DiskNeed, Facts, Liveness, SideFiles, TableSize
+from .liveness import observe_sides, start_watch
 from .pending import pending_changes, run_probe
 from .rules import JS_SAFE_INTEGER, disk_parts, estimate_steps, limit_checks
 
@@ -318,17 +318,19 @@ def gather(
     *,
     mode: ModePolicy = STANDARD,
     sides: SideFiles | None = None,
+    watching: Future[Liveness] | None = None,
 ) -> Facts:
-    """Read every fact: the snapshot (quick_check in a second thread), the live source (watched in a third
-    one meanwhile), the machine; the slow ones only when ``mode`` reads them."""
+    """Read every fact: the snapshot (quick_check in a second thread), the live source (``watching``, a watch
+    started beside the snapshot, else one started now in a third thread), the machine; the slow ones only when
+    ``mode`` reads them."""
     source = cfg.source_path
     profile = load_profile(cfg.target.profile)
     sides = sides or observe_sides(source)
     layers = mode.layers(cfg.backup_layers)
     temp = sqlite_temp_dir()
     space = folder_space([*layers, cfg.target_path.parent, cfg.state_path, temp])  # before the backup grows
-    with ThreadPoolExecutor(2) as pool:
-        watching = pool.submit(watch_source, source, cfg.assess.liveness_seconds, sides)
+    watching = watching or start_watch(source, cfg.assess.liveness_seconds, sides)
+    with ThreadPoolExecutor(1) as pool:
         checking = pool.submit(quick_check, snapshot) if mode.quick_check else None
         conn = connect(snapshot, readonly=True)
         r = _Reader(conn)

@@ -7,7 +7,9 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import threading
 import time
+from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -168,3 +170,18 @@ def watch_source(source: Path, seconds: float, sides: SideFiles) -> Liveness:
     live.writer_pids = sorted({x.pid for x in seen if x.write and (x.path == str(source) or x.covers(WAL_WRITE_LOCK))})
     live.open_pids = sorted({x.pid for x in seen})
     return live
+
+
+def start_watch(source: Path, seconds: float, sides: SideFiles) -> Future[Liveness]:
+    """:func:`watch_source` in a daemon thread (a run ended meanwhile does not wait for it); its result or error
+    in the future."""
+    watching: Future[Liveness] = Future()
+
+    def run() -> None:
+        try:
+            watching.set_result(watch_source(source, seconds, sides))
+        except BaseException as err:  # handed to whoever waits for the watch
+            watching.set_exception(err)
+
+    threading.Thread(target=run, name="failback-liveness", daemon=True).start()
+    return watching

@@ -118,7 +118,7 @@ class FleetJournal:
 
     def save(self, state: FleetState) -> None:
         ensure_dir(self.root)
-        write_text(self.path, json.dumps(state.to_json(), indent=1) + "\n")
+        write_text(self.path, json.dumps(state.to_json(), separators=(",", ":")) + "\n")
 
     def start(self, state: FleetState) -> None:
         """Write the journal of a new fleet run and record its start in the fleet audit log."""

@@ -6,7 +6,11 @@ Three forms, chosen by the file's suffix (relative paths are relative to the man
 * ``.csv``: a header naming ``tenant`` and ``config``, then one row per tenant;
 * ``.jsonl``: one object per line, ``{"tenant": "...", "config": "..."}``;
 * ``.toml``: ``config = "tenants/{tenant}/failback.toml"`` (a path template) with ``tenants = [...]``, or without
-  it every existing path the template matches with ``{tenant}`` read as a wildcard.
+  it every existing path the template matches with ``{tenant}`` read as a wildcard; or ``config =
+  "failback.template.toml"``, one config for every tenant whose values hold ``{tenant}`` placeholders, with
+  ``tenants = [...]`` or ``match = "data/{tenant}/app.sqlite"`` (every existing path it matches).
+
+Every tenant's config is loaded with ``load_config(config, tenant=id)``: a ``{tenant}`` in it is that tenant's id.
 """
 
 from __future__ import annotations
@@ -22,11 +26,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..config import Config, load_config
+from ..config import TENANT_PLACEHOLDER, Config, load_config
 from ..errors import ConfigError, FailbackError
 
 TENANT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,127}")
-PLACEHOLDER = "{tenant}"
 
 
 @dataclass(frozen=True)
@@ -107,19 +110,31 @@ def _toml_rows(text: str, base: Path) -> Iterator[Row]:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:
         raise _bad(f"not valid TOML ({err})") from None
-    template = data.get("config")
-    if not isinstance(template, str) or template.count(PLACEHOLDER) != 1 or set(data) - {"config", "tenants"}:
-        raise _bad(f'the TOML manifest holds config = "<path with one {PLACEHOLDER}>" and tenants = [...]')
-    ids = data["tenants"] if "tenants" in data else _matching_ids(template, base)
+    config, match = data.get("config"), data.get("match")
+    shape = (
+        f'the TOML manifest holds config = "<path with one {TENANT_PLACEHOLDER}>", or config = "<template config>" '
+        f'with tenants = [...] or match = "<path with one {TENANT_PLACEHOLDER}>"'
+    )
+    per_tenant = isinstance(config, str) and config.count(TENANT_PLACEHOLDER) == 1
+    if (
+        not isinstance(config, str)
+        or set(data) - {"config", "tenants", "match"}
+        or config.count(TENANT_PLACEHOLDER) > 1
+        or (per_tenant and "match" in data)
+        or (not per_tenant and "tenants" not in data and not isinstance(match, str))
+        or (isinstance(match, str) and match.count(TENANT_PLACEHOLDER) != 1)
+    ):
+        raise _bad(shape)
+    ids = data["tenants"] if "tenants" in data else _matching_ids(config if per_tenant else str(match), base)
     if not isinstance(ids, list):
         raise _bad("tenants must be a list of tenant ids")
     for n, tenant in enumerate(ids, 1):
-        yield f"tenants[{n}]", tenant, template.replace(PLACEHOLDER, str(tenant))
+        yield f"tenants[{n}]", tenant, config.replace(TENANT_PLACEHOLDER, str(tenant))
 
 
 def _matching_ids(template: str, base: Path) -> list[str]:
     """The tenant ids for which ``template`` names an existing file, sorted."""
-    head, tail = template.split(PLACEHOLDER)
+    head, tail = template.split(TENANT_PLACEHOLDER)
     head = os.path.join(base, head)
     return sorted(p[len(head) : len(p) - len(tail)] for p in glob.glob(glob.escape(head) + "*" + glob.escape(tail)))
 
@@ -169,7 +184,7 @@ def plan_fleet(tenants: Iterable[Tenant]) -> FleetPlan:
         check = TenantCheck(t.id, str(t.config))
         checks.append(check)
         try:
-            cfg = load_config(t.config)
+            cfg = load_config(t.config, t.id)
         except FailbackError as err:
             check.problems.append(err.message)
             continue

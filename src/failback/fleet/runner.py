@@ -104,14 +104,14 @@ def run_tenant(tenant: str, config: str, since: str, yes: bool) -> TenantResult:
     except ValueError:  # not on a worker (called directly)
         pass
     try:
-        cfg = load_config(config)
+        cfg = load_config(config, tenant)
         _wait_for_other_run(cfg.state_path)
         mine = [r for rd in list_runs(cfg.state_path) if rd.id >= since and (r := rd.load())]
         if finished := next((r for r in mine if r.status not in RESUMABLE), None):  # a task cut off from its result
             code = finished.exit_code or 0
             return TenantResult(tenant, state_for(code), finished.id, code, _one_line(finished.error), 0.0, worker)
         unfinished = next((r for r in mine if r.status in RESUMABLE), None)
-        outcome = api.resume(config, unfinished.id) if unfinished else api.rollback(config, yes=yes)
+        outcome = api.resume(cfg, unfinished.id) if unfinished else api.rollback(cfg, yes=yes)
         error = _one_line(str(outcome.error)) if outcome.error else ""
         code = outcome.exit_code
         return TenantResult(tenant, state_for(code), outcome.run_id, code, error, time.perf_counter() - start, worker)

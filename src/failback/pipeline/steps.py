@@ -17,9 +17,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..assess.facts import Assessment, SideFiles
+from ..assess.facts import Assessment, Liveness, SideFiles
 from ..assess.gather import gather, old_app_schema
-from ..assess.liveness import observe_sides
+from ..assess.liveness import observe_sides, start_watch
 from ..assess.rules import evaluate, gate
 from ..assess.statements import check_statements, load_statements
 from ..audit import AuditLog
@@ -81,6 +81,7 @@ class RunContext:
     confirm: Callable[[Assessment], bool] | None = None  # asks a person at high risk; None: refuse
     snapshot: Snapshot | None = None
     sides: SideFiles | None = None
+    liveness: Future[Liveness] | None = None  # the source's liveness watch, run beside the snapshot
     schema: Schema | None = None
     plan: Plan | None = None
     down: DownPlan | None = None  # convert.schema = "previous": the down-conversion's plan
@@ -143,6 +144,7 @@ def preflight(ctx: RunContext) -> None:
 def step_snapshot(ctx: RunContext) -> dict[str, Any]:
     preflight(ctx)
     ctx.sides = observe_sides(ctx.cfg.source_path)  # before the snapshot's read-only open adds a -shm
+    ctx.liveness = start_watch(ctx.cfg.source_path, ctx.cfg.assess.liveness_seconds, ctx.sides)
     ctx.snapshot = take_snapshot(ctx.cfg.source_path, ctx.rd.file("snapshot.sqlite"), ctx.progress)
     ctx.read_plan(ctx.snapshot.path)
     assert ctx.plan is not None
@@ -218,7 +220,9 @@ def step_assess(ctx: RunContext) -> dict[str, Any]:
     integrity = checked.to_json()
     if integrity["repaired"]:
         ctx.event("source.repair-fts", integrity)
-    ctx.assessment = evaluate(gather(ctx.cfg, ctx.snapshot.path, ctx.schema, ctx.plan, mode=ctx.mode, sides=ctx.sides))
+    ctx.assessment = evaluate(
+        gather(ctx.cfg, ctx.snapshot.path, ctx.schema, ctx.plan, mode=ctx.mode, sides=ctx.sides, watching=ctx.liveness)
+    )
     result = {**ctx.assessment.to_json(), "plan": ctx.plan.to_json(), "source_integrity": integrity}
     if not opts.dry_run:
         confirmed: list[bool] = []
