@@ -47,6 +47,7 @@ TARGETS = {  # issue 10: the speed the rollback must reach (ratios measured in o
     "no-FTS standard / VACUUM INTO": 1.2,
 }
 PYTHON_RSS_TARGET = 300 * 2**20
+DEMO_LIVENESS = 0.5  # seconds: `failback demo`'s default liveness watch (its config template leaves it open)
 
 try:  # the bench runs inside the project's venv; say how to get there instead of a traceback
     import apsw
@@ -323,8 +324,8 @@ main(prog_name="failback")
 
 
 def bench_config() -> str:
-    """The demo's failback.toml with one backup layer (min_layers = 1), as TOML text."""
-    cfg = tomllib.loads(demo.CONFIG)
+    """The demo's failback.toml (its default liveness watch) with one backup layer (min_layers = 1), as TOML text."""
+    cfg = tomllib.loads(demo.CONFIG.replace("LIVENESS", str(DEMO_LIVENESS)))
     cfg["backup"]["mirrors"] = []
     cfg["backup"]["min_layers"] = 1
     lines = ["# written by bench/run.py: the demo's settings with one backup layer"]
