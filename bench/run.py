@@ -1050,7 +1050,9 @@ def preflight() -> bool:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="the 100 MB database only (make bench-quick)")
+    parser.add_argument(
+        "--quick", action="store_true", help="the 100 MB database and the ≤ 1 MB rollback row (make bench-quick)"
+    )
     parser.add_argument(
         "--sizes", default=None, help=f"comma-separated sizes among {', '.join(SIZES)} (default: all three)"
     )
