@@ -50,7 +50,8 @@ JOURNAL_MAGIC = bytes.fromhex("d9d505f920a163d7")  # the first bytes of a rollba
 BUILDING = ".failback-building-"  # a backup folder being built in a layer, renamed to its id once complete
 CALIBRATING = ".calibrate-"  # the calibration's sample, in the state folder
 PAYING = ".failback-debt-"  # a verification debt's restored snapshot, in the state folder
-TEMP_FOLDERS = (BUILDING, CALIBRATING, PAYING)
+FTS_SIDE = ".failback-fts-"  # a side process's FTS build, beside the target being built
+TEMP_FOLDERS = (BUILDING, CALIBRATING, PAYING, FTS_SIDE)
 
 
 # -- identity -------------------------------------------------------------------------------------
