@@ -16,7 +16,7 @@ import apsw
 import pytest
 
 from failback import api
-from failback.engines.sqljs import RUNNER, SqlJsEngine
+from failback.engines.sqljs import RUNNER, SqlJsEngine, session
 from failback.engines.sqljs.session import RunnerSession, close_sessions, sessions
 from failback.errors import EngineError
 
@@ -171,3 +171,26 @@ def test_close_sessions_stops_every_process(node: str) -> None:
     close_sessions()
     assert pids(node) == [None]
     assert engine.run(None, SELECT_ONE).results[0]["ok"] and pids(node)[0] not in (None, pid)
+
+
+def test_warm_starts_the_process_the_next_run_uses(node: str) -> None:
+    engine = SqlJsEngine(node=node)
+    engine.warm()
+    [pid] = pids(node)
+    assert pid is not None
+    assert engine.run(None, SELECT_ONE).results[0]["ok"] and pids(node) == [pid]
+
+
+def test_a_process_whose_job_peaked_above_the_limit_is_not_kept(node: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Its grown WebAssembly memory would stay with the process: it is stopped, the next run starts another."""
+    engine = SqlJsEngine(node=node)
+    engine.run(None, SELECT_ONE)
+    [first] = pids(node)
+    assert first is not None
+    monkeypatch.setattr(session, "KEEP_RSS", 1)  # every job is "big"
+    assert engine.run(None, SELECT_ONE).results[0]["ok"]
+    assert pids(node) == [None]  # stopped (and reaped) once its answer was read
+    monkeypatch.undo()
+    assert engine.run(None, SELECT_ONE).results[0]["ok"]
+    [second] = pids(node)
+    assert second not in (None, first)

@@ -18,6 +18,9 @@ following actions still run):
 Values cross the boundary as typed JSON (:func:`encode_typed` / :func:`decode_typed`): NULL ``None`` ·
 INTEGER ``{"int": "<decimal>"}`` · REAL ``{"real": "<text>"}`` · TEXT ``str`` · BLOB ``{"blob": "<hex>"}``.
 
+An engine may also have ``warm()``: start what its first run needs (sql.js: the Node process, the WebAssembly
+module); a run calls it in the background beside the snapshot (:func:`warm`).
+
 Engines are found by name in a registry: ``register(name, factory)`` adds one, or an installed package declares
 it as an entry point (group ``failback.engines``: ``name = "module:factory"``); ``get_engine(name)`` builds
 it, and a capability profile's ``engine`` names the one its target runs in (:func:`failback.profiles.engine_for`).
@@ -33,6 +36,7 @@ import functools
 import json
 import math
 import os
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from importlib.metadata import EntryPoint, entry_points
@@ -59,6 +63,7 @@ __all__ = [
     "get_engine",
     "names",
     "register",
+    "warm",
     "with_build",
 ]
 
@@ -96,6 +101,14 @@ class Engine(Protocol):
         """The name a probe gives this engine's profile and the engine's own version, e.g. ("sqljs-1.16.0",
         "1.16.0")."""
         ...
+
+
+def warm(engine: Engine) -> None:
+    """Let ``engine`` start what its first run needs, in a background thread, if it has such a step (an optional
+    ``warm()`` method: sql.js starts its Node process and loads the WebAssembly module); else nothing."""
+    start = getattr(engine, "warm", None)
+    if callable(start):
+        threading.Thread(target=start, name=f"failback-{engine.name}-warm", daemon=True).start()
 
 
 EngineFactory = Callable[[], Engine]

@@ -26,10 +26,13 @@ from distributed import Client, LocalCluster, Worker, WorkerPlugin, as_completed
 
 from .. import api
 from ..backup.retention import RESUMABLE
-from ..config import load_config
+from ..config import DEFAULT_PROFILE, load_config
+from ..engines import warm
+from ..engines.sqljs.session import close_sessions
 from ..errors import ConfigError, FailbackError
 from ..journal import list_runs
 from ..metrics import publish_fleet_metrics
+from ..profiles import engine_for
 from ..state import StatePaths
 from .journal import TO_RUN, FleetJournal, FleetState, dispatch_marker
 from .waves import failure_budget, failure_total, over_budget
@@ -54,14 +57,19 @@ class TenantResult:
 
 
 class FleetWorkerPlugin(WorkerPlugin):
-    """Per-worker state: the failback modules a tenant needs, imported once when the worker joins, and the
-    tenants this worker ran."""
+    """Per-worker state: the failback modules a tenant needs, imported once when the worker joins; the kept sql.js
+    process (started when the worker joins, used by every tenant's runs, stopped when it leaves); the tenants this
+    worker ran."""
 
     name = PLUGIN
 
     def setup(self, worker: Worker) -> None:
         importlib.import_module("failback.api")  # the API and the rollback pipeline: loaded here, not per tenant
+        warm(engine_for(DEFAULT_PROFILE))  # Node and sql.js started before the first tenant arrives
         self.tenants = 0
+
+    def teardown(self, worker: Worker) -> None:
+        close_sessions()
 
 
 def _one_line(text: str) -> str:

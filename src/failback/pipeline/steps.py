@@ -27,7 +27,7 @@ from ..backup.sets import BackupResult, create_backup
 from ..config import Config
 from ..db.integrity import check_source
 from ..db.schema import Schema
-from ..engines import Engine
+from ..engines import Engine, warm
 from ..errors import (
     BackupError,
     ConfigError,
@@ -145,6 +145,7 @@ def step_snapshot(ctx: RunContext) -> dict[str, Any]:
     preflight(ctx)
     ctx.sides = observe_sides(ctx.cfg.source_path)  # before the snapshot's read-only open adds a -shm
     ctx.liveness = start_watch(ctx.cfg.source_path, ctx.cfg.assess.liveness_seconds, ctx.sides)
+    warm(ctx.engine)  # the target engine's start (Node, sql.js) beside the snapshot, not in the convert step
     ctx.snapshot = take_snapshot(ctx.cfg.source_path, ctx.rd.file("snapshot.sqlite"), ctx.progress)
     ctx.read_plan(ctx.snapshot.path)
     assert ctx.plan is not None

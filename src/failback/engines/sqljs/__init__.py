@@ -9,6 +9,7 @@ the profile's ``engine_path`` (the build it was probed in), ``FAILBACK_SQLJS_DIR
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import os
@@ -18,7 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ...errors import EngineError, NodeNotFound, NotADatabaseError
+from ...errors import EngineError, FailbackError, NodeNotFound, NotADatabaseError
 from .. import Action, EngineRun, check_engine_input
 from .nodefiles import NODE_FILES, VENDOR_DIR
 from .session import run_job
@@ -169,6 +170,12 @@ class SqlJsEngine:
             "legacy_functions": self.legacy_functions,
             "stand_ins": list(self.stand_ins),
         }
+
+    def warm(self) -> None:
+        """Start this engine's kept Node process and load sql.js now, so that the next run does not wait for them;
+        a failure is left to that run to report."""
+        with contextlib.suppress(FailbackError):
+            self.run(None, [])
 
     def run(self, database: Path | None, actions: list[Action]) -> EngineRun:
         """Load ``database`` (``None``: empty) into sql.js and run ``actions``; the file is never written. The job

@@ -161,6 +161,9 @@ class SqlJsBrowserEngine(SqlJsEngine):
 
     name: str = "sqljs-browser"
 
+    def warm(self) -> None:
+        """Nothing to start ahead: each run starts its own browser."""
+
     def run(self, database: Path | None, actions: list[Action]) -> EngineRun:
         """Load ``database`` (``None``: empty) into sql.js in a Chromium tab and run ``actions``; the file is only
         read (served to the page)."""

@@ -24,6 +24,8 @@ from ...errors import EngineError, NodeNotFound
 
 SERVE = "--serve"
 STDERR_TAIL = 16384  # bytes of a job's stderr kept for the message when the process dies
+KEEP_RSS = 256 << 20  # a process whose job peaked above this is stopped after it: its grown WebAssembly memory
+# never shrinks, and a big job pays Node's start (~0.2 s) many times over anyway
 
 
 class RunnerSession:
@@ -164,7 +166,10 @@ def run_job(command: Sequence[str], job: dict[str, Any], timeout: float | None =
             session = RunnerSession(command)
             _sessions.append(session)
     try:
-        return session.run(job, timeout)
+        doc = session.run(job, timeout)
+        if (doc.get("peak_rss") or 0) > KEEP_RSS:
+            session.close()
+        return doc
     finally:
         with _lock:
             _idle.setdefault(key, []).append(session)
