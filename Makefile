@@ -12,7 +12,7 @@ CHROMIUM := /usr/bin/chromium
 PROMETHEUS := /usr/bin/prometheus
 LOCK_VENV := .venv-lock
 
-.PHONY: deps deps-browser deps-prometheus deps-engines lock demo test soak lint docs wheel bench bench-quick bench-digest clean
+.PHONY: deps deps-browser deps-prometheus deps-engines lock demo test soak lint docs wheel bench bench-quick bench-digest bench-fleet clean
 
 deps: $(PY_OK) $(JS_OK)
 
@@ -96,6 +96,9 @@ bench-quick: deps
 
 bench-digest: deps
 	$(BIN)/python bench/digest.py
+
+bench-fleet: deps  # 1,000 demo tenants on an embedded Dask cluster of 2 workers (issue 17's figure)
+	$(BIN)/python bench/fleet.py --tenants 1000 --workers 2
 
 clean:
 	rm -rf $(VENV) $(LOCK_VENV) $(SQLJS)/node_modules $(ENGINES)/node_modules $(DEMO_DIR) build dist

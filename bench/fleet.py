@@ -1,14 +1,19 @@
 """Fleet throughput: N demo tenants of about 0.5 MB rolled back on an embedded Dask LocalCluster, full standard
 verification. Prints tenants/s, p50/p95 seconds per tenant and where a tenant's time goes (mean seconds per
-step). Usage: python bench/fleet.py [--tenants 200] [--workers 2] [--dir DIR]"""
+step), and saves them to bench/results/<date>-fleet-<N>.json (--no-save: print only).
+Usage: python bench/fleet.py [--tenants 200] [--workers 2] [--dir DIR] [--no-save]"""
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import platform
 import statistics
 import tempfile
 import time
 from collections import defaultdict
+from datetime import date
 from pathlib import Path
 
 from failback.fleet.demo import create_fleet
@@ -23,7 +28,9 @@ def main() -> None:
     parser.add_argument("--tenants", type=int, default=200)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--dir", type=Path, default=None)
+    parser.add_argument("--no-save", action="store_true", help="print only; write no JSON")
     args = parser.parse_args()
+    load_before = os.getloadavg()[0]
     root = args.dir or Path(tempfile.mkdtemp(prefix="failback-fleet-bench-"))
     manifest = create_fleet(root / "fleet", args.tenants)
     journal = FleetJournal(root / "state")
@@ -39,12 +46,30 @@ def main() -> None:
         for rd in list_runs(Path(e.config).parent / ".failback"):
             for s in rd.load().steps:
                 steps[s.name].append(s.seconds or 0.0)
-    print(f"{args.tenants} tenants, {args.workers} workers: {state.counts()}")
-    print(f"{'tenants/s':<22}{args.tenants / elapsed:10.2f}")
-    print(f"{'p50 s/tenant':<22}{percentile(seconds, 0.5):10.3f}")
-    print(f"{'p95 s/tenant':<22}{percentile(seconds, 0.95):10.3f}")
-    for name, values in steps.items():
-        print(f"{'  ' + name + ' (mean s)':<22}{statistics.fmean(values):10.3f}")
+    result = {
+        "date": date.today().isoformat(),
+        "tenants": args.tenants,
+        "workers": args.workers,
+        "cpus": os.cpu_count(),
+        "machine": platform.platform(),
+        "load_average_before": round(load_before, 2),
+        "counts": state.counts(),
+        "seconds": round(elapsed, 3),
+        "tenants_per_s": round(args.tenants / elapsed, 2),
+        "p50_s": round(percentile(seconds, 0.5), 4),
+        "p95_s": round(percentile(seconds, 0.95), 4),
+        "step_mean_s": {name: round(statistics.fmean(values), 4) for name, values in steps.items()},
+    }
+    print(f"{args.tenants} tenants, {args.workers} workers: {result['counts']} (load before {load_before:.2f})")
+    print(f"{'tenants/s':<22}{result['tenants_per_s']:10.2f}")
+    print(f"{'p50 s/tenant':<22}{result['p50_s']:10.3f}")
+    print(f"{'p95 s/tenant':<22}{result['p95_s']:10.3f}")
+    for name, mean in result["step_mean_s"].items():
+        print(f"{'  ' + name + ' (mean s)':<22}{mean:10.3f}")
+    if not args.no_save:
+        out = Path(__file__).parent / "results" / f"{result['date']}-fleet-{args.tenants}.json"
+        out.write_text(json.dumps(result, indent=2) + "\n")
+        print(f"saved {out}")
 
 
 if __name__ == "__main__":

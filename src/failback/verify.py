@@ -342,7 +342,7 @@ def snapshot_digests(snapshot: Path, specs: list[DigestSpec], quick: bool = Fals
         conn.close()
 
 
-_NOT_ALNUM = re.compile(r"[\W_]+")
+_NOT_ALNUM = re.compile(r"[^\w\s]|_")  # what a word loses: neither a letter, a digit nor a space
 
 
 def search_terms(snapshot: Path, pairs: list[SearchPair], n: int) -> list[str]:
@@ -355,8 +355,7 @@ def search_terms(snapshot: Path, pairs: list[SearchPair], n: int) -> list[str]:
     try:
         sql = f"SELECT {quote(pair.columns[-1])} FROM {quote(pair.source)} ORDER BY rowid LIMIT 200"
         for (text,) in conn.execute(sql):
-            for w in str(text or "").split():
-                w = _NOT_ALNUM.sub("", w).lower()
+            for w in _NOT_ALNUM.sub("", str(text or "")).lower().split():  # each word's letters and digits
                 if len(w) >= 4 and w.isascii():
                     seen.setdefault(w)
     except apsw.Error:

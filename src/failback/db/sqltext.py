@@ -6,6 +6,7 @@ touches only real tokens: a COLLATE name inside a string literal is left alone.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -54,7 +55,14 @@ class Token:
 
 def tokenize(sql: str) -> list[Token]:
     """Split SQL into tokens; concatenating their texts gives ``sql`` back exactly."""
-    return [Token(m.lastgroup or "op", m.group()) for m in _TOKEN.finditer(sql)]
+    return list(_tokens(sql))
+
+
+@functools.lru_cache(maxsize=4096)
+def _tokens(sql: str) -> tuple[Token, ...]:
+    """The tokens of ``sql``, kept: a run reads the same schema SQL many times (plan, drift, proofs, statements),
+    and a fleet worker the same schema for every tenant (tokens are immutable)."""
+    return tuple(Token(m.lastgroup or "op", m.group()) for m in _TOKEN.finditer(sql))
 
 
 def significant(tokens: list[Token]) -> list[tuple[int, Token]]:

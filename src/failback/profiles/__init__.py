@@ -6,6 +6,7 @@ one by running the same feature statements in a real engine, so conversions are 
 
 from __future__ import annotations
 
+import functools
 import tomllib
 from pathlib import Path
 
@@ -126,7 +127,8 @@ def load_profile(name_or_path: str | Path) -> Profile:
     """Load a shipped profile by name (``sqljs-1.16.0``) or a profile file by path."""
     path = HERE / f"{name_or_path}.toml" if str(name_or_path) in shipped() else Path(name_or_path)
     try:
-        return Profile.model_validate(tomllib.loads(path.read_text(encoding="utf-8")))
+        st = path.stat()
+        return _parsed(str(path), st.st_ino, st.st_size, st.st_mtime_ns).model_copy(deep=True)
     except FileNotFoundError:
         raise ConfigError(
             f"no capability profile {name_or_path!s}",
@@ -136,6 +138,12 @@ def load_profile(name_or_path: str | Path) -> Profile:
         raise ConfigError(f"profile {path}: cannot read ({err.strerror or err})") from None
     except (tomllib.TOMLDecodeError, ValidationError, UnicodeDecodeError) as err:
         raise ConfigError(f"profile {path}: invalid ({str(err).splitlines()[0]})") from None
+
+
+@functools.lru_cache(maxsize=64)
+def _parsed(path: str, inode: int, size: int, mtime_ns: int) -> Profile:
+    """The profile in the file at ``path``, parsed once per version of the file (its inode, size and mtime)."""
+    return Profile.model_validate(tomllib.loads(Path(path).read_text(encoding="utf-8")))
 
 
 def _limits(options: list[str]) -> dict[str, int]:
