@@ -179,6 +179,8 @@ def test_warm_starts_the_process_the_next_run_uses(node: str) -> None:
     [pid] = pids(node)
     assert pid is not None
     assert engine.run(None, SELECT_ONE).results[0]["ok"] and pids(node) == [pid]
+    engine.warm()  # one is ready: nothing started, nothing run
+    assert pids(node) == [pid]
 
 
 def test_a_process_whose_job_peaked_above_the_limit_is_not_kept(node: str, monkeypatch: pytest.MonkeyPatch) -> None:

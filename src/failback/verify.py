@@ -343,10 +343,12 @@ def snapshot_digests(snapshot: Path, specs: list[DigestSpec], quick: bool = Fals
 
 
 _NOT_ALNUM = re.compile(r"[^\w\s]|_")  # what a word loses: neither a letter, a digit nor a space
+TERM_POOL = 40  # distinct words read per search term drawn (at most 200 rows are read)
 
 
 def search_terms(snapshot: Path, pairs: list[SearchPair], n: int) -> list[str]:
-    """Up to ``n`` plain words drawn, deterministically, from the first indexed column of the first FTS table."""
+    """Up to ``n`` plain words drawn, deterministically, from the last indexed column of the first FTS table (its
+    first rows, until ``TERM_POOL`` words per term are known)."""
     if not pairs or not pairs[0].columns or n <= 0:
         return []
     pair = pairs[0]
@@ -358,6 +360,8 @@ def search_terms(snapshot: Path, pairs: list[SearchPair], n: int) -> list[str]:
             for w in _NOT_ALNUM.sub("", str(text or "")).lower().split():  # each word's letters and digits
                 if len(w) >= 4 and w.isascii():
                     seen.setdefault(w)
+            if len(seen) >= TERM_POOL * n:  # enough to draw from: the rest of the rows are not read
+                break
     except apsw.Error:
         return []
     finally:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -319,10 +319,12 @@ def gather(
     mode: ModePolicy = STANDARD,
     sides: SideFiles | None = None,
     watching: Future[Liveness] | None = None,
+    checked: Sequence[str] | None = None,
 ) -> Facts:
-    """Read every fact: the snapshot (quick_check in a second thread), the live source (``watching``, a watch
-    started beside the snapshot, else one started now in a third thread), the machine; the slow ones only when
-    ``mode`` reads them."""
+    """Read every fact: the snapshot (quick_check in a second thread, unless ``checked`` holds the problems a
+    quick_check of it already found: the run's source check), the live source (``watching``, a watch started
+    beside the snapshot, else one started now in a third thread), the machine; the slow ones only when ``mode``
+    reads them."""
     source = cfg.source_path
     profile = load_profile(cfg.target.profile)
     sides = sides or observe_sides(source)
@@ -331,7 +333,7 @@ def gather(
     space = folder_space([*layers, cfg.target_path.parent, cfg.state_path, temp])  # before the backup grows
     watching = watching or start_watch(source, cfg.assess.liveness_seconds, sides)
     with ThreadPoolExecutor(1) as pool:
-        checking = pool.submit(quick_check, snapshot) if mode.quick_check else None
+        checking = pool.submit(quick_check, snapshot) if mode.quick_check and checked is None else None
         conn = connect(snapshot, readonly=True)
         r = _Reader(conn)
         try:
@@ -346,6 +348,8 @@ def gather(
             big = r.read("integers beyond 2^53", lambda c: big_integer_columns(c, schema), [])
             drift, drift_from = r.read("schema drift", lambda _: schema_drift(cfg, plan, profile), ([], ""))
             integrity = r.read("quick_check", lambda _: checking.result(), None) if checking else None
+            if mode.quick_check and checked is not None:
+                integrity = list(checked)
         finally:
             conn.close()
         cal = calibration(cfg, measure=mode.calibrate)

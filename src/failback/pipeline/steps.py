@@ -222,7 +222,16 @@ def step_assess(ctx: RunContext) -> dict[str, Any]:
     if integrity["repaired"]:
         ctx.event("source.repair-fts", integrity)
     ctx.assessment = evaluate(
-        gather(ctx.cfg, ctx.snapshot.path, ctx.schema, ctx.plan, mode=ctx.mode, sides=ctx.sides, watching=ctx.liveness)
+        gather(
+            ctx.cfg,
+            ctx.snapshot.path,
+            ctx.schema,
+            ctx.plan,
+            mode=ctx.mode,
+            sides=ctx.sides,
+            watching=ctx.liveness,
+            checked=None if checked.problems else (),  # an intact snapshot is quick_checked once
+        )
     )
     result = {**ctx.assessment.to_json(), "plan": ctx.plan.to_json(), "source_integrity": integrity}
     if not opts.dry_run:

@@ -21,8 +21,8 @@ from typing import Any
 
 from ...errors import EngineError, FailbackError, NodeNotFound, NotADatabaseError
 from .. import Action, EngineRun, check_engine_input
+from . import session
 from .nodefiles import NODE_FILES, VENDOR_DIR
-from .session import run_job
 
 RUNNER_DIR = Path(__file__).resolve().parent
 RUNNER = RUNNER_DIR / "runner.js"
@@ -172,18 +172,22 @@ class SqlJsEngine:
         }
 
     def warm(self) -> None:
-        """Start this engine's kept Node process and load sql.js now, so that the next run does not wait for them;
-        a failure is left to that run to report."""
+        """Start this engine's kept Node process and load sql.js now, unless this process has one ready, so that
+        the next run does not wait for them; a failure is left to that run to report."""
         with contextlib.suppress(FailbackError):
-            self.run(None, [])
+            session.warm(self._command(), self._job(None, []))
 
     def run(self, database: Path | None, actions: list[Action]) -> EngineRun:
         """Load ``database`` (``None``: empty) into sql.js and run ``actions``; the file is never written. The job
         runs in a Node process this Python process keeps for later runs (:mod:`.session`)."""
         start = time.perf_counter()
+        return engine_run(session.run_job(self._command(), self._job(database, actions), self.timeout), start)
+
+    def _job(self, database: Path | None, actions: list[Action]) -> dict[str, Any]:
+        """The job the kept runner runs: :meth:`job` and the files of the Node packages it loads."""
         job = self.job(database, actions)
         job["modules"] = {package: str(path.resolve()) for package, path in self.modules().items()}
-        return engine_run(run_job(self._command(), job, self.timeout), start)
+        return job
 
 
 def engine_run(doc: dict[str, Any], start: float) -> EngineRun:

@@ -157,7 +157,7 @@ def run_job(command: Sequence[str], job: dict[str, Any], timeout: float | None =
     """The result document of ``job`` run by ``command`` (Node and runner.js) in an idle session of this process
     for the same Node packages (their files unchanged since it loaded them) and ``legacy_functions``, else in a new
     one; see :meth:`RunnerSession.run`."""
-    key = (tuple(command), tuple(sorted(_identities(job["modules"]))), job.get("legacy_functions"))
+    key = _key(command, job)
     with _lock:
         idle = _idle.setdefault(key, [])
         if idle:
@@ -173,6 +173,20 @@ def run_job(command: Sequence[str], job: dict[str, Any], timeout: float | None =
     finally:
         with _lock:
             _idle.setdefault(key, []).append(session)
+
+
+def warm(command: Sequence[str], job: dict[str, Any]) -> None:
+    """Start a session for ``job``'s command, packages and ``legacy_functions`` by running ``job`` (an empty one),
+    unless this process already has one idle."""
+    with _lock:
+        if _idle.get(_key(command, job)):
+            return
+    run_job(command, job)
+
+
+def _key(command: Sequence[str], job: dict[str, Any]) -> tuple[Any, ...]:
+    """What a session serves: the command, the Node packages' files as they are now, ``legacy_functions``."""
+    return (tuple(command), tuple(sorted(_identities(job["modules"]))), job.get("legacy_functions"))
 
 
 def _identities(modules: dict[str, str]) -> Iterator[tuple[str, int, int, int]]:
