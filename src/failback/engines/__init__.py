@@ -107,8 +107,8 @@ def warm(engine: Engine) -> None:
     """Let ``engine`` start what its first run needs, in a background thread, if it has such a step (an optional
     ``warm()`` method: sql.js starts its Node process and loads the WebAssembly module); else nothing."""
     start = getattr(engine, "warm", None)
-    if callable(start):
-        threading.Thread(target=start, name=f"failback-{engine.name}-warm", daemon=True).start()
+    if callable(start):  # not a daemon: a process ending meanwhile waits for it (~0.2 s), then stops the engine
+        threading.Thread(target=start, name=f"failback-{engine.name}-warm").start()
 
 
 EngineFactory = Callable[[], Engine]
