@@ -69,6 +69,35 @@ function once(key, load) {
   return loaded.get(key);
 }
 
+// sql.js keeps the file's bytes in its in-memory file system (MEMFS) as one array, whose length is the file's
+// room: a write past it (an FTS write's new pages, a statement's spilled pages) allocates an array 1.125x the file
+// and copies the file into it, so the process briefly holds the file twice. MEMFS takes `data.slice(0, length)` of
+// the bytes sql.js opens as the file's array: RoomyBytes answers that with a view of its whole buffer (the file,
+// then ROOM zeros), so MEMFS writes up to the buffer's end in place. The room costs address space only: the zeros
+// are not touched, so never resident. A MEMFS that copies instead (other builds) still reads the same bytes.
+const ROOM = (size) => Math.max(16 << 20, Math.ceil(size / 8));
+
+class RoomyBytes extends Uint8Array {
+  slice(start, end) {
+    if (start === 0 && end === this.length) return new Uint8Array(this.buffer, this.byteOffset);
+    return super.slice(start, end);
+  }
+}
+
+// The bytes of the file at `path` (read once, no second copy), with room to grow in place.
+function readWithRoom(path) {
+  const fd = fs.openSync(path, "r");
+  try {
+    const size = fs.fstatSync(fd).size;
+    const bytes = new RoomyBytes(new ArrayBuffer(size + ROOM(size)), 0, size);
+    let got = 0;
+    for (let n = 1; got < size && n > 0; got += n) n = fs.readSync(fd, bytes, got, size - got, got);
+    return got < size ? bytes.subarray(0, got) : bytes; // the file shrank meanwhile: what was there
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
 // The result document of one job.
 async function answer(job) {
   const node = Number(process.versions.node.split(".")[0]);
@@ -80,7 +109,7 @@ async function answer(job) {
   const SQL = await once(JSON.stringify([m["sqlite-wasm"], m["sql.js"], job.legacy_functions === true]), () =>
     m["sqlite-wasm"] ? require("./sqlite-wasm.js").load(m["sqlite-wasm"]) : sqlJs(job),
   );
-  const bytes = job.database == null ? null : fs.readFileSync(job.database);
+  const bytes = job.database == null ? null : readWithRoom(job.database);
   const doc = runJob({ SQL, hasher, bytes, job });
   return doc.ok ? { ...doc, peak_rss: peakRss() } : doc;
 }
