@@ -22,8 +22,11 @@ Levels:
   integrity-check in sql.js after the write round trip (apsw's integrity_check already checks the FTS4
   index of the file, SQLite 3.54 being the same version sql.js ships).
 
-The sql.js job runs in a Node process (a thread waits for it) while Python digests the target, so the two
-sides use both cores. Given a ``browser`` engine (``[verify] browser``, ``verify --browser``), the same job then
+The sql.js job runs in a Node process (a thread waits for it) while apsw checks the target, so the two sides use
+both cores; that process reads the file once and shares a big file's digests with a helper thread reading the same
+bytes (runner.js). The old app's statements (``statements``) run in the same job, after every check that reads the
+data and before the write round trip, inside a transaction rolled back: the file is loaded into sql.js once.
+Given a ``browser`` engine (``[verify] browser``, ``verify --browser``), the same job then
 runs in the same sql.js inside headless Chromium: every result (timings apart) must equal Node's, else the
 first that differs is a problem; the tab's time and peak memory are reported, with a warning above what mobile
 browsers hold.
