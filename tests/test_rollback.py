@@ -110,6 +110,32 @@ def test_target_keeps_pragmas_and_journal_mode(demo_dir: Path) -> None:
     assert not list((demo_dir).glob(".app-sqljs.sqlite.failback-*")), "temp target left behind"
 
 
+@pytest.mark.parametrize("mode", ["standard", "emergency"])
+def test_verification_loads_the_target_into_sqljs_once(
+    demo_dir: Path, mode: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The old app's statements run in the verification's sql.js job: the converted target is loaded once, and the
+    verify step still lists the statement checks beside the tables (digests, or counts in emergency)."""
+    loads: list[Path] = []
+    run = SqlJsEngine.run
+
+    def counted(self: SqlJsEngine, database: Path | None, actions: list[dict[str, Any]]) -> Any:
+        if database is not None and ".failback-" in Path(database).name:  # the converted target, under its temp name
+            loads.append(Path(database))
+        return run(self, database, actions)
+
+    monkeypatch.setattr(SqlJsEngine, "run", counted)
+    cfg = load_config(demo_dir / "failback.toml")
+    outcome = Rollback(cfg, demo_dir / "failback.toml", Options(mode=mode, yes=True)).run()
+    assert outcome.exit_code == 0, outcome.error
+    assert len(loads) == 1, loads
+    verified = outcome.results["verify"]
+    assert len(verified["statements"]) == 5 and all(c["ok"] for c in verified["statements"])
+    tables = {t["table"]: t for t in verified["tables"]}
+    assert tables["note"]["ok"] and tables["note"]["sqljs"]["rows"] == tables["note"]["snapshot"]["rows"] > 0
+    assert bool(tables["note"]["sqljs"]["digest"]) == (mode == "standard")
+
+
 def test_previous_target_and_config_are_kept(demo_dir: Path) -> None:
     old_target = (demo_dir / "app-sqljs.sqlite").read_bytes()
     old_env = (demo_dir / "app.env").read_bytes()

@@ -146,6 +146,55 @@ def test_peak_rss_is_each_jobs_own(node: str, tmp_path: Path) -> None:
     assert len(pids(node)) == 1
 
 
+def test_writes_that_grow_the_file_within_and_past_its_room_read_back(node: str, tmp_path: Path) -> None:
+    """The runner gives sql.js the file with room to grow in place (16 MiB for a small file); writes that grow it
+    within that room and past it (sql.js then moves the file to a bigger array) both read back whole, and the
+    file on disk is untouched."""
+    db = tmp_path / "small.sqlite"
+    conn = apsw.Connection(str(db))
+    with conn:
+        conn.execute("CREATE TABLE t(b); INSERT INTO t VALUES (randomblob(1000))")
+    conn.close()
+    before = db.read_bytes()
+    rows = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < {}) "
+    grow = [
+        {"op": "exec", "sql": rows.format(100) + "INSERT INTO t SELECT randomblob(10000) FROM c"},  # ~1 MB: in room
+        {"op": "query", "sql": "SELECT count(*), sum(length(b)) FROM t"},
+        {"op": "exec", "sql": rows.format(3000) + "INSERT INTO t SELECT randomblob(10000) FROM c"},  # ~30 MB: past it
+        {"op": "query", "sql": "SELECT count(*), sum(length(b)) FROM t"},
+        {"op": "query", "sql": "PRAGMA integrity_check"},
+    ]
+    run = SqlJsEngine(node=node).run(db, grow)
+    assert all(r["ok"] for r in run.results), run.results
+    counts = [r["rows"][0] for r in (run.results[1], run.results[3])]
+    assert counts == [[{"int": "101"}, {"int": "1001000"}], [{"int": "3101"}, {"int": "31001000"}]]
+    assert run.results[4]["rows"] == [["ok"]]
+    assert run.peak_rss_bytes and run.peak_rss_bytes > 30 << 20
+    assert db.read_bytes() == before
+
+
+def test_digests_shared_with_a_helper_thread_answer_as_one_thread(node: str, native_db: Path, tmp_path: Path) -> None:
+    """A big file's digests are shared with a helper thread reading the same bytes (forced here with share_from=0):
+    every result is the one a single thread gives, a missing table fails alone, and the actions after the
+    digests (a write, then a read of it) still run on the file as loaded."""
+    target = tmp_path / "target.sqlite"
+    api.export(native_db, target)
+    engine = SqlJsEngine(node=node)
+    digests = [{"op": "digest", "tables": [s.to_json()]} for s in digest_specs_of(target)]
+    digests.insert(1, {"op": "digest", "tables": [{"table": "nope", "columns": ["a"], "rowid": True}]})
+    after = [
+        {"op": "exec", "sql": "DELETE FROM note WHERE id = (SELECT min(id) FROM note)"},
+        {"op": "query", "sql": "SELECT count(*) FROM note"},
+    ]
+    job = engine.job(target, [*digests, *after]) | {"modules": {k: str(v) for k, v in engine.modules().items()}}
+    command = [node, "--expose-gc", str(RUNNER)]
+    alone, shared = (session.run_job(command, job | {"share_from": n}) for n in (2**53, 0))
+    assert shared["ok"] and shared["results"] == alone["results"]
+    assert shared["shared"] >= 1 and "shared" not in alone  # the helper ran some of them
+    assert len(digests) > 3 and [r["ok"] for r in shared["results"][: len(digests)]].count(False) == 1
+    assert shared["results"][1]["error"] == "no such table: main.nope"
+
+
 def test_a_forked_child_starts_its_own_process(node: str) -> None:
     """After a fork the child runs jobs in a Node process of its own; the parent's keeps serving the parent."""
     engine = SqlJsEngine(node=node)

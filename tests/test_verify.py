@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import apsw
 import pytest
 
+from failback.assess.statements import prepare_statements
 from failback.config import load_config
 from failback.db.connect import connect, run_script
 from failback.engines.sqljs import SqlJsEngine
@@ -95,6 +97,34 @@ def test_reordered_but_equal_tables_pass(tmp_path: Path) -> None:
         conn.close()
     report = verify_target(other, plan_for(src), SqlJsEngine(), snapshot=src)
     assert report.ok, report.problems
+
+
+@pytest.mark.parametrize("level", ["quick", "standard"])
+def test_statements_that_write_run_in_the_verification_job_and_leave_its_digests_alone(
+    pair: tuple[Path, Path], level: str
+) -> None:
+    """The old app's statements run in the verification's own sql.js job; what they write is rolled back and
+    unseen by the digests (and counts), which equal those of a verification without them."""
+    src, out = pair
+    writes = ["DELETE FROM item", "UPDATE tag SET v = v + ?", "INSERT INTO item(name) VALUES (?)"]
+    run = prepare_statements(out, [*writes, "SELECT id FROM item"], [])
+    plain = verify_target(out, plan_for(src), SqlJsEngine(), snapshot=src, level=level)
+    report = verify_target(out, plan_for(src), SqlJsEngine(), snapshot=src, level=level, statements=run)
+    assert plain.ok and report.ok, report.problems
+    assert [(c.sql, c.ok) for c in report.statements] == [(sql, True) for sql in run.statements]
+    assert report.statements[-1].rows == 3  # run after the DELETE was rolled back
+    assert [asdict(t) for t in report.tables] == [asdict(t) for t in plain.tables]
+    assert report.to_json()["statements"] == [asdict(c) for c in report.statements]
+
+
+def test_a_failing_statement_is_a_problem_after_those_of_the_data(pair: tuple[Path, Path]) -> None:
+    src, out = pair
+    tamper(out, "UPDATE item SET name = 'Pear' WHERE id = 2")
+    run = prepare_statements(out, ["SELECT colour FROM item"], [])
+    report = verify_target(out, plan_for(src), SqlJsEngine(), snapshot=src, statements=run)
+    assert not report.statements[0].ok and "no such column: colour" in report.statements[0].error
+    assert report.problems[0].startswith("table item: content differs")
+    assert report.problems[-1] == report.statements[0].message()
 
 
 def test_verify_command_exit_codes(pair: tuple[Path, Path], cli: Callable[..., Any]) -> None:

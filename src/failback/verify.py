@@ -22,8 +22,11 @@ Levels:
   integrity-check in sql.js after the write round trip (apsw's integrity_check already checks the FTS4
   index of the file, SQLite 3.54 being the same version sql.js ships).
 
-The sql.js job runs in a Node process (a thread waits for it) while Python digests the target, so the two
-sides use both cores. Given a ``browser`` engine (``[verify] browser``, ``verify --browser``), the same job then
+The sql.js job runs in a Node process (a thread waits for it) while apsw checks the target, so the two sides use
+both cores; that process reads the file once and shares a big file's digests with a helper thread reading the same
+bytes (runner.js). The old app's statements (``statements``) run in the same job, after every check that reads the
+data and before the write round trip, inside a transaction rolled back: the file is loaded into sql.js once.
+Given a ``browser`` engine (``[verify] browser``, ``verify --browser``), the same job then
 runs in the same sql.js inside headless Chromium: every result (timings apart) must equal Node's, else the
 first that differs is a problem; the tab's time and peak memory are reported, with a warning above what mobile
 browsers hold.
@@ -43,6 +46,7 @@ from typing import Any
 
 import apsw
 
+from .assess.statements import StatementCheck, StatementRun
 from .db.connect import connect, database_error, quote
 from .db.digest import DigestSpec, TableDigest, database_digests, digest_rows, table_digest
 from .db.schema import (
@@ -107,6 +111,7 @@ class VerifyReport:
     sqljs_peak_rss: int | None = None
     browser: dict[str, Any] | None = None  # the same job in a browser: version, seconds, memory, difference, warning
     seconds: float = 0.0
+    statements: list[StatementCheck] = field(default_factory=list)  # the old app's, run on the target
 
     @property
     def ok(self) -> bool:
@@ -123,6 +128,11 @@ class VerifyReport:
         self.checks.append(check)
         if not check.ok:
             self.problems.append(f"{check.kind} {check.name}: {check.detail}")
+
+    def add_statements(self, checks: list[StatementCheck]) -> None:
+        """Record the old app's statements run on the target (each that failed is a problem)."""
+        self.statements = checks
+        self.problems += [c.message() for c in checks if not c.ok]
 
     def to_json(self) -> dict[str, Any]:
         return {**asdict(self), "ok": self.ok}
@@ -378,7 +388,11 @@ def _build_job(
     queries: list[str],
     timed: list[str],
     runs: int,
+    statements: list[dict[str, Any]],
 ) -> _Job:
+    """The sql.js job: what reads the data as the file holds it first (timings, schema, counts or digests, searches,
+    queries, proofs), then the old app's ``statements`` (rolled back), then the write round trip and, at level
+    deep, the integrity checks after it."""
     job = _Job()
     for sql in timed:  # first, on the pristine data (the write round trip comes last)
         job.add(f"time:{sql}", {"op": "time", "sql": sql, "runs": runs + 1})
@@ -387,6 +401,7 @@ def _build_job(
     if level == "quick":
         for s in specs:
             job.add(f"count:{s.table}", {"op": "query", "sql": _count_sql(s)})
+        _add_statements(job, statements)
         return job
     for s in specs:  # one action per table: a table the target lacks fails alone
         job.add(f"digest:{s.table}", {"op": "digest", "tables": [s.to_json()]})
@@ -404,6 +419,7 @@ def _build_job(
                 job.add(f"proof:trigger:{proof.name}:{i}", {"op": "query", "sql": sql})
         else:
             job.add(f"proof:{proof.kind}:{proof.name}", {"op": "exec", "sql": proof.sql})
+    _add_statements(job, statements)
     for n, pair in enumerate(p for p in plan.search if p.content):
         for i, action in enumerate(_write_round_trip(pair, n)):
             job.add(f"write:{pair.target}:{i}", action)
@@ -416,6 +432,11 @@ def _build_job(
                 {"op": "exec", "sql": f"INSERT INTO {f}({f}) VALUES('integrity-check')"},
             )
     return job
+
+
+def _add_statements(job: _Job, actions: list[dict[str, Any]]) -> None:
+    for i, action in enumerate(actions):
+        job.add(f"statement:{i}", action)
 
 
 def _write_round_trip(pair: SearchPair, n: int) -> list[dict[str, Any]]:
@@ -458,20 +479,32 @@ def verify_target(
     repaired: Collection[str] = (),
     browser: Engine | None = None,
     browser_memory_warn_mb: int | None = None,
+    statements: StatementRun | None = None,
 ) -> VerifyReport:
     """Run the verification suite at ``level``. Problems are collected in the report, never raised.
     ``snapshot_digests_`` (e.g. from the backup manifest) are reused for the tables they cover; ``timed``
     queries are also timed in sql.js while it has the target loaded (for the post-check). The search results
     of ``repaired`` FTS tables (their source index was malformed: ``--repair-fts``) are not compared.
     ``browser``: an engine that runs the same job in a browser; its results must equal ``engine``'s, and a tab
-    peaking above ``browser_memory_warn_mb`` is warned about."""
+    peaking above ``browser_memory_warn_mb`` is warned about. ``statements``: the old app's statements, run in the
+    same sql.js job (one load of the file) after every check that reads the data, rolled back (``statements``
+    in the report; each that fails is a problem)."""
     t0 = time.perf_counter()
     rep = VerifyReport(level)
     quick = level == "quick"
     view = source_view(snapshot, plan)
     terms = [] if quick else list(fts_queries or []) + search_terms(snapshot, plan.search, sample_terms)
     searches = [(p, q) for p in plan.search if p.source not in repaired for q in terms]
-    job = _build_job(plan, view.specs, level, searches, [] if quick else list(queries or []), list(timed or []), runs)
+    job = _build_job(
+        plan,
+        view.specs,
+        level,
+        searches,
+        [] if quick else list(queries or []),
+        list(timed or []),
+        runs,
+        statements.actions() if statements else [],
+    )
     with ThreadPoolExecutor(1) as pool:
         future = pool.submit(engine.run, target, job.actions)
         in_browser = (
@@ -540,6 +573,8 @@ def verify_target(
         _checks(rep, plan, job, snapshot, searches, list(queries or []), level, planned, js_rows)
         for name in sorted({p.source for p in plan.search} & set(repaired)):
             rep.add(Check("search", name, True, "not compared: the source's index is malformed, rebuilt in the target"))
+    if statements:  # last: the problems of the data and the schema come first
+        rep.add_statements(statements.checks([job[tag] for tag in job.tags if tag.startswith("statement:")]))
     rep.seconds = time.perf_counter() - t0
     return rep
 

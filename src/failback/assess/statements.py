@@ -184,30 +184,56 @@ def sample_parameters(target: Path, statements: list[str]) -> list[list[TypedVal
 
 
 # -- running -----------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class StatementRun:
+    """The old app's statements with parameters drawn from the target, as engine actions (one transaction, each
+    statement in a savepoint, all rolled back) and the checks their results give (a failure names the drift from
+    ``drift`` that explains it). The actions can run inside a larger job: they leave the data as they found it."""
+
+    statements: list[str]
+    params: list[list[TypedValue]]
+    drift: list[Drift]
+
+    def actions(self) -> list[dict[str, Any]]:
+        """The engine actions: BEGIN, then per statement a savepoint, the statement and its rollback, then ROLLBACK
+        (none without statements)."""
+        if not self.statements:
+            return []
+        actions: list[dict[str, Any]] = [{"op": "exec", "sql": "BEGIN"}]
+        for sql, values in zip(self.statements, self.params, strict=True):
+            actions += [
+                {"op": "exec", "sql": "SAVEPOINT failback_statement"},
+                {"op": "query", "sql": sql, "params": values, "limit": 0},
+                {"op": "exec", "sql": "ROLLBACK TO failback_statement; RELEASE failback_statement"},
+            ]
+        actions.append({"op": "exec", "sql": "ROLLBACK"})
+        return actions
+
+    def checks(self, results: list[dict[str, Any]]) -> list[StatementCheck]:
+        """Each statement's check from the results of :meth:`actions`."""
+        out = []
+        for i, (sql, values) in enumerate(zip(self.statements, self.params, strict=True)):
+            r = results[2 + 3 * i]
+            if r.get("ok"):
+                out.append(StatementCheck(sql, values, True, rows=int(r.get("count", 0))))
+            else:
+                error = str(r.get("error", "failed"))
+                out.append(StatementCheck(sql, values, False, error, cause=blame(error, sql, self.drift)))
+        return out
+
+
+def prepare_statements(target: Path, statements: list[str], drift: list[Drift]) -> StatementRun:
+    """The statements' run on ``target``, their parameters drawn from its data (read-only)."""
+    return StatementRun(statements, sample_parameters(target, statements) if statements else [], drift)
+
+
 def check_statements(engine: Engine, target: Path, statements: list[str], drift: list[Drift]) -> list[StatementCheck]:
     """Run each statement on ``target`` in ``engine``, each in a savepoint of one transaction rolled back at the
     end; a failure names the drift (from ``drift``) that explains it."""
     if not statements:
         return []
-    params = sample_parameters(target, statements)
-    actions: list[dict[str, Any]] = [{"op": "exec", "sql": "BEGIN"}]
-    for sql, values in zip(statements, params, strict=True):
-        actions += [
-            {"op": "exec", "sql": "SAVEPOINT failback_statement"},
-            {"op": "query", "sql": sql, "params": values, "limit": 0},
-            {"op": "exec", "sql": "ROLLBACK TO failback_statement; RELEASE failback_statement"},
-        ]
-    actions.append({"op": "exec", "sql": "ROLLBACK"})
-    results = engine.run(target, actions).results
-    out = []
-    for i, (sql, values) in enumerate(zip(statements, params, strict=True)):
-        r = results[2 + 3 * i]
-        if r.get("ok"):
-            out.append(StatementCheck(sql, values, True, rows=int(r.get("count", 0))))
-        else:
-            error = str(r.get("error", "failed"))
-            out.append(StatementCheck(sql, values, False, error, cause=blame(error, sql, drift)))
-    return out
+    run = prepare_statements(target, statements, drift)
+    return run.checks(engine.run(target, run.actions()).results)
 
 
 def _mentions(sql: str) -> set[str]:

@@ -1,9 +1,10 @@
 // failback engine actions: the action protocol run inside real sql.js, by Node (runner.js) and by a browser
 // page (browser.html, web/failback.js) alike. A UMD module: require()d in Node; in a page a <script> or an
 // imported module, which defines globalThis.failbackActions.
-// runJob({SQL, hasher, bytes, job, sample}) opens `bytes` (a Uint8Array, or null: an empty database) with the
+// runJob({SQL, hasher, bytes, job, sample, share}) opens `bytes` (a Uint8Array, or null: an empty database) with the
 // job's stand-ins and returns {"ok": true, "version", "results": [...]} or {"ok": false, "kind": "database",
-// "error"}; `sample` (optional) is called after each action (the page samples its memory there).
+// "error"}; `sample` (optional) is called after each action (the page samples its memory there); `share`
+// (optional, Node): a helper thread that runs some of the digests (see runJob below).
 // job: {"database": its name in messages, "actions": [...], "legacy_functions": bool, "stand_ins": [...]};
 // SQL: what initSqlJs resolved to (see loadOptions); hasher: hash-wasm's createXXHash128().
 // "legacy_functions": true loads sql.js 1.x's default deprecated extension functions (46 more functions;
@@ -319,7 +320,8 @@ function loadOptions(job, locateFile) {
   return options;
 }
 
-function runJob({ SQL, hasher, bytes, job, sample }) {
+// `bytes` opened as the job's database, its stand-ins registered; throws when it is not a database.
+function openDatabase(SQL, bytes, job) {
   let db;
   try {
     db = new SQL.Database(bytes);
@@ -336,25 +338,54 @@ function runJob({ SQL, hasher, bytes, job, sample }) {
     one.step();
     bigints = typeof one.get(null, { useBigInt: true })[0] === "bigint";
     one.free();
+    return db;
   } catch (e) {
     if (db) db.close(); // a runner's session goes on with its next job: free this one's memory
+    throw e;
+  }
+}
+
+// One action's result: {"ok": true, ...} or {"ok": false, "error"}.
+function runAction(db, action, hasher) {
+  try {
+    if (!Object.hasOwn(ACTIONS, action.op)) throw new Error(`unknown op: ${action.op}`);
+    return { ok: true, ...ACTIONS[action.op](db, action, hasher) };
+  } catch (e) {
+    return { ok: false, error: e instanceof Error ? e.message : String(e) };
+  }
+}
+
+// `share` (optional; runner.js): a helper reading the same bytes in another thread. Each run of consecutive digest
+// actions (reads only) is shared with it: share.start(from, end) lets it claim actions of that run, share.claim()
+// gives this thread its next one (-1: none left), share.finish() waits for the helper and gives {index: result} of
+// those it ran; an action it did not answer is run here.
+function runJob({ SQL, hasher, bytes, job, sample, share }) {
+  let db;
+  try {
+    db = openDatabase(SQL, bytes, job);
+  } catch (e) {
     return { ok: false, kind: "database", error: `${job.database}: ${e.message}` };
   }
-  const results = job.actions.map((action) => {
-    let result;
-    try {
-      if (!Object.hasOwn(ACTIONS, action.op)) throw new Error(`unknown op: ${action.op}`);
-      result = { ok: true, ...ACTIONS[action.op](db, action, hasher) };
-    } catch (e) {
-      result = { ok: false, error: e instanceof Error ? e.message : String(e) };
+  const actions = job.actions;
+  const results = [];
+  for (let i = 0; i < actions.length; i++) {
+    let end = i;
+    while (share && end < actions.length && actions[end].op === "digest") end++;
+    if (end - i > 1) {
+      share.start(i, end);
+      for (let k = share.claim(); k >= 0; k = share.claim()) results[k] = runAction(db, actions[k], hasher);
+      Object.assign(results, share.finish());
+      for (let k = i; k < end; k++) results[k] = results[k] || runAction(db, actions[k], hasher);
+      i = end - 1;
+    } else {
+      results[i] = runAction(db, actions[i], hasher);
     }
     if (sample) sample();
-    return result;
-  });
+  }
   const version = db.exec("SELECT sqlite_version()")[0].values[0][0];
   db.close();
   return { ok: true, version, results };
 }
 
-return { loadOptions, runJob };
+return { loadOptions, openDatabase, runAction, runJob };
 });

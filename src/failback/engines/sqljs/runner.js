@@ -6,7 +6,8 @@
 // "sql.js", "sqlite-wasm": path of @sqlite.org/sqlite-wasm's dist/node.mjs, run through the adapter
 // sqlite-wasm.js (sqlitewasm.py). Its result document is {"ok": true, "version", "results": [...], "peak_rss":
 // bytes}, or {"ok": false, "kind": "database" | "job", "error"}. Nothing else is printed to stdout.
-// The actions, their results and the job's other fields: actions.js (shared with the browser page).
+// The actions, their results and the job's other fields: actions.js (shared with the browser page). Optional
+// "share_from": the file size (bytes) from which the job's digests are shared with a helper thread (DigestHelper).
 //
 // One-shot (`node runner.js`): stdin holds ONE job, stdout gets its ONE document (exit 0, or 1 when not ok).
 // Session (`node --expose-gc runner.js --serve`, session.py): stdin holds newline-delimited jobs, stdout gets one
@@ -17,7 +18,8 @@
 "use strict";
 const fs = require("fs");
 const readline = require("readline");
-const { loadOptions, runJob } = require("./actions.js");
+const { isMainThread, MessageChannel, receiveMessageOnPort, Worker, workerData } = require("worker_threads");
+const { loadOptions, openDatabase, runAction, runJob } = require("./actions.js");
 
 // sql.js and emscripten print with console.log/warn: keep stdout for the result documents, and print each
 // distinct message once (sql.js warns on every call of a legacy function).
@@ -76,21 +78,147 @@ function once(key, load) {
   return loaded.get(key);
 }
 
+// sql.js keeps the file's bytes in its in-memory file system (MEMFS) as one array, whose length is the file's
+// room: a write past it (an FTS write's new pages, a statement's spilled pages) allocates an array 1.125x the file
+// and copies the file into it, so the process briefly holds the file twice. MEMFS takes `data.slice(0, length)` of
+// the bytes sql.js opens as the file's array: RoomyBytes answers that with a view of its whole buffer (the file,
+// then ROOM zeros), so MEMFS writes up to the buffer's end in place. The room costs address space only: the zeros
+// are not touched, so never resident. A MEMFS that copies instead (other builds) still reads the same bytes.
+const ROOM = (size) => Math.max(16 << 20, Math.ceil(size / 8));
+
+class RoomyBytes extends Uint8Array {
+  slice(start, end) {
+    if (start === 0 && end === this.length) return new Uint8Array(this.buffer, this.byteOffset);
+    return super.slice(start, end);
+  }
+}
+
+// The bytes of the file at `path` (read once, no second copy), with room to grow in place; `shared`: in memory
+// other threads can read too (a SharedArrayBuffer).
+function readWithRoom(path, shared) {
+  const fd = fs.openSync(path, "r");
+  try {
+    const size = fs.fstatSync(fd).size;
+    const buffer = new (shared ? SharedArrayBuffer : ArrayBuffer)(size + ROOM(size));
+    const bytes = new RoomyBytes(buffer, 0, size);
+    let got = 0;
+    for (let n = 1; got < size && n > 0; got += n) n = fs.readSync(fd, bytes, got, size - got, got);
+    return got < size ? bytes.subarray(0, got) : bytes; // the file shrank meanwhile: what was there
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
+// A job's digests (its longest work) shared with a helper thread (a worker_threads Worker running this file) that
+// opens the same bytes, without a copy (a SharedArrayBuffer, which each thread's sql.js file system views): both
+// claim the next digest of a run from a shared counter, so both cores work and neither waits for a long table the
+// other has; the helper claims first (start() returns once it has), so it always takes part. It reads only while
+// this thread runs that run's digests (reads too): it starts reading after start() and has stopped when finish()
+// returns. Used for a file of at least job.share_from bytes (default SHARE_FROM; below it a thread's start costs
+// more than it saves) and sql.js (not the sqlite-wasm adapter); the result document then says how many actions
+// the helper ran ("shared").
+const SHARE_FROM = 64 << 20;
+const NEXT = 0; // control words: the next action to claim, the end of the run, started, claimed first, done
+const END = 1;
+const STARTED = 2;
+const FIRST = 3;
+const DONE = 4;
+
+class DigestHelper {
+  constructor(job, bytes) {
+    this.control = new Int32Array(new SharedArrayBuffer(20));
+    this.shared = 0;
+    const { port1, port2 } = new MessageChannel();
+    this.port = port1;
+    const data = { job, bytes, control: this.control, port: port2 };
+    this.worker = new Worker(__filename, { workerData: data, transferList: [port2], stdout: true });
+    this.worker.on("error", () => {}); // what it did not answer is run by the main thread
+  }
+  start(from, end) {
+    Atomics.store(this.control, NEXT, from);
+    Atomics.store(this.control, END, end);
+    Atomics.store(this.control, STARTED, 1);
+    Atomics.notify(this.control, STARTED);
+    Atomics.wait(this.control, FIRST, 0);
+  }
+  claim() {
+    return claim(this.control);
+  }
+  finish() {
+    Atomics.wait(this.control, DONE, 0); // this thread claimed until none was left: the helper is finishing
+    const results = {};
+    for (let m = receiveMessageOnPort(this.port); m; m = receiveMessageOnPort(this.port)) results[m.message[0]] = m.message[1];
+    this.shared += Object.keys(results).length;
+    return results;
+  }
+  close() {
+    this.port.close();
+    return this.worker.terminate();
+  }
+}
+
+function signal(control, word) {
+  Atomics.store(control, word, 1);
+  Atomics.notify(control, word);
+}
+
+function claim(control) {
+  const k = Atomics.add(control, NEXT, 1);
+  return k < Atomics.load(control, END) ? k : -1;
+}
+
+// The helper thread: waits for start(), runs the digests it claims, posts each [index, result], then says done.
+async function helper({ job, bytes, control, port }) {
+  try {
+    const { SQL, hasher } = await modules(job);
+    Atomics.wait(control, STARTED, 0);
+    const db = openDatabase(SQL, new RoomyBytes(bytes.buffer, bytes.byteOffset, bytes.length), job);
+    try {
+      for (let k = claim(control); k >= 0; k = claim(control)) {
+        signal(control, FIRST);
+        port.postMessage([k, runAction(db, job.actions[k], hasher)]);
+      }
+    } finally {
+      db.close();
+    }
+  } finally {
+    signal(control, FIRST);
+    signal(control, DONE);
+  }
+}
+
+// The hasher and the SQL module a job runs with, each loaded once per thread.
+async function modules(job) {
+  const m = job.modules;
+  const hasher = await once(JSON.stringify(["hash-wasm", m["hash-wasm"]]), () => require(m["hash-wasm"]).createXXHash128());
+  const SQL = await once(JSON.stringify([m["sqlite-wasm"], m["sql.js"], job.legacy_functions === true]), () =>
+    m["sqlite-wasm"] ? require("./sqlite-wasm.js").load(m["sqlite-wasm"]) : sqlJs(job),
+  );
+  return { SQL, hasher };
+}
+
 // The result document of one job.
 async function answer(job) {
   const node = Number(process.versions.node.split(".")[0]);
   if (node < 18) {
     return { ok: false, kind: "job", error: `Node.js ${process.version} is too old: sql.js needs Node.js >= 18` };
   }
-  const m = job.modules;
-  const hasher = await once(JSON.stringify(["hash-wasm", m["hash-wasm"]]), () => require(m["hash-wasm"]).createXXHash128());
-  const SQL = await once(JSON.stringify([m["sqlite-wasm"], m["sql.js"], job.legacy_functions === true]), () =>
-    m["sqlite-wasm"] ? require("./sqlite-wasm.js").load(m["sqlite-wasm"]) : sqlJs(job),
-  );
-  const bytes = job.database == null ? null : fs.readFileSync(job.database);
-  const doc = runJob({ SQL, hasher, bytes, job });
-  return doc.ok ? { ...doc, peak_rss: peakRss() } : doc;
+  const { SQL, hasher } = await modules(job);
+  if (job.database == null) return done(runJob({ SQL, hasher, bytes: null, job }));
+  const digests = job.actions.filter((a) => a.op === "digest").length;
+  const big = fs.statSync(job.database).size >= (job.share_from ?? SHARE_FROM);
+  const shared = big && digests > 1 && !job.modules["sqlite-wasm"];
+  const bytes = readWithRoom(job.database, shared);
+  const share = shared ? new DigestHelper(job, bytes) : undefined;
+  try {
+    const doc = done(runJob({ SQL, hasher, bytes, job, share }));
+    return share && doc.ok ? { ...doc, shared: share.shared } : doc;
+  } finally {
+    if (share) await share.close();
+  }
 }
+
+const done = (doc) => (doc.ok ? { ...doc, peak_rss: peakRss() } : doc);
 
 const failed = (e) => ({ ok: false, kind: "job", error: String((e && e.stack) || e) });
 
@@ -124,4 +252,5 @@ async function serve() {
   process.exit(0);
 }
 
-(process.argv.includes("--serve") ? serve() : oneShot()).catch((e) => finish(failed(e)));
+if (!isMainThread) helper(workerData);
+else (process.argv.includes("--serve") ? serve() : oneShot()).catch((e) => finish(failed(e)));
