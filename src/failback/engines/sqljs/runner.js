@@ -13,8 +13,9 @@
 // Session (`node --expose-gc runner.js --serve`, session.py): stdin holds newline-delimited jobs, stdout gets one
 // line per job, in order; the process exits at the end of stdin. The loaded SQL module (per distinct "modules" and
 // "legacy_functions") and the hasher are kept across jobs, each job's database is closed after it. "peak_rss" is
-// the job's own peak: on Linux the high-water mark is reset (garbage collected first, with --expose-gc, when over
-// GC_SLACK of it is left) before each job; where it cannot be reset it is the process's peak so far.
+// the job's own peak: on Linux the high-water mark is reset (garbage collected first, with --expose-gc, after a
+// job that peaked over GC_SLACK above the last collection) before each job; where it cannot be reset it is the
+// process's peak so far.
 "use strict";
 const fs = require("fs");
 const readline = require("readline");
@@ -42,13 +43,13 @@ function peakRss() {
   return process.resourceUsage().maxRSS * 1024;
 }
 
-// The previous job's garbage freed when it left more than GC_SLACK since the last collection (a full collection
-// costs ~5 ms: small jobs, a fleet tenant's, skip it; their peak then includes under GC_SLACK of garbage), then
-// VmHWM set to the current RSS ("5": Linux >= 4.0); elsewhere a no-op.
-const GC_SLACK = 32 << 20;
+// The previous job's garbage freed when it peaked over GC_SLACK above the memory left after the last collection
+// (a full collection costs ~5 ms: small jobs, a fleet tenant's, skip it; their peak then includes the little
+// garbage they left), then VmHWM set to the current RSS ("5": Linux >= 4.0); elsewhere a no-op.
+const GC_SLACK = 16 << 20;
 let collected = 0; // RSS after the last collection
-function resetPeak() {
-  if (global.gc && process.memoryUsage.rss() > collected + GC_SLACK) {
+function resetPeak(lastPeak) {
+  if (global.gc && lastPeak > collected + GC_SLACK) {
     global.gc();
     collected = process.memoryUsage.rss();
   }
@@ -239,14 +240,16 @@ async function oneShot() {
 }
 
 async function serve() {
+  let lastPeak = Infinity; // the first job starts from a collection
   for await (const line of readline.createInterface({ input: process.stdin, crlfDelay: Infinity })) {
     let doc;
     try {
-      resetPeak();
+      resetPeak(lastPeak);
       doc = await answer(JSON.parse(line));
     } catch (e) {
       doc = failed(e);
     }
+    lastPeak = peakRss();
     process.stdout.write(JSON.stringify(doc) + "\n");
   }
   process.exit(0);
