@@ -58,6 +58,7 @@ class Kill:
 # snapshot is trusted only with its backup's hash), so kills up to convert.end reuse nothing. Once renamed into
 # place, the converted target is still found (by its hash) and its verification reused.
 KILLS = [
+    Kill("run.created", "old", frozenset()),  # the run's folder and first state written, nothing else: its --yes kept
     Kill("progress:snapshot:1", "old", frozenset(), BIG),  # after the first 16 MB step of 17.7 MB
     Kill("snapshot.end", "old", frozenset()),
     Kill("progress:compress:1", "old", frozenset(), BIG),  # 4 MB into the source's compression

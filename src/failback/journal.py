@@ -96,11 +96,16 @@ class RunDir:
         self.id = run_id
 
     @classmethod
-    def create(cls, state_dir: Path, config: Path, mode: str) -> tuple[RunDir, RunState]:
+    def create(
+        cls, state_dir: Path, config: Path, mode: str, options: dict[str, Any] | None = None
+    ) -> tuple[RunDir, RunState]:
+        """A new run's folder and state, saved with its ``options`` in its first write (a run killed right after
+        resumes with them: its --yes, its reason)."""
         run_id = datetime.now(UTC).strftime("%Y%m%dT%H%M%S") + "-" + os.urandom(2).hex()
         rd = cls(state_dir, run_id)
         ensure_dir(rd.path)
-        state = RunState(run_id, str(config), mode, datetime.now(UTC).isoformat(timespec="seconds"))
+        created = datetime.now(UTC).isoformat(timespec="seconds")
+        state = RunState(run_id, str(config), mode, created, options=dict(options or {}))
         rd.save(state)
         return rd, state
 

@@ -109,8 +109,8 @@ class Rollback:
 
     def run(self) -> Outcome:
         """Start a new run; a FailbackError ends it with its exit code and leaves the app as it was."""
-        rd, state = RunDir.create(self.cfg.state_path, self.config_path, self.opts.mode)
-        state.options = asdict(self.opts)
+        rd, state = RunDir.create(self.cfg.state_path, self.config_path, self.opts.mode, asdict(self.opts))
+        crash_point("run.created")
         return self._drive(rd, state, resuming=False)
 
     @classmethod

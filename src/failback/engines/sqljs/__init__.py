@@ -156,7 +156,7 @@ class SqlJsEngine:
             raise NodeNotFound(
                 f"Node.js not found ({self.node!r} is not on PATH): the sql.js engine needs Node.js >= 18"
             )
-        return [node, "--expose-gc", str(RUNNER)]
+        return [node, "--expose-gc", "--single-threaded-gc", str(RUNNER)]
 
     def job(self, database: Path | None, actions: list[Action]) -> dict[str, Any]:
         """The job document actions.js runs (``database`` checked loadable and resolved; runner.js's protocol)."""
