@@ -118,8 +118,9 @@ def _bytes(n: int | None) -> str:
 
 # -- JSON and Markdown ------------------------------------------------------------------------------
 def render_json(state: RunState, data: dict[str, Any]) -> str:
-    """Everything: the run's state and the report data."""
-    return json.dumps({"run": state.to_json(), **data}, indent=2, default=str) + "\n"
+    """Everything: the run's state and the report data, as one compact JSON document (the C encoder: indenting
+    takes the pure-Python one, ~10 ms a run; report.md and report.html are the ones a person reads)."""
+    return json.dumps({"run": state.to_json(), **data}, separators=(",", ":"), default=str) + "\n"
 
 
 PAUSE = 1.0  # seconds between steps beyond which the timeline cuts the pause out
