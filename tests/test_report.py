@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -20,7 +21,7 @@ from failback.engines.sqljs import SqlJsEngine
 from failback.journal import STEPS, RunDir, RunState
 from failback.pipeline.postcheck import record_baseline
 from failback.pipeline.rollback import Options, Outcome, Rollback
-from failback.report.data import load_report, table_sizes
+from failback.report.data import load_report, render_json, table_sizes
 from failback.report.html import render_html
 from failback.report.markdown import render_markdown
 
@@ -227,3 +228,19 @@ def test_timeline_cuts_out_a_pause_and_shows_the_failed_step() -> None:
     assert ">0 s<" in svg and ">4 s<" in svg and ">3600 s<" not in svg  # the axis spans the work, not the hour
     assert "0.50 s failed" in svg and 'fill="#cf222e"' in svg and "<h2>Error</h2><p>boom</p>" in svg
     assert ">pending</text>" in svg  # verify and later: never started
+
+
+@dataclass
+class _Found:
+    table: str
+    rows: int
+
+
+def test_state_json_and_report_json_write_a_step_result_alike(tmp_path: Path) -> None:
+    """A step result holding what JSON cannot write (a dataclass) is written as its fields in both files."""
+    rd, state = RunDir.create(tmp_path, tmp_path / "failback.toml", "standard")
+    state.steps[0].result = {"found": _Found("note", 3), "when": tmp_path}
+    rd.save(state)
+    saved = json.loads(rd.file("state.json").read_text())["steps"][0]["result"]
+    reported = json.loads(render_json(state, {}))["run"]["steps"][0]["result"]
+    assert saved == reported == {"found": {"table": "note", "rows": 3}, "when": str(tmp_path)}

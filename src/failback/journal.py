@@ -83,8 +83,9 @@ def crash_point(name: str) -> None:
             os.kill(os.getpid(), signal.SIGKILL)
 
 
-def _plain(value: object) -> object:
-    """A value json cannot write, as state.json keeps it: a dataclass as its fields, anything else as text."""
+def plain(value: object) -> object:
+    """``json.dumps``'s ``default`` for a run's state (its step results may hold what JSON cannot write): a
+    dataclass as its fields, anything else as text. state.json and report.json write the state alike."""
     return asdict(value) if is_dataclass(value) and not isinstance(value, type) else str(value)
 
 
@@ -114,7 +115,7 @@ class RunDir:
 
     def save(self, state: RunState) -> None:
         # compact: the C encoder (indent would take the pure-Python one, ~10x slower on a run's results)
-        text = json.dumps(state.to_json(), separators=(",", ":"), default=_plain)
+        text = json.dumps(state.to_json(), separators=(",", ":"), default=plain)
         write_text(self.file("state.json"), text + "\n")
 
     def load(self) -> RunState:

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from ..audit import AuditHead, AuditLog
-from ..journal import RunDir, RunState, StepState, list_runs
+from ..journal import RunDir, RunState, StepState, list_runs, plain
 from ..plan.model import load_plan
 
 SECTIONS = ("plan", "assessment", "backup", "verification", "audit", "audit_head")
@@ -120,7 +120,7 @@ def _bytes(n: int | None) -> str:
 def render_json(state: RunState, data: dict[str, Any]) -> str:
     """Everything: the run's state and the report data, as one compact JSON document (the C encoder: indenting
     takes the pure-Python one, ~10 ms a run; report.md and report.html are the ones a person reads)."""
-    return json.dumps({"run": state.to_json(), **data}, separators=(",", ":"), default=str) + "\n"
+    return json.dumps({"run": state.to_json(), **data}, separators=(",", ":"), default=plain) + "\n"
 
 
 PAUSE = 1.0  # seconds between steps beyond which the timeline cuts the pause out
