@@ -149,8 +149,9 @@ class SqlJsEngine:
         return f"{self.name}-build", ""
 
     def _command(self) -> list[str]:
-        """Node (found on PATH) running runner.js, with gc() exposed (the runner frees a job's garbage before the
-        next one's peak is measured); NodeNotFound when there is no such program."""
+        """Node (found on PATH) running runner.js, with gc() exposed and collecting on its own thread (the runner
+        frees a big job's garbage, array buffers included, before the next one's peak is measured); NodeNotFound
+        when there is no such program."""
         node = shutil.which(self.node)
         if node is None:
             raise NodeNotFound(

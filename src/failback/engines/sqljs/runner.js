@@ -10,7 +10,7 @@
 // "share_from": the file size (bytes) from which the job's digests are shared with a helper thread (DigestHelper).
 //
 // One-shot (`node runner.js`): stdin holds ONE job, stdout gets its ONE document (exit 0, or 1 when not ok).
-// Session (`node --expose-gc runner.js --serve`, session.py): stdin holds newline-delimited jobs, stdout gets one
+// Session (`node --expose-gc --single-threaded-gc runner.js --serve`, session.py): stdin holds newline-delimited jobs, stdout gets one
 // line per job, in order; the process exits at the end of stdin. The loaded SQL module (per distinct "modules" and
 // "legacy_functions") and the hasher are kept across jobs, each job's database is closed after it. "peak_rss" is
 // the job's own peak: on Linux the high-water mark is reset (garbage collected first, with --expose-gc, after a
