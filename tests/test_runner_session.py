@@ -147,18 +147,18 @@ def test_peak_rss_is_each_jobs_own(node: str, tmp_path: Path) -> None:
 
 
 def test_writes_that_grow_the_file_within_and_past_its_room_read_back(node: str, tmp_path: Path) -> None:
-    """The runner gives sql.js the file with room to grow in place (16 MiB for a small file); writes that grow it
-    within that room and past it (sql.js then moves the file to a bigger array) both read back whole, and the
-    file on disk is untouched."""
+    """The runner gives sql.js the file with room to grow in place (an eighth of the file: ~128 KB here); writes
+    that grow it within that room and past it (sql.js then moves the file to a bigger array) both read back whole,
+    and the file on disk is untouched."""
+    rows = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < {}) "
     db = tmp_path / "small.sqlite"
     conn = apsw.Connection(str(db))
     with conn:
-        conn.execute("CREATE TABLE t(b); INSERT INTO t VALUES (randomblob(1000))")
+        conn.execute("CREATE TABLE t(b); " + rows.format(100) + "INSERT INTO t SELECT randomblob(10000) FROM c")
     conn.close()
     before = db.read_bytes()
-    rows = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < {}) "
     grow = [
-        {"op": "exec", "sql": rows.format(100) + "INSERT INTO t SELECT randomblob(10000) FROM c"},  # ~1 MB: in room
+        {"op": "exec", "sql": rows.format(5) + "INSERT INTO t SELECT randomblob(10000) FROM c"},  # ~50 KB: in room
         {"op": "query", "sql": "SELECT count(*), sum(length(b)) FROM t"},
         {"op": "exec", "sql": rows.format(3000) + "INSERT INTO t SELECT randomblob(10000) FROM c"},  # ~30 MB: past it
         {"op": "query", "sql": "SELECT count(*), sum(length(b)) FROM t"},
@@ -167,7 +167,7 @@ def test_writes_that_grow_the_file_within_and_past_its_room_read_back(node: str,
     run = SqlJsEngine(node=node).run(db, grow)
     assert all(r["ok"] for r in run.results), run.results
     counts = [r["rows"][0] for r in (run.results[1], run.results[3])]
-    assert counts == [[{"int": "101"}, {"int": "1001000"}], [{"int": "3101"}, {"int": "31001000"}]]
+    assert counts == [[{"int": "105"}, {"int": "1050000"}], [{"int": "3105"}, {"int": "31050000"}]]
     assert run.results[4]["rows"] == [["ok"]]
     assert run.peak_rss_bytes and run.peak_rss_bytes > 30 << 20
     assert db.read_bytes() == before

@@ -81,11 +81,15 @@ function once(key, load) {
 
 // sql.js keeps the file's bytes in its in-memory file system (MEMFS) as one array, whose length is the file's
 // room: a write past it (an FTS write's new pages, a statement's spilled pages) allocates an array 1.125x the file
-// and copies the file into it, so the process briefly holds the file twice. MEMFS takes `data.slice(0, length)` of
-// the bytes sql.js opens as the file's array: RoomyBytes answers that with a view of its whole buffer (the file,
-// then ROOM zeros), so MEMFS writes up to the buffer's end in place. The room costs address space only: the zeros
-// are not touched, so never resident. A MEMFS that copies instead (other builds) still reads the same bytes.
-const ROOM = (size) => Math.max(16 << 20, Math.ceil(size / 8));
+// (2x below 1 MiB) and copies the file into it, so the process briefly holds the file twice. MEMFS takes
+// `data.slice(0, length)` of the bytes sql.js opens as the file's array: RoomyBytes answers that with a view of its
+// whole buffer (the file, then ROOM zeros), so MEMFS writes up to the buffer's end in place. The room is an eighth
+// of the file: a big file's room costs address space only (a 1 GB file's 128 MiB are mapped, their zeros never
+// touched, so never resident); a small file's is small too, as there zeros are not free: an allocation below
+// glibc's mmap threshold (up to 32 MiB once one was freed) is taken from the heap and zeroed, and V8 counts it as
+// external memory, collecting early (a 0.5 MB file with 16 MiB of room cost a kept process ~4 ms of CPU per fleet
+// tenant, two jobs); a small file outgrowing its room costs a copy of a small file.
+const ROOM = (size) => Math.ceil(size / 8);
 
 class RoomyBytes extends Uint8Array {
   slice(start, end) {
