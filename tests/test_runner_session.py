@@ -9,6 +9,8 @@ import os
 import shutil
 import signal
 import subprocess
+import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -230,6 +232,50 @@ def test_warm_starts_the_process_the_next_run_uses(node: str) -> None:
     assert engine.run(None, SELECT_ONE).results[0]["ok"] and pids(node) == [pid]
     engine.warm()  # one is ready: nothing started, nothing run
     assert pids(node) == [pid]
+    close_sessions()  # the session's process stopped: warm starts it again
+    engine.warm()
+    [again] = pids(node)
+    assert again not in (None, pid)
+
+
+def started(node: str) -> list[int | None]:
+    """:func:`pids` once a session for ``node`` exists (another thread is starting it)."""
+    while not pids(node):
+        time.sleep(0.001)
+    return pids(node)
+
+
+def test_a_run_while_warming_waits_for_the_warmed_process(node: str) -> None:
+    """A run asking while warm() still starts Node takes that session when it is ready: one Node, not two."""
+    engine = SqlJsEngine(node=node)
+    warming = threading.Thread(target=engine.warm)
+    warming.start()
+    try:
+        assert len(started(node)) == 1
+        assert engine.run(None, SELECT_ONE).results[0]["rows"] == [[{"int": "1"}]]
+    finally:
+        warming.join()
+    [pid] = pids(node)
+    assert pid is not None
+
+
+def test_warm_while_a_run_holds_the_process_starts_nothing(node: str) -> None:
+    """warm() from another thread while a run holds this process's only session (a fleet tenant's own warm-up
+    running late) starts no second Node."""
+    engine = SqlJsEngine(node=node)
+    with ThreadPoolExecutor(1) as pool:
+        endless = pool.submit(engine.run, None, [{"op": "query", "sql": ENDLESS}])
+        assert len(started(node)) == 1
+        try:
+            engine.warm()
+            assert len(pids(node)) == 1
+        finally:
+            while (running := pids(node)[0]) is None:
+                time.sleep(0.001)
+            os.kill(running, signal.SIGKILL)  # the endless job's end
+        with pytest.raises(EngineError, match="exit status"):
+            endless.result()
+    assert len(pids(node)) == 1
 
 
 def test_a_process_whose_job_peaked_above_the_limit_is_not_kept(node: str, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -173,8 +173,9 @@ class SqlJsEngine:
         }
 
     def warm(self) -> None:
-        """Start this engine's kept Node process and load sql.js now, unless this process has one ready, so that
-        the next run does not wait for them; a failure is left to that run to report."""
+        """Start this engine's kept Node process and load sql.js now, unless this process has one (ready, starting or
+        running a job), so that the next run does not wait for them (a run asking meanwhile takes this one); a
+        failure is left to that run to report."""
         with contextlib.suppress(FailbackError):
             session.warm(self._command(), self._job(None, []))
 
