@@ -12,7 +12,8 @@
 // One-shot (`node runner.js`): stdin holds ONE job, stdout gets its ONE document (exit 0, or 1 when not ok).
 // Session (`node --expose-gc --single-threaded-gc runner.js --serve`, session.py): stdin holds newline-delimited jobs, stdout gets one
 // line per job, in order; the process exits at the end of stdin. The loaded SQL module (per distinct "modules" and
-// "legacy_functions") and the hasher are kept across jobs, each job's database is closed after it. "peak_rss" is
+// "legacy_functions") and the hasher are kept across jobs (the module not after a job that can leave a file in its
+// in-memory file system: LEAVES_FILES), each job's database is closed after it. "peak_rss" is
 // the job's own peak: on Linux the high-water mark is reset (garbage collected first, with --expose-gc, after a
 // job that peaked over GC_SLACK above the last collection) before each job; where it cannot be reset it is the
 // process's peak so far.
@@ -196,11 +197,20 @@ async function helper({ job, bytes, control, port }) {
 async function modules(job) {
   const m = job.modules;
   const hasher = await once(JSON.stringify(["hash-wasm", m["hash-wasm"]]), () => require(m["hash-wasm"]).createXXHash128());
-  const SQL = await once(JSON.stringify([m["sqlite-wasm"], m["sql.js"], job.legacy_functions === true]), () =>
+  const SQL = await once(sqlKey(job), () =>
     m["sqlite-wasm"] ? require("./sqlite-wasm.js").load(m["sqlite-wasm"]) : sqlJs(job),
   );
   return { SQL, hasher };
 }
+
+const sqlKey = (job) => JSON.stringify([job.modules["sqlite-wasm"], job.modules["sql.js"], job.legacy_functions === true]);
+
+// SQL that can leave a file in the SQL module's in-memory file system after the job (ATTACH creates the file it
+// names, VACUUM INTO writes one; DETACH and the job's end leave them there), where the next job of a kept process
+// would find it: after such a job the module is dropped, the next job loads a fresh one (a word in a string or a
+// name, e.g. a table "vacuum", costs that load too, nothing else).
+const LEAVES_FILES = /\b(ATTACH|VACUUM)\b/i;
+const leavesFiles = (job) => job.actions.some((a) => typeof a.sql === "string" && LEAVES_FILES.test(a.sql));
 
 // The result document of one job.
 async function answer(job) {
@@ -246,13 +256,15 @@ async function oneShot() {
 async function serve() {
   let lastPeak = Infinity; // the first job starts from a collection
   for await (const line of readline.createInterface({ input: process.stdin, crlfDelay: Infinity })) {
-    let doc;
+    let doc, job;
     try {
       resetPeak(lastPeak);
-      doc = await answer(JSON.parse(line));
+      job = JSON.parse(line);
+      doc = await answer(job);
     } catch (e) {
       doc = failed(e);
     }
+    if (job && job.actions && job.modules && leavesFiles(job)) loaded.delete(sqlKey(job));
     lastPeak = peakRss();
     process.stdout.write(JSON.stringify(doc) + "\n");
   }
