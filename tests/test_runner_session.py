@@ -201,21 +201,16 @@ def test_files_a_job_leaves_in_memory_are_not_the_next_jobs(node: str) -> None:
     """A job that ATTACHes a new file and writes one with VACUUM INTO (both in sql.js's in-memory file system):
     the next job in the same process finds neither."""
     engine = SqlJsEngine(node=node)
+    reads = ["ATTACH 'other.db' AS o", "SELECT x FROM o.t", "ATTACH 'copy.db' AS c", "SELECT x FROM c.t"]
+    looks = [{"op": "query", "sql": sql} for sql in reads]
     leaves = [
         {"op": "exec", "sql": "ATTACH 'other.db' AS o; CREATE TABLE o.t(x); INSERT INTO o.t VALUES (42); DETACH o"},
         {"op": "exec", "sql": "CREATE TABLE t(x); INSERT INTO t VALUES (7); VACUUM INTO 'copy.db'"},
-        {"op": "query", "sql": "ATTACH 'copy.db' AS c"},
-        {"op": "query", "sql": "SELECT x FROM c.t"},
+        *looks[2:],
     ]
     first = engine.run(None, leaves).results
     assert all(r["ok"] for r in first) and first[3]["rows"] == [[{"int": "7"}]]
     [pid] = pids(node)
-    looks = [
-        {"op": "query", "sql": "ATTACH 'other.db' AS o"},
-        {"op": "query", "sql": "SELECT x FROM o.t"},
-        {"op": "query", "sql": "ATTACH 'copy.db' AS c"},
-        {"op": "query", "sql": "SELECT x FROM c.t"},
-    ]
     second = engine.run(None, looks).results
     assert [r.get("error") for r in second] == [None, "no such table: o.t", None, "no such table: c.t"]
     assert pids(node) == [pid]
