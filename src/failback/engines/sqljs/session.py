@@ -169,17 +169,17 @@ def run_job(command: Sequence[str], job: dict[str, Any], timeout: float | None =
     return _run(key, session, job, timeout)
 
 
-def warm(command: Sequence[str], job: dict[str, Any]) -> None:
-    """Start a session for ``job``'s command, packages and ``legacy_functions`` by running ``job`` (an empty one),
-    unless this process has one for them already: idle with its process running, being warmed, or running a job.
-    A run asking meanwhile waits for this one rather than starting another Node."""
+def warm(command: Sequence[str], job: dict[str, Any], timeout: float | None = None) -> None:
+    """Start a session for ``job``'s command, packages and ``legacy_functions`` by running ``job`` (an empty one,
+    within ``timeout`` seconds), unless this process has one for them already: idle with its process running, being
+    warmed, or running a job. A run asking meanwhile waits for this one rather than starting another Node."""
     key = _key(command, job)
     with _lock:
         if _taken[key] or any(s.pid is not None for s in _idle.get(key, ())):
             return
         session = _take(key, command)
         _warming[key] += 1
-    _run(key, session, job, None, warming=True)
+    _run(key, session, job, timeout, warming=True)
 
 
 def _take(key: tuple[Any, ...], command: Sequence[str]) -> RunnerSession:
