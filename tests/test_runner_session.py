@@ -9,6 +9,8 @@ import os
 import shutil
 import signal
 import subprocess
+import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -147,18 +149,18 @@ def test_peak_rss_is_each_jobs_own(node: str, tmp_path: Path) -> None:
 
 
 def test_writes_that_grow_the_file_within_and_past_its_room_read_back(node: str, tmp_path: Path) -> None:
-    """The runner gives sql.js the file with room to grow in place (16 MiB for a small file); writes that grow it
-    within that room and past it (sql.js then moves the file to a bigger array) both read back whole, and the
-    file on disk is untouched."""
+    """The runner gives sql.js the file with room to grow in place (an eighth of the file: ~128 KB here); writes
+    that grow it within that room and past it (sql.js then moves the file to a bigger array) both read back whole,
+    and the file on disk is untouched."""
+    rows = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < {}) "
     db = tmp_path / "small.sqlite"
     conn = apsw.Connection(str(db))
     with conn:
-        conn.execute("CREATE TABLE t(b); INSERT INTO t VALUES (randomblob(1000))")
+        conn.execute("CREATE TABLE t(b); " + rows.format(100) + "INSERT INTO t SELECT randomblob(10000) FROM c")
     conn.close()
     before = db.read_bytes()
-    rows = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < {}) "
     grow = [
-        {"op": "exec", "sql": rows.format(100) + "INSERT INTO t SELECT randomblob(10000) FROM c"},  # ~1 MB: in room
+        {"op": "exec", "sql": rows.format(5) + "INSERT INTO t SELECT randomblob(10000) FROM c"},  # ~50 KB: in room
         {"op": "query", "sql": "SELECT count(*), sum(length(b)) FROM t"},
         {"op": "exec", "sql": rows.format(3000) + "INSERT INTO t SELECT randomblob(10000) FROM c"},  # ~30 MB: past it
         {"op": "query", "sql": "SELECT count(*), sum(length(b)) FROM t"},
@@ -167,7 +169,7 @@ def test_writes_that_grow_the_file_within_and_past_its_room_read_back(node: str,
     run = SqlJsEngine(node=node).run(db, grow)
     assert all(r["ok"] for r in run.results), run.results
     counts = [r["rows"][0] for r in (run.results[1], run.results[3])]
-    assert counts == [[{"int": "101"}, {"int": "1001000"}], [{"int": "3101"}, {"int": "31001000"}]]
+    assert counts == [[{"int": "105"}, {"int": "1050000"}], [{"int": "3105"}, {"int": "31050000"}]]
     assert run.results[4]["rows"] == [["ok"]]
     assert run.peak_rss_bytes and run.peak_rss_bytes > 30 << 20
     assert db.read_bytes() == before
@@ -193,6 +195,25 @@ def test_digests_shared_with_a_helper_thread_answer_as_one_thread(node: str, nat
     assert shared["shared"] >= 1 and "shared" not in alone  # the helper ran some of them
     assert len(digests) > 3 and [r["ok"] for r in shared["results"][: len(digests)]].count(False) == 1
     assert shared["results"][1]["error"] == "no such table: main.nope"
+
+
+def test_files_a_job_leaves_in_memory_are_not_the_next_jobs(node: str) -> None:
+    """A job that ATTACHes a new file and writes one with VACUUM INTO (both in sql.js's in-memory file system):
+    the next job in the same process finds neither."""
+    engine = SqlJsEngine(node=node)
+    reads = ["ATTACH 'other.db' AS o", "SELECT x FROM o.t", "ATTACH 'copy.db' AS c", "SELECT x FROM c.t"]
+    looks = [{"op": "query", "sql": sql} for sql in reads]
+    leaves = [
+        {"op": "exec", "sql": "ATTACH 'other.db' AS o; CREATE TABLE o.t(x); INSERT INTO o.t VALUES (42); DETACH o"},
+        {"op": "exec", "sql": "CREATE TABLE t(x); INSERT INTO t VALUES (7); VACUUM INTO 'copy.db'"},
+        *looks[2:],
+    ]
+    first = engine.run(None, leaves).results
+    assert all(r["ok"] for r in first) and first[3]["rows"] == [[{"int": "7"}]]
+    [pid] = pids(node)
+    second = engine.run(None, looks).results
+    assert [r.get("error") for r in second] == [None, "no such table: o.t", None, "no such table: c.t"]
+    assert pids(node) == [pid]
 
 
 def test_a_forked_child_starts_its_own_process(node: str) -> None:
@@ -230,6 +251,50 @@ def test_warm_starts_the_process_the_next_run_uses(node: str) -> None:
     assert engine.run(None, SELECT_ONE).results[0]["ok"] and pids(node) == [pid]
     engine.warm()  # one is ready: nothing started, nothing run
     assert pids(node) == [pid]
+    close_sessions()  # the session's process stopped: warm starts it again
+    engine.warm()
+    [again] = pids(node)
+    assert again not in (None, pid)
+
+
+def started(node: str) -> list[int | None]:
+    """:func:`pids` once a session for ``node`` exists (another thread is starting it)."""
+    while not pids(node):
+        time.sleep(0.001)
+    return pids(node)
+
+
+def test_a_run_while_warming_waits_for_the_warmed_process(node: str) -> None:
+    """A run asking while warm() still starts Node takes that session when it is ready: one Node, not two."""
+    engine = SqlJsEngine(node=node)
+    warming = threading.Thread(target=engine.warm)
+    warming.start()
+    try:
+        assert len(started(node)) == 1
+        assert engine.run(None, SELECT_ONE).results[0]["rows"] == [[{"int": "1"}]]
+    finally:
+        warming.join()
+    [pid] = pids(node)
+    assert pid is not None
+
+
+def test_warm_while_a_run_holds_the_process_starts_nothing(node: str) -> None:
+    """warm() from another thread while a run holds this process's only session (a fleet tenant's own warm-up
+    running late) starts no second Node."""
+    engine = SqlJsEngine(node=node)
+    with ThreadPoolExecutor(1) as pool:
+        endless = pool.submit(engine.run, None, [{"op": "query", "sql": ENDLESS}])
+        assert len(started(node)) == 1
+        try:
+            engine.warm()
+            assert len(pids(node)) == 1
+        finally:
+            while (running := pids(node)[0]) is None:
+                time.sleep(0.001)
+            os.kill(running, signal.SIGKILL)  # the endless job's end
+        with pytest.raises(EngineError, match="exit status"):
+            endless.result()
+    assert len(pids(node)) == 1
 
 
 def test_a_process_whose_job_peaked_above_the_limit_is_not_kept(node: str, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -173,10 +173,11 @@ class SqlJsEngine:
         }
 
     def warm(self) -> None:
-        """Start this engine's kept Node process and load sql.js now, unless this process has one ready, so that
-        the next run does not wait for them; a failure is left to that run to report."""
+        """Start this engine's kept Node process and load sql.js now, unless this process has one (ready, starting or
+        running a job), so that the next run does not wait for them (a run asking meanwhile takes this one); a
+        failure is left to that run to report."""
         with contextlib.suppress(FailbackError):
-            session.warm(self._command(), self._job(None, []))
+            session.warm(self._command(), self._job(None, []), self.timeout)
 
     def run(self, database: Path | None, actions: list[Action]) -> EngineRun:
         """Load ``database`` (``None``: empty) into sql.js and run ``actions``; the file is never written. The job

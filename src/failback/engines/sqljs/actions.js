@@ -45,12 +45,14 @@ const fromHex = (text) => {
   return out;
 };
 
+const BIGINTS = { useBigInt: true }; // get()'s option: INTEGER as bigint
+
 // Read a row: get() types values by storage class (bigint INTEGER, number REAL, string TEXT, Uint8Array
 // BLOB, null). get()'s strings are decoded lossily, so TEXT is re-read as bytes with getBlob(), which gives
 // exactly sqlite3_column_text's UTF-8 (converted from UTF-16 by SQLite in a UTF-16 database).
 function readRow(stmt) {
   if (!bigints) return readPairs(stmt);
-  const row = stmt.get(null, { useBigInt: true });
+  const row = stmt.get(null, BIGINTS);
   for (let i = 0; i < row.length; i++) {
     if (typeof row[i] === "string") row[i] = { text: stmt.getBlob(i) };
   }
@@ -135,52 +137,54 @@ function decodeTyped(j) {
   throw new Error("not a typed value: " + JSON.stringify(j));
 }
 
-// The fbd1 row encoding into one growing buffer, hashed with XXH3-128, summed in four 32-bit limbs.
+// The fbd1 row encoding, hashed with XXH3-128, summed in four 32-bit limbs. Every Digester of a thread encodes
+// into one growing buffer (a row is hashed as soon as it is encoded): no buffer to allocate per query or table.
+let rowBytes = new Uint8Array(1 << 16);
+let rowView = new DataView(rowBytes.buffer);
+
+// rowBytes grown to hold `n` more bytes after the first `used`.
+function roomFor(used, n) {
+  if (used + n <= rowBytes.length) return;
+  const grown = new Uint8Array(Math.max(rowBytes.length * 2, used + n));
+  grown.set(rowBytes.subarray(0, used));
+  rowBytes = grown;
+  rowView = new DataView(grown.buffer);
+}
+
 class Digester {
   constructor(hasher) {
     this.hasher = hasher;
-    this.buf = new Uint8Array(1 << 16);
-    this.view = new DataView(this.buf.buffer);
-    this.pos = 0;
     this.limbs = [0, 0, 0, 0]; // most significant first; each < 2**53 between normalisations
     this.count = 0;
   }
-  room(n) {
-    if (this.pos + n <= this.buf.length) return;
-    const grown = new Uint8Array(Math.max(this.buf.length * 2, this.pos + n));
-    grown.set(this.buf.subarray(0, this.pos));
-    this.buf = grown;
-    this.view = new DataView(grown.buffer);
-  }
   hashRow(row) {
-    this.pos = 0;
+    let pos = 0;
     for (const v of row) {
       if (v === null) {
-        this.room(1);
-        this.buf[this.pos++] = 0;
+        roomFor(pos, 1);
+        rowBytes[pos++] = 0;
       } else if (typeof v === "bigint" || typeof v === "number") {
-        this.room(9);
-        this.buf[this.pos] = typeof v === "bigint" ? 1 : 2;
-        if (typeof v === "bigint") this.view.setBigInt64(this.pos + 1, v);
-        else this.view.setFloat64(this.pos + 1, v);
-        this.pos += 9;
+        roomFor(pos, 9);
+        rowBytes[pos] = typeof v === "bigint" ? 1 : 2;
+        if (typeof v === "bigint") rowView.setBigInt64(pos + 1, v);
+        else rowView.setFloat64(pos + 1, v);
+        pos += 9;
       } else {
         const bytes = v instanceof Uint8Array ? v : v.text;
-        this.room(5 + bytes.length);
-        this.buf[this.pos] = v instanceof Uint8Array ? 4 : 3;
-        this.view.setUint32(this.pos + 1, bytes.length);
-        this.buf.set(bytes, this.pos + 5);
-        this.pos += 5 + bytes.length;
+        roomFor(pos, 5 + bytes.length);
+        rowBytes[pos] = v instanceof Uint8Array ? 4 : 3;
+        rowView.setUint32(pos + 1, bytes.length);
+        rowBytes.set(bytes, pos + 5);
+        pos += 5 + bytes.length;
       }
     }
     this.hasher.init();
-    this.hasher.update(this.buf.subarray(0, this.pos));
+    this.hasher.update(rowBytes.subarray(0, pos));
     return this.hasher.digest("binary"); // canonical big-endian, as Python's xxh3_128_digest
   }
   add(row) {
     const d = this.hashRow(row);
-    const dv = new DataView(d.buffer, d.byteOffset, 16);
-    for (let i = 0; i < 4; i++) this.limbs[i] += dv.getUint32(4 * i);
+    for (let i = 0; i < 4; i++) this.limbs[i] += ((d[4 * i] << 24) | (d[4 * i + 1] << 16) | (d[4 * i + 2] << 8) | d[4 * i + 3]) >>> 0;
     if (++this.count % 0x100000 === 0) this.normalise();
   }
   normalise() {
@@ -221,10 +225,12 @@ function scanTable(db, parts, spec, order, fn) {
   const stmts = groups.map((g) => db.prepare(`SELECT ${g.join(", ")} FROM ${source}${order}`));
   try {
     for (;;) {
-      const more = stmts.map((stmt) => stmt.step());
-      if (more.some((m) => m !== more[0])) throw new Error(`column groups of ${spec.table} differ in rows`);
-      if (!more[0]) break;
-      fn(stmts.flatMap(readRow));
+      const more = stmts[0].step();
+      for (let g = 1; g < stmts.length; g++) {
+        if (stmts[g].step() !== more) throw new Error(`column groups of ${spec.table} differ in rows`);
+      }
+      if (!more) break;
+      fn(stmts.length === 1 ? readRow(stmts[0]) : stmts.flatMap(readRow));
     }
   } finally {
     for (const stmt of stmts) stmt.free();
@@ -336,7 +342,7 @@ function openDatabase(SQL, bytes, job) {
     db.exec("SELECT count(*) FROM sqlite_schema"); // the first read: fails here if not a database
     const one = db.prepare("SELECT 1");
     one.step();
-    bigints = typeof one.get(null, { useBigInt: true })[0] === "bigint";
+    bigints = typeof one.get(null, BIGINTS)[0] === "bigint";
     one.free();
     return db;
   } catch (e) {

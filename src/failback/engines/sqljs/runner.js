@@ -12,7 +12,8 @@
 // One-shot (`node runner.js`): stdin holds ONE job, stdout gets its ONE document (exit 0, or 1 when not ok).
 // Session (`node --expose-gc --single-threaded-gc runner.js --serve`, session.py): stdin holds newline-delimited jobs, stdout gets one
 // line per job, in order; the process exits at the end of stdin. The loaded SQL module (per distinct "modules" and
-// "legacy_functions") and the hasher are kept across jobs, each job's database is closed after it. "peak_rss" is
+// "legacy_functions") and the hasher are kept across jobs (the module not after a job that can leave a file in its
+// in-memory file system: LEAVES_FILES), each job's database is closed after it. "peak_rss" is
 // the job's own peak: on Linux the high-water mark is reset (garbage collected first, with --expose-gc, after a
 // job that peaked over GC_SLACK above the last collection) before each job; where it cannot be reset it is the
 // process's peak so far.
@@ -81,11 +82,15 @@ function once(key, load) {
 
 // sql.js keeps the file's bytes in its in-memory file system (MEMFS) as one array, whose length is the file's
 // room: a write past it (an FTS write's new pages, a statement's spilled pages) allocates an array 1.125x the file
-// and copies the file into it, so the process briefly holds the file twice. MEMFS takes `data.slice(0, length)` of
-// the bytes sql.js opens as the file's array: RoomyBytes answers that with a view of its whole buffer (the file,
-// then ROOM zeros), so MEMFS writes up to the buffer's end in place. The room costs address space only: the zeros
-// are not touched, so never resident. A MEMFS that copies instead (other builds) still reads the same bytes.
-const ROOM = (size) => Math.max(16 << 20, Math.ceil(size / 8));
+// (2x below 1 MiB) and copies the file into it, so the process briefly holds the file twice. MEMFS takes
+// `data.slice(0, length)` of the bytes sql.js opens as the file's array: RoomyBytes answers that with a view of its
+// whole buffer (the file, then ROOM zeros), so MEMFS writes up to the buffer's end in place. The room is an eighth
+// of the file: a big file's room costs address space only (a 1 GB file's 128 MiB are mapped, their zeros never
+// touched, so never resident); a small file's is small too, as there zeros are not free: an allocation below
+// glibc's mmap threshold (up to 32 MiB once one was freed) is taken from the heap and zeroed, and V8 counts it as
+// external memory, collecting early (a 0.5 MB file with 16 MiB of room cost a kept process ~4 ms of CPU per fleet
+// tenant, two jobs); a small file outgrowing its room costs a copy of a small file.
+const ROOM = (size) => Math.ceil(size / 8);
 
 class RoomyBytes extends Uint8Array {
   slice(start, end) {
@@ -192,11 +197,20 @@ async function helper({ job, bytes, control, port }) {
 async function modules(job) {
   const m = job.modules;
   const hasher = await once(JSON.stringify(["hash-wasm", m["hash-wasm"]]), () => require(m["hash-wasm"]).createXXHash128());
-  const SQL = await once(JSON.stringify([m["sqlite-wasm"], m["sql.js"], job.legacy_functions === true]), () =>
+  const SQL = await once(sqlKey(job), () =>
     m["sqlite-wasm"] ? require("./sqlite-wasm.js").load(m["sqlite-wasm"]) : sqlJs(job),
   );
   return { SQL, hasher };
 }
+
+const sqlKey = (job) => JSON.stringify([job.modules["sqlite-wasm"], job.modules["sql.js"], job.legacy_functions === true]);
+
+// SQL that can leave a file in the SQL module's in-memory file system after the job (ATTACH creates the file it
+// names, VACUUM INTO writes one; DETACH and the job's end leave them there), where the next job of a kept process
+// would find it: after such a job the module is dropped, the next job loads a fresh one (a word in a string or a
+// name, e.g. a table "vacuum", costs that load too, nothing else).
+const LEAVES_FILES = /\b(ATTACH|VACUUM)\b/i;
+const leavesFiles = (job) => job.actions.some((a) => typeof a.sql === "string" && LEAVES_FILES.test(a.sql));
 
 // The result document of one job.
 async function answer(job) {
@@ -242,13 +256,15 @@ async function oneShot() {
 async function serve() {
   let lastPeak = Infinity; // the first job starts from a collection
   for await (const line of readline.createInterface({ input: process.stdin, crlfDelay: Infinity })) {
-    let doc;
+    let doc, job;
     try {
       resetPeak(lastPeak);
-      doc = await answer(JSON.parse(line));
+      job = JSON.parse(line);
+      doc = await answer(job);
     } catch (e) {
       doc = failed(e);
     }
+    if (job && job.actions && job.modules && leavesFiles(job)) loaded.delete(sqlKey(job));
     lastPeak = peakRss();
     process.stdout.write(JSON.stringify(doc) + "\n");
   }

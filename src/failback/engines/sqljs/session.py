@@ -2,8 +2,9 @@
 
 A :class:`RunnerSession` owns one Node process, started on first use and again after it died; :func:`run_job`
 runs a job in an idle session of this process for the same command, Node packages (the same files, unchanged)
-and ``legacy_functions``, or in a new one. So the CLI, the API and a fleet worker each pay Node's start once per
-build, and two threads never share a pipe: each takes its own session. Sessions end at interpreter exit or with
+and ``legacy_functions``, else in the one :func:`warm` is starting for them (it waits), else in a new one. So the CLI,
+the API and a fleet worker each pay Node's start once per build (a fleet worker's one thread keeps one Node), and two
+threads never share a pipe: each takes its own session. Sessions end at interpreter exit or with
 :func:`close_sessions`; a forked child forgets its parent's (their pipes stay the parent's).
 """
 
@@ -16,6 +17,7 @@ import select
 import subprocess
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -143,8 +145,10 @@ def _read_line(fd: int, deadline: float | None) -> bytes:
     return bytes(got)
 
 
-_lock = threading.Lock()
+_lock = threading.Condition()  # guards what follows; notified when a session is given back
 _idle: dict[tuple[Any, ...], list[RunnerSession]] = {}
+_taken: Counter[tuple[Any, ...]] = Counter()  # sessions out of _idle: running a job or being warmed
+_warming: Counter[tuple[Any, ...]] = Counter()  # sessions being warmed (a run waits for one, not for a busy one)
 _sessions: list[RunnerSession] = []
 
 
@@ -155,16 +159,46 @@ def sessions() -> list[RunnerSession]:
 
 def run_job(command: Sequence[str], job: dict[str, Any], timeout: float | None = None) -> dict[str, Any]:
     """The result document of ``job`` run by ``command`` (Node and runner.js) in an idle session of this process
-    for the same Node packages (their files unchanged since it loaded them) and ``legacy_functions``, else in a new
-    one; see :meth:`RunnerSession.run`."""
+    for the same Node packages (their files unchanged since it loaded them) and ``legacy_functions``, else in the
+    one being warmed for them (waiting for it), else in a new one; see :meth:`RunnerSession.run`."""
     key = _key(command, job)
     with _lock:
-        idle = _idle.setdefault(key, [])
-        if idle:
-            session = idle.pop()
-        else:
-            session = RunnerSession(command)
-            _sessions.append(session)
+        while not _idle.get(key) and _warming[key]:
+            _lock.wait()
+        session = _take(key, command)
+    return _run(key, session, job, timeout)
+
+
+def warm(command: Sequence[str], job: dict[str, Any], timeout: float | None = None) -> None:
+    """Start a session for ``job``'s command, packages and ``legacy_functions`` by running ``job`` (an empty one,
+    within ``timeout`` seconds), unless this process has one for them already: idle with its process running, being
+    warmed, or running a job. A run asking meanwhile waits for this one rather than starting another Node."""
+    key = _key(command, job)
+    with _lock:
+        if _taken[key] or any(s.pid is not None for s in _idle.get(key, ())):
+            return
+        session = _take(key, command)
+        _warming[key] += 1
+    _run(key, session, job, timeout, warming=True)
+
+
+def _take(key: tuple[Any, ...], command: Sequence[str]) -> RunnerSession:
+    """An idle session for ``key``, else a new one, taken out of the idle ones (the caller holds ``_lock``)."""
+    idle = _idle.setdefault(key, [])
+    if idle:
+        session = idle.pop()
+    else:
+        session = RunnerSession(command)
+        _sessions.append(session)
+    _taken[key] += 1
+    return session
+
+
+def _run(
+    key: tuple[Any, ...], session: RunnerSession, job: dict[str, Any], timeout: float | None, warming: bool = False
+) -> dict[str, Any]:
+    """``job`` run in the taken ``session``, which is given back afterwards (idle; its process stopped if the job
+    peaked above KEEP_RSS)."""
     try:
         doc = session.run(job, timeout)
         if (doc.get("peak_rss") or 0) > KEEP_RSS:
@@ -172,16 +206,10 @@ def run_job(command: Sequence[str], job: dict[str, Any], timeout: float | None =
         return doc
     finally:
         with _lock:
-            _idle.setdefault(key, []).append(session)
-
-
-def warm(command: Sequence[str], job: dict[str, Any]) -> None:
-    """Start a session for ``job``'s command, packages and ``legacy_functions`` by running ``job`` (an empty one),
-    unless this process already has one idle."""
-    with _lock:
-        if _idle.get(_key(command, job)):
-            return
-    run_job(command, job)
+            _taken[key] -= 1
+            _warming[key] -= warming
+            _idle[key].append(session)
+            _lock.notify_all()
 
 
 def _key(command: Sequence[str], job: dict[str, Any]) -> tuple[Any, ...]:
@@ -208,10 +236,12 @@ def close_sessions() -> None:
 def _forget_in_child() -> None:
     """In a forked child: forget the parent's sessions (and a lock another thread may have held at the fork)."""
     global _lock
-    _lock = threading.Lock()
+    _lock = threading.Condition()
     for session in _sessions:
         session.forget()
     _idle.clear()
+    _taken.clear()
+    _warming.clear()
     _sessions.clear()
 
 
