@@ -267,8 +267,9 @@ class Guard:
 
     @contextlib.contextmanager
     def _check(self, check: str) -> Iterator[None]:
-        """Run the checks in the block; a refusal is audited and re-raised. The act comes after the block, so
-        its own failures (a full disk) are not taken for refusals."""
+        """Run the checks in the block; a refusal is audited and re-raised, a pass makes the run's audit records
+        durable (``AuditLog.sync``). The act comes after the block, so its own failures (a full disk) are not taken
+        for refusals."""
         try:
             if not self.lock.held:
                 raise LockedError(
@@ -279,6 +280,7 @@ class Guard:
         except FailbackError as err:
             self.audit.append("guard.refused", {"check": check, "error": err.message}, self.run_id)
             raise
+        self.audit.sync()  # the run's records so far are on disk before the act
 
     def check_target(self) -> None:
         """The target may be replaced: not protected, not beside a hot journal, the file the app config names."""

@@ -232,7 +232,8 @@ def _run_wave(journal: FleetJournal, client: Client, state: FleetState, wave: in
         entry = state.tenants[result.tenant]
         entry.state, entry.run, entry.exit_code = result.state, result.run, result.exit_code
         entry.error, entry.seconds, entry.worker = result.error, round(result.seconds, 3), result.worker
-        journal.audit.append("fleet.tenant", {k: v for k, v in asdict(result).items() if v not in ("", None)})
+        record = {k: v for k, v in asdict(result).items() if v not in ("", None)}
+        journal.audit.append("fleet.tenant", record, sync=False)  # made durable by the journal's next save
         codes.append(result.exit_code)
         unsaved += 1
         on_result(wave, result, state)

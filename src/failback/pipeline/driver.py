@@ -127,8 +127,9 @@ class Rollback:
 
     def _drive_steps(self, rd: RunDir, state: RunState, resuming: bool) -> Outcome:
         self._run_id = rd.id
-        state.status = "running"
-        rd.save(state)
+        if state.status != "running":  # a resumed run (a new one was saved running when created)
+            state.status = "running"
+            rd.save(state)
         lock = RunLock(self.cfg.state_path)
         guard = Guard(self.cfg, self.audit, rd.id, lock)
         ctx = RunContext(
@@ -207,7 +208,10 @@ class Rollback:
         self._progress(phase, done, total)
 
     def _step(self, ctx: RunContext, name: str, fn: Callable[[RunContext], dict[str, Any]]) -> dict[str, Any]:
-        """Run one step, checkpointing its status and result in the run folder and the audit log."""
+        """Run one step, checkpointing its status and result in the run folder and the audit log. state.json is
+        saved as the step starts (with the previous step's result: nothing happens between the two), when it
+        fails, and at the run's end; a crash before a step's result is saved leaves it running, so resume redoes
+        it, as after a crash inside it."""
         st = ctx.state.step(name)
         st.status, st.started, st.error = "running", time.time(), ""
         ctx.rd.save(ctx.state)
@@ -224,8 +228,7 @@ class Rollback:
             self.on_step(name, "failed", {"error": str(err)})
             raise
         crash_point(f"{name}.end")
-        st.status, st.seconds, st.result = "done", time.perf_counter() - t0, result
-        ctx.rd.save(ctx.state)
+        st.status, st.seconds, st.result = "done", time.perf_counter() - t0, result  # saved by the next step's start
         ctx.event(f"step.{name}.done", {"seconds": round(st.seconds, 3), **_summary(result)})
         self.on_step(name, "done", result)
         return result
@@ -236,7 +239,7 @@ class Rollback:
         state = ctx.state
         state.status, state.exit_code = status, outcome.exit_code
         state.error = str(err) if err else ""
-        ctx.event("run.end", {"status": status, "exit_code": outcome.exit_code, "error": state.error})
+        ctx.event("run.end", {"status": status, "exit_code": outcome.exit_code, "error": state.error}, sync=True)
         report = state.step("report")
         report.status, t0 = "done", time.perf_counter()
         files = write_reports(ctx.rd, state, _report_data(ctx))
@@ -244,7 +247,7 @@ class Rollback:
         report.result = outcome.results["report"] = {"files": [str(p) for p in files]}
         ctx.rd.save(state)
         if problem := publish_metrics(ctx.cfg):
-            ctx.event("metrics.failed", {"error": problem})
+            ctx.event("metrics.failed", {"error": problem}, sync=True)
         return outcome
 
 
