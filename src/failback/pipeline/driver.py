@@ -105,6 +105,7 @@ class Rollback:
         self.engine = engine or target_engine(cfg.target)
         self.audit = audit_log(cfg)
         self._stop: int | None = None
+        self._finished_unsaved = False  # a step finished since state.json was last saved
         self._run_id = ""
 
     def run(self) -> Outcome:
@@ -209,12 +210,14 @@ class Rollback:
 
     def _step(self, ctx: RunContext, name: str, fn: Callable[[RunContext], dict[str, Any]]) -> dict[str, Any]:
         """Run one step, checkpointing its status and result in the run folder and the audit log. state.json is
-        saved as the step starts (with the previous step's result: nothing happens between the two), when it
-        fails, and at the run's end; a crash before a step's result is saved leaves it running, so resume redoes
-        it, as after a crash inside it."""
+        saved as the next step starts (nothing happens between the two), when a step fails, and at the run's end:
+        a crash before a step's result is saved leaves it unfinished, so resume redoes it, as after a crash inside
+        it."""
         st = ctx.state.step(name)
         st.status, st.started, st.error = "running", time.time(), ""
-        ctx.rd.save(ctx.state)
+        if self._finished_unsaved:  # a step's start alone is not worth a save
+            ctx.rd.save(ctx.state)
+            self._finished_unsaved = False
         self.on_step(name, "start", {})
         t0 = time.perf_counter()
         try:
@@ -228,7 +231,8 @@ class Rollback:
             self.on_step(name, "failed", {"error": str(err)})
             raise
         crash_point(f"{name}.end")
-        st.status, st.seconds, st.result = "done", time.perf_counter() - t0, result  # saved by the next step's start
+        st.status, st.seconds, st.result = "done", time.perf_counter() - t0, result
+        self._finished_unsaved = True  # saved as the next step starts, or at the run's end
         ctx.event(f"step.{name}.done", {"seconds": round(st.seconds, 3), **_summary(result)})
         self.on_step(name, "done", result)
         return result
