@@ -1,6 +1,7 @@
 """Fleet throughput: N demo tenants of about 0.5 MB rolled back on an embedded Dask LocalCluster, full standard
-verification. Prints tenants/s, p50/p95 seconds per tenant and where a tenant's time goes (mean seconds per
-step), and saves them to bench/results/<date>-fleet-<N>.json (--no-save: print only).
+verification. Prints tenants/s, p50/p95 seconds per tenant, where a tenant's time goes (mean seconds per step)
+and the CPU seconds per tenant of each kind of process (the coordinator with its embedded scheduler, the Dask
+workers, their Node processes), and saves them to bench/results/<date>-fleet-<N>.json (--no-save: print only).
 Usage: python bench/fleet.py [--tenants 200] [--workers 2] [--dir DIR] [--no-save]"""
 
 from __future__ import annotations
@@ -16,11 +17,24 @@ from collections import defaultdict
 from datetime import date
 from pathlib import Path
 
+import psutil
+
 from failback.fleet.demo import create_fleet
 from failback.fleet.journal import FleetJournal, new_fleet
 from failback.fleet.report import percentile
 from failback.fleet.runner import open_client, run_fleet
 from failback.journal import list_runs
+
+
+def cpu_seconds(client: object) -> dict[str, float]:
+    """CPU seconds (user + system) so far of this process, the cluster's workers and their Node processes."""
+    workers = [psutil.Process(pid) for pid in client.run(os.getpid).values()]  # type: ignore[attr-defined]
+    nodes = [child for w in workers for child in w.children(recursive=True) if child.name() == "node"]
+
+    def used(procs: list[psutil.Process]) -> float:
+        return sum(sum(p.cpu_times()[:2]) for p in procs)
+
+    return {"coordinator": used([psutil.Process()]), "workers": used(workers), "node": used(nodes)}
 
 
 def main() -> None:
@@ -37,9 +51,11 @@ def main() -> None:
     fleet = new_fleet(journal, manifest, ["100%"], "100%", False, True)
     with open_client(args.workers, None) as client:
         journal.start(fleet)
+        cpu_before = cpu_seconds(client)
         start = time.perf_counter()
         state = run_fleet(journal, client)
         elapsed = time.perf_counter() - start
+        cpu_after = cpu_seconds(client)
     seconds = [e.seconds for e in state.tenants.values() if e.seconds is not None]
     steps: dict[str, list[float]] = defaultdict(list)
     for e in state.tenants.values():
@@ -59,6 +75,7 @@ def main() -> None:
         "p50_s": round(percentile(seconds, 0.5), 4),
         "p95_s": round(percentile(seconds, 0.95), 4),
         "step_mean_s": {name: round(statistics.fmean(values), 4) for name, values in steps.items()},
+        "cpu_ms_per_tenant": {k: round((cpu_after[k] - cpu_before[k]) * 1000 / args.tenants, 1) for k in cpu_after},
     }
     print(f"{args.tenants} tenants, {args.workers} workers: {result['counts']} (load before {load_before:.2f})")
     print(f"{'tenants/s':<22}{result['tenants_per_s']:10.2f}")
@@ -66,6 +83,8 @@ def main() -> None:
     print(f"{'p95 s/tenant':<22}{result['p95_s']:10.3f}")
     for name, mean in result["step_mean_s"].items():
         print(f"{'  ' + name + ' (mean s)':<22}{mean:10.3f}")
+    for kind, ms in result["cpu_ms_per_tenant"].items():
+        print(f"{'CPU ms/tenant ' + kind:<22}{ms:10.1f}")
     if not args.no_save:
         out = Path(__file__).parent / "results" / f"{result['date']}-fleet-{args.tenants}.json"
         out.write_text(json.dumps(result, indent=2) + "\n")

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import signal
 import subprocess
 import sys
 from collections import Counter
@@ -15,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from failback.audit import AuditLog, head_path, read_head, record_hash, verify_chain
+from failback.audit import AuditHead, AuditLog, head_path, read_head, record_hash, verify_chain
 from failback.config import load_config
 from failback.journal import RunDir
 
@@ -35,6 +37,19 @@ def filled(log: Path, n: int) -> list[dict[str, object]]:
 
 def lines(log: Path) -> list[bytes]:
     return log.read_bytes().splitlines(keepends=True)
+
+
+NOT_IN_HEAD = (
+    "not in the head yet (a crash before the head was updated, or a run between syncs); "
+    "the next append updates the head"
+)
+
+
+def read_head_hash(log: Path, seq: int | None = None) -> str:
+    """The hash of record ``seq`` (default: the one the head names)."""
+    head = read_head(log)
+    assert head is not None
+    return str(AuditLog(log).records()[(seq or head.seq) - 1]["hash"])
 
 
 def audit_verify(cli: Cli, demo_dir: Path) -> subprocess.CompletedProcess[str]:
@@ -138,18 +153,64 @@ def test_a_crash_between_the_append_and_the_head_update(tmp_path: Path) -> None:
     head_path(log).write_bytes(head_before)  # the head update never happened
     check = verify_chain(log)
     assert check.ok and check.records == 4
-    assert check.notes == [
-        "record 4 is not in the head yet (a crash between an append and the head update); "
-        "the next append updates the head"
-    ]
+    assert check.notes == [f"record 4 is {NOT_IN_HEAD}"]
     AuditLog(log).append("next")
     head = read_head(log)
     assert head is not None and head.seq == 5 and verify_chain(log).notes == []
     assert [r["seq"] for r in AuditLog(log).records()] == [1, 2, 3, 4, 5]
-    # two records ahead is no crash: each append updates the head under the lock
-    head_path(log).write_bytes(head_before)
+    head_path(log).write_bytes(head_before)  # two records the head does not name yet: they chain from it
     check = verify_chain(log)
-    assert not check.ok and check.problem.startswith("2 records after the head's newest (record 3)")
+    assert check.ok and check.notes == [f"records 4–5 are {NOT_IN_HEAD}"]
+
+
+def test_records_appended_unsynced_chain_and_a_sync_names_them(tmp_path: Path) -> None:
+    log = tmp_path / "audit.jsonl"
+    filled(log, 3)
+    run = AuditLog(log)
+    written = [run.append(f"step.{i}", {"i": i}, "run-x", sync=False) for i in range(4)]
+    assert [r["seq"] for r in written] == [4, 5, 6, 7] and written[0]["prev"] == read_head_hash(log)
+    assert read_head(log) == AuditHead(3, read_head_hash(log))  # written, not yet named by the head
+    check = verify_chain(log)
+    assert (check.ok, check.records, check.notes) == (True, 7, [f"records 4–7 are {NOT_IN_HEAD}"])
+    other = AuditLog(log).append("hold")  # another appender chains onto the log's end, not onto the head
+    assert (other["seq"], other["prev"]) == (8, written[-1]["hash"])
+    assert read_head(log) == AuditHead(8, other["hash"])
+    more = run.append("run.end", {}, "run-x", sync=False)
+    run.sync()
+    assert read_head(log) == AuditHead(9, more["hash"]) and verify_chain(log).notes == []
+    run.sync()  # nothing appended since: nothing to do
+    assert read_head(log) == AuditHead(9, more["hash"])
+
+
+def test_an_unsynced_record_edited_is_tampering_and_stays_visible(tmp_path: Path) -> None:
+    log = tmp_path / "audit.jsonl"
+    filled(log, 3)
+    run = AuditLog(log)
+    for i in range(3):
+        run.append(f"step.{i}", {"i": i}, "run-x", sync=False)
+    edited = lines(log)
+    edited[4] = edited[4].replace(b'"step.1"', b'"step.X"')
+    log.write_bytes(b"".join(edited))
+    assert verify_chain(log).problem == "line 5: content does not match its hash (edited)"
+    record = run.append("next")  # the records after the head no longer chain from it: the next one follows the head
+    assert (record["seq"], record["prev"]) == (4, read_head_hash(log, seq=3))
+    assert not verify_chain(log).ok
+
+
+def test_a_run_s_records_are_on_disk_before_its_first_destructive_act(demo_dir: Path) -> None:
+    cfg = demo_dir / "failback.toml"
+    res = subprocess.run(
+        [sys.executable, "-m", "failback", "rollback", "-c", str(cfg), "--yes"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "FAILBACK_KILL_AT": "switch.kept"},  # killed right after the first act (keep_previous)
+    )
+    assert res.returncode == -signal.SIGKILL, res.stderr
+    log = log_of(demo_dir)
+    events = {r["event"]: r["seq"] for r in AuditLog(log).records()}
+    head = read_head(log)
+    assert head is not None and head.seq >= events["step.verify.done"] > events["run.start"]
+    assert verify_chain(log).ok
 
 
 def test_processes_appending_at_once_lose_no_record(tmp_path: Path) -> None:

@@ -8,16 +8,19 @@ newest ``seq`` and ``hash`` are written atomically to the head (``audit.head`` b
 each run's report.json: a log with fewer records than its head, or than a report saw, is truncated.
 
 An append holds an exclusive ``flock`` on ``audit.lock`` (beside the log) while it reads the head and the log's
-last line (seeking to the tail, never reading the whole file), writes one line in append mode, fsyncs, and
+last records (seeking to the tail, never reading the whole file), writes one line in append mode, fsyncs, and
 replaces the head — so processes appending at once (a rollback, ``failback hold``/``release``) never lose a
-record. What a crash can leave, and how it is read:
+record. A rollback's own records are appended with ``sync=False`` (written, not yet fsynced nor in the head) and
+made durable together by :meth:`AuditLog.sync` before each destructive act (``guard.Guard``) and at the run's end:
+three syncs a run instead of one per record. What a crash can leave, and how it is read:
 
 * killed mid-write: the log ends in a torn line (no newline) while the head still names the last whole record.
   ``verify_chain`` notes it as torn, not tampered; the next append cuts the torn bytes off and records them
   (size, SHA-256, text) in an ``audit.torn`` record first.
-* killed between the log write and the head update: the log is exactly one record ahead of the head, and that
-  record follows the head's. This is accepted (with a note) and the next append updates the head. Two or more
-  records ahead cannot come from a crash (every append updates the head under the lock) and fail the check.
+* killed before the head named the newest records (between an append and the head update, or before a run's next
+  sync): the log is records ahead of the head, and they chain from the head's record. This is accepted (with a
+  note) and the next append or sync updates the head. The head anchors every record up to it; records after it are
+  as safe as an unkeyed chain makes them (anyone can append records that chain).
 * any other disagreement (lines removed or rewritten at the end): the next append chains onto the head, not onto
   the log, so the gap stays visible to ``verify_chain`` for good.
 
@@ -44,6 +47,7 @@ from .files import FILE_MODE, ensure_dir, fsync_dir, write_text
 GENESIS = "0" * 64
 TAIL_CHUNK = 64 << 10  # bytes read per step when seeking back to the log's last line
 TORN_TEXT = 4096  # characters of a torn line kept in its audit.torn record
+MAX_AHEAD = 10_000  # records after the head an append reads back to chain onto (a run syncs every few records)
 
 
 def _canonical(record: dict[str, Any]) -> bytes:
@@ -99,28 +103,52 @@ def _follows(record: dict[str, Any], head: AuditHead) -> bool:
     )
 
 
-def chain_end(last: dict[str, Any] | None, head: AuditHead | None) -> AuditHead:
-    """What the next record follows: the log's last record when it agrees with the head (equal, or the one record
-    a crash left ahead of it; with no head yet, a log written before heads existed), else the head — so a log
-    cut short stays visibly broken after the next append."""
+def chain_end(tail: list[dict[str, Any] | None], head: AuditHead | None) -> AuditHead:
+    """What the next record follows, given the log's last records (``tail``, oldest first): the last one when it
+    agrees with the head (equal, or the records after the head chain from it: a crash or a run between syncs left
+    them; with no head yet, a log written before heads existed), else the head — so a log cut short stays visibly
+    broken after the next append."""
+    last = tail[-1] if tail else None
     if last is None or (end := AuditHead.parse(last)) is None:
         return head or START
-    if head is None or end == head or _follows(last, head):
+    if head is None or end == head:
+        return end
+    ahead = end.seq - head.seq
+    if 0 < ahead <= len(tail):
+        link = head
+        for record in tail[-ahead:]:
+            if record is None or not _follows(record, link):
+                return head
+            link = AuditHead(record["seq"], record["hash"])
         return end
     return head
 
 
-def _last_line(fd: int, size: int) -> tuple[bytes | None, int]:
-    """The log's last whole line and the offset where whole lines end (bytes after it are a torn line), read
-    backwards from the end in chunks."""
+def _last_lines(fd: int, size: int, count: int) -> tuple[list[bytes], int]:
+    """The log's last ``count`` whole lines (fewer when it holds fewer), oldest first, and the offset where whole
+    lines end (bytes after it are a torn line), read backwards from the end in chunks."""
     buf, pos = b"", size
-    while pos > 0 and buf.count(b"\n") < 2:
+    while pos > 0 and buf.count(b"\n") <= count:
         start = max(0, pos - TAIL_CHUNK)
         buf, pos = os.pread(fd, pos - start, start) + buf, start
     end = buf.rfind(b"\n")
     if end < 0:
-        return None, 0
-    return buf[buf.rfind(b"\n", 0, end) + 1 : end], pos + end + 1
+        return [], 0
+    whole = buf[:end].split(b"\n")
+    if pos > 0:  # the first piece may be cut: it is not a whole line
+        whole = whole[1:]
+    return whole[-count:], pos + end + 1
+
+
+def _log_end(fd: int, size: int, head: AuditHead | None) -> tuple[AuditHead, int]:
+    """What the next record follows (:func:`chain_end`) and the offset where the log's whole lines end: the last
+    record is read, and as many before it as it is ahead of the head (at most MAX_AHEAD)."""
+    lines, whole = _last_lines(fd, size, 1)
+    last = _parse(lines[-1]) if lines else None
+    newest = last.get("seq") if last else None
+    if head is not None and isinstance(newest, int) and 1 < newest - head.seq <= MAX_AHEAD:
+        lines, whole = _last_lines(fd, size, newest - head.seq)
+    return chain_end([_parse(line) for line in lines], head), whole
 
 
 def _parse(line: bytes | None) -> dict[str, Any] | None:
@@ -148,13 +176,50 @@ class AuditLog:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.on_record: Callable[[dict[str, Any]], None] | None = None  # told of each record once it is written
+        self.unsynced = False  # this object appended records with sync=False that no sync has made durable yet
 
     def head(self) -> AuditHead | None:
         """The newest record as the head file records it."""
         return read_head(self.path)
 
-    def append(self, event: str, data: dict[str, Any] | None = None, run: str | None = None) -> dict[str, Any]:
-        """Add one event (serialized with every other process appending); returns the record written."""
+    def append(
+        self, event: str, data: dict[str, Any] | None = None, run: str | None = None, *, sync: bool = True
+    ) -> dict[str, Any]:
+        """Add one event (serialized with every other process appending); returns the record written. With
+        ``sync=False`` the record is written but not fsynced, and the head does not name it until the next
+        :meth:`sync` or synced append (a crash before then may lose it, never the records before it)."""
+        with self._locked() as (fd, size):
+            end, whole = _log_end(fd, size, self.head())
+            if whole < size:  # a torn line: an append killed mid-write
+                torn = os.pread(fd, size - whole, whole)
+                os.ftruncate(fd, whole)
+                note = self._write(fd, end, "audit.torn", _torn_data(torn), None)
+                self._name_in_head(fd, note)
+                end = AuditHead(note["seq"], note["hash"])
+            record = self._write(fd, end, event, data or {}, run)
+            if sync:
+                self._name_in_head(fd, record)
+            self.unsynced = not sync
+        if self.on_record is not None:
+            self.on_record(record)
+        return record
+
+    def sync(self) -> None:
+        """Make the records appended with ``sync=False`` durable and name the newest record in the head (when the
+        log's end chains from the head); nothing to do when this object appended none since the last sync."""
+        if not self.unsynced:
+            return
+        with self._locked() as (fd, size):
+            head = self.head()
+            end, _ = _log_end(fd, size, head)
+            if head is None or end.seq > head.seq:
+                self._name_in_head(fd, end.to_json())
+            self.unsynced = False
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[tuple[int, int]]:
+        """The log open for appending (created if missing) and its size, under the exclusive lock; an OSError
+        becomes a clean error."""
         try:
             ensure_dir(self.path.parent)
             with _exclusive(self.path.with_suffix(".lock")):
@@ -163,25 +228,14 @@ class AuditLog:
                 try:
                     if created:
                         fsync_dir(self.path.parent)
-                    size = os.fstat(fd).st_size
-                    line, whole = _last_line(fd, size)
-                    end = chain_end(_parse(line), self.head())
-                    if whole < size:  # a torn line: an append killed mid-write
-                        torn = os.pread(fd, size - whole, whole)
-                        os.ftruncate(fd, whole)
-                        note = self._write(fd, end, "audit.torn", _torn_data(torn), None)
-                        end = AuditHead(note["seq"], note["hash"])
-                    record = self._write(fd, end, event, data or {}, run)
+                    yield fd, os.fstat(fd).st_size
                 finally:
                     os.close(fd)
         except OSError as err:
             raise from_os_error(err, f"cannot append to the audit log {self.path}") from err
-        if self.on_record is not None:
-            self.on_record(record)
-        return record
 
     def _write(self, fd: int, end: AuditHead, event: str, data: dict[str, Any], run: str | None) -> dict[str, Any]:
-        """Write the record following ``end`` as one line, fsync it, then replace the head."""
+        """Write the record following ``end`` as one line (not yet fsynced)."""
         record: dict[str, Any] = {
             "seq": end.seq + 1,
             "time": datetime.now(UTC).isoformat(timespec="milliseconds"),
@@ -194,9 +248,12 @@ class AuditLog:
         line = memoryview(_canonical(record) + b"\n")
         while line:
             line = line[os.write(fd, line) :]
+        return record
+
+    def _name_in_head(self, fd: int, record: dict[str, Any]) -> None:
+        """fsync the log (every record written so far), then replace the head with ``record``'s seq and hash."""
         os.fsync(fd)
         write_text(head_path(self.path), json.dumps(AuditHead(record["seq"], record["hash"]).to_json()) + "\n")
-        return record
 
     def records(self, run: str | None = None) -> list[dict[str, Any]]:
         """All whole records (of one run when ``run`` is given); a torn last line is left out."""
@@ -249,9 +306,10 @@ def verify_chain(path: Path, anchors: Iterable[tuple[str, AuditHead]] = ()) -> C
         hashes.append(rec["hash"])
     count, notes, head = len(hashes), [], read_head(path)
     problem = _end_problem(hashes, head, anchors)
-    if not problem and head is not None and count == head.seq + 1:
+    if not problem and head is not None and count > head.seq:
+        records = f"record {count} is" if count == head.seq + 1 else f"records {head.seq + 1}–{count} are"
         notes.append(
-            f"record {count} is not in the head yet (a crash between an append and the head update); "
+            f"{records} not in the head yet (a crash before the head was updated, or a run between syncs); "
             "the next append updates the head"
         )
     if torn:
@@ -267,11 +325,6 @@ def _end_problem(hashes: list[str], head: AuditHead | None, anchors: Iterable[tu
     count = len(hashes)
     if head is None:
         return "" if not count else "the head (audit.head) is missing or unreadable: truncation cannot be ruled out"
-    if count > head.seq + 1:
-        return (
-            f"{count - head.seq} records after the head's newest (record {head.seq}): a crash leaves at most one; "
-            "records were added outside failback"
-        )
     for source, anchor in [("the head", head), *anchors]:
         if anchor.seq > count:
             return (

@@ -266,9 +266,10 @@ class Guard:
         self.protected = Protected.of(cfg)
 
     @contextlib.contextmanager
-    def _check(self, check: str) -> Iterator[None]:
-        """Run the checks in the block; a refusal is audited and re-raised. The act comes after the block, so
-        its own failures (a full disk) are not taken for refusals."""
+    def _check(self, check: str, *, act: bool = True) -> Iterator[None]:
+        """Run the checks in the block; a refusal is audited and re-raised. Before an ``act`` (it comes after the
+        block, so its own failures, a full disk, are not taken for refusals) the run's audit records are made
+        durable (``AuditLog.sync``)."""
         try:
             if not self.lock.held:
                 raise LockedError(
@@ -279,10 +280,12 @@ class Guard:
         except FailbackError as err:
             self.audit.append("guard.refused", {"check": check, "error": err.message}, self.run_id)
             raise
+        if act:
+            self.audit.sync()  # the run's records so far are on disk before the act
 
     def check_target(self) -> None:
         """The target may be replaced: not protected, not beside a hot journal, the file the app config names."""
-        with self._check("target"):
+        with self._check("target", act=False):
             check_replaceable(self.cfg.target_path, self.protected)
             check_no_hot_journal(self.cfg.target_path)
             check_published(self.cfg)
@@ -290,7 +293,7 @@ class Guard:
     def check_source(self, evidence: SourceEvidence) -> None:
         """Refuse (exit 5) when the source holds anything the snapshot does not. Cheap evidence first
         (data_version, file fingerprints); when it says "touched", the content itself decides."""
-        with self._check("source"):
+        with self._check("source", act=False):
             why = evidence.guard.changed()
             if why is None:
                 return

@@ -87,17 +87,15 @@ class FleetJournal:
 
     root: Path
     lock: RunLock = field(init=False)
+    audit: AuditLog = field(init=False)  # one object: it knows which of its records await a sync
 
     def __post_init__(self) -> None:
         self.lock = RunLock(self.root)
+        self.audit = AuditLog(self.root / "audit.jsonl")
 
     @property
     def path(self) -> Path:
         return self.root / "fleet.json"
-
-    @property
-    def audit(self) -> AuditLog:
-        return AuditLog(self.root / "audit.jsonl")
 
     @property
     def metrics(self) -> Path:
@@ -117,7 +115,9 @@ class FleetJournal:
             ) from None
 
     def save(self, state: FleetState) -> None:
+        """Write fleet.json, the audit records appended unsynced before it made durable first."""
         ensure_dir(self.root)
+        self.audit.sync()
         write_text(self.path, json.dumps(state.to_json(), separators=(",", ":")) + "\n")
 
     def start(self, state: FleetState) -> None:

@@ -105,6 +105,7 @@ class Rollback:
         self.engine = engine or target_engine(cfg.target)
         self.audit = audit_log(cfg)
         self._stop: int | None = None
+        self._finished_unsaved = False  # a step finished since state.json was last saved
         self._run_id = ""
 
     def run(self) -> Outcome:
@@ -127,8 +128,9 @@ class Rollback:
 
     def _drive_steps(self, rd: RunDir, state: RunState, resuming: bool) -> Outcome:
         self._run_id = rd.id
-        state.status = "running"
-        rd.save(state)
+        if state.status != "running":  # a resumed run (a new one was saved running when created)
+            state.status = "running"
+            rd.save(state)
         lock = RunLock(self.cfg.state_path)
         guard = Guard(self.cfg, self.audit, rd.id, lock)
         ctx = RunContext(
@@ -207,10 +209,15 @@ class Rollback:
         self._progress(phase, done, total)
 
     def _step(self, ctx: RunContext, name: str, fn: Callable[[RunContext], dict[str, Any]]) -> dict[str, Any]:
-        """Run one step, checkpointing its status and result in the run folder and the audit log."""
+        """Run one step, checkpointing its status and result in the run folder and the audit log. state.json is
+        saved as the next step starts (nothing happens between the two), when a step fails, and at the run's end:
+        a crash before a step's result is saved leaves it unfinished, so resume redoes it, as after a crash inside
+        it."""
         st = ctx.state.step(name)
         st.status, st.started, st.error = "running", time.time(), ""
-        ctx.rd.save(ctx.state)
+        if self._finished_unsaved:  # a step's start alone is not worth a save
+            ctx.rd.save(ctx.state)
+            self._finished_unsaved = False
         self.on_step(name, "start", {})
         t0 = time.perf_counter()
         try:
@@ -225,7 +232,7 @@ class Rollback:
             raise
         crash_point(f"{name}.end")
         st.status, st.seconds, st.result = "done", time.perf_counter() - t0, result
-        ctx.rd.save(ctx.state)
+        self._finished_unsaved = True  # saved as the next step starts, or at the run's end
         ctx.event(f"step.{name}.done", {"seconds": round(st.seconds, 3), **_summary(result)})
         self.on_step(name, "done", result)
         return result
@@ -236,7 +243,7 @@ class Rollback:
         state = ctx.state
         state.status, state.exit_code = status, outcome.exit_code
         state.error = str(err) if err else ""
-        ctx.event("run.end", {"status": status, "exit_code": outcome.exit_code, "error": state.error})
+        ctx.event("run.end", {"status": status, "exit_code": outcome.exit_code, "error": state.error}, sync=True)
         report = state.step("report")
         report.status, t0 = "done", time.perf_counter()
         files = write_reports(ctx.rd, state, _report_data(ctx))
@@ -244,7 +251,7 @@ class Rollback:
         report.result = outcome.results["report"] = {"files": [str(p) for p in files]}
         ctx.rd.save(state)
         if problem := publish_metrics(ctx.cfg):
-            ctx.event("metrics.failed", {"error": problem})
+            ctx.event("metrics.failed", {"error": problem}, sync=True)
         return outcome
 
 

@@ -96,9 +96,10 @@ class RunContext:
     backup_started: float = field(default_factory=time.perf_counter)
     backup_started_at: float = field(default_factory=time.time)
 
-    def event(self, name: str, data: dict[str, Any]) -> None:
-        """Append an audit event of this run."""
-        self.audit.append(name, data, self.rd.id)
+    def event(self, name: str, data: dict[str, Any], *, sync: bool = False) -> None:
+        """Append an audit event of this run: written now, made durable with the run's other records before its
+        next destructive act (the guard syncs) and at its end (``sync``: now)."""
+        self.audit.append(name, data, self.rd.id, sync=sync)
 
     @property
     def layers(self) -> list[Path]:
