@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import functools
 import hashlib
 import json
 import os
@@ -68,22 +69,42 @@ def _identity(path: Path) -> tuple[int, int] | None:
     return st.st_dev, st.st_ino
 
 
+class _Resolved:
+    """A path as one check sees it: resolved once; its (device, inode), and its ancestors', read once when asked."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.real = os.path.realpath(path)  # realpath: no error on a symlink loop
+
+    @functools.cached_property
+    def ident(self) -> tuple[int, int] | None:
+        return _identity(self.path)
+
+    @functools.cached_property
+    def ancestors(self) -> set[tuple[int, int] | None]:
+        return {_identity(p) for p in Path(self.real).parents}
+
+    def same(self, other: _Resolved) -> bool:
+        """Whether both names reach one file: the same resolved path, or the same (device, inode)."""
+        return self.real == other.real or (self.ident is not None and self.ident == other.ident)
+
+    def inside(self, folder: _Resolved) -> bool:
+        """Whether this is ``folder`` or lies inside it: by resolved path, or through an ancestor with the
+        folder's (device, inode) (another name for the folder, a bind mount)."""
+        if Path(self.real).is_relative_to(folder.real):
+            return True
+        return folder.ident is not None and folder.ident in self.ancestors
+
+
 def same_file(a: Path, b: Path) -> bool:
     """Whether two names reach one file: the same resolved path, or the same (device, inode)."""
-    if os.path.realpath(a) == os.path.realpath(b):  # realpath: no error on a symlink loop
-        return True
-    ident = _identity(a)
-    return ident is not None and ident == _identity(b)
+    return _Resolved(a).same(_Resolved(b))
 
 
 def inside(path: Path, folder: Path) -> bool:
     """Whether ``path`` is ``folder`` or lies inside it: by resolved path, or through an ancestor with the
     folder's (device, inode) (another name for the folder, a bind mount)."""
-    real = Path(os.path.realpath(path))
-    if real.is_relative_to(os.path.realpath(folder)):
-        return True
-    ident = _identity(folder)
-    return ident is not None and any(_identity(p) == ident for p in real.parents)
+    return _Resolved(path).inside(_Resolved(folder))
 
 
 @dataclass(frozen=True)
@@ -105,12 +126,13 @@ class Protected:
 
     def conflict(self, path: Path) -> str | None:
         """Why ``path`` must not be replaced or removed, or None."""
+        me = _Resolved(path)  # resolved once for the whole check
         for label, f in self.files:
             for name in (f, *sidecars(f)):
-                if same_file(path, name):
+                if me.same(_Resolved(name)):
                     return f"it is {label} {name}" if name == f else f"it is a side file of {label} {f}"
         for label, folder in self.folders:
-            if inside(path, folder):
+            if me.inside(_Resolved(folder)):
                 return f"it lies inside {label} {folder}"
         return None
 
