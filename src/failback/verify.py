@@ -40,7 +40,7 @@ import re
 import time
 from collections.abc import Collection, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +62,7 @@ from .db.schema import (
 from .db.sqltext import tokenize
 from .engines import SOURCE_ENGINE, Engine, EngineRun, Result, decode_typed, first_difference, get_engine
 from .errors import FailbackError
+from .fields import as_fields
 from .pipeline.postcheck import summarize, without_warmup
 from .plan.model import Action, Plan, SearchPair
 
@@ -135,11 +136,11 @@ class VerifyReport:
         self.problems += [c.message() for c in checks if not c.ok]
 
     def to_json(self) -> dict[str, Any]:
-        return {**asdict(self), "ok": self.ok}
+        return {**as_fields(self), "ok": self.ok}
 
     def summary(self, where: str) -> str:
         """'N tables equal WHERE', then the others by name (see ``tables_summary``)."""
-        return tables_summary([asdict(t) for t in self.tables], where)
+        return tables_summary(as_fields(self.tables), where)
 
 
 def table_status(t: dict[str, Any]) -> str:
@@ -519,7 +520,7 @@ def verify_target(
                     rep.problems.append(f"in the browser: {rep.browser['difference']}")
         job.results = dict(zip(job.tags, run.results, strict=True))
         rep.sqljs_version, rep.sqljs_peak_rss = run.version, run.peak_rss_bytes
-        rep.timings = [asdict(summarize(sql, without_warmup(job[f"time:{sql}"]))) for sql in timed or []]
+        rep.timings = [as_fields(summarize(sql, without_warmup(job[f"time:{sql}"]))) for sql in timed or []]
         sqljs_d = _sqljs_digests(view.specs, job, quick)
         for spec in view.specs:
             s, t, j = snap.get(spec.table), target_d.get(spec.table), sqljs_d.get(spec.table)
