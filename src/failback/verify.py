@@ -307,10 +307,10 @@ def covered_triggers(proof_name: str, triggers: Iterable[str]) -> list[str]:
     return [t for t in triggers if t == proof_name]
 
 
-def source_view(conn: apsw.Connection, plan: Plan) -> SourceView:
-    """Read the snapshot's schema (not the plan; ``conn``: the snapshot, read-only) for every table and virtual
-    table a reader can SELECT from."""
-    schema = read_schema(conn)
+def source_view(conn: apsw.Connection, plan: Plan, schema: Schema | None = None) -> SourceView:
+    """Every table and virtual table a reader can SELECT from, by the snapshot's schema (not the plan): ``schema``
+    when the caller read it from this snapshot, else read on ``conn`` (the snapshot, read-only)."""
+    schema = schema or read_schema(conn)
     dropped = dropped_objects(schema, plan)
     tables = [t for t in schema.user_tables() if t.name not in dropped]
     unreadable = {t.name: err for t in tables if t.kind == "virtual" and (err := _select_error(conn, select_spec(t)))}
@@ -472,6 +472,7 @@ def verify_target(
     browser: Engine | None = None,
     browser_memory_warn_mb: int | None = None,
     statements: StatementRun | None = None,
+    schema: Schema | None = None,
 ) -> VerifyReport:
     """Run the verification suite at ``level``. Problems are collected in the report, never raised.
     ``snapshot_digests_`` (e.g. from the backup manifest) are reused for the tables they cover; ``timed``
@@ -480,12 +481,13 @@ def verify_target(
     ``browser``: an engine that runs the same job in a browser; its results must equal ``engine``'s, and a tab
     peaking above ``browser_memory_warn_mb`` is warned about. ``statements``: the old app's statements, run in the
     same sql.js job (one load of the file) after every check that reads the data, rolled back (``statements``
-    in the report; each that fails is a problem)."""
+    in the report; each that fails is a problem). ``schema``: the snapshot's, when the caller has read it (else
+    read here)."""
     t0 = time.perf_counter()
     rep = VerifyReport(level)
     quick = level == "quick"
     with contextlib.closing(connect(snapshot, readonly=True)) as source:  # every read of the snapshot here
-        view = source_view(source, plan)
+        view = source_view(source, plan, schema)
         terms = [] if quick else list(fts_queries or []) + search_terms(source, plan.search, sample_terms)
         searches = [(p, q) for p in plan.search if p.source not in repaired for q in terms]
         job = _build_job(
