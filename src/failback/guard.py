@@ -69,12 +69,26 @@ def _identity(path: Path) -> tuple[int, int] | None:
     return st.st_dev, st.st_ino
 
 
-class _Resolved:
-    """A path as one check sees it: resolved once; its (device, inode), and its ancestors', read once when asked."""
+def _realpath(path: Path, folders: dict[str, str]) -> str:
+    """``os.path.realpath(path)`` (no error on a symlink loop), its folder resolved once per check (``folders``:
+    folder -> resolved, shared by the check's names): the name itself is then one lstat, and resolved in full
+    only when it is a symlink."""
+    head, tail = os.path.split(path)
+    if not head or tail in ("", ".", ".."):
+        return os.path.realpath(path)
+    if head not in folders:
+        folders[head] = os.path.realpath(head)
+    joined = os.path.join(folders[head], tail)
+    return os.path.realpath(joined) if os.path.islink(joined) else joined
 
-    def __init__(self, path: Path) -> None:
+
+class _Resolved:
+    """A path as one check sees it: resolved once (``folders``: the check's resolved folders); its (device,
+    inode), and its ancestors', read once when asked."""
+
+    def __init__(self, path: Path, folders: dict[str, str]) -> None:
         self.path = path
-        self.real = os.path.realpath(path)  # realpath: no error on a symlink loop
+        self.real = _realpath(path, folders)
 
     @functools.cached_property
     def ident(self) -> tuple[int, int] | None:
@@ -98,13 +112,15 @@ class _Resolved:
 
 def same_file(a: Path, b: Path) -> bool:
     """Whether two names reach one file: the same resolved path, or the same (device, inode)."""
-    return _Resolved(a).same(_Resolved(b))
+    folders: dict[str, str] = {}
+    return _Resolved(a, folders).same(_Resolved(b, folders))
 
 
 def inside(path: Path, folder: Path) -> bool:
     """Whether ``path`` is ``folder`` or lies inside it: by resolved path, or through an ancestor with the
     folder's (device, inode) (another name for the folder, a bind mount)."""
-    return _Resolved(path).inside(_Resolved(folder))
+    folders: dict[str, str] = {}
+    return _Resolved(path, folders).inside(_Resolved(folder, folders))
 
 
 @dataclass(frozen=True)
@@ -126,13 +142,14 @@ class Protected:
 
     def conflict(self, path: Path) -> str | None:
         """Why ``path`` must not be replaced or removed, or None."""
-        me = _Resolved(path)  # resolved once for the whole check
+        folders: dict[str, str] = {}  # every name's folder, resolved once for the whole check
+        me = _Resolved(path, folders)
         for label, f in self.files:
             for name in (f, *sidecars(f)):
-                if me.same(_Resolved(name)):
+                if me.same(_Resolved(name, folders)):
                     return f"it is {label} {name}" if name == f else f"it is a side file of {label} {f}"
         for label, folder in self.folders:
-            if me.inside(_Resolved(folder)):
+            if me.inside(_Resolved(folder, folders)):
                 return f"it lies inside {label} {folder}"
         return None
 
