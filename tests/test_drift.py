@@ -8,7 +8,7 @@ from pathlib import Path
 import apsw
 import pytest
 
-from failback.assess.drift import Drift, compare_schemas, load_old_schema, read_app_schema
+from failback.assess.drift import Drift, compare_schemas, load_old_schema, planned_app_schema, read_app_schema
 from failback.assess.statements import _params, blame, check_statements, load_statements
 from failback.config import Config
 from failback.db.connect import open_source
@@ -280,3 +280,19 @@ def test_user_version_policy_planned_built_and_stated(
         assert conn.execute("PRAGMA user_version").get == expected
     finally:
         conn.close()
+
+
+def test_the_planned_schema_is_each_plans_own(tmp_path: Path) -> None:
+    """The schema planned_app_schema gives is the one the built file has, plan after plan in one process (plans
+    whose statements differ never share a result; plans whose statements agree do)."""
+    settings = PlanSettings(functions=["app_slug/1"])  # the app registers it (one case's trigger calls it)
+    for i, case in enumerate(sorted(CASES)):
+        db = _db(tmp_path / f"{i}.sqlite", CASES[case][0])
+        _, plan = read_plan(db, settings)
+        build_target(db, tmp_path / f"{i}-built.sqlite", plan)
+        conn = open_source(tmp_path / f"{i}-built.sqlite")
+        try:
+            assert compare_schemas(planned_app_schema(plan), read_app_schema(conn)) == [], case
+        finally:
+            conn.close()
+        assert planned_app_schema(read_plan(db, settings)[1]) is planned_app_schema(plan)

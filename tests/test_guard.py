@@ -157,6 +157,9 @@ ALIASES = {
     "./the source": "./native.sqlite",
     "a hard link to the source": "hard-link.sqlite",
     "a symlink to the source": "sym-link.sqlite",
+    "the source through a symlinked folder": "linked-dir/native.sqlite",
+    "the source's -wal through a symlinked folder": "linked-dir/native.sqlite-wal",
+    "a file in the state folder through a symlinked folder": "linked-dir/.failback/app.sqlite",
     "a file in the backup folder": "backups/primary/app.sqlite",
     "a file in the state folder": ".failback/app.sqlite",
 }
@@ -167,6 +170,7 @@ def test_a_target_aliasing_a_protected_file_is_refused_before_anything_changes(d
     target = ALIASES[name]
     os.link(demo / "native.sqlite", demo / "hard-link.sqlite")
     (demo / "sym-link.sqlite").symlink_to("native.sqlite")
+    (demo / "linked-dir").symlink_to(".")
     for folder in ("backups/primary", ".failback"):  # the folders exist, each holding an old sql.js file
         (demo / folder).mkdir(parents=True, exist_ok=True)
         shutil.copyfile(demo / "app-sqljs.sqlite", demo / folder / "app.sqlite")

@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import functools
 import hashlib
 import json
 import os
@@ -68,22 +69,58 @@ def _identity(path: Path) -> tuple[int, int] | None:
     return st.st_dev, st.st_ino
 
 
+def _realpath(path: Path, folders: dict[str, str]) -> str:
+    """``os.path.realpath(path)`` (no error on a symlink loop), its folder resolved once per check (``folders``:
+    folder -> resolved, shared by the check's names): the name itself is then one lstat, and resolved in full
+    only when it is a symlink."""
+    head, tail = os.path.split(path)
+    if not head or tail in ("", ".", ".."):
+        return os.path.realpath(path)
+    if head not in folders:
+        folders[head] = os.path.realpath(head)
+    joined = os.path.join(folders[head], tail)
+    return os.path.realpath(joined) if os.path.islink(joined) else joined
+
+
+class _Resolved:
+    """A path as one check sees it: resolved once (``folders``: the check's resolved folders); its (device,
+    inode), and its ancestors', read once when asked."""
+
+    def __init__(self, path: Path, folders: dict[str, str]) -> None:
+        self.path = path
+        self.real = _realpath(path, folders)
+
+    @functools.cached_property
+    def ident(self) -> tuple[int, int] | None:
+        return _identity(self.path)
+
+    @functools.cached_property
+    def ancestors(self) -> set[tuple[int, int] | None]:
+        return {_identity(p) for p in Path(self.real).parents}
+
+    def same(self, other: _Resolved) -> bool:
+        """Whether both names reach one file: the same resolved path, or the same (device, inode)."""
+        return self.real == other.real or (self.ident is not None and self.ident == other.ident)
+
+    def inside(self, folder: _Resolved) -> bool:
+        """Whether this is ``folder`` or lies inside it: by resolved path, or through an ancestor with the
+        folder's (device, inode) (another name for the folder, a bind mount)."""
+        if Path(self.real).is_relative_to(folder.real):
+            return True
+        return folder.ident is not None and folder.ident in self.ancestors
+
+
 def same_file(a: Path, b: Path) -> bool:
     """Whether two names reach one file: the same resolved path, or the same (device, inode)."""
-    if os.path.realpath(a) == os.path.realpath(b):  # realpath: no error on a symlink loop
-        return True
-    ident = _identity(a)
-    return ident is not None and ident == _identity(b)
+    folders: dict[str, str] = {}
+    return _Resolved(a, folders).same(_Resolved(b, folders))
 
 
 def inside(path: Path, folder: Path) -> bool:
     """Whether ``path`` is ``folder`` or lies inside it: by resolved path, or through an ancestor with the
     folder's (device, inode) (another name for the folder, a bind mount)."""
-    real = Path(os.path.realpath(path))
-    if real.is_relative_to(os.path.realpath(folder)):
-        return True
-    ident = _identity(folder)
-    return ident is not None and any(_identity(p) == ident for p in real.parents)
+    folders: dict[str, str] = {}
+    return _Resolved(path, folders).inside(_Resolved(folder, folders))
 
 
 @dataclass(frozen=True)
@@ -105,12 +142,14 @@ class Protected:
 
     def conflict(self, path: Path) -> str | None:
         """Why ``path`` must not be replaced or removed, or None."""
+        folders: dict[str, str] = {}  # every name's folder, resolved once for the whole check
+        me = _Resolved(path, folders)
         for label, f in self.files:
             for name in (f, *sidecars(f)):
-                if same_file(path, name):
+                if me.same(_Resolved(name, folders)):
                     return f"it is {label} {name}" if name == f else f"it is a side file of {label} {f}"
         for label, folder in self.folders:
-            if inside(path, folder):
+            if me.inside(_Resolved(folder, folders)):
                 return f"it lies inside {label} {folder}"
         return None
 

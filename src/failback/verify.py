@@ -40,7 +40,7 @@ import re
 import time
 from collections.abc import Collection, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +62,7 @@ from .db.schema import (
 from .db.sqltext import tokenize
 from .engines import SOURCE_ENGINE, Engine, EngineRun, Result, decode_typed, first_difference, get_engine
 from .errors import FailbackError
+from .fields import as_fields
 from .pipeline.postcheck import summarize, without_warmup
 from .plan.model import Action, Plan, SearchPair
 
@@ -135,11 +136,11 @@ class VerifyReport:
         self.problems += [c.message() for c in checks if not c.ok]
 
     def to_json(self) -> dict[str, Any]:
-        return {**asdict(self), "ok": self.ok}
+        return {**as_fields(self), "ok": self.ok}
 
     def summary(self, where: str) -> str:
         """'N tables equal WHERE', then the others by name (see ``tables_summary``)."""
-        return tables_summary([asdict(t) for t in self.tables], where)
+        return tables_summary(as_fields(self.tables), where)
 
 
 def table_status(t: dict[str, Any]) -> str:
@@ -306,18 +307,13 @@ def covered_triggers(proof_name: str, triggers: Iterable[str]) -> list[str]:
     return [t for t in triggers if t == proof_name]
 
 
-def source_view(snapshot: Path, plan: Plan) -> SourceView:
-    """Read the snapshot's schema (not the plan) for every table and virtual table a reader can SELECT from."""
-    conn = connect(snapshot, readonly=True)
-    try:
-        schema = read_schema(conn)
-        dropped = dropped_objects(schema, plan)
-        tables = [t for t in schema.user_tables() if t.name not in dropped]
-        unreadable = {
-            t.name: err for t in tables if t.kind == "virtual" and (err := _select_error(conn, select_spec(t)))
-        }
-    finally:
-        conn.close()
+def source_view(conn: apsw.Connection, plan: Plan, schema: Schema | None = None) -> SourceView:
+    """Every table and virtual table a reader can SELECT from, by the snapshot's schema (not the plan): ``schema``
+    when the caller read it from this snapshot, else read on ``conn`` (the snapshot, read-only)."""
+    schema = schema or read_schema(conn)
+    dropped = dropped_objects(schema, plan)
+    tables = [t for t in schema.user_tables() if t.name not in dropped]
+    unreadable = {t.name: err for t in tables if t.kind == "virtual" and (err := _select_error(conn, select_spec(t)))}
     specs = [select_spec(t) for t in tables if t.name not in unreadable]
     if schema.sequence and "sqlite_sequence" not in dropped:
         specs.append(DigestSpec("sqlite_sequence", ("name", "seq"), rowid=False))
@@ -341,41 +337,37 @@ def _count_sql(spec: DigestSpec) -> str:
     return f"SELECT count(*) FROM {quote(spec.table)}"
 
 
-def snapshot_digests(snapshot: Path, specs: list[DigestSpec], quick: bool = False) -> dict[str, TableDigest]:
-    """Digests (or, ``quick``, row counts only) of the snapshot's tables."""
+def snapshot_digests(
+    snapshot: Path, conn: apsw.Connection, specs: list[DigestSpec], quick: bool = False
+) -> dict[str, TableDigest]:
+    """Digests (or, ``quick``, row counts only, read on ``conn``) of the snapshot's tables."""
     if not quick:
         return database_digests(snapshot, specs)
-    conn = connect(snapshot, readonly=True)
-    try:
-        return {s.table: TableDigest(s.table, conn.execute(_count_sql(s)).get, "") for s in specs}
-    finally:
-        conn.close()
+    return {s.table: TableDigest(s.table, conn.execute(_count_sql(s)).get, "") for s in specs}
 
 
 _NOT_ALNUM = re.compile(r"[^\w\s]|_")  # what a word loses: neither a letter, a digit nor a space
 TERM_POOL = 40  # distinct words read per search term drawn (at most 200 rows are read)
 
 
-def search_terms(snapshot: Path, pairs: list[SearchPair], n: int) -> list[str]:
+def search_terms(conn: apsw.Connection, pairs: list[SearchPair], n: int) -> list[str]:
     """Up to ``n`` plain words drawn, deterministically, from the last indexed column of the first FTS table (its
-    first rows, until ``TERM_POOL`` words per term are known)."""
+    first rows, until ``TERM_POOL`` words per term are known; ``conn``: the snapshot)."""
     if not pairs or not pairs[0].columns or n <= 0:
         return []
     pair = pairs[0]
     seen: dict[str, None] = {}  # the words in first-seen order
-    conn = connect(snapshot, readonly=True)
+    sql = f"SELECT {quote(pair.columns[-1])} FROM {quote(pair.source)} ORDER BY rowid LIMIT 200"
     try:
-        sql = f"SELECT {quote(pair.columns[-1])} FROM {quote(pair.source)} ORDER BY rowid LIMIT 200"
-        for (text,) in conn.execute(sql):
-            for w in _NOT_ALNUM.sub("", str(text or "")).lower().split():  # each word's letters and digits
-                if len(w) >= 4 and w.isascii():
-                    seen.setdefault(w)
-            if len(seen) >= TERM_POOL * n:  # enough to draw from: the rest of the rows are not read
-                break
+        with contextlib.closing(conn.execute(sql)) as rows:
+            for (text,) in rows:
+                for w in _NOT_ALNUM.sub("", str(text or "")).lower().split():  # each word's letters and digits
+                    if len(w) >= 4 and w.isascii():
+                        seen.setdefault(w)
+                if len(seen) >= TERM_POOL * n:  # enough to draw from: the rest of the rows are not read
+                    break
     except apsw.Error:
         return []
-    finally:
-        conn.close()
     words = list(seen)
     return words[:: max(1, len(words) // n)][:n]
 
@@ -480,6 +472,7 @@ def verify_target(
     browser: Engine | None = None,
     browser_memory_warn_mb: int | None = None,
     statements: StatementRun | None = None,
+    schema: Schema | None = None,
 ) -> VerifyReport:
     """Run the verification suite at ``level``. Problems are collected in the report, never raised.
     ``snapshot_digests_`` (e.g. from the backup manifest) are reused for the tables they cover; ``timed``
@@ -488,93 +481,101 @@ def verify_target(
     ``browser``: an engine that runs the same job in a browser; its results must equal ``engine``'s, and a tab
     peaking above ``browser_memory_warn_mb`` is warned about. ``statements``: the old app's statements, run in the
     same sql.js job (one load of the file) after every check that reads the data, rolled back (``statements``
-    in the report; each that fails is a problem)."""
+    in the report; each that fails is a problem). ``schema``: the snapshot's, when the caller has read it (else
+    read here)."""
     t0 = time.perf_counter()
     rep = VerifyReport(level)
     quick = level == "quick"
-    view = source_view(snapshot, plan)
-    terms = [] if quick else list(fts_queries or []) + search_terms(snapshot, plan.search, sample_terms)
-    searches = [(p, q) for p in plan.search if p.source not in repaired for q in terms]
-    job = _build_job(
-        plan,
-        view.specs,
-        level,
-        searches,
-        [] if quick else list(queries or []),
-        list(timed or []),
-        runs,
-        statements.actions() if statements else [],
-    )
-    with ThreadPoolExecutor(1) as pool:
-        future = pool.submit(engine.run, target, job.actions)
-        in_browser = (
-            None if browser is None else pool.submit(browser.with_stand_ins(plan.stand_ins).run, target, job.actions)
+    with contextlib.closing(connect(snapshot, readonly=True)) as source:  # every read of the snapshot here
+        view = source_view(source, plan, schema)
+        terms = [] if quick else list(fts_queries or []) + search_terms(source, plan.search, sample_terms)
+        searches = [(p, q) for p in plan.search if p.source not in repaired for q in terms]
+        job = _build_job(
+            plan,
+            view.specs,
+            level,
+            searches,
+            [] if quick else list(queries or []),
+            list(timed or []),
+            runs,
+            statements.actions() if statements else [],
         )
-        target_d, stored = target_side(rep, target, view.specs, snapshot, quick, level == "deep")
-        given = {} if quick else snapshot_digests_ or {}
-        try:
-            snap = {s.table: given[s.table] for s in view.specs if s.table in given}
-            snap |= snapshot_digests(snapshot, [s for s in view.specs if s.table not in given], quick)
-        except (apsw.Error, UnicodeDecodeError) as err:
-            future.cancel()
-            raise database_error(snapshot, err) from err
-        run = future.result()
-        if in_browser:
-            rep.browser = browser_check(job.tags, run, in_browser.result(), browser_memory_warn_mb)
-            if rep.browser["difference"]:
-                rep.problems.append(f"in the browser: {rep.browser['difference']}")
-    job.results = dict(zip(job.tags, run.results, strict=True))
-    rep.sqljs_version, rep.sqljs_peak_rss = run.version, run.peak_rss_bytes
-    rep.timings = [asdict(summarize(sql, without_warmup(job[f"time:{sql}"]))) for sql in timed or []]
-    sqljs_d = _sqljs_digests(view.specs, job, quick)
-    for spec in view.specs:
-        s, t, j = snap.get(spec.table), target_d.get(spec.table), sqljs_d.get(spec.table)
-        if not quick and s and j and s.digest != j.digest and t and not t.digest:
-            t = _apsw_digest(target, spec)  # which side is wrong: the file, or how sql.js reads it?
-        ok = (
-            s is not None
-            and t is not None
-            and j is not None
-            and s.rows == t.rows == j.rows
-            and (quick or (s.digest == j.digest and t.digest in ("", j.digest)))
-        )
-        sides = (_digest_json(s), _digest_json(t), _digest_json(j))
-        rep.tables.append(TableCheck(spec.table, *sides, ok, "equal" if ok else "differs"))
-        if not ok:
-            where = None if quick else _first_difference(snapshot, target, spec, engine)
-            error = job[f"{'count' if quick else 'digest'}:{spec.table}"].get("error")
-            rep.problems.append(
-                f"table {spec.table}: content differs (snapshot {sides[0]}, target {sides[1]}, "
-                f"sql.js {sides[2] or error})" + (f"; {where}" if where else "")
+        with ThreadPoolExecutor(1) as pool:
+            future = pool.submit(engine.run, target, job.actions)
+            in_browser = (
+                None
+                if browser is None
+                else pool.submit(browser.with_stand_ins(plan.stand_ins).run, target, job.actions)
             )
-    planned = planned_schema(plan)
-    sqljs_schema = job["schema"]
-    if not sqljs_schema["ok"] and "pragma_table_list" in sqljs_schema["error"]:  # a target engine's SQLite < 3.37
-        sqljs_schema = job["schema-before-3.37"]
-    js_rows: list[Sequence[Any]] = [[decode_typed(v) for v in row] for row in sqljs_schema.get("rows", [])]
-    _schema_checks(rep, planned, {"apsw": stored, "sql.js": js_rows if sqljs_schema["ok"] else sqljs_schema["error"]})
-    for d in plan.refused:  # no target failback builds can hold it: the source's object is not in the target
-        rep.add(Check("schema", f"{d.kind} {d.name}", False, f"the target engine cannot hold it: {d.reason}"))
-    rep.tables += [TableCheck(n, None, None, None, True, "dropped", why) for n, why in view.dropped.items()]
-    rep.tables += [
-        TableCheck(n, None, None, None, True, "unreadable", f"its SELECT fails in the snapshot too: {err}")
-        for n, err in view.unreadable.items()
-    ]
-    if quick:
-        rep.deferred = [
-            "integrity_check",
-            "content digests",
-            "search parity",
-            "app queries",
-            "object proofs",
-            "write round trip",
+            target_d, stored = target_side(rep, target, view.specs, snapshot, quick, level == "deep")
+            given = {} if quick else snapshot_digests_ or {}
+            try:
+                snap = {s.table: given[s.table] for s in view.specs if s.table in given}
+                snap |= snapshot_digests(snapshot, source, [s for s in view.specs if s.table not in given], quick)
+            except (apsw.Error, UnicodeDecodeError) as err:
+                future.cancel()
+                raise database_error(snapshot, err) from err
+            run = future.result()
+            if in_browser:
+                rep.browser = browser_check(job.tags, run, in_browser.result(), browser_memory_warn_mb)
+                if rep.browser["difference"]:
+                    rep.problems.append(f"in the browser: {rep.browser['difference']}")
+        job.results = dict(zip(job.tags, run.results, strict=True))
+        rep.sqljs_version, rep.sqljs_peak_rss = run.version, run.peak_rss_bytes
+        rep.timings = [as_fields(summarize(sql, without_warmup(job[f"time:{sql}"]))) for sql in timed or []]
+        sqljs_d = _sqljs_digests(view.specs, job, quick)
+        for spec in view.specs:
+            s, t, j = snap.get(spec.table), target_d.get(spec.table), sqljs_d.get(spec.table)
+            if not quick and s and j and s.digest != j.digest and t and not t.digest:
+                t = _apsw_digest(target, spec)  # which side is wrong: the file, or how sql.js reads it?
+            ok = (
+                s is not None
+                and t is not None
+                and j is not None
+                and s.rows == t.rows == j.rows
+                and (quick or (s.digest == j.digest and t.digest in ("", j.digest)))
+            )
+            sides = (_digest_json(s), _digest_json(t), _digest_json(j))
+            rep.tables.append(TableCheck(spec.table, *sides, ok, "equal" if ok else "differs"))
+            if not ok:
+                where = None if quick else _first_difference(snapshot, target, spec, engine)
+                error = job[f"{'count' if quick else 'digest'}:{spec.table}"].get("error")
+                rep.problems.append(
+                    f"table {spec.table}: content differs (snapshot {sides[0]}, target {sides[1]}, "
+                    f"sql.js {sides[2] or error})" + (f"; {where}" if where else "")
+                )
+        planned = planned_schema(plan)
+        sqljs_schema = job["schema"]
+        if not sqljs_schema["ok"] and "pragma_table_list" in sqljs_schema["error"]:  # a target engine's SQLite < 3.37
+            sqljs_schema = job["schema-before-3.37"]
+        js_rows: list[Sequence[Any]] = [[decode_typed(v) for v in row] for row in sqljs_schema.get("rows", [])]
+        _schema_checks(
+            rep, planned, {"apsw": stored, "sql.js": js_rows if sqljs_schema["ok"] else sqljs_schema["error"]}
+        )
+        for d in plan.refused:  # no target failback builds can hold it: the source's object is not in the target
+            rep.add(Check("schema", f"{d.kind} {d.name}", False, f"the target engine cannot hold it: {d.reason}"))
+        rep.tables += [TableCheck(n, None, None, None, True, "dropped", why) for n, why in view.dropped.items()]
+        rep.tables += [
+            TableCheck(n, None, None, None, True, "unreadable", f"its SELECT fails in the snapshot too: {err}")
+            for n, err in view.unreadable.items()
         ]
-    else:
-        _checks(rep, plan, job, snapshot, searches, list(queries or []), level, planned, js_rows)
-        for name in sorted({p.source for p in plan.search} & set(repaired)):
-            rep.add(Check("search", name, True, "not compared: the source's index is malformed, rebuilt in the target"))
-    if statements:  # last: the problems of the data and the schema come first
-        rep.add_statements(statements.checks([job[tag] for tag in job.tags if tag.startswith("statement:")]))
+        if quick:
+            rep.deferred = [
+                "integrity_check",
+                "content digests",
+                "search parity",
+                "app queries",
+                "object proofs",
+                "write round trip",
+            ]
+        else:
+            _checks(rep, plan, job, source, searches, list(queries or []), level, planned, js_rows)
+            for name in sorted({p.source for p in plan.search} & set(repaired)):
+                rep.add(
+                    Check("search", name, True, "not compared: the source's index is malformed, rebuilt in the target")
+                )
+        if statements:  # last: the problems of the data and the schema come first
+            rep.add_statements(statements.checks([job[tag] for tag in job.tags if tag.startswith("statement:")]))
     rep.seconds = time.perf_counter() - t0
     return rep
 
@@ -737,23 +738,21 @@ def _trigger_check(name: str, results: list[dict[str, Any]], covered: list[str],
     )
 
 
-def _source_query(snapshot: Path, sql: str, params: tuple[Any, ...] = ()) -> tuple[int, str] | str:
-    """(row count, digest) of a query on the snapshot, or the error text."""
-    conn = connect(snapshot, readonly=True)
+def _source_query(conn: apsw.Connection, sql: str, params: tuple[Any, ...] = ()) -> tuple[int, str] | str:
+    """(row count, digest) of a query on the snapshot (``conn``), or the error text."""
     try:
-        n, total = digest_rows(conn.execute(sql, params))
+        with contextlib.closing(conn.execute(sql, params)) as rows:
+            n, total = digest_rows(rows)
         return n, f"{total:032x}"
     except apsw.Error as err:
         return str(err)
-    finally:
-        conn.close()
 
 
 def _checks(
     rep: VerifyReport,
     plan: Plan,
     job: _Job,
-    snapshot: Path,
+    source: apsw.Connection,
     searches: list[tuple[SearchPair, str]],
     queries: list[str],
     level: str,
@@ -762,9 +761,7 @@ def _checks(
 ) -> None:
     for pair, q in searches:
         r = job[f"search:{pair.target}:{q}"]
-        src = _source_query(
-            snapshot, f"SELECT rowid FROM {quote(pair.source)} WHERE {quote(pair.source)} MATCH ?", (q,)
-        )
+        src = _source_query(source, f"SELECT rowid FROM {quote(pair.source)} WHERE {quote(pair.source)} MATCH ?", (q,))
         if isinstance(src, str):
             rep.add(
                 Check(
@@ -786,7 +783,7 @@ def _checks(
         )
     for sql in queries:
         r = job[f"query:{sql}"]
-        src = _source_query(snapshot, sql)
+        src = _source_query(source, sql)
         ok = r["ok"] and not isinstance(src, str) and (r["count"], r["digest"]) == src
         mine = src if isinstance(src, str) else f"{src[0]} row(s)"
         rep.add(

@@ -9,6 +9,7 @@ in the old app and a severity (info, warn, high).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -90,22 +91,24 @@ def schema_from_sql(text: str, where: str) -> AppSchema:
 
 
 def planned_app_schema(plan: Plan) -> AppSchema:
-    """The schema the database built from ``plan`` will have (created without data, in memory)."""
+    """The schema the database built from ``plan`` will have (created without data, in memory). It depends on the
+    plan's statements, stand-ins and header values only: plans that agree on them (a fleet's tenants of one app)
+    share one result, which nobody changes."""
+    creates = [sql for sql in plan.virtual_tables if sql.lstrip().upper().startswith("CREATE")]
+    statements = (*plan.create_tables, *plan.early_indexes, *plan.late_indexes, *creates, *plan.views, *plan.triggers)
+    header = (int(plan.pragmas.get("user_version", 0)), int(plan.pragmas.get("application_id", 0)))
+    return _planned(tuple(plan.stand_ins), statements, header)
+
+
+@functools.lru_cache(maxsize=16)
+def _planned(stand_ins: tuple[str, ...], statements: tuple[str, ...], header: tuple[int, int]) -> AppSchema:
     conn = apsw.Connection(":memory:")
     try:
-        register_stand_ins(conn, plan.stand_ins, lambda *_: None)
-        creates = [sql for sql in plan.virtual_tables if sql.lstrip().upper().startswith("CREATE")]
-        for sql in [
-            *plan.create_tables,
-            *plan.early_indexes,
-            *plan.late_indexes,
-            *creates,
-            *plan.views,
-            *plan.triggers,
-        ]:
+        register_stand_ins(conn, stand_ins, lambda *_: None)
+        for sql in statements:
             conn.execute(sql)
-        conn.execute(f"PRAGMA user_version = {int(plan.pragmas.get('user_version', 0))}")
-        conn.execute(f"PRAGMA application_id = {int(plan.pragmas.get('application_id', 0))}")
+        conn.execute(f"PRAGMA user_version = {header[0]}")
+        conn.execute(f"PRAGMA application_id = {header[1]}")
         return read_app_schema(conn)
     finally:
         conn.close()

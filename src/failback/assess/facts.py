@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 from ..db.collations import CollationMerge
+from ..fields import as_fields
 from .drift import Drift
 
 MB = 1_000_000
@@ -136,7 +137,7 @@ class Finding:
     fix: str = ""
 
     def to_json(self) -> dict[str, str]:
-        return asdict(self)
+        return as_fields(self)
 
 
 @dataclass
@@ -156,6 +157,6 @@ class Assessment:
         return {
             "level": self.level,
             "go": self.go,
-            "findings": [asdict(f) for f in self.findings],
-            "facts": asdict(self.facts),
+            "findings": as_fields(self.findings),
+            "facts": as_fields(self.facts),
         }

@@ -498,7 +498,7 @@ def export_database(
         except NotADatabaseError as err:
             raise database_error(source, err.__cause__ or err) from err
         report = verify_conversion(
-            tmp, plan, engine, snap.path, cfg.verify if cfg else None, repaired=integrity.repaired
+            tmp, plan, engine, snap.path, cfg.verify if cfg else None, repaired=integrity.repaired, schema=schema
         )
         if not report.ok:
             raise VerificationFailed(f"{target} not written: {report.problems[0]}")

@@ -327,6 +327,7 @@ def step_verify(ctx: RunContext) -> dict[str, Any]:
             runs=ctx.cfg.benchmark.runs,
             repaired=repaired,
             statements=prepared,
+            schema=ctx.schema,  # read from this snapshot by the snapshot step
         )
     if prepared is None and report.ok:  # not run in the verification's job: run on their own
         report.add_statements(check_statements(ctx.target_engine, ctx.converted, statements, drift))

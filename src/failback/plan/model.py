@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
 from ..db.digest import DigestSpec
+from ..fields import as_fields
 
 
 class Action(StrEnum):
@@ -106,7 +107,7 @@ class Plan:
 
     def dump(self) -> dict[str, Any]:
         """Everything in the plan, for the run directory (``load_plan`` reads it back)."""
-        return asdict(self)
+        return as_fields(self)
 
     def to_json(self) -> dict[str, object]:
         return {
