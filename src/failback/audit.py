@@ -189,7 +189,9 @@ class AuditLog:
         ``sync=False`` the record is written but not fsynced, and the head does not name it until the next
         :meth:`sync` or synced append (a crash before then may lose it, never the records before it)."""
         with self._locked() as (fd, size):
-            end, whole = _log_end(fd, size, self.head())
+            head = self.head()
+            sync = sync or head is None  # a log's first record names itself in the head: a headless log is suspect
+            end, whole = _log_end(fd, size, head)
             if whole < size:  # a torn line: an append killed mid-write
                 torn = os.pread(fd, size - whole, whole)
                 os.ftruncate(fd, whole)
