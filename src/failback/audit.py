@@ -3,8 +3,8 @@ kept apart from the log.
 
 Each record is ``{"seq", "time", "run", "event", "data", "prev", "hash"}`` where ``hash`` is the SHA-256 of the
 canonical JSON (sorted keys, no spaces) of the record without ``hash``. Editing, removing or reordering a line
-breaks the chain at that line. Removing lines *from the end* leaves a valid chain, so after every append the
-newest ``seq`` and ``hash`` are written atomically to the head (``audit.head`` beside the log) and copied into
+breaks the chain at that line. Removing lines *from the end* leaves a valid chain, so as records are made durable
+the newest ``seq`` and ``hash`` are written atomically to the head (``audit.head`` beside the log) and copied into
 each run's report.json: a log with fewer records than its head, or than a report saw, is truncated.
 
 An append holds an exclusive ``flock`` on ``audit.lock`` (beside the log) while it reads the head and the log's
