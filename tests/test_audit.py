@@ -182,6 +182,12 @@ def test_records_appended_unsynced_chain_and_a_sync_names_them(tmp_path: Path) -
     assert read_head(log) == AuditHead(9, more["hash"])
 
 
+def test_the_first_record_of_a_log_is_synced_even_when_asked_not_to(tmp_path: Path) -> None:
+    log = tmp_path / "audit.jsonl"
+    first = AuditLog(log).append("run.start", {}, "run-x", sync=False)  # a run killed right after: a head exists
+    assert read_head(log) == AuditHead(1, first["hash"]) and verify_chain(log).notes == []
+
+
 def test_an_unsynced_record_edited_is_tampering_and_stays_visible(tmp_path: Path) -> None:
     log = tmp_path / "audit.jsonl"
     filled(log, 3)

@@ -3,8 +3,8 @@ kept apart from the log.
 
 Each record is ``{"seq", "time", "run", "event", "data", "prev", "hash"}`` where ``hash`` is the SHA-256 of the
 canonical JSON (sorted keys, no spaces) of the record without ``hash``. Editing, removing or reordering a line
-breaks the chain at that line. Removing lines *from the end* leaves a valid chain, so after every append the
-newest ``seq`` and ``hash`` are written atomically to the head (``audit.head`` beside the log) and copied into
+breaks the chain at that line. Removing lines *from the end* leaves a valid chain, so as records are made durable
+the newest ``seq`` and ``hash`` are written atomically to the head (``audit.head`` beside the log) and copied into
 each run's report.json: a log with fewer records than its head, or than a report saw, is truncated.
 
 An append holds an exclusive ``flock`` on ``audit.lock`` (beside the log) while it reads the head and the log's
@@ -189,7 +189,9 @@ class AuditLog:
         ``sync=False`` the record is written but not fsynced, and the head does not name it until the next
         :meth:`sync` or synced append (a crash before then may lose it, never the records before it)."""
         with self._locked() as (fd, size):
-            end, whole = _log_end(fd, size, self.head())
+            head = self.head()
+            sync = sync or head is None  # a log's first record names itself in the head: a headless log is suspect
+            end, whole = _log_end(fd, size, head)
             if whole < size:  # a torn line: an append killed mid-write
                 torn = os.pread(fd, size - whole, whole)
                 os.ftruncate(fd, whole)

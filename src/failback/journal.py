@@ -1,5 +1,6 @@
 """Run directories: ``<state>/runs/<run-id>/state.json`` records each step's status, timings and results,
-written atomically after every change, so a run can be inspected, resumed or aborted after a crash.
+written atomically as the run goes (when: ``pipeline.driver.Rollback._step``), so a run can be inspected, resumed or aborted
+after a crash.
 Also the one-rollback-at-a-time lock."""
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ class StepState:
 
 @dataclass
 class RunState:
-    """Everything known about one run; saved to state.json after every change."""
+    """Everything known about one run; saved to state.json as the run goes."""
 
     id: str
     config: str
@@ -54,7 +55,7 @@ class RunState:
         return next(s for s in self.steps if s.name == name)
 
     def to_json(self) -> dict[str, Any]:
-        """A shallow JSON form (results are JSON already; saved after every change, so no deep copy)."""
+        """A shallow JSON form (results are JSON already; saved several times a run, so no deep copy)."""
         return {**vars(self), "steps": [dict(vars(s)) for s in self.steps]}
 
     @classmethod

@@ -48,6 +48,8 @@ from .downconvert import CARRY_OVER
 from .steps import STEPS, Options, Progress, RunContext, make_backup
 from .switch import AppSwitch, holds, temp_target, undo_switch
 
+TRUSTED = frozenset({"backup", "convert", "verify"})  # steps whose saved result a resume reuses (_trusted_steps)
+SAVE_INTERVAL = 1.0  # seconds: a step finished this long ago is saved as the next starts, trusted by resume or not
 STATUS_OF_EXIT = {1: "failed", 3: "refused", 4: "interrupted", 5: "source-changed", 6: "failed"}
 StepHook = Callable[[str, str, dict[str, Any]], None]
 
@@ -105,7 +107,8 @@ class Rollback:
         self.engine = engine or target_engine(cfg.target)
         self.audit = audit_log(cfg)
         self._stop: int | None = None
-        self._finished_unsaved = False  # a step finished since state.json was last saved
+        self._unsaved: set[str] = set()  # steps finished since state.json was last saved
+        self._saved_at = time.monotonic()  # when state.json was last saved by a step's start
         self._run_id = ""
 
     def run(self) -> Outcome:
@@ -210,14 +213,15 @@ class Rollback:
 
     def _step(self, ctx: RunContext, name: str, fn: Callable[[RunContext], dict[str, Any]]) -> dict[str, Any]:
         """Run one step, checkpointing its status and result in the run folder and the audit log. state.json is
-        saved as the next step starts (nothing happens between the two), when a step fails, and at the run's end:
-        a crash before a step's result is saved leaves it unfinished, so resume redoes it, as after a crash inside
-        it."""
+        saved as the next step starts when a step whose result a resume reuses finished (TRUSTED; the switch's
+        start so follows the verification's save), or any step finished at least SAVE_INTERVAL ago (what `status`
+        shows of a long run); when a step fails; at the run's end. A crash before a step's result is saved leaves
+        it unfinished: resume redoes it, as after a crash inside it."""
         st = ctx.state.step(name)
         st.status, st.started, st.error = "running", time.time(), ""
-        if self._finished_unsaved:  # a step's start alone is not worth a save
+        if self._unsaved & TRUSTED or (self._unsaved and time.monotonic() - self._saved_at >= SAVE_INTERVAL):
             ctx.rd.save(ctx.state)
-            self._finished_unsaved = False
+            self._unsaved, self._saved_at = set(), time.monotonic()
         self.on_step(name, "start", {})
         t0 = time.perf_counter()
         try:
@@ -232,7 +236,7 @@ class Rollback:
             raise
         crash_point(f"{name}.end")
         st.status, st.seconds, st.result = "done", time.perf_counter() - t0, result
-        self._finished_unsaved = True  # saved as the next step starts, or at the run's end
+        self._unsaved.add(name)
         ctx.event(f"step.{name}.done", {"seconds": round(st.seconds, 3), **_summary(result)})
         self.on_step(name, "done", result)
         return result
