@@ -1,6 +1,6 @@
 """Run directories: ``<state>/runs/<run-id>/state.json`` records each step's status, timings and results,
-written atomically as the run goes (when: ``pipeline.driver.Rollback._step``), so a run can be inspected, resumed or aborted
-after a crash.
+written atomically as the run goes (when: ``pipeline.driver.Rollback._step``), so a run can be inspected, resumed
+or aborted after a crash.
 Also the one-rollback-at-a-time lock."""
 
 from __future__ import annotations
