@@ -208,7 +208,8 @@ class AuditLog:
 
     def sync(self) -> None:
         """Make the records appended with ``sync=False`` durable and name the newest record in the head (when the
-        log's end chains from the head); nothing to do when this object appended none since the last sync."""
+        log's end chains from the head; else the log is only fsynced and the gap stays visible); nothing to do
+        when this object appended none since the last sync."""
         if not self.unsynced:
             return
         with self._locked() as (fd, size):
@@ -216,6 +217,8 @@ class AuditLog:
             end, _ = _log_end(fd, size, head)
             if head is None or end.seq > head.seq:
                 self._name_in_head(fd, end.to_json())
+            else:
+                os.fsync(fd)
             self.unsynced = False
 
     @contextlib.contextmanager
