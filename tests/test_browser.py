@@ -55,7 +55,8 @@ def storage_classes_db(path: Path, encoding: str = "UTF-8") -> Path:
 
 
 def actions_for(db: Path) -> list[dict[str, Any]]:
-    """Digests and row hashes of every table, and queries returning every value (a non-UTF-8 one fails alike)."""
+    """Digests and row hashes of every table, and queries returning every value (a non-UTF-8 one fails alike) or
+    keeping the rows whose value is TEXT with a prefix."""
     conn = connect(db, readonly=True)
     try:
         specs = digest_specs(read_schema(conn))
@@ -66,6 +67,7 @@ def actions_for(db: Path) -> list[dict[str, Any]]:
         actions.append({"op": "row_hashes", "table": s.to_json(), "order_by": None if s.rowid else list(s.columns)})
         actions.append({"op": "query", "sql": f'SELECT * FROM "{s.table}"'})
     actions.append({"op": "query", "sql": "SELECT id, hex(x), typeof(x) FROM v WHERE id < 14"})
+    actions.append({"op": "query", "sql": "SELECT x, t FROM v", "keep": {"column": 0, "prefix": "h"}})  # 'héllo'
     params = [{"int": "-7"}, {"real": "-0.0"}, {"blob": "00ff"}, "ü"]
     actions.append({"op": "query", "sql": "SELECT ?, ?, ?, ?", "params": params})
     return actions

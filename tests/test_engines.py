@@ -297,6 +297,33 @@ def test_query_limit_count_digest_and_columns_agree(tmp_path: Path) -> None:
     assert multi == {"ok": False, "error": "query takes a single SQL statement; use exec for scripts"}
 
 
+def test_query_keeps_the_rows_whose_column_is_text_with_the_prefix(tmp_path: Path) -> None:
+    """``keep``: only TEXT values starting with the prefix (not a BLOB of the same bytes, nor a number whose text
+    does); rows, count and digest are those of the kept rows, in every engine; an EXPLAIN keeps its trigger
+    programs' first instructions."""
+    values = ["'ab'", "'abc'", "x'616263'", "123", "12.5", "NULL", "'xab'", "'a'", "'ab' || char(0) || 'z'"]
+    db = tmp_path / "keep.db"
+    conn = apsw.Connection(str(db))
+    conn.execute("CREATE TABLE t(i INTEGER PRIMARY KEY, v); CREATE TABLE log(n)")
+    conn.execute("CREATE TRIGGER t_logged AFTER INSERT ON t BEGIN INSERT INTO log VALUES (new.i); END")
+    conn.execute("INSERT INTO t(v) VALUES " + ", ".join(f"({v})" for v in values))
+    conn.close()
+    texts = "SELECT v, i FROM t WHERE typeof(v) = 'text' AND substr(v, 1, {n}) = '{p}'"
+    actions = [
+        {"op": "query", "sql": "SELECT v, i FROM t", "keep": {"column": 0, "prefix": "ab"}},
+        {"op": "query", "sql": texts.format(n=2, p="ab")},
+        {"op": "query", "sql": "SELECT i, v FROM t", "keep": {"column": 1, "prefix": "12"}, "limit": 1},
+        {"op": "query", "sql": "EXPLAIN INSERT INTO t(v) VALUES (1)", "keep": {"column": 5, "prefix": "-- TRIGGER "}},
+    ]
+    for engine in ENGINES:
+        kept, expected, numbers, explain = engine.run(db, actions).results
+        assert kept == expected and kept["count"] == 3, engine.name
+        assert [r[0] for r in kept["rows"]] == ["ab", "abc", "ab\x00z"]
+        assert numbers == {"ok": True, "columns": ["i", "v"], "rows": [], "count": 0, "digest": "0" * 32}
+        init = ["Init", {"int": "0"}, {"int": "1"}, {"int": "0"}, "-- TRIGGER t_logged"]
+        assert [r[1:6] for r in explain["rows"]] == [init] and explain["count"] == 1
+
+
 def test_sqljs_binds_params_as_sqljs_does() -> None:
     """Known sql.js limit: a JS number outside int32 binds as REAL, an integral REAL as INTEGER."""
     sql = "SELECT typeof(?), typeof(?), typeof(?)"

@@ -7,9 +7,11 @@ Actions and their results (a failing action gives ``{"ok": False, "error": "<eng
 following actions still run):
 
 * ``{"op": "exec", "sql": script}`` → ``{"ok": True}``
-* ``{"op": "query", "sql": one statement, "params": [typed], "limit": n}`` →
-  ``{"ok": True, "columns": [...], "rows": [[typed, ...], ...], "count": n, "digest": "<32 hex>"}``;
-  ``rows`` holds at most ``limit`` rows, ``count`` and the order-independent fbd1 ``digest`` cover them all.
+* ``{"op": "query", "sql": one statement, "params": [typed], "limit": n, "keep": {"column": i, "prefix": text}}``
+  → ``{"ok": True, "columns": [...], "rows": [[typed, ...], ...], "count": n, "digest": "<32 hex>"}``;
+  ``rows`` holds at most ``limit`` rows, ``count`` and the order-independent fbd1 ``digest`` cover them all;
+  with ``keep`` (optional), only the rows whose value in column ``i`` is TEXT starting with ``text`` (e.g. the
+  trigger programs of an ``EXPLAIN``).
 * ``{"op": "digest", "tables": [spec, ...]}`` → ``{"ok": True, "tables": [{"table", "rows", "digest"}]}``,
   equal to :func:`failback.db.digest.table_digest`; a spec is ``{"table", "columns": [...], "rowid": bool}``.
 * ``{"op": "row_hashes", "table": spec, "order_by": [...] | None}`` → ``{"ok": True, "rows": [[key, hash]]}``

@@ -147,15 +147,23 @@ def _query(conn: apsw.Connection, action: Action) -> dict[str, Any]:
     cursor.exec_trace = trace
     params = [decode_typed(p) for p in action.get("params") or []]
     kept: list[list[Any]] = []
+    keep = action.get("keep")
 
     def rows() -> Iterator[Sequence[Any]]:
         for row in cursor.execute(action["sql"], params or None):
+            if keep and not _kept(row, keep["column"], keep["prefix"]):
+                continue
             if limit is None or len(kept) < limit:
                 kept.append([encode_typed(v) for v in row])
             yield row
 
     count, total = digest_rows(rows())
     return {"columns": columns, "rows": kept, "count": count, "digest": f"{total:032x}"}
+
+
+def _kept(row: Sequence[Any], column: int, prefix: str) -> bool:
+    """A query's ``keep`` filter: the row's value in ``column`` is TEXT starting with ``prefix``."""
+    return column < len(row) and isinstance(row[column], str) and row[column].startswith(prefix)
 
 
 def _row_hashes(conn: apsw.Connection, spec: DigestSpec, order_by: list[str] | None) -> list[list[Any]]:

@@ -14,7 +14,11 @@
 // The file is read whole into memory (as the browser app does); writes stay in memory, never reach the file.
 // Actions (one result each, {"ok": false, "error"} on failure, later actions still run):
 //   {"op": "exec", "sql"}                              -> {"ok": true}
-//   {"op": "query", "sql", "params"?, "limit"?}         -> {"ok", "columns", "rows", "count", "digest"}
+//   {"op": "query", "sql", "params"?, "limit"?, "keep"?} -> {"ok", "columns", "rows", "count", "digest"}
+//     rows: the first `limit` rows (all by default); count and digest cover every row. "keep": {"column": index,
+//     "prefix": text}: only the rows whose value in that column is TEXT starting with `prefix` are read, returned,
+//     counted and digested; the others are skipped unread (e.g. an EXPLAIN's trigger programs: p4, column 5,
+//     "-- TRIGGER ", out of a program of hundreds of instructions).
 //   {"op": "digest", "tables": [spec, ...]}              -> {"ok", "tables": [{"table", "rows", "digest"}]}
 //   {"op": "row_hashes", "table": spec, "order_by"?}     -> {"ok", "rows": [[key, hash hex], ...]}
 //   {"op": "time", "sql", "runs"}                      -> {"ok", "ms": [per-run wall milliseconds], "rows"}
@@ -243,6 +247,20 @@ function specParts(spec) {
   return parts.length ? parts : ["NULL"];
 }
 
+// The row filter of a query's "keep" option ({column, prefix}) on a statement giving `width` columns per column (2:
+// read in pairs, the value second). skips(stmt) tells from the column's bytes alone (getBlob gives every storage
+// class's) a row that cannot be kept, unread; kept(row) whether a row read (readRow's form) is: that value TEXT
+// starting with the prefix.
+function rowFilter(keep, width) {
+  const at = width * keep.column + width - 1;
+  const prefix = new TextEncoder().encode(keep.prefix);
+  const starts = (bytes) => bytes.length >= prefix.length && prefix.every((b, i) => bytes[i] === b);
+  return {
+    skips: (stmt) => !starts(stmt.getBlob(at)),
+    kept: (row) => row[keep.column] !== null && row[keep.column].text !== undefined && starts(row[keep.column].text),
+  };
+}
+
 const ACTIONS = {
   exec(db, action) {
     db.run(action.sql);
@@ -263,9 +281,12 @@ const ACTIONS = {
         stmt = typedQuery(db, action.sql, out.columns.length) || stmt;
         if (stmt === first.value) read = guessedRow;
       }
+      const keep = action.keep && rowFilter(action.keep, stmt === first.value ? 1 : 2);
       if (action.params && action.params.length) stmt.bind(action.params.map(decodeTyped));
       while (stmt.step()) {
+        if (keep && keep.skips(stmt)) continue;
         const row = read(stmt);
+        if (keep && !keep.kept(row)) continue;
         if (out.rows.length < limit) out.rows.push(row.map((v) => encodeTyped(v, true)));
         d.add(row);
       }
