@@ -14,6 +14,7 @@ from failback.audit import verify_chain
 from failback.backup.sets import list_backups
 from failback.config import load_config
 from failback.db.connect import connect, quote
+from failback.db.digest import DigestSpec, TableDigest
 from failback.db.schema import read_schema
 from failback.demo import create_demo
 from failback.demo.sample import SQLJS_USER_VERSION
@@ -21,6 +22,7 @@ from failback.engines.sqljs import SqlJsEngine
 from failback.errors import ConfigError
 from failback.files import file_xxh3
 from failback.pipeline.rollback import Options, Rollback
+from failback.pipeline.target_manifest import manifest_path, write_target_manifest
 
 from .conftest import DEMO_NOTES, apsw_digests, digest_specs_of, sqljs_digests
 
@@ -148,6 +150,26 @@ def test_previous_target_and_config_are_kept(demo_dir: Path) -> None:
     assert labels == {"source", "previous-target"}
     for e in list_backups(cfg.backup_layers):
         assert len(e["folders"]) == len(cfg.backup_layers)  # primary and mirror
+
+
+def test_target_manifest_takes_the_verified_digests_only_for_the_same_spec(demo_dir: Path) -> None:
+    """The switch's manifest reuses the digests sql.js read in the verification: they are those of the file in
+    place; a proved digest whose spec differs from the target's (other columns) is not taken."""
+    cfg = load_config(demo_dir / "failback.toml")
+    assert Rollback(cfg, demo_dir / "failback.toml", Options(yes=True)).run().exit_code == 0
+    target = cfg.target_path
+    specs = digest_specs_of(target)
+    truth = apsw_digests(target, specs)
+    doc = json.loads(manifest_path(target).read_text())
+    assert {t["table"]: (t["rows"], t["digest"]) for t in doc["tables"]} == truth and "note" in truth
+    note = next(s for s in specs if s.table == "note")
+    other = DigestSpec("note", note.columns[:-1], note.rowid)
+    write_target_manifest(target, "sqljs", [(other, TableDigest("note", 1, "0" * 32))])
+    doc = json.loads(manifest_path(target).read_text())
+    assert {t["table"]: (t["rows"], t["digest"]) for t in doc["tables"]} == truth
+    write_target_manifest(target, "sqljs", [(note, TableDigest("note", 1, "0" * 32))])  # the same spec: taken
+    doc = json.loads(manifest_path(target).read_text())
+    assert {t["table"]: (t["rows"], t["digest"]) for t in doc["tables"]} == truth | {"note": (1, "0" * 32)}
 
 
 def test_write_after_snapshot_switches_nothing(tmp_path: Path) -> None:

@@ -114,6 +114,8 @@ class VerifyReport:
     browser: dict[str, Any] | None = None  # the same job in a browser: version, seconds, memory, difference, warning
     seconds: float = 0.0
     statements: list[StatementCheck] = field(default_factory=list)  # the old app's, run on the target
+    proved: list[tuple[DigestSpec, TableDigest]] = field(default_factory=list)  # each table whose digest sql.js
+    # read in the target equals the snapshot's, with that digest (the target's manifest reuses them; not in JSON)
 
     @property
     def ok(self) -> bool:
@@ -137,7 +139,9 @@ class VerifyReport:
         self.problems += [c.message() for c in checks if not c.ok]
 
     def to_json(self) -> dict[str, Any]:
-        return {**as_fields(self), "ok": self.ok}
+        doc = as_fields(self)
+        del doc["proved"]
+        return {**doc, "ok": self.ok}
 
     def summary(self, where: str) -> str:
         """'N tables equal WHERE', then the others by name (see ``tables_summary``)."""
@@ -539,6 +543,8 @@ def verify_target(
             )
             sides = (_digest_json(s), _digest_json(t), _digest_json(j))
             rep.tables.append(TableCheck(spec.table, *sides, ok, "equal" if ok else "differs"))
+            if ok and not quick and j:
+                rep.proved.append((spec, j))
             if not ok:
                 where = None if quick else _first_difference(snapshot, target, spec, engine)
                 error = job[f"{'count' if quick else 'digest'}:{spec.table}"].get("error")

@@ -127,9 +127,10 @@ def connect(path: Path | str, *, readonly: bool = False, create: bool = False) -
 
 
 def _uri_path(path: Path) -> str:
+    """The absolute path, %-quoted for a ``file:`` URI (SQLite itself follows symbolic links in it)."""
     from urllib.parse import quote as urlquote
 
-    return urlquote(str(path.resolve()))
+    return urlquote(os.path.abspath(path))
 
 
 def open_source(path: Path) -> apsw.Connection:

@@ -503,7 +503,7 @@ def export_database(
         if not report.ok:
             raise VerificationFailed(f"{target} not written: {report.problems[0]}")
         publish_over(tmp, target)  # the old file's -wal/-shm/-journal go with it
-        write_target_manifest(target, cfg.app.rollback_value if cfg else ROLLBACK_VALUE)  # for the web app
+        write_target_manifest(target, cfg.app.rollback_value if cfg else ROLLBACK_VALUE, report.proved)  # web app
         seconds = time.perf_counter() - t0
         return ExportResult(target, plan, report, target.stat().st_size, seconds, built.seconds, integrity)
     finally:

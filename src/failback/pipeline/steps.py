@@ -26,6 +26,7 @@ from ..assess.statements import check_statements, load_statements, prepare_state
 from ..audit import AuditLog
 from ..backup.sets import BackupResult, create_backup
 from ..config import Config
+from ..db.digest import DigestSpec, TableDigest
 from ..db.integrity import check_source
 from ..db.schema import Schema
 from ..engines import Engine, warm
@@ -89,6 +90,7 @@ class RunContext:
     backup: BackupResult | None = None
     assessment: Assessment | None = None
     verification: dict[str, Any] | None = None
+    proved: list[tuple[DigestSpec, TableDigest]] = field(default_factory=list)  # VerifyReport.proved, this process
     tmp_target: Path | None = None  # the converted target under its temp name (removed by the driver's cleanup)
     converted: Path | None = None  # where the converted target's bytes are: tmp_target, or the target
     quick_check: Future[tuple[str, ...] | None] = field(default_factory=Future)  # the snapshot's findings
@@ -331,7 +333,7 @@ def step_verify(ctx: RunContext) -> dict[str, Any]:
         )
     if prepared is None and report.ok:  # not run in the verification's job: run on their own
         report.add_statements(check_statements(ctx.target_engine, ctx.converted, statements, drift))
-    ctx.verification = result = report.to_json()
+    ctx.verification, ctx.proved = (result := report.to_json()), report.proved
     if not report.ok:
         failed = [c for c in report.statements if not c.ok]
         if failed and report.problems[0] == failed[0].message():  # only statements fail
@@ -365,7 +367,7 @@ def step_switch(ctx: RunContext) -> dict[str, Any]:
     if ctx.tmp_target is not None and not ctx.tmp_target.exists():  # renamed into place
         ctx.tmp_target, ctx.converted = None, ctx.cfg.target_path
     app = ctx.cfg.app
-    write_target_manifest(ctx.cfg.target_path, app.rollback_value)  # what the web app checks before taking it in
+    write_target_manifest(ctx.cfg.target_path, app.rollback_value, ctx.proved)  # what the web app checks
     return {
         "target": str(ctx.cfg.target_path),
         "config": str(ctx.cfg.app_config_path),

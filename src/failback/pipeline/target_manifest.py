@@ -10,10 +10,11 @@ and by a rollback's switch, after the target is in place; a manifest that does n
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
 from ..db.connect import connect
-from ..db.digest import database_digests
+from ..db.digest import DigestSpec, TableDigest, database_digests
 from ..db.schema import digest_specs, read_schema
 from ..files import sha256_file, write_text
 
@@ -25,15 +26,22 @@ def manifest_path(target: Path) -> Path:
     return target.with_name(target.name + ".manifest.json")
 
 
-def write_target_manifest(target: Path, provider: str) -> Path:
+def write_target_manifest(
+    target: Path, provider: str, proved: Sequence[tuple[DigestSpec, TableDigest]] = ()
+) -> Path:
     """Write the manifest of ``target`` (size, SHA-256, every table's digest spec, rows and fbd1 digest, the
-    provider value the app switches to) beside it, atomically; return its path."""
+    provider value the app switches to) beside it, atomically; return its path. ``proved``: digests a
+    verification of this very file computed (``VerifyReport.proved``), taken for the tables whose spec they
+    match; the other tables are digested here."""
     conn = connect(target, readonly=True)
     try:
         specs = digest_specs(read_schema(conn))
     finally:
         conn.close()
-    digests = database_digests(target, specs)
+    known = dict(proved)
+    missing = [s for s in specs if s not in known]
+    digests = database_digests(target, missing) if missing else {}
+    digests |= {s.table: known[s] for s in specs if s in known}
     doc = {
         "format": MANIFEST_FORMAT,
         "file": target.name,
