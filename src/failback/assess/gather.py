@@ -14,7 +14,7 @@ import apsw
 from ..config import Config
 from ..db import sqltext
 from ..db.collations import CollationMerge
-from ..db.connect import connect, database_error, open_source, quote
+from ..db.connect import connect, database_error, open_source, quote, readonly_uri
 from ..db.schema import Schema, read_schema
 from ..errors import NotADatabaseError
 from ..files import free_bytes
@@ -194,7 +194,7 @@ def old_only_rows(conn: apsw.Connection, schema: Schema, old: Path) -> dict[str,
     when the old file cannot be read."""
     if not old.exists():
         return {}
-    conn.execute("ATTACH ? AS old", ("file:" + _uri_path(old) + "?mode=ro",))
+    conn.execute("ATTACH ? AS old", (readonly_uri(old),))
     try:
         old_tables = {r[0] for r in conn.execute("SELECT name FROM old.sqlite_schema WHERE type = 'table'")}
         out: dict[str, int] = {}
@@ -215,12 +215,6 @@ def old_only_rows(conn: apsw.Connection, schema: Schema, old: Path) -> dict[str,
         return out
     finally:
         conn.execute("DETACH old")
-
-
-def _uri_path(path: Path) -> str:
-    from urllib.parse import quote as urlquote
-
-    return urlquote(str(path.resolve()))
 
 
 def grdb_migrations(conn: apsw.Connection, schema: Schema) -> list[str]:

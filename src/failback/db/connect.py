@@ -113,7 +113,7 @@ def connect(path: Path | str, *, readonly: bool = False, create: bool = False) -
     """Open a connection with stand-in collations registered; read-only opens never write the file."""
     if readonly:
         flags = apsw.SQLITE_OPEN_READONLY | apsw.SQLITE_OPEN_URI
-        target = "file:" + _uri_path(Path(path)) + "?mode=ro"
+        target = readonly_uri(path)
     else:
         flags = apsw.SQLITE_OPEN_READWRITE | apsw.SQLITE_OPEN_URI | (apsw.SQLITE_OPEN_CREATE if create else 0)
         target = str(path)
@@ -126,11 +126,11 @@ def connect(path: Path | str, *, readonly: bool = False, create: bool = False) -
     return conn
 
 
-def _uri_path(path: Path) -> str:
-    """The absolute path, %-quoted for a ``file:`` URI (SQLite itself follows symbolic links in it)."""
+def readonly_uri(path: Path | str) -> str:
+    """The read-only ``file:`` URI of ``path`` (made absolute and %-quoted; SQLite follows symbolic links in it)."""
     from urllib.parse import quote as urlquote
 
-    return urlquote(os.path.abspath(path))
+    return "file:" + urlquote(os.path.abspath(path)) + "?mode=ro"
 
 
 def open_source(path: Path) -> apsw.Connection:

@@ -11,13 +11,14 @@ looks at the tenant's own run directories first: a run since ``since`` that is d
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from ..audit import AuditLog
 from ..errors import ConfigError, InputError
+from ..fields import as_fields
 from ..files import ensure_dir, write_text
 from ..journal import RunLock
 from .manifest import load_manifest, plan_fleet
@@ -60,7 +61,8 @@ class FleetState:
     reason: str = ""
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        doc: dict[str, Any] = as_fields(self)
+        return doc
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> FleetState:

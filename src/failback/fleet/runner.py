@@ -36,11 +36,12 @@ from ..metrics import publish_fleet_metrics
 from ..profiles import engine_for
 from ..state import StatePaths
 from .journal import TO_RUN, FleetJournal, FleetState, dispatch_marker
-from .waves import failure_budget, failure_total, over_budget
+from .waves import failure_budget, failure_total, failure_weight, over_budget
 
 PLUGIN = "failback-fleet"
 ERROR_CHARS = 300  # a tenant's error as the journal keeps it: one line, this long at most
-SAVE_EVERY = 25  # results between journal writes within a wave (a lost write is recovered: see run_tenant)
+SAVE_SECONDS = 1.0  # within a wave, fleet.json is rewritten at most this often (a lost write is recovered: see
+SAVE_SHARE = 0.05  # run_tenant), and at most this share of the time: a big fleet's journal is written less often
 INTERRUPTED = 4
 
 
@@ -228,7 +229,7 @@ def _run_wave(journal: FleetJournal, client: Client, state: FleetState, wave: in
         client.submit(run_tenant, t, state.tenants[t].config, state.tenants[t].since, state.yes, pure=False): t
         for t in todo
     }
-    unsaved = 0
+    weight, next_save = failure_total(codes), time.monotonic() + SAVE_SECONDS
     for future in as_completed(futures):
         result = _result_of(future, futures[future])
         entry = state.tenants[result.tenant]
@@ -237,14 +238,14 @@ def _run_wave(journal: FleetJournal, client: Client, state: FleetState, wave: in
         record = {k: v for k, v in asdict(result).items() if v not in ("", None)}
         journal.audit.append("fleet.tenant", record, sync=False)  # made durable by the journal's next save
         codes.append(result.exit_code)
-        unsaved += 1
+        weight += failure_weight(result.exit_code)
         on_result(wave, result, state)
-        if not approved and over_budget(codes, budget):
+        if not approved and weight > budget:
             client.cancel(list(futures))  # tasks not started stay dispatched: the next resume runs them
             return _halt(journal, state, wave, codes, budget)
-        if unsaved >= SAVE_EVERY:
+        if (now := time.monotonic()) >= next_save:
             journal.save(state)
-            unsaved = 0
+            next_save = time.monotonic() + max(SAVE_SECONDS, (time.monotonic() - now) / SAVE_SHARE)
     journal.save(state)
     journal.audit.append("fleet.wave.done", {"wave": wave + 1, **state.counts(wave)})
     publish_fleet_metrics(journal.metrics, state)

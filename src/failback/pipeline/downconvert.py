@@ -21,14 +21,13 @@ from typing import Any
 
 import apsw
 
-from ..db.connect import connect, quote, run_script
+from ..db.connect import connect, quote, readonly_uri, run_script
 from ..db.digest import DigestSpec, rowid_name, table_digest
 from ..db.schema import read_schema
 from ..engines import Engine
 from ..files import publish, remove_quietly, sha256_file, tmp_name
 from ..plan.down import DownPlan, TableSplit
 from ..verify import TableCheck, VerifyReport, target_side
-from .export import _uri
 
 CARRY_OVER = "carry-over.sqlite"  # its name in the run folder, beside the run's backup
 CARRY_MANIFEST = "failback_carry"
@@ -58,7 +57,7 @@ def _write(snapshot: Path, dest: Path, statements: list[Statement]) -> None:
             f"PRAGMA page_size = {int(source.page_size)}; PRAGMA encoding = '{source.encoding}';"
             " PRAGMA journal_mode = DELETE; PRAGMA foreign_keys = OFF;",
         )
-        conn.execute("ATTACH DATABASE ? AS src", (_uri(snapshot),))
+        conn.execute("ATTACH DATABASE ? AS src", (readonly_uri(snapshot),))
         with conn:
             for sql, params in statements:
                 run_script(conn, sql, params)
@@ -198,7 +197,7 @@ def prove_down(snapshot: Path, target: Path, carry_over: Path, plan: DownPlan, e
     names = {s.table: carry_table(i) for i, s in enumerate(plan.carried)}
     conn = connect(target, readonly=True)
     try:
-        conn.execute("ATTACH DATABASE ? AS carry", (_uri(carry_over),))
+        conn.execute("ATTACH DATABASE ? AS carry", (readonly_uri(carry_over),))
         joined = {}
         for i, s in enumerate(plan.splits):
             view = f"failback_joined_{i}"

@@ -23,7 +23,16 @@ import apsw
 from ..assess.gather import collation_merges
 from ..config import DEFAULT_PROFILE, ROLLBACK_VALUE, Config, ConvertConfig, VerifyConfig
 from ..db.collations import CollationMerge
-from ..db.connect import connect, database_error, open_source, pragma, quote, register_stand_ins, run_script
+from ..db.connect import (
+    connect,
+    database_error,
+    open_source,
+    pragma,
+    quote,
+    readonly_uri,
+    register_stand_ins,
+    run_script,
+)
 from ..db.integrity import SourceIntegrity, check_source
 from ..db.schema import Schema, created_object, read_schema
 from ..db.sqltext import parse_virtual_table, significant, split_option, tokenize
@@ -61,12 +70,6 @@ class BuildResult:
 
     seconds: dict[str, float] = field(default_factory=dict)
     bytes: int = 0
-
-
-def _uri(path: Path) -> str:
-    from urllib.parse import quote as urlquote
-
-    return "file:" + urlquote(str(path.resolve())) + "?mode=ro"
 
 
 def check_refused(plan: Plan) -> None:
@@ -215,7 +218,7 @@ def _build(
         f" PRAGMA encoding = '{p['encoding']}'; PRAGMA journal_mode = DELETE; PRAGMA synchronous = OFF;"
         " PRAGMA foreign_keys = OFF; PRAGMA cache_size = -65536;",
     )
-    conn.execute("ATTACH DATABASE ? AS src", (_uri(snapshot),))
+    conn.execute("ATTACH DATABASE ? AS src", (readonly_uri(snapshot),))
     t0 = time.perf_counter()
     with contextlib.ExitStack() as running:  # leaving it stops a side process still running
         side, built = None, {}
@@ -224,7 +227,7 @@ def _build(
                 conn.execute(sql)
             result.seconds["schema"] = time.perf_counter() - t0
             if side_dir is not None and (built := _side_tables(conn, plan)):
-                side = running.enter_context(SideBuild(side_dir, _uri(snapshot), p, list(built.values())))
+                side = running.enter_context(SideBuild(side_dir, readonly_uri(snapshot), p, list(built.values())))
             t = time.perf_counter()
             total = len(plan.copies)
             for i, copy in enumerate(plan.copies):

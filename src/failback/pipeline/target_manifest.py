@@ -26,9 +26,7 @@ def manifest_path(target: Path) -> Path:
     return target.with_name(target.name + ".manifest.json")
 
 
-def write_target_manifest(
-    target: Path, provider: str, proved: Sequence[tuple[DigestSpec, TableDigest]] = ()
-) -> Path:
+def write_target_manifest(target: Path, provider: str, proved: Sequence[tuple[DigestSpec, TableDigest]] = ()) -> Path:
     """Write the manifest of ``target`` (size, SHA-256, every table's digest spec, rows and fbd1 digest, the
     provider value the app switches to) beside it, atomically; return its path. ``proved``: digests a
     verification of this very file computed (``VerifyReport.proved``), taken for the tables whose spec they
