@@ -10,10 +10,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import pytest
+
 from failback.backup.manifest import DATA
 from failback.backup.sets import check_folder, create_backup, list_backups, restore_backup
-from failback.backup.store import LocalStore, StoredSet
-from failback.guard import table_contents
+from failback.backup.store import MANIFEST, LocalStore, StoredSet
+from failback.guard import BUILDING, table_contents
 from failback.snapshot import take_snapshot
 
 
@@ -85,3 +87,31 @@ def test_a_store_without_paths_holds_a_layer(native_db: Path, tmp_path: Path) ->
     assert restored.copy == f"mem:/{result.id}"
     assert restored.skipped[0][0] == str(tmp_path / "primary" / result.id)
     assert table_contents(tmp_path / "restored.sqlite") == table_contents(snap.path)
+
+
+def test_a_local_set_holds_its_objects_under_their_names_and_a_failed_put_leaves_nothing(tmp_path: Path) -> None:
+    """Objects are written under their own names inside the hidden building folder (no temp names left), and
+    the set appears only when ``put`` ends; a failed write removes its object, a failed put its folder."""
+    layer = tmp_path / "layer"
+    store = LocalStore(layer)
+    with store.put("20200101T000000-x-000001") as staged:
+        with staged.write(DATA) as out:
+            out.write(b"data")
+        with staged.write(MANIFEST) as out:
+            out.write(b"{}")
+        (building,) = layer.iterdir()
+        assert building.name.startswith(BUILDING) and store.ids() == []
+        assert sorted(p.name for p in building.iterdir()) == sorted([MANIFEST, DATA])
+    assert store.ids() == ["20200101T000000-x-000001"]
+    assert sorted(p.name for p in (layer / store.ids()[0]).iterdir()) == sorted([MANIFEST, DATA])
+    assert store.sha256(store.ids()[0], DATA) == hashlib.sha256(b"data").hexdigest()
+
+    with pytest.raises(OSError, match="write failed"), store.put("20200101T000000-x-000002") as staged:
+        try:
+            with staged.write(DATA) as out:
+                out.write(b"half")
+                raise OSError(errno.EIO, "write failed")
+        finally:
+            (building,) = (p for p in layer.iterdir() if p.name.startswith(BUILDING))
+            assert list(building.iterdir()) == []  # the failed object is gone
+    assert [p.name for p in layer.iterdir()] == ["20200101T000000-x-000001"]  # and the failed set's folder

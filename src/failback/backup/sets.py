@@ -57,6 +57,9 @@ __all__ = [
 
 READ_CHUNK = 4 << 20
 SAMPLES, SAMPLE_BYTES = 16, 1 << 20  # what the compressed size is estimated from
+# A file up to this size is compressed on the calling thread: it fits in one zstd job, so a zstd worker thread
+# (started, with its buffers, per compressor) would only add its start and hand-over.
+SMALL = 4 << 20
 
 
 # -- backup sets ----------------------------------------------------------------------------------
@@ -157,10 +160,11 @@ def _estimate_compressed(raw: Path, level: int) -> int:
 
 
 def _compress(raw: Path, out: IO[bytes], level: int, threads: int, progress: Progress) -> tuple[str, str, int]:
-    """Compress ``raw`` into ``out``; return (sha256 raw, sha256 compressed, compressed size)."""
+    """Compress ``raw`` into ``out`` (on ``threads`` zstd threads, none for a small file); return (sha256 raw,
+    sha256 compressed, compressed size)."""
     total = raw.stat().st_size
     raw_sha = hashlib.sha256()
-    cctx = zstandard.ZstdCompressor(level=level, threads=threads, write_content_size=True)
+    cctx = zstandard.ZstdCompressor(level=level, threads=threads if total > SMALL else 0, write_content_size=True)
     with raw.open("rb") as inp:
         hw = _HashingWriter(out)
         with cctx.stream_writer(cast(IO[bytes], hw), size=total, closefd=False) as zw:  # only .write is used
@@ -198,6 +202,7 @@ def create_backup(
     bid = backup_id(label)
     result = BackupResult(bid, {})
     first: StoredSet | None = None  # the first verified copy: what mirrors copy
+    stored = b""  # the manifest as stored, the same in every layer
     with ThreadPoolExecutor(max_workers=1) as pool:
         described = pool.submit(describe_database, snapshot, digests, max(threads, 1))
         for store in map(as_store, layers):
@@ -218,12 +223,13 @@ def create_backup(
                         result.manifest.update(facts, zstd_level=level)
                         if (found := quick_check()) is not None:
                             result.manifest["quick_check"] = list(found)
+                        stored = manifest_bytes(result.manifest)
                     if staged.sha256(DATA) != result.manifest["sha256"]["compressed"]:
                         raise BackupError(
                             f"{store.describe()}: the copy of {bid} read back from disk does not match its checksum"
                         )
                     with staged.write(MANIFEST) as out:
-                        out.write(manifest_bytes(result.manifest))
+                        out.write(stored)
                 first = first or StoredSet(store, bid)
                 result.layers.append(LayerResult(store.describe(), True))
             except (OSError, EnvironmentFailure, BackupError) as err:

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Protocol
 
 from ..errors import BackupError
-from ..files import atomic_writer, ensure_dir
+from ..files import FILE_MODE, ensure_dir, fsync_dir
 from ..guard import BUILDING, delete_backup, publish_folder, remove_stale_folders, temp_folder
 from ..snapshot import _require_space
 
@@ -35,7 +35,7 @@ class StagedSet(Protocol):
     """A backup set being put: its objects are written one by one, then published together."""
 
     def write(self, name: str) -> AbstractContextManager[IO[bytes]]:
-        """A new object ``name`` of the set; it is durable once the block ends, absent if the block fails."""
+        """A new object ``name`` of the set; it is durable once the set is published, absent if the block fails."""
         ...
 
     def sha256(self, name: str) -> str:
@@ -120,12 +120,28 @@ def _disk_sha256(path: Path) -> str:
         return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
+@contextmanager
+def _new_file(path: Path) -> Iterator[IO[bytes]]:
+    """A new file written under its own name and fsynced; removed when the block fails. Only for a folder no
+    reader sees (a set being built): that folder's rename is the atomic step, and its fsync makes the name
+    durable (``LocalStore.put``)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, FILE_MODE)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            yield fh
+            fh.flush()
+            os.fsync(fh.fileno())
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
+
+
 @dataclass(frozen=True)
 class _LocalStaged:
     folder: Path
 
     def write(self, name: str) -> AbstractContextManager[IO[bytes]]:
-        return atomic_writer(self.folder / name)
+        return _new_file(self.folder / name)
 
     def sha256(self, name: str) -> str:
         return _disk_sha256(self.folder / name)
@@ -134,8 +150,9 @@ class _LocalStaged:
 @dataclass(frozen=True)
 class LocalStore:
     """A layer that is a folder: one real sub-folder per set, named by its id, built under a hidden temp name
-    (``.failback-building-*``) and renamed whole. Deletes pass through :func:`failback.guard.delete_backup`,
-    which refuses a set that holds one of ``precious`` (the source, the app config, the target)."""
+    (``.failback-building-*``; each file fsynced, then the folder once) and renamed whole. Deletes pass through
+    :func:`failback.guard.delete_backup`, which refuses a set that holds one of ``precious`` (the source, the
+    app config, the target)."""
 
     folder: Path
     precious: tuple[Path, ...] = field(default=())
@@ -159,6 +176,7 @@ class LocalStore:
         remove_stale_folders(self.folder, BUILDING)
         with temp_folder(self.folder, BUILDING) as building:  # a crash leaves no folder a listing sees
             yield _LocalStaged(building)
+            fsync_dir(building)  # one fsync makes every name in it durable: its files are fsynced already
             publish_folder(building, dest)
 
     def ids(self) -> list[str]:
