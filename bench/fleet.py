@@ -2,7 +2,7 @@
 verification. Prints tenants/s, p50/p95 seconds per tenant, where a tenant's time goes (mean seconds per step)
 and the CPU seconds per tenant of each kind of process (the coordinator with its embedded scheduler, the Dask
 workers, their Node processes), and saves them to bench/results/<date>-fleet-<N>.json (--no-save: print only).
-Usage: python bench/fleet.py [--tenants 200] [--workers 2] [--dir DIR] [--no-save]"""
+Usage: python bench/fleet.py [--tenants 200] [--workers 2] [--threads 2] [--dir DIR] [--no-save]"""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ import psutil
 from failback.fleet.demo import create_fleet
 from failback.fleet.journal import FleetJournal, new_fleet
 from failback.fleet.report import percentile
-from failback.fleet.runner import open_client, run_fleet
+from failback.fleet.runner import THREADS, open_client, run_fleet
 from failback.journal import list_runs
 
 
@@ -41,6 +41,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--tenants", type=int, default=200)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=THREADS, help="tenants a worker runs at a time")
     parser.add_argument("--dir", type=Path, default=None)
     parser.add_argument("--no-save", action="store_true", help="print only; write no JSON")
     args = parser.parse_args()
@@ -49,7 +50,7 @@ def main() -> None:
     manifest = create_fleet(root / "fleet", args.tenants)
     journal = FleetJournal(root / "state")
     fleet = new_fleet(journal, manifest, ["100%"], "100%", False, True)
-    with open_client(args.workers, None) as client:
+    with open_client(args.workers, None, args.threads) as client:
         journal.start(fleet)
         cpu_before = cpu_seconds(client)
         start = time.perf_counter()
@@ -66,6 +67,7 @@ def main() -> None:
         "date": date.today().isoformat(),
         "tenants": args.tenants,
         "workers": args.workers,
+        "threads": args.threads,
         "cpus": os.cpu_count(),
         "machine": platform.platform(),
         "load_average_before": round(load_before, 2),
@@ -77,7 +79,8 @@ def main() -> None:
         "step_mean_s": {name: round(statistics.fmean(values), 4) for name, values in steps.items()},
         "cpu_ms_per_tenant": {k: round((cpu_after[k] - cpu_before[k]) * 1000 / args.tenants, 1) for k in cpu_after},
     }
-    print(f"{args.tenants} tenants, {args.workers} workers: {result['counts']} (load before {load_before:.2f})")
+    cluster = f"{args.workers} workers × {args.threads} threads"
+    print(f"{args.tenants} tenants, {cluster}: {result['counts']} (load before {load_before:.2f})")
     print(f"{'tenants/s':<22}{result['tenants_per_s']:10.2f}")
     print(f"{'p50 s/tenant':<22}{result['p50_s']:10.3f}")
     print(f"{'p95 s/tenant':<22}{result['p95_s']:10.3f}")

@@ -576,12 +576,14 @@ def fleet_run(
     pause_between: bool = False,
     yes: bool = False,
     workers: int = 2,
+    threads: int = 2,
     scheduler: str | None = None,
     approval_timeout: float | None = None,
     on_result: FleetListener | None = None,
 ) -> FleetState:
     """Roll every tenant of ``manifest`` back, wave by wave, on Dask: an embedded cluster of ``workers`` processes
-    or the scheduler at ``scheduler`` (tcp://HOST:PORT). Refuses (ConfigError) when `fleet_plan` finds a problem.
+    running ``threads`` tenants at a time each, or the scheduler at ``scheduler`` (tcp://HOST:PORT). Refuses
+    (ConfigError) when `fleet_plan` finds a problem.
     The fleet's journal and audit log go to the folder ``state``; the returned state's ``status`` is ``done``,
     ``halted`` (a wave's failures exceeded ``max_failures``) or ``awaiting-approval`` (``pause_between`` waited
     ``approval_timeout`` seconds for `fleet_approve`). ``yes``: each tenant's run proceeds at high risk."""
@@ -589,7 +591,7 @@ def fleet_run(
 
     journal = FleetJournal(Path(state))
     fleet = new_fleet(journal, Path(manifest), list(waves), max_failures, pause_between, yes)
-    with open_client(workers, scheduler) as client:  # a scheduler that does not answer: no journal written
+    with open_client(workers, scheduler, threads) as client:  # a scheduler that does not answer: no journal written
         journal.start(fleet)
         return run_fleet(journal, client, on_result, approval_timeout)
 
@@ -598,6 +600,7 @@ def fleet_resume(
     state: PathArg = ".failback-fleet",
     *,
     workers: int = 2,
+    threads: int = 2,
     scheduler: str | None = None,
     approval_timeout: float | None = None,
     on_result: FleetListener | None = None,
@@ -606,7 +609,7 @@ def fleet_resume(
     off mid-run continues through the per-database ``resume``. Same arguments and result as ``fleet_run``."""
     from .fleet.runner import open_client, run_fleet  # Dask distributed: about a second to import, fleets only
 
-    with open_client(workers, scheduler) as client:
+    with open_client(workers, scheduler, threads) as client:
         return run_fleet(FleetJournal(Path(state)), client, on_result, approval_timeout)
 
 

@@ -26,6 +26,13 @@ state_option = click.option(
 manifest_argument = click.argument("manifest", type=click.Path(path_type=Path))
 cluster_options = [
     click.option("--workers", default=2, show_default=True, help="Worker processes of the embedded Dask cluster."),
+    click.option(
+        "--threads",
+        default=2,
+        show_default=True,
+        type=click.IntRange(min=1),
+        help="Tenants each worker of the embedded cluster runs at a time (a real cluster: `dask worker --nthreads`).",
+    ),
     click.option("--scheduler", default=None, help="Run on this Dask scheduler (tcp://HOST:PORT) instead."),
     click.option(
         "--approval-timeout",
@@ -85,6 +92,7 @@ def run(
     pause_between: bool,
     yes: bool,
     workers: int,
+    threads: int,
     scheduler: str | None,
     approval_timeout: float | None,
     as_json: bool,
@@ -103,6 +111,7 @@ def run(
             pause_between=pause_between,
             yes=yes,
             workers=workers,
+            threads=threads,
             scheduler=scheduler,
             approval_timeout=approval_timeout,
             on_result=on_result,
@@ -116,13 +125,20 @@ def run(
 @_cluster
 @json_option
 @handle_errors
-def resume(state_dir: Path, workers: int, scheduler: str | None, approval_timeout: float | None, as_json: bool) -> None:
+def resume(
+    state_dir: Path, workers: int, threads: int, scheduler: str | None, approval_timeout: float | None, as_json: bool
+) -> None:
     """Finish a fleet run: switched tenants are not run again, interrupted ones resume."""
     from .. import api
 
     def start(on_result: Listener) -> Any:
         return api.fleet_resume(
-            state_dir, workers=workers, scheduler=scheduler, approval_timeout=approval_timeout, on_result=on_result
+            state_dir,
+            workers=workers,
+            threads=threads,
+            scheduler=scheduler,
+            approval_timeout=approval_timeout,
+            on_result=on_result,
         )
 
     _drive(start, as_json)
