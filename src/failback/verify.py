@@ -554,7 +554,7 @@ def verify_target(
         planned = planned_schema(plan)
         sqljs_schema = job["schema"]
         if not sqljs_schema["ok"] and "pragma_table_list" in sqljs_schema["error"]:  # a target engine's SQLite < 3.37
-            sqljs_schema = engine.run(target, [{"op": "query", "sql": STORED_SCHEMA_SQL_BEFORE_3_37}]).results[0]
+            sqljs_schema = _schema_before_3_37(rep, target, engine, browser)
         js_rows: list[Sequence[Any]] = [[decode_typed(v) for v in row] for row in sqljs_schema.get("rows", [])]
         _schema_checks(
             rep, planned, {"apsw": stored, "sql.js": js_rows if sqljs_schema["ok"] else sqljs_schema["error"]}
@@ -585,6 +585,19 @@ def verify_target(
             rep.add_statements(statements.checks([job[tag] for tag in job.tags if tag.startswith("statement:")]))
     rep.seconds = time.perf_counter() - t0
     return rep
+
+
+def _schema_before_3_37(rep: VerifyReport, target: Path, engine: Engine, browser: Engine | None) -> Result:
+    """The stored schema as an engine whose SQLite predates 3.37 lists it (run on its own, only where the job's
+    ``schema`` failed so), in the browser too when there is one: a difference is the browser's, as in the job."""
+    actions: list[dict[str, Any]] = [{"op": "query", "sql": STORED_SCHEMA_SQL_BEFORE_3_37}]
+    node = engine.run(target, actions).results[0]
+    if browser is not None and rep.browser is not None:
+        difference = _result_difference("schema-before-3.37", node, browser.run(target, actions).results[0])
+        if difference and not rep.browser["difference"]:
+            rep.browser["difference"] = difference
+            rep.problems.append(f"in the browser: {difference}")
+    return node
 
 
 def browser_check(tags: list[str], node: EngineRun, browser: EngineRun, warn_mb: int | None) -> dict[str, Any]:
