@@ -164,7 +164,9 @@ def _copy_pages(
     step = max(1, step_bytes // pragma(src, "page_size"))
     dst = connect(dest)
     try:
-        run_script(dst, "PRAGMA synchronous = OFF")  # one fsync, by publish(), instead of one per step
+        # one fsync, by publish(), instead of one per step; no journal file (a failed copy is deleted whole) and no
+        # -shm when the copied header says WAL (an exclusive lock keeps the WAL index in memory)
+        run_script(dst, "PRAGMA synchronous = OFF; PRAGMA journal_mode = MEMORY; PRAGMA locking_mode = EXCLUSIVE")
         restarts, pinned = 0, wal
         guard = _observe(src, source, pin=True) if wal else None
         with dst.backup("main", src, "main") as b:
@@ -180,7 +182,7 @@ def _copy_pages(
         if src.in_transaction:
             src.execute("COMMIT")
         try:
-            run_script(dst, "PRAGMA journal_mode = DELETE")  # the copy says WAL in its header: one file instead
+            run_script(dst, "PRAGMA journal_mode = MEMORY")  # the copy says WAL in its header: one file instead
         except apsw.Error as err:  # only the copy is touched here: its disk, not the source, failed
             raise EnvironmentFailure(f"cannot write the snapshot in {dest.parent}: {err}") from err
         assert guard is not None  # the loop ran: a database has at least one page

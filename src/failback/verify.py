@@ -47,7 +47,7 @@ from typing import Any
 import apsw
 
 from .assess.statements import StatementCheck, StatementRun
-from .db.connect import connect, database_error, quote
+from .db.connect import connect, database_error, quote, read_transaction
 from .db.digest import DigestSpec, TableDigest, database_digests, digest_rows, table_digest
 from .db.schema import (
     STORED_SCHEMA_SQL,
@@ -491,7 +491,8 @@ def verify_target(
     t0 = time.perf_counter()
     rep = VerifyReport(level)
     quick = level == "quick"
-    with contextlib.closing(connect(snapshot, readonly=True)) as source:  # every read of the snapshot here
+    # every read of the snapshot here, in one read transaction
+    with contextlib.closing(connect(snapshot, readonly=True)) as source, read_transaction(source):
         view = source_view(source, plan, schema)
         terms = [] if quick else list(fts_queries or []) + search_terms(source, plan.search, sample_terms)
         searches = [(p, q) for p in plan.search if p.source not in repaired for q in terms]
@@ -701,16 +702,17 @@ def target_side(
         return {}, str(err)
     digests = {}
     try:
-        stored: list[Sequence[Any]] | str = list(conn.execute(STORED_SCHEMA_SQL))
-        rep.integrity = _quick_check(conn) if quick else conn.execute("PRAGMA integrity_check").get
-        if rep.integrity != "ok":
-            rep.problems.append(f"target integrity: {rep.integrity}")
-        rep.foreign_keys = len(list(conn.execute("PRAGMA foreign_key_check")))
-        for s in specs:  # counts; content is read by sql.js (by apsw too at deep, or where they disagree)
-            with contextlib.suppress(apsw.SQLError):
-                digests[s.table] = (
-                    table_digest(conn, s) if deep else TableDigest(s.table, conn.execute(_count_sql(s)).get, "")
-                )
+        with read_transaction(conn):
+            stored: list[Sequence[Any]] | str = list(conn.execute(STORED_SCHEMA_SQL))
+            rep.integrity = _quick_check(conn) if quick else conn.execute("PRAGMA integrity_check").get
+            if rep.integrity != "ok":
+                rep.problems.append(f"target integrity: {rep.integrity}")
+            rep.foreign_keys = len(list(conn.execute("PRAGMA foreign_key_check")))
+            for s in specs:  # counts; content is read by sql.js (by apsw too at deep, or where they disagree)
+                with contextlib.suppress(apsw.SQLError):
+                    digests[s.table] = (
+                        table_digest(conn, s) if deep else TableDigest(s.table, conn.execute(_count_sql(s)).get, "")
+                    )
     except (apsw.Error, UnicodeDecodeError) as err:
         rep.problems.append(f"target cannot be read by apsw: {err}")
         return {}, str(err)

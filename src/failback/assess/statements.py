@@ -18,7 +18,7 @@ import apsw
 
 from ..config import Config
 from ..db import sqltext
-from ..db.connect import database_error, open_source, quote
+from ..db.connect import database_error, open_source, quote, read_transaction
 from ..db.schema import Schema, read_schema
 from ..engines import Engine, TypedValue, encode_typed
 from ..errors import ConfigError
@@ -175,8 +175,9 @@ def sample_parameters(target: Path, statements: list[str]) -> list[list[TypedVal
     """Parameters for each statement, drawn from ``target``'s data (read-only)."""
     conn = open_source(target)
     try:
-        schema = read_schema(conn)
-        return [[encode_typed(_sample(conn, schema, sql, p)) for p in _params(sql)] for sql in statements]
+        with read_transaction(conn):
+            schema = read_schema(conn)
+            return [[encode_typed(_sample(conn, schema, sql, p)) for p in _params(sql)] for sql in statements]
     except (apsw.Error, UnicodeDecodeError) as err:
         raise database_error(target, err) from err
     finally:

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
 import struct
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -172,6 +173,21 @@ def database_error(path: Path, err: BaseException) -> FailbackError:
 def pragma(conn: apsw.Connection, name: str, schema: str = "main") -> Any:
     """Value of a read-only pragma (first column of its first row)."""
     return conn.execute(f"PRAGMA {quote(schema)}.{name}").get
+
+
+@contextlib.contextmanager
+def read_transaction(conn: apsw.Connection) -> Iterator[apsw.Connection]:
+    """Several reads in one read transaction: one consistent view, and one lock taken and released for all of
+    them instead of one per statement (the file's change counter read once). Inside a transaction: as it is."""
+    if conn.in_transaction:
+        yield conn
+        return
+    conn.execute("BEGIN")
+    try:
+        yield conn
+    finally:
+        if conn.in_transaction:  # an error may have ended it already
+            conn.execute("COMMIT")
 
 
 def run_script(conn: apsw.Connection, sql: str, bindings: Any = None) -> None:

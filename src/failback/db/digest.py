@@ -48,7 +48,7 @@ from typing import Any
 import apsw
 import xxhash
 
-from .connect import connect, quote
+from .connect import connect, quote, read_transaction
 
 ALGORITHM = "fbd1"
 MOD = 1 << 128
@@ -310,7 +310,8 @@ def database_digests(
     """
     conn = connect(path, readonly=True)
     try:
-        tasks = [task for spec in specs for task in _chunks(conn, spec, chunk_rows)]
+        with read_transaction(conn):
+            tasks = [task for spec in specs for task in _chunks(conn, spec, chunk_rows)]
         workers = min(workers or usable_cpus(), len(tasks))
         if workers > 1 and len(tasks) > len(specs):
             version = conn.execute("PRAGMA data_version").get  # moves when anyone commits to the file

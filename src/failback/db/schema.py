@@ -9,7 +9,7 @@ from pathlib import Path
 import apsw
 
 from . import sqltext
-from .connect import database_error, pragma, quote
+from .connect import database_error, pragma, quote, read_transaction
 from .digest import DigestSpec, rowid_name
 
 INTERNAL_TABLES = ("sqlite_sequence", "sqlite_stat1", "sqlite_stat2", "sqlite_stat3", "sqlite_stat4")
@@ -189,7 +189,8 @@ def read_schema(conn: apsw.Connection, schema: str = "main") -> Schema:
     A database that cannot be read (corrupt pages, schema text that is not UTF-8, …) raises
     NotADatabaseError naming its file, never a raw apsw or decoding error."""
     try:
-        return _read_schema(conn, schema)
+        with read_transaction(conn):
+            return _read_schema(conn, schema)
     except (apsw.Error, UnicodeDecodeError) as err:
         try:
             name = conn.db_filename(schema) or schema

@@ -215,7 +215,7 @@ def _build(
     run_script(
         conn,
         f"PRAGMA page_size = {int(p['page_size'])}; PRAGMA auto_vacuum = {int(p['auto_vacuum'])};"
-        f" PRAGMA encoding = '{p['encoding']}'; PRAGMA journal_mode = DELETE; PRAGMA synchronous = OFF;"
+        f" PRAGMA encoding = '{p['encoding']}'; PRAGMA journal_mode = MEMORY; PRAGMA synchronous = OFF;"
         " PRAGMA foreign_keys = OFF; PRAGMA cache_size = -65536;",
     )
     conn.execute("ATTACH DATABASE ? AS src", (readonly_uri(snapshot),))
