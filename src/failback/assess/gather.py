@@ -22,7 +22,7 @@ from ..mode import STANDARD, ModePolicy
 from ..plan.model import Plan
 from ..profiles import Profile, function_declared, load_profile
 from .calibration import calibration, measure_compression
-from .drift import AppSchema, Drift, compare_schemas, load_old_schema, planned_app_schema
+from .drift import AppSchema, Drift, load_old_schema, old_app_drift
 from .facts import MB, DiskNeed, Facts, Liveness, SideFiles, TableSize
 from .liveness import observe_sides, start_watch
 from .pending import pending_changes, run_probe
@@ -233,17 +233,19 @@ def schema_drift(cfg: Config, plan: Plan, profile: Profile) -> tuple[list[Drift]
     """The drift of the database ``plan`` builds from the schema the old app knows, and where that schema came
     from ("" and no drift when none is known; none either with convert.schema = "previous": the result takes the
     old app's schema itself, what it lacks going to the carry-over)."""
-    old = old_app_schema(cfg)
-    if old is None or cfg.convert.down_to == "previous":
+    if cfg.convert.down_to == "previous":
+        old = old_app_schema(cfg)
         return [], old[1] if old else ""
+    registered = cfg.app.functions
 
     def missing(sql: str) -> list[str]:  # neither the engine nor the old app ([app] functions) has it
         calls = sqltext.function_calls(sql)
-        registered = cfg.app.functions
         lacks = [(n, a) for n, a in calls if not (profile.has_function(n, a) or function_declared(n, a, registered))]
         return list(dict.fromkeys(f"{n}/{a}" for n, a in lacks))
 
-    return compare_schemas(old[0], planned_app_schema(plan), missing), old[1]
+    app_schema = cfg.resolve(cfg.app.old_schema) if cfg.app.old_schema else None
+    found = old_app_drift(app_schema, cfg.target_path, plan, missing, (tuple(profile.functions), tuple(registered)))
+    return found or ([], "")
 
 
 # -- gather -------------------------------------------------------------------------------------------
