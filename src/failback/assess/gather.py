@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from collections.abc import Callable, Sequence
@@ -69,20 +70,33 @@ def _key_text(values: list[Any]) -> str:
     return repr(values[0]) if len(values) == 1 else repr(tuple(values))
 
 
-def table_sizes(conn: apsw.Connection, schema: Schema, dbstat: bool) -> dict[str, TableSize]:
-    """Rows of every table; with ``dbstat``, bytes and largest cell per table (indexes counted with it)."""
+BtreePages = list[tuple[str, str, int, int]]  # per b-tree: the table it belongs to, its type, bytes, largest cell
+
+
+def btree_pages(conn: apsw.Connection) -> BtreePages:
+    """One dbstat scan: each b-tree's table (an index's table; its own name for one sqlite_schema does not list,
+    such as sqlite_schema itself), type (``table``, ``index``, "" when unlisted), bytes and largest cell payload."""
+    return [
+        (table, kind, size, payload)
+        for table, kind, size, payload in conn.execute(
+            "SELECT coalesce(s.tbl_name, d.name), coalesce(s.type, ''), d.pgsize, d.mx_payload"
+            " FROM dbstat('main', 1) AS d LEFT JOIN sqlite_schema AS s ON s.name = d.name"
+        )
+    ]
+
+
+def table_sizes(conn: apsw.Connection, schema: Schema, pages: Callable[[], BtreePages] | None) -> dict[str, TableSize]:
+    """Rows of every table; with ``pages`` (``btree_pages``), bytes and largest cell per table (indexes counted
+    with it)."""
     sizes = {
         t.name: TableSize(rows=conn.execute(f"SELECT count(*) FROM {quote(t.name)}").get)
         for t in schema.user_tables()
         if t.kind == "table"
     }
-    if dbstat:
-        for name, size, payload in conn.execute(
-            "SELECT coalesce(s.tbl_name, d.name), sum(d.pgsize), max(d.mx_payload) FROM dbstat('main', 1) AS d"
-            " LEFT JOIN sqlite_schema AS s ON s.name = d.name GROUP BY 1"
-        ):
-            entry = sizes.setdefault(name, TableSize())
-            entry.bytes, entry.max_payload = size, payload
+    for name, _kind, size, payload in sorted(pages()) if pages else ():
+        entry = sizes.setdefault(name, TableSize())
+        entry.bytes = (entry.bytes or 0) + size
+        entry.max_payload = max(entry.max_payload or 0, payload)
     return sizes
 
 
@@ -152,14 +166,9 @@ def file_big_integers(path: Path) -> list[str]:
         conn.close()
 
 
-def largest_index(conn: apsw.Connection) -> int:
-    """Bytes of the largest index (what sorting it may spill to temporary files)."""
-    return int(
-        conn.execute(
-            "SELECT coalesce(max(d.pgsize), 0) FROM dbstat('main', 1) AS d"
-            " JOIN sqlite_schema AS s ON s.name = d.name AND s.type = 'index'"
-        ).get
-    )
+def largest_index(pages: BtreePages) -> int:
+    """Bytes of the largest index (what sorting it may spill to temporary files) (pure)."""
+    return max((size for _table, kind, size, _payload in pages if kind == "index"), default=0)
 
 
 def foreign_keys(conn: apsw.Connection, schema: Schema) -> int:
@@ -332,8 +341,9 @@ def gather(
         conn = connect(snapshot, readonly=True)
         r = _Reader(conn)
         try:
-            tables = r.read("table sizes", lambda c: table_sizes(c, schema, dbstat=mode.dbstat), {})
-            sort_bytes = r.read("index sizes", largest_index, 0) if mode.dbstat else 0
+            pages = functools.cache(lambda: btree_pages(conn)) if mode.dbstat else None  # one scan for both
+            tables = r.read("table sizes", lambda c: table_sizes(c, schema, pages), {})
+            sort_bytes = r.read("index sizes", lambda _: largest_index(pages()), 0) if pages else 0
             fks = r.read("foreign keys", lambda c: foreign_keys(c, schema), 0)
             pending = r.read("sync presets", lambda c: pending_changes(c, schema), []) if cfg.sync.presets else []
             pending += [run_probe(conn, sql) for sql in cfg.sync.pending_sql]
