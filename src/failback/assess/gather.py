@@ -66,6 +66,14 @@ def collation_merges(conn: apsw.Connection, mapping: dict[str, str], shown: int 
     return found
 
 
+UNIQUE_KEYS = "unique keys"  # what Facts.errors calls collation_merges when it failed in ``gather``
+
+
+def gathered_merges(facts: Facts) -> list[CollationMerge] | None:
+    """The collation merges ``gather`` found in the snapshot, None when it could not look (pure)."""
+    return None if any(e.startswith(f"{UNIQUE_KEYS}: ") for e in facts.errors) else facts.collation_merges
+
+
 def _key_text(values: list[Any]) -> str:
     return repr(values[0]) if len(values) == 1 else repr(tuple(values))
 
@@ -349,7 +357,7 @@ def gather(
             pending += [run_probe(conn, sql) for sql in cfg.sync.pending_sql]
             migrations = r.read("grdb_migrations", lambda c: grdb_migrations(c, schema), [])
             old = r.read(f"old file {cfg.target_path}", lambda c: old_only_rows(c, schema, cfg.target_path), {})
-            merges = r.read("unique keys", lambda c: collation_merges(c, plan.collation_map), [])
+            merges = r.read(UNIQUE_KEYS, lambda c: collation_merges(c, plan.collation_map), [])
             big = r.read("integers beyond 2^53", lambda c: big_integer_columns(c, schema), [])
             drift, drift_from = r.read("schema drift", lambda _: schema_drift(cfg, plan, profile), ([], ""))
             integrity = r.read("quick_check", lambda _: checking.result(), None) if checking else None
