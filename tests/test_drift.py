@@ -16,6 +16,7 @@ from failback.assess.drift import (
     old_app_drift,
     planned_app_schema,
     read_app_schema,
+    schema_from_sql,
 )
 from failback.assess.statements import _params, blame, check_statements, load_statements
 from failback.config import Config
@@ -322,6 +323,11 @@ def test_drift_is_kept_by_the_old_schema_not_by_its_file(tmp_path: Path) -> None
         full = compare_schemas(loaded[0], planned_app_schema(plan), _lacks)
         assert old_app_drift(None, old, plan, _lacks, ("sqljs-1.16.0",)) == (full, str(old))
     assert len(drift_module._drifts) - kept == 3  # the two tenants' files share one
+    sql = tmp_path / "schema.sql"
+    for text in (OLD, OLD + "CREATE TABLE c (id INTEGER PRIMARY KEY);"):  # an [app] schema: kept by its text
+        sql.write_text(text)
+        full = compare_schemas(schema_from_sql(text, str(sql)), planned_app_schema(plan), _lacks)
+        assert old_app_drift(sql, olds[0], plan, _lacks, ()) == (full, str(sql))
     assert old_app_drift(None, tmp_path / "absent.sqlite", plan, _lacks, ()) is None
     broken = tmp_path / "broken.sqlite"
     broken.write_bytes(olds[0].read_bytes()[:4096] + b"\xa5" * 8192)

@@ -181,11 +181,13 @@ def old_app_drift(
             memo = (key(), _planned_key(plan), missing_from)
         except (apsw.Error, UnicodeDecodeError):
             return compare_schemas(load(), planned_app_schema(plan), missing)
-        if memo not in _drifts:
+        found = _drifts.get(memo)  # read once: a fleet worker's other thread may clear the memo meanwhile
+        if found is None:
+            found = tuple(compare_schemas(load(), planned_app_schema(plan), missing))
             if len(_drifts) >= DRIFTS_KEPT:
                 _drifts.clear()
-            _drifts[memo] = tuple(compare_schemas(load(), planned_app_schema(plan), missing))
-        return list(_drifts[memo])
+            _drifts[memo] = found
+        return list(found)
 
     return _old_schema(app_schema, previous, use)
 

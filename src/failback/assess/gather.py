@@ -242,7 +242,12 @@ def grdb_migrations(conn: apsw.Connection, schema: Schema) -> list[str]:
 
 def old_app_schema(cfg: Config) -> tuple[AppSchema, str] | None:
     """The schema the old app knows ([app] schema, else the previous target file) and where it came from."""
-    return load_old_schema(cfg.resolve(cfg.app.old_schema) if cfg.app.old_schema else None, cfg.target_path)
+    return load_old_schema(_app_schema_path(cfg), cfg.target_path)
+
+
+def _app_schema_path(cfg: Config) -> Path | None:
+    """Where [app] schema points (None: unset)."""
+    return cfg.resolve(cfg.app.old_schema) if cfg.app.old_schema else None
 
 
 def schema_drift(cfg: Config, plan: Plan, profile: Profile) -> tuple[list[Drift], str]:
@@ -259,8 +264,8 @@ def schema_drift(cfg: Config, plan: Plan, profile: Profile) -> tuple[list[Drift]
         lacks = [(n, a) for n, a in calls if not (profile.has_function(n, a) or function_declared(n, a, registered))]
         return list(dict.fromkeys(f"{n}/{a}" for n, a in lacks))
 
-    app_schema = cfg.resolve(cfg.app.old_schema) if cfg.app.old_schema else None
-    found = old_app_drift(app_schema, cfg.target_path, plan, missing, (tuple(profile.functions), tuple(registered)))
+    missing_from = (tuple(profile.functions), tuple(registered))
+    found = old_app_drift(_app_schema_path(cfg), cfg.target_path, plan, missing, missing_from)
     return found or ([], "")
 
 
