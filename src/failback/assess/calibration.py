@@ -125,20 +125,19 @@ def _calibration_failed(err: FailbackError, folder: Path) -> FailbackError:
     return type(err)(what, f"{err.hint}; --mode emergency skips the calibration")
 
 
-SAMPLE_MIN_BYTES = 64 << 10  # measure_compression reads an eighth of a file, but at least this much
-SAMPLE_MIN_CHUNK = 4 << 10
+SAMPLE_MIN_BYTES = 128 << 10  # measure_compression reads a quarter of a file, but at least this much
+SAMPLE_MIN_CHUNK = 16 << 10
 
 
 def measure_compression(
     path: Path, level: int, threads: int, samples: int = 16, chunk: int = MB
 ) -> tuple[float, float]:
-    """zstd ratio and MB/s on up to ``samples`` chunks spread over ``path``: the data decides both. At most an
-    eighth of the file is read (at least SAMPLE_MIN_BYTES), in chunks of at least SAMPLE_MIN_CHUNK: a small
+    """zstd ratio and MB/s on up to ``samples`` chunks spread over ``path``: the data decides both. At most a
+    quarter of the file is read (at least SAMPLE_MIN_BYTES), in chunks of at least SAMPLE_MIN_CHUNK: a small
     file is not compressed whole beside its backup. Each chunk is compressed alone, so the ratio is a little
-    pessimistic (the more so the smaller the chunks: a safe side for the room it sizes). For a 0.6 MB demo
-    database: 80 KB in 5 KB chunks, 0.5 ms, ratio 2.14 (a quarter in 16 KB chunks: 0.9 ms, 2.59; whole: 2.89)."""
+    pessimistic (the more so the smaller the chunks: a safe side for the room it sizes)."""
     size = path.stat().st_size
-    budget = min(samples * chunk, max(SAMPLE_MIN_BYTES, size // 8))
+    budget = min(samples * chunk, max(SAMPLE_MIN_BYTES, size // 4))
     chunk = min(chunk, max(SAMPLE_MIN_CHUNK, budget // samples))
     samples = min(samples, max(1, budget // chunk))
     raw = packed = 0
