@@ -248,6 +248,18 @@ def test_demo_app_facts(demo_dir: Path, calibration_file: Path) -> None:
         rows = {t: native.execute(f'SELECT count(*) FROM "{t}"').get for t in ("note", "folder", "syncState")}
         unsynced = native.execute('SELECT count(*) FROM "note" WHERE NOT "isSynced"').get
         unconfirmed = native.execute('SELECT count(*) FROM "syncState" WHERE "lastKnownServerRecord" IS NULL').get
+        # the snapshot is a page-for-page copy: its b-trees are the source's (a table's indexes counted with it)
+        sizes = dict.fromkeys(f.tables, (None, None)) | {
+            table: (size, payload)
+            for table, size, payload in native.execute(
+                "SELECT coalesce(s.tbl_name, d.name), sum(d.pgsize), max(d.mx_payload) FROM dbstat('main', 1) AS d"
+                " LEFT JOIN sqlite_schema AS s ON s.name = d.name GROUP BY 1"
+            )
+        }
+        largest = native.execute(
+            "SELECT max(d.pgsize) FROM dbstat('main', 1) AS d JOIN sqlite_schema AS s ON s.name = d.name"
+            " AND s.type = 'index'"
+        ).get
         # rows of the pre-migration sql.js file whose primary key the native database does not hold
         native.execute("ATTACH ? AS old", (f"file:{demo_dir / 'app-sqljs.sqlite'}?mode=ro",))
         old_only = {
@@ -259,6 +271,8 @@ def test_demo_app_facts(demo_dir: Path, calibration_file: Path) -> None:
         native.close()
     assert {t: f.tables[t].rows for t in rows} == rows
     assert all(f.tables[t].bytes for t in ("note", "note_ft_data", "sqlite_schema"))  # dbstat, indexes included
+    assert {t: (s.bytes, s.max_payload) for t, s in f.tables.items()} == sizes
+    assert [n.parts["SQLite sort files"] for n in f.disk if "SQLite sort files" in n.parts] == [largest]
     assert f.counts["foreign_keys"] == 2 and f.counts["virtual_tables"] == 1
     assert f.integrity == [] and f.errors == [] and f.skipped == []
     assert set(f.estimates) == {"snapshot", "backup", "convert", "verify"} and f.zstd_ratio > 1

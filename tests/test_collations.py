@@ -24,6 +24,8 @@ from failback.db.integrity import check_integrity
 from failback.db.schema import read_schema
 from failback.engines import decode_typed
 from failback.engines.sqljs import SqlJsEngine
+from failback.errors import UnsupportedSchemaError
+from failback.pipeline.export import build_target
 from failback.plan.planner import plan_conversion, target_collation
 from failback.profiles import load_profile
 
@@ -261,3 +263,21 @@ def test_assess_names_the_rows_a_mapping_would_merge(tmp_path: Path) -> None:
     found = [f for f in assessment.findings if f.code == "collation-merge"]
     assert [f.message for f in found] == [merges[0].message()]
     assert found[0].fix.startswith(f"map {LOCALIZED} to BINARY")
+
+
+def test_the_build_refuses_on_the_merges_it_is_handed_as_on_those_it_finds(tmp_path: Path) -> None:
+    """A run's assess step hands its merges to the build (same snapshot, same mapping): the same refusal, and
+    nothing written, as when the build looks itself (export, or a run that has none to hand)."""
+    src = _apples_db(tmp_path / "app.sqlite", "UNIQUE")
+    plan = _plan(src, **{LOCALIZED: "NOCASE"})
+    conn = connect(src, readonly=True)
+    try:
+        merges = collation_merges(conn, plan.collation_map)
+    finally:
+        conn.close()
+    dest = tmp_path / "t.sqlite"
+    for handed in (None, merges):
+        with pytest.raises(UnsupportedSchemaError) as refused:
+            build_target(src, dest, plan, merges=handed)
+        assert (refused.value.message, refused.value.hint) == (merges[0].message(), merges[0].fix())
+        assert not dest.exists()

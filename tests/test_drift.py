@@ -8,13 +8,22 @@ from pathlib import Path
 import apsw
 import pytest
 
-from failback.assess.drift import Drift, compare_schemas, load_old_schema, planned_app_schema, read_app_schema
+from failback.assess import drift as drift_module
+from failback.assess.drift import (
+    Drift,
+    compare_schemas,
+    load_old_schema,
+    old_app_drift,
+    planned_app_schema,
+    read_app_schema,
+    schema_from_sql,
+)
 from failback.assess.statements import _params, blame, check_statements, load_statements
 from failback.config import Config
 from failback.db.connect import open_source
 from failback.db.sqltext import function_calls
 from failback.engines import get_engine
-from failback.errors import ConfigError
+from failback.errors import ConfigError, NotADatabaseError
 from failback.pipeline.export import PlanSettings, build_target, read_plan
 from failback.profiles import load_profile
 
@@ -296,3 +305,35 @@ def test_the_planned_schema_is_each_plans_own(tmp_path: Path) -> None:
         finally:
             conn.close()
         assert planned_app_schema(read_plan(db, settings)[1]) is planned_app_schema(plan)
+
+
+def test_drift_is_kept_by_the_old_schema_not_by_its_file(tmp_path: Path) -> None:
+    """Tenants of one app (old files of the same schema, other rows) share one comparison; a file whose schema or
+    header differs gets its own; each equals the full comparison, and an unreadable old file fails as the full
+    read does."""
+    new = _db(tmp_path / "new.sqlite", OLD.replace("x TEXT ", "x TEXT NOT NULL DEFAULT 'd'"))
+    _, plan = read_plan(new, PlanSettings("sqljs-1.16.0"))
+    olds = [_db(tmp_path / f"old{n}.sqlite", OLD + f"INSERT INTO b(y) VALUES ('tenant {n}');") for n in range(2)]
+    olds.append(_db(tmp_path / "newer.sqlite", OLD + "PRAGMA user_version = 4;"))
+    olds.append(_db(tmp_path / "wider.sqlite", OLD + "ALTER TABLE b ADD COLUMN z INTEGER;"))
+    kept = len(drift_module._drifts)
+    for old in olds:
+        loaded = load_old_schema(None, old)
+        assert loaded is not None
+        full = compare_schemas(loaded[0], planned_app_schema(plan), _lacks)
+        assert old_app_drift(None, old, plan, _lacks, ("sqljs-1.16.0",)) == (full, str(old))
+    assert len(drift_module._drifts) - kept == 3  # the two tenants' files share one
+    sql = tmp_path / "schema.sql"
+    for text in (OLD, OLD + "CREATE TABLE c (id INTEGER PRIMARY KEY);"):  # an [app] schema: kept by its text
+        sql.write_text(text)
+        full = compare_schemas(schema_from_sql(text, str(sql)), planned_app_schema(plan), _lacks)
+        assert old_app_drift(sql, olds[0], plan, _lacks, ()) == (full, str(sql))
+    assert old_app_drift(None, tmp_path / "absent.sqlite", plan, _lacks, ()) is None
+    broken = tmp_path / "broken.sqlite"
+    broken.write_bytes(olds[0].read_bytes()[:4096] + b"\xa5" * 8192)
+    messages = []
+    for read in (lambda: load_old_schema(None, broken), lambda: old_app_drift(None, broken, plan, _lacks, ())):
+        with pytest.raises(NotADatabaseError) as failed:
+            read()
+        messages.append(failed.value.message)
+    assert messages[0] == messages[1], messages

@@ -13,12 +13,13 @@ import functools
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TypeVar
 
 import apsw
 
 from ..db import sqltext
 from ..db.connect import database_error, open_source, quote, register_stand_ins
-from ..db.schema import Column, Schema, Table, created_object, read_schema
+from ..db.schema import STORED_SCHEMA_SQL, Column, Schema, Table, created_object, read_schema
 from ..errors import ConfigError
 from ..plan.model import Plan
 
@@ -94,10 +95,15 @@ def planned_app_schema(plan: Plan) -> AppSchema:
     """The schema the database built from ``plan`` will have (created without data, in memory). It depends on the
     plan's statements, stand-ins and header values only: plans that agree on them (a fleet's tenants of one app)
     share one result, which nobody changes."""
+    return _planned(*_planned_key(plan))
+
+
+def _planned_key(plan: Plan) -> tuple[tuple[str, ...], tuple[str, ...], tuple[int, int]]:
+    """What ``planned_app_schema`` depends on: the plan's stand-ins, CREATE statements and header values."""
     creates = [sql for sql in plan.virtual_tables if sql.lstrip().upper().startswith("CREATE")]
     statements = (*plan.create_tables, *plan.early_indexes, *plan.late_indexes, *creates, *plan.views, *plan.triggers)
     header = (int(plan.pragmas.get("user_version", 0)), int(plan.pragmas.get("application_id", 0)))
-    return _planned(tuple(plan.stand_ins), statements, header)
+    return tuple(plan.stand_ins), statements, header
 
 
 @functools.lru_cache(maxsize=16)
@@ -114,25 +120,76 @@ def _planned(stand_ins: tuple[str, ...], statements: tuple[str, ...], header: tu
         conn.close()
 
 
-def load_old_schema(app_schema: Path | None, previous: Path) -> tuple[AppSchema, str] | None:
-    """The schema the old app knows and where it came from: ``app_schema`` (a .sql file, or a folder whose
-    .sql files run in name order), else the previous target file, else None (nothing to compare with)."""
+OldSchemaKey = tuple[object, ...]
+T = TypeVar("T")
+
+
+def _old_schema(
+    app_schema: Path | None, previous: Path, use: Callable[[Callable[[], OldSchemaKey], Callable[[], AppSchema]], T]
+) -> tuple[T, str] | None:
+    """``use(key, load)`` on the schema the old app knows, and where it came from (None: unknown). ``load`` reads
+    it: ``app_schema`` (a .sql file, or a folder whose .sql files run in name order), else the previous target
+    file. ``key`` reads only what decides it: ``app_schema``'s text, or the previous file's stored schema (each
+    object's SQL, user_version and application_id; see ``STORED_SCHEMA_SQL``)."""
     if app_schema is not None:
         files = sorted(app_schema.glob("*.sql")) if app_schema.is_dir() else [app_schema]
         try:
             text = "\n".join(f.read_text(encoding="utf-8") for f in files)
         except (OSError, UnicodeDecodeError) as err:
             raise ConfigError(f"{app_schema}: cannot read the old app's schema ({err})", "fix [app] schema") from None
-        return schema_from_sql(text, str(app_schema)), str(app_schema)
+        return use(lambda: ("sql", text), lambda: schema_from_sql(text, str(app_schema))), str(app_schema)
     if not previous.exists():
         return None
     conn = open_source(previous)
     try:
-        return read_app_schema(conn), str(previous)
+
+        def stored() -> OldSchemaKey:
+            return ("file", *map(tuple, conn.execute(STORED_SCHEMA_SQL)))
+
+        return use(stored, lambda: read_app_schema(conn)), str(previous)
     except (apsw.Error, UnicodeDecodeError) as err:
         raise database_error(previous, err) from err
     finally:
         conn.close()
+
+
+def load_old_schema(app_schema: Path | None, previous: Path) -> tuple[AppSchema, str] | None:
+    """The schema the old app knows and where it came from: ``app_schema`` (a .sql file, or a folder whose
+    .sql files run in name order), else the previous target file, else None (nothing to compare with)."""
+    return _old_schema(app_schema, previous, lambda _key, load: load())
+
+
+_drifts: dict[tuple[object, ...], tuple[Drift, ...]] = {}  # old_app_drift's comparisons, by what decides them
+DRIFTS_KEPT = 16
+
+
+def old_app_drift(
+    app_schema: Path | None,
+    previous: Path,
+    plan: Plan,
+    missing: Callable[[str], list[str]],
+    missing_from: tuple[object, ...],
+) -> tuple[list[Drift], str] | None:
+    """``compare_schemas`` of the schema the old app knows (``load_old_schema``'s) and the database ``plan``
+    builds, and where the old one came from; None when it is unknown. A comparison is kept by what decides it —
+    the old schema's text (see ``_old_schema``), the plan's statements (``planned_app_schema``) and
+    ``missing_from`` (what ``missing`` answers from) —, so a fleet's tenants of one app compare once per process;
+    an old schema whose text cannot be read alone is read in full (its error is the full read's)."""
+
+    def use(key: Callable[[], OldSchemaKey], load: Callable[[], AppSchema]) -> list[Drift]:
+        try:
+            memo = (key(), _planned_key(plan), missing_from)
+        except (apsw.Error, UnicodeDecodeError):
+            return compare_schemas(load(), planned_app_schema(plan), missing)
+        found = _drifts.get(memo)  # read once: a fleet worker's other thread may clear the memo meanwhile
+        if found is None:
+            found = tuple(compare_schemas(load(), planned_app_schema(plan), missing))
+            if len(_drifts) >= DRIFTS_KEPT:
+                _drifts.clear()
+            _drifts[memo] = found
+        return list(found)
+
+    return _old_schema(app_schema, previous, use)
 
 
 # -- compare (pure) -----------------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from collections.abc import Callable, Sequence
@@ -22,7 +23,7 @@ from ..mode import STANDARD, ModePolicy
 from ..plan.model import Plan
 from ..profiles import Profile, function_declared, load_profile
 from .calibration import calibration, measure_compression
-from .drift import AppSchema, Drift, compare_schemas, load_old_schema, planned_app_schema
+from .drift import AppSchema, Drift, load_old_schema, old_app_drift
 from .facts import MB, DiskNeed, Facts, Liveness, SideFiles, TableSize
 from .liveness import observe_sides, start_watch
 from .pending import pending_changes, run_probe
@@ -65,24 +66,45 @@ def collation_merges(conn: apsw.Connection, mapping: dict[str, str], shown: int 
     return found
 
 
+UNIQUE_KEYS = "unique keys"  # what Facts.errors calls collation_merges when it failed in ``gather``
+
+
+def gathered_merges(facts: Facts) -> list[CollationMerge] | None:
+    """The collation merges ``gather`` found in the snapshot, None when it could not look (pure)."""
+    return None if any(e.startswith(f"{UNIQUE_KEYS}: ") for e in facts.errors) else facts.collation_merges
+
+
 def _key_text(values: list[Any]) -> str:
     return repr(values[0]) if len(values) == 1 else repr(tuple(values))
 
 
-def table_sizes(conn: apsw.Connection, schema: Schema, dbstat: bool) -> dict[str, TableSize]:
-    """Rows of every table; with ``dbstat``, bytes and largest cell per table (indexes counted with it)."""
+BtreePages = list[tuple[str, str, int, int]]  # per b-tree: the table it belongs to, its type, bytes, largest cell
+
+
+def btree_pages(conn: apsw.Connection) -> BtreePages:
+    """One dbstat scan: each b-tree's table (an index's table; its own name for one sqlite_schema does not list,
+    such as sqlite_schema itself), type (``table``, ``index``, "" when unlisted), bytes and largest cell payload."""
+    return [
+        (table, kind, size, payload)
+        for table, kind, size, payload in conn.execute(
+            "SELECT coalesce(s.tbl_name, d.name), coalesce(s.type, ''), d.pgsize, d.mx_payload"
+            " FROM dbstat('main', 1) AS d LEFT JOIN sqlite_schema AS s ON s.name = d.name"
+        )
+    ]
+
+
+def table_sizes(conn: apsw.Connection, schema: Schema, pages: Callable[[], BtreePages] | None) -> dict[str, TableSize]:
+    """Rows of every table; with ``pages`` (``btree_pages``), bytes and largest cell per table (indexes counted
+    with it)."""
     sizes = {
         t.name: TableSize(rows=conn.execute(f"SELECT count(*) FROM {quote(t.name)}").get)
         for t in schema.user_tables()
         if t.kind == "table"
     }
-    if dbstat:
-        for name, size, payload in conn.execute(
-            "SELECT coalesce(s.tbl_name, d.name), sum(d.pgsize), max(d.mx_payload) FROM dbstat('main', 1) AS d"
-            " LEFT JOIN sqlite_schema AS s ON s.name = d.name GROUP BY 1"
-        ):
-            entry = sizes.setdefault(name, TableSize())
-            entry.bytes, entry.max_payload = size, payload
+    for name, _kind, size, payload in sorted(pages()) if pages else ():
+        entry = sizes.setdefault(name, TableSize())
+        entry.bytes = (entry.bytes or 0) + size
+        entry.max_payload = max(entry.max_payload or 0, payload)
     return sizes
 
 
@@ -95,13 +117,15 @@ def stores_integers(declared: str) -> bool:
     return not any(word in t for word in ("CHAR", "CLOB", "TEXT", "REAL", "FLOA", "DOUB"))
 
 
-def _leading_index_columns(conn: apsw.Connection, table: str) -> set[str]:
-    """Columns that lead a full (not partial) index of ``table``: a range on them is a seek."""
-    leading = set()
-    for _seq, index, _unique, _origin, partial in conn.execute(f"PRAGMA index_list({quote(table)})").fetchall():
-        first = conn.execute(f"PRAGMA index_info({quote(str(index))})").fetchone()
-        if not partial and first is not None and first[2] is not None:
-            leading.add(first[2])
+def _leading_index_columns(conn: apsw.Connection) -> dict[str, set[str]]:
+    """Per table, the columns that lead a full (not partial) index of it: a range on them is a seek."""
+    leading: dict[str, set[str]] = {}
+    for table, column in conn.execute(
+        "SELECT t.name, x.name FROM pragma_table_list AS t, pragma_index_list(t.name) AS i,"
+        " pragma_index_info(i.name) AS x WHERE t.schema = 'main' AND NOT i.partial AND x.seqno = 0"
+        " AND x.name IS NOT NULL"
+    ):
+        leading.setdefault(table, set()).add(column)
     return leading
 
 
@@ -116,29 +140,26 @@ def _beyond_js(column: str, sign: str = "") -> str:
 def big_integer_columns(conn: apsw.Connection, schema: Schema) -> list[str]:
     """``table.column`` of each column holding an integer beyond ±(2^53−1), which a JavaScript number rounds.
 
-    Cost: a rowid alias or a column leading an index is two seeks; the table's other integer-affinity columns
-    share one scan of it (``max()`` of a test per column) that decodes no text column: 84 ms for a 158 MB notes
-    database here, against 11 ms for the row counts."""
+    Cost: one query per table. A rowid alias or a column leading an index is two seeks; the table's other
+    integer-affinity columns share one scan of it (``max()`` of a test per column) that decodes no text column:
+    84 ms for a 158 MB notes database here, against 11 ms for the row counts."""
     found = []
+    leading = _leading_index_columns(conn)
     for t in schema.user_tables():
         cols = [c.name for c in t.visible_columns if t.kind == "table" and stores_integers(c.type)]
         if not cols:
             continue
         table = quote(t.name)
-        seek = _leading_index_columns(conn, t.name) | ({t.rowid_alias} if t.rowid_alias else set())
-        hits = {
-            c
-            for c in cols
+        seek = leading.get(t.name, set()) | ({t.rowid_alias} if t.rowid_alias else set())
+        tests = [
+            " OR ".join(f"EXISTS (SELECT 1 FROM {table} WHERE {_beyond_js(c, sign)})" for sign in "+-")
             if c in seek
-            and conn.execute(
-                "SELECT " + " OR ".join(f"EXISTS (SELECT 1 FROM {table} WHERE {_beyond_js(c, sign)})" for sign in "+-")
-            ).get
-        }
-        rest = [c for c in cols if c not in seek]
-        if rest:
-            [row] = conn.execute(f"SELECT {', '.join(f'max({_beyond_js(c)})' for c in rest)} FROM {table}")
-            hits |= {c for c, hit in zip(rest, row, strict=True) if hit}
-        found += [f"{t.name}.{c}" for c in cols if c in hits]
+            else f"max({_beyond_js(c)})"
+            for c in cols
+        ]
+        scan = f" FROM {table}" if any(c not in seek for c in cols) else ""
+        [row] = conn.execute(f"SELECT {', '.join(tests)}{scan}")
+        found += [f"{t.name}.{c}" for c, hit in zip(cols, row, strict=True) if hit]
     return found
 
 
@@ -153,14 +174,9 @@ def file_big_integers(path: Path) -> list[str]:
         conn.close()
 
 
-def largest_index(conn: apsw.Connection) -> int:
-    """Bytes of the largest index (what sorting it may spill to temporary files)."""
-    return int(
-        conn.execute(
-            "SELECT coalesce(max(d.pgsize), 0) FROM dbstat('main', 1) AS d"
-            " JOIN sqlite_schema AS s ON s.name = d.name AND s.type = 'index'"
-        ).get
-    )
+def largest_index(pages: BtreePages) -> int:
+    """Bytes of the largest index (what sorting it may spill to temporary files) (pure)."""
+    return max((size for _table, kind, size, _payload in pages if kind == "index"), default=0)
 
 
 def foreign_keys(conn: apsw.Connection, schema: Schema) -> int:
@@ -226,24 +242,31 @@ def grdb_migrations(conn: apsw.Connection, schema: Schema) -> list[str]:
 
 def old_app_schema(cfg: Config) -> tuple[AppSchema, str] | None:
     """The schema the old app knows ([app] schema, else the previous target file) and where it came from."""
-    return load_old_schema(cfg.resolve(cfg.app.old_schema) if cfg.app.old_schema else None, cfg.target_path)
+    return load_old_schema(_app_schema_path(cfg), cfg.target_path)
+
+
+def _app_schema_path(cfg: Config) -> Path | None:
+    """Where [app] schema points (None: unset)."""
+    return cfg.resolve(cfg.app.old_schema) if cfg.app.old_schema else None
 
 
 def schema_drift(cfg: Config, plan: Plan, profile: Profile) -> tuple[list[Drift], str]:
     """The drift of the database ``plan`` builds from the schema the old app knows, and where that schema came
     from ("" and no drift when none is known; none either with convert.schema = "previous": the result takes the
     old app's schema itself, what it lacks going to the carry-over)."""
-    old = old_app_schema(cfg)
-    if old is None or cfg.convert.down_to == "previous":
+    if cfg.convert.down_to == "previous":
+        old = old_app_schema(cfg)
         return [], old[1] if old else ""
+    registered = cfg.app.functions
 
     def missing(sql: str) -> list[str]:  # neither the engine nor the old app ([app] functions) has it
         calls = sqltext.function_calls(sql)
-        registered = cfg.app.functions
         lacks = [(n, a) for n, a in calls if not (profile.has_function(n, a) or function_declared(n, a, registered))]
         return list(dict.fromkeys(f"{n}/{a}" for n, a in lacks))
 
-    return compare_schemas(old[0], planned_app_schema(plan), missing), old[1]
+    missing_from = (tuple(profile.functions), tuple(registered))
+    found = old_app_drift(_app_schema_path(cfg), cfg.target_path, plan, missing, missing_from)
+    return found or ([], "")
 
 
 # -- gather -------------------------------------------------------------------------------------------
@@ -331,14 +354,15 @@ def gather(
         conn = connect(snapshot, readonly=True)
         r = _Reader(conn)
         try:
-            tables = r.read("table sizes", lambda c: table_sizes(c, schema, dbstat=mode.dbstat), {})
-            sort_bytes = r.read("index sizes", largest_index, 0) if mode.dbstat else 0
+            pages = functools.cache(lambda: btree_pages(conn)) if mode.dbstat else None  # one scan for both
+            tables = r.read("table sizes", lambda c: table_sizes(c, schema, pages), {})
+            sort_bytes = r.read("index sizes", lambda _: largest_index(pages()), 0) if pages else 0
             fks = r.read("foreign keys", lambda c: foreign_keys(c, schema), 0)
             pending = r.read("sync presets", lambda c: pending_changes(c, schema), []) if cfg.sync.presets else []
             pending += [run_probe(conn, sql) for sql in cfg.sync.pending_sql]
             migrations = r.read("grdb_migrations", lambda c: grdb_migrations(c, schema), [])
             old = r.read(f"old file {cfg.target_path}", lambda c: old_only_rows(c, schema, cfg.target_path), {})
-            merges = r.read("unique keys", lambda c: collation_merges(c, plan.collation_map), [])
+            merges = r.read(UNIQUE_KEYS, lambda c: collation_merges(c, plan.collation_map), [])
             big = r.read("integers beyond 2^53", lambda c: big_integer_columns(c, schema), [])
             drift, drift_from = r.read("schema drift", lambda _: schema_drift(cfg, plan, profile), ([], ""))
             integrity = r.read("quick_check", lambda _: checking.result(), None) if checking else None

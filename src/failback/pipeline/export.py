@@ -13,7 +13,7 @@ import contextlib
 import itertools
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -86,11 +86,14 @@ def build_target(
     progress: Progress | None = None,
     *,
     side_min_bytes: int = SIDE_MIN_BYTES,
+    merges: Sequence[CollationMerge] | None = None,
 ) -> BuildResult:
     """Create ``dest`` (must not exist) from ``snapshot`` following ``plan``. On failure ``dest`` is removed.
-    A snapshot of ``side_min_bytes`` or more has its FTS3/FTS4 indexes built beside the copy (:mod:`.fts_side`)."""
+    A snapshot of ``side_min_bytes`` or more has its FTS3/FTS4 indexes built beside the copy (:mod:`.fts_side`).
+    ``merges``: the rows of ``snapshot`` that ``plan.collation_map`` merges, when the caller found them already
+    (a run's assess step); else they are looked for here. Any refuses the build."""
     check_refused(plan)
-    if merges := _collation_merges(snapshot, plan):
+    if merges := _collation_merges(snapshot, plan) if merges is None else merges:
         raise UnsupportedSchemaError(merges[0].message(), merges[0].fix())
     result = BuildResult()
     remove_quietly(dest, Path(str(dest) + "-journal"))

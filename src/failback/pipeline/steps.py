@@ -19,13 +19,14 @@ from pathlib import Path
 from typing import Any
 
 from ..assess.facts import Assessment, Liveness, SideFiles
-from ..assess.gather import gather, old_app_schema
+from ..assess.gather import gather, gathered_merges, old_app_schema
 from ..assess.liveness import observe_sides, start_watch
 from ..assess.rules import evaluate, gate
 from ..assess.statements import check_statements, load_statements, prepare_statements
 from ..audit import AuditLog
 from ..backup.sets import BackupResult, create_backup
 from ..config import Config
+from ..db.collations import CollationMerge
 from ..db.digest import DigestSpec, TableDigest
 from ..db.integrity import check_source
 from ..db.schema import Schema
@@ -89,6 +90,7 @@ class RunContext:
     down: DownPlan | None = None  # convert.schema = "previous": the down-conversion's plan
     backup: BackupResult | None = None
     assessment: Assessment | None = None
+    merges: tuple[dict[str, str], list[CollationMerge]] | None = None  # the assess step's, by the mapping it used
     verification: dict[str, Any] | None = None
     proved: list[tuple[DigestSpec, TableDigest]] = field(default_factory=list)  # VerifyReport.proved, this process
     tmp_target: Path | None = None  # the converted target under its temp name (removed by the driver's cleanup)
@@ -237,6 +239,8 @@ def step_assess(ctx: RunContext) -> dict[str, Any]:
             checked=None if checked.problems else (),  # an intact snapshot is quick_checked once
         )
     )
+    if (merges := gathered_merges(ctx.assessment.facts)) is not None:
+        ctx.merges = (dict(ctx.plan.collation_map), merges)
     result = {**ctx.assessment.to_json(), "plan": ctx.plan.to_json(), "source_integrity": integrity}
     if not opts.dry_run:
         confirmed: list[bool] = []
@@ -261,7 +265,8 @@ def step_convert(ctx: RunContext) -> dict[str, Any]:
     ctx.plan = proved_plan(ctx.plan, ctx.target_engine, ctx.snapshot.path, ctx.cfg.convert)
     write_text(ctx.rd.file("plan.json"), json.dumps(ctx.plan.dump(), indent=2) + "\n")
     ctx.tmp_target = ctx.converted = temp_target(ctx.cfg.target_path, ctx.rd.id)
-    built = build_target(ctx.snapshot.path, ctx.tmp_target, ctx.plan, ctx.progress)
+    merges = ctx.merges[1] if ctx.merges and ctx.merges[0] == ctx.plan.collation_map else None  # same snapshot
+    built = build_target(ctx.snapshot.path, ctx.tmp_target, ctx.plan, ctx.progress, merges=merges)
     return {
         "bytes": built.bytes,
         "seconds": built.seconds,
