@@ -14,7 +14,7 @@ import xxhash
 from hypothesis import given
 from hypothesis import strategies as st
 
-from failback.db.connect import connect, run_script
+from failback.db.connect import connect, read_transaction, run_script
 from failback.db.digest import (
     BATCH_BYTES,
     DigestSpec,
@@ -180,3 +180,43 @@ def test_batches_are_bounded_by_bytes(tmp_path: Path) -> None:
     assert d.rows == 120002
     assert table_bytes > 20 * BATCH_BYTES
     assert peak < 8 * BATCH_BYTES
+
+
+def test_read_transaction_holds_one_view_and_ends_quietly(tmp_path: Path) -> None:
+    """Reads inside ``read_transaction`` see one state of the file (a commit made meanwhile shows after it), an
+    enclosing transaction is left as it is, and the end raises nothing after a read failed on a damaged page."""
+    db = tmp_path / "wal.sqlite"
+    writer = connect(db, create=True)
+    run_script(writer, "PRAGMA journal_mode = WAL; CREATE TABLE t(x); INSERT INTO t VALUES (1)")
+    reader = connect(db, readonly=True)
+    with read_transaction(reader):
+        assert reader.execute("SELECT count(*) FROM t").get == 1
+        writer.execute("INSERT INTO t VALUES (2)")
+        assert reader.execute("SELECT count(*) FROM t").get == 1  # the view the transaction began with
+    assert not reader.in_transaction
+    assert reader.execute("SELECT count(*) FROM t").get == 2
+    reader.execute("BEGIN")
+    with read_transaction(reader):
+        pass
+    assert reader.in_transaction  # the caller's transaction is the caller's to end
+    reader.execute("COMMIT")
+    writer.close()
+    reader.close()
+
+    damaged = tmp_path / "damaged.sqlite"
+    c = connect(damaged, create=True)
+    run_script(c, "CREATE TABLE t(id INTEGER PRIMARY KEY, body TEXT)")
+    run_script(
+        c,
+        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 300)"
+        " INSERT INTO t(body) SELECT printf('%.500c', 'x') FROM n",
+    )
+    c.close()
+    with damaged.open("r+b") as fh:  # wreck a leaf page of t
+        fh.seek(4096 * 20)
+        fh.write(b"\x0d\x00\x00\xff\xff\xff\xff\xff" + b"\xab" * 64)
+    conn = connect(damaged, readonly=True)
+    with read_transaction(conn), pytest.raises(apsw.CorruptError):
+        conn.execute("SELECT count(*), sum(length(body)) FROM t").fetchall()
+    assert not conn.in_transaction
+    conn.close()

@@ -15,7 +15,7 @@ import apsw
 from ..config import Config
 from ..db import sqltext
 from ..db.collations import CollationMerge
-from ..db.connect import connect, database_error, open_source, quote, readonly_uri
+from ..db.connect import connect, database_error, open_source, quote, read_transaction, readonly_uri
 from ..db.schema import Schema, read_schema
 from ..errors import NotADatabaseError
 from ..files import free_bytes
@@ -212,23 +212,24 @@ def old_only_rows(conn: apsw.Connection, schema: Schema, old: Path) -> dict[str,
         return {}
     conn.execute("ATTACH ? AS old", (readonly_uri(old),))
     try:
-        old_tables = {r[0] for r in conn.execute("SELECT name FROM old.sqlite_schema WHERE type = 'table'")}
-        out: dict[str, int] = {}
-        for t in schema.user_tables():
-            keys = [c.name for c in sorted((c for c in t.columns if c.pk), key=lambda c: c.pk)]
-            if t.kind != "table" or not keys or t.name not in old_tables:
-                continue
-            old_cols = {r[1] for r in conn.execute(f"PRAGMA old.table_info({quote(t.name)})")}
-            if not set(keys) <= old_cols:
-                continue
-            same = " AND ".join(f"m.{quote(k)} = o.{quote(k)}" for k in keys)
-            n = conn.execute(
-                f"SELECT count(*) FROM old.{quote(t.name)} AS o "
-                f"WHERE NOT EXISTS (SELECT 1 FROM main.{quote(t.name)} AS m WHERE {same})"
-            ).get
-            if n:
-                out[t.name] = n
-        return out
+        with read_transaction(conn):  # both files read under one lock each
+            old_tables = {r[0] for r in conn.execute("SELECT name FROM old.sqlite_schema WHERE type = 'table'")}
+            out: dict[str, int] = {}
+            for t in schema.user_tables():
+                keys = [c.name for c in sorted((c for c in t.columns if c.pk), key=lambda c: c.pk)]
+                if t.kind != "table" or not keys or t.name not in old_tables:
+                    continue
+                old_cols = {r[1] for r in conn.execute(f"PRAGMA old.table_info({quote(t.name)})")}
+                if not set(keys) <= old_cols:
+                    continue
+                same = " AND ".join(f"m.{quote(k)} = o.{quote(k)}" for k in keys)
+                n = conn.execute(
+                    f"SELECT count(*) FROM old.{quote(t.name)} AS o "
+                    f"WHERE NOT EXISTS (SELECT 1 FROM main.{quote(t.name)} AS m WHERE {same})"
+                ).get
+                if n:
+                    out[t.name] = n
+            return out
     finally:
         conn.execute("DETACH old")
 
@@ -354,16 +355,18 @@ def gather(
         conn = connect(snapshot, readonly=True)
         r = _Reader(conn)
         try:
-            pages = functools.cache(lambda: btree_pages(conn)) if mode.dbstat else None  # one scan for both
-            tables = r.read("table sizes", lambda c: table_sizes(c, schema, pages), {})
-            sort_bytes = r.read("index sizes", lambda _: largest_index(pages()), 0) if pages else 0
-            fks = r.read("foreign keys", lambda c: foreign_keys(c, schema), 0)
-            pending = r.read("sync presets", lambda c: pending_changes(c, schema), []) if cfg.sync.presets else []
-            pending += [run_probe(conn, sql) for sql in cfg.sync.pending_sql]
-            migrations = r.read("grdb_migrations", lambda c: grdb_migrations(c, schema), [])
             old = r.read(f"old file {cfg.target_path}", lambda c: old_only_rows(c, schema, cfg.target_path), {})
-            merges = r.read(UNIQUE_KEYS, lambda c: collation_merges(c, plan.collation_map), [])
-            big = r.read("integers beyond 2^53", lambda c: big_integer_columns(c, schema), [])
+            with read_transaction(conn):  # the snapshot's other facts: one lock for all (ATTACH needs none open)
+                pages = functools.cache(lambda: btree_pages(conn)) if mode.dbstat else None  # one scan for both
+                tables = r.read("table sizes", lambda c: table_sizes(c, schema, pages), {})
+                sort_bytes = r.read("index sizes", lambda _: largest_index(pages()), 0) if pages else 0
+                fks = r.read("foreign keys", lambda c: foreign_keys(c, schema), 0)
+                presets = cfg.sync.presets
+                pending = r.read("sync presets", lambda c: pending_changes(c, schema), []) if presets else []
+                pending += [run_probe(conn, sql) for sql in cfg.sync.pending_sql]
+                migrations = r.read("grdb_migrations", lambda c: grdb_migrations(c, schema), [])
+                merges = r.read(UNIQUE_KEYS, lambda c: collation_merges(c, plan.collation_map), [])
+                big = r.read("integers beyond 2^53", lambda c: big_integer_columns(c, schema), [])
             drift, drift_from = r.read("schema drift", lambda _: schema_drift(cfg, plan, profile), ([], ""))
             integrity = r.read("quick_check", lambda _: checking.result(), None) if checking else None
             if mode.quick_check and checked is not None:

@@ -177,8 +177,10 @@ def pragma(conn: apsw.Connection, name: str, schema: str = "main") -> Any:
 
 @contextlib.contextmanager
 def read_transaction(conn: apsw.Connection) -> Iterator[apsw.Connection]:
-    """Several reads in one read transaction: one consistent view, and one lock taken and released for all of
-    them instead of one per statement (the file's change counter read once). Inside a transaction: as it is."""
+    """Several reads (only reads) in one read transaction: one consistent view, and one lock taken and released
+    for all of them instead of one per statement (the file's change counter read once). Inside a transaction: as
+    it is. Its end never raises: a read that failed raised (or was handled) where it ran, and SQLite may repeat
+    that error at COMMIT (a damaged page): a COMMIT that fails ends it, else a ROLLBACK does (nothing was written)."""
     if conn.in_transaction:
         yield conn
         return
@@ -187,7 +189,10 @@ def read_transaction(conn: apsw.Connection) -> Iterator[apsw.Connection]:
         yield conn
     finally:
         if conn.in_transaction:  # an error may have ended it already
-            conn.execute("COMMIT")
+            with contextlib.suppress(apsw.Error):
+                conn.execute("COMMIT")
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
 
 
 def run_script(conn: apsw.Connection, sql: str, bindings: Any = None) -> None:
