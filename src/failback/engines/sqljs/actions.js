@@ -263,14 +263,23 @@ class RawColumns {
         roomFor(pos, 5 + length);
         rowBytes[pos] = type;
         rowView.setUint32(pos + 1, length);
-        if (length) {
-          if (at + length > this.heap.length) this.heap = new Uint8Array(this.memory.buffer); // grown (or detached)
-          rowBytes.set(this.heap.subarray(at, at + length), pos + 5);
-        }
+        if (length) rowBytes.set(this.bytes(at, length), pos + 5);
         pos += 5 + length;
       }
     }
     return pos;
+  }
+  // getBlob(i)'s bytes (read as it reads them: sqlite3_column_bytes, then _blob), in place: valid until the next read.
+  columnBytes(stmt, i) {
+    const p = stmt[this.pointer];
+    const length = this.SQL._sqlite3_column_bytes(p, i);
+    const at = this.SQL._sqlite3_column_blob(p, i);
+    return length ? this.bytes(at, length) : new Uint8Array(0);
+  }
+  // A view of `length` (> 0) bytes of the memory at `at`.
+  bytes(at, length) {
+    if (at + length > this.heap.length) this.heap = new Uint8Array(this.memory.buffer); // grown (or detached)
+    return this.heap.subarray(at, at + length);
   }
 }
 
@@ -342,14 +351,14 @@ function specParts(spec) {
 
 // The row filter of a query's "keep" option ({column, prefix}) on a statement giving `width` columns per column (2:
 // read in pairs, the value second). skips(stmt) tells from the column's bytes alone (getBlob gives every storage
-// class's) a row that cannot be kept, unread; kept(row) whether a row read (readRow's form) is: that value TEXT
-// starting with the prefix.
-function rowFilter(keep, width) {
+// class's; `raw`, a RawColumns or null, reads them in place) a row that cannot be kept, unread; kept(row) whether a
+// row read (readRow's form) is: that value TEXT starting with the prefix.
+function rowFilter(keep, width, raw) {
   const at = width * keep.column + width - 1;
   const prefix = new TextEncoder().encode(keep.prefix);
   const starts = (bytes) => bytes.length >= prefix.length && prefix.every((b, i) => bytes[i] === b);
   return {
-    skips: (stmt) => !starts(stmt.getBlob(at)),
+    skips: (stmt) => !starts(raw ? raw.columnBytes(stmt, at) : stmt.getBlob(at)),
     kept: (row) => row[keep.column] !== null && row[keep.column].text !== undefined && starts(row[keep.column].text),
   };
 }
@@ -374,7 +383,7 @@ const ACTIONS = {
         stmt = typedQuery(db, action.sql, out.columns.length) || stmt;
         if (stmt === first.value) read = guessedRow;
       }
-      const keep = action.keep && rowFilter(action.keep, stmt === first.value ? 1 : 2);
+      const keep = action.keep && rowFilter(action.keep, stmt === first.value ? 1 : 2, raw);
       if (action.params && action.params.length) stmt.bind(action.params.map(decodeTyped));
       const stmts = [stmt];
       while (stmt.step()) {

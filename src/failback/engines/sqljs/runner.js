@@ -277,7 +277,7 @@ async function serve() {
       doc = failed(e);
     }
     if (job && job.actions && job.modules && leavesFiles(job)) loaded.delete(sqlKey(job));
-    lastPeak = peakRss();
+    lastPeak = doc.peak_rss ?? peakRss();
     process.stdout.write(JSON.stringify(doc) + "\n");
   }
   process.exit(0);
