@@ -6,7 +6,8 @@
 // "error"}; `sample` (optional) is called after each action (the page samples its memory there); `share`
 // (optional, Node): a helper thread that runs some of the digests (see runJob below).
 // job: {"database": its name in messages, "actions": [...], "legacy_functions": bool, "stand_ins": [...]};
-// SQL: what initSqlJs resolved to (see loadOptions); hasher: hash-wasm's createXXHash128(); memory (optional, Node):
+// SQL: what initSqlJs resolved to (see loadOptions); hasher: hash-wasm's createXXHash128() (or one called the same:
+// init(), update(bytes), digest("binary"), whose bytes are read before the next hash); memory (optional, Node):
 // SQL's WebAssembly.Memory, from which the digests read values directly (RawColumns).
 // "legacy_functions": true loads sql.js 1.x's default deprecated extension functions (46 more functions;
 // they also replace some native ones: log(x) becomes ln(x)); false (default): SQLite's native functions.

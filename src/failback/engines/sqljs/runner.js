@@ -205,10 +205,49 @@ async function helper({ job, bytes, control, port }) {
   }
 }
 
+// hash-wasm's XXH3-128 (what its createXXHash128() gives) without its wrapper's checks, copies and calls: a row's
+// hash costs ~0.3 µs less (a fleet tenant hashes ~1,000 rows). The wasm is the one the bundle `file` embeds (base64),
+// called as the wrapper calls it: the seed (0) written at its buffer's start, then Hash_Init; the data through the
+// buffer, HASH_CHUNK bytes at a time (Hash_Update); Hash_Final leaves the digest at the buffer's start, where digest()
+// gives a view of it (read before the next hash). Null when the bundle is not one this knows: the wrapper is used.
+const HASH_CHUNK = 16384; // the wrapper's, the buffer's size
+const HASH_WASM = /name:"xxhash128",data:"([A-Za-z0-9+/=]+)"/;
+
+function directXxh128(file) {
+  const embedded = HASH_WASM.exec(fs.readFileSync(file, "latin1"));
+  if (!embedded) return null;
+  const exports = new WebAssembly.Instance(new WebAssembly.Module(Buffer.from(embedded[1], "base64"))).exports;
+  const { memory, Hash_GetBuffer, Hash_Init, Hash_Update, Hash_Final } = exports;
+  if (![Hash_GetBuffer, Hash_Init, Hash_Update, Hash_Final].every((f) => typeof f === "function")) return null;
+  let buffer = new Uint8Array(0);
+  const view = () => (buffer.length ? buffer : (buffer = new Uint8Array(memory.buffer, Hash_GetBuffer(), HASH_CHUNK)));
+  const hasher = {
+    init() {
+      view().fill(0, 0, 8);
+      Hash_Init();
+      return hasher;
+    },
+    update(bytes) {
+      for (let at = 0; at < bytes.length; at += HASH_CHUNK) {
+        const chunk = bytes.subarray(at, at + HASH_CHUNK);
+        view().set(chunk);
+        Hash_Update(chunk.length);
+      }
+      return hasher;
+    },
+    digest() {
+      Hash_Final();
+      return view().subarray(0, 16);
+    },
+  };
+  return hasher;
+}
+
 // The hasher and the SQL module (and its memory, for sql.js) a job runs with, each loaded once per thread.
 async function modules(job) {
   const m = job.modules;
-  const hasher = await once(JSON.stringify(["hash-wasm", m["hash-wasm"]]), () => require(m["hash-wasm"]).createXXHash128());
+  const file = m["hash-wasm"];
+  const hasher = await once(JSON.stringify(["hash-wasm", file]), async () => directXxh128(file) || require(file).createXXHash128());
   const { SQL, memory } = await once(sqlKey(job), async () =>
     m["sqlite-wasm"] ? { SQL: await require("./sqlite-wasm.js").load(m["sqlite-wasm"]) } : sqlJs(job),
   );
