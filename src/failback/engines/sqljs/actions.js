@@ -1,8 +1,8 @@
 // failback engine actions: the action protocol run inside real sql.js, by Node (runner.js) and by a browser
 // page (browser.html, web/failback.js) alike. A UMD module: require()d in Node; in a page a <script> or an
 // imported module, which defines globalThis.failbackActions.
-// runJob({SQL, hasher, memory, bytes, job, sample, share}) opens `bytes` (a Uint8Array, or null: an empty database) with the
-// job's stand-ins and returns {"ok": true, "version", "results": [...]} or {"ok": false, "kind": "database",
+// runJob({SQL, hasher, memory, bytes, job, sample, share}) opens `bytes` (a Uint8Array, or null: an empty database)
+// with the job's stand-ins and returns {"ok": true, "version", "results": [...]} or {"ok": false, "kind": "database",
 // "error"}; `sample` (optional) is called after each action (the page samples its memory there); `share`
 // (optional, Node): a helper thread that runs some of the digests (see runJob below).
 // job: {"database": its name in messages, "actions": [...], "legacy_functions": bool, "stand_ins": [...]};
@@ -227,7 +227,9 @@ class Digester {
 // INTEGER from sqlite3_column_double where that is exact (|x| < 2**53), else from its decimal text; TEXT as
 // sqlite3_column_text's UTF-8 (converted by SQLite in a UTF-16 database, as getBlob's). rawColumns() gives one, or
 // null where the module does not give what it needs (a page's sql.js, another build): rows are then read by readRow.
-const RAW_EXPORTS = ["type", "double", "text", "blob", "bytes"].map((f) => `_sqlite3_column_${f}`);
+const RAW_EXPORTS = ["_sqlite3_data_count", "_sqlite3_sql"].concat(
+  ["type", "double", "text", "blob", "bytes"].map((f) => `_sqlite3_column_${f}`),
+);
 const stmtPointers = new WeakMap(); // SQL module -> the name of its Statement's property holding sqlite3_stmt*
 
 class RawColumns {
@@ -285,7 +287,7 @@ class RawColumns {
 }
 
 function rawColumns(SQL, memory, db) {
-  if (!memory || !bigints || !RAW_EXPORTS.concat("_sqlite3_data_count", "_sqlite3_sql").every((f) => typeof SQL[f] === "function")) return null;
+  if (!memory || !bigints || !RAW_EXPORTS.every((f) => typeof SQL[f] === "function")) return null;
   if (!stmtPointers.has(SQL)) {
     // the Statement's property whose value is a statement SQLite knows as this one (names are minified)
     const sql = "SELECT 'failback raw columns'";
@@ -409,7 +411,8 @@ const ACTIONS = {
   digest(db, action, { hasher, raw }) {
     const tables = action.tables.map((spec) => {
       const d = new Digester(hasher);
-      scanTable(db, specParts(spec), spec, "", (stmts) => d.addHash(raw ? d.hashRaw(raw, stmts) : d.hashRow(readRows(stmts))));
+      const hash = raw ? (stmts) => d.hashRaw(raw, stmts) : (stmts) => d.hashRow(readRows(stmts));
+      scanTable(db, specParts(spec), spec, "", (stmts) => d.addHash(hash(stmts)));
       return { table: spec.table, rows: d.count, digest: d.hex() };
     });
     return { tables };

@@ -215,10 +215,15 @@ const HASH_WASM = /name:"xxhash128",data:"([A-Za-z0-9+/=]+)"/;
 
 function directXxh128(file) {
   const embedded = HASH_WASM.exec(fs.readFileSync(file, "latin1"));
-  if (!embedded) return null;
-  const exports = new WebAssembly.Instance(new WebAssembly.Module(Buffer.from(embedded[1], "base64"))).exports;
+  let exports;
+  try {
+    exports = new WebAssembly.Instance(new WebAssembly.Module(Buffer.from(embedded[1], "base64"))).exports;
+  } catch {
+    return null; // no wasm embedded, or not one that instantiates alone
+  }
   const { memory, Hash_GetBuffer, Hash_Init, Hash_Update, Hash_Final } = exports;
-  if (![Hash_GetBuffer, Hash_Init, Hash_Update, Hash_Final].every((f) => typeof f === "function")) return null;
+  const calls = [Hash_GetBuffer, Hash_Init, Hash_Update, Hash_Final];
+  if (!(memory instanceof WebAssembly.Memory) || !calls.every((f) => typeof f === "function")) return null;
   let buffer = new Uint8Array(0);
   const view = () => (buffer.length ? buffer : (buffer = new Uint8Array(memory.buffer, Hash_GetBuffer(), HASH_CHUNK)));
   const hasher = {
@@ -247,7 +252,9 @@ function directXxh128(file) {
 async function modules(job) {
   const m = job.modules;
   const file = m["hash-wasm"];
-  const hasher = await once(JSON.stringify(["hash-wasm", file]), async () => directXxh128(file) || require(file).createXXHash128());
+  const hasher = await once(JSON.stringify(["hash-wasm", file]), async () => {
+    return directXxh128(file) || require(file).createXXHash128();
+  });
   const { SQL, memory } = await once(sqlKey(job), async () =>
     m["sqlite-wasm"] ? { SQL: await require("./sqlite-wasm.js").load(m["sqlite-wasm"]) } : sqlJs(job),
   );
