@@ -2,9 +2,10 @@
 // page (browser.html, web/failback.js) alike. A UMD module: require()d in Node; in a page a <script> or an
 // imported module, which defines globalThis.failbackActions.
 // runJob({SQL, hasher, memory, bytes, job, sample, share}) opens `bytes` (a Uint8Array, or null: an empty database)
-// with the job's stand-ins and returns {"ok": true, "version", "results": [...]} or {"ok": false, "kind": "database",
-// "error"}; `sample` (optional) is called after each action (the page samples its memory there); `share`
-// (optional, Node): a helper thread that runs some of the digests (see runJob below).
+// with the job's stand-ins and returns {"ok": true, "version", "results": [...], "raw"} or {"ok": false, "kind":
+// "database", "error"} ("raw": whether the digests read values in place, RawColumns); `sample` (optional) is
+// called after each action (the page samples its memory there); `share` (optional, Node): a helper thread that
+// runs some of the digests (see runJob below).
 // job: {"database": its name in messages, "actions": [...], "legacy_functions": bool, "stand_ins": [...]};
 // SQL: what initSqlJs resolved to (see loadOptions); hasher: hash-wasm's createXXHash128() (or one called the same:
 // init(), update(bytes), digest("binary"), whose bytes are read before the next hash); memory (optional, Node):
@@ -528,7 +529,7 @@ function runJob({ SQL, hasher, memory, bytes, job, sample, share }) {
   }
   const version = db.exec("SELECT sqlite_version()")[0].values[0][0];
   db.close();
-  return { ok: true, version, results };
+  return { ok: true, version, results, raw: tools.raw !== null };
 }
 
 return { actionTools, loadOptions, openDatabase, runAction, runJob };
