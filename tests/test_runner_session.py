@@ -125,6 +125,7 @@ def test_a_session_answers_as_the_one_shot_runner(node: str, native_db: Path, tm
     finally:
         session.close()
     assert one_shot["ok"] and len(one_shot["results"][0]["tables"]) == len(specs)
+    assert one_shot["raw"] is True  # the pinned sql.js: digests read values in its memory (not a silent fallback)
     assert one_shot["results"][1] == {"ok": False, "error": "no such column: nope"}
     for doc in (one_shot, *answers):
         assert doc.pop("peak_rss") > 0

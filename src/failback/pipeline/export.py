@@ -282,18 +282,20 @@ def _copy_shadows(conn: apsw.Connection, name: str) -> None:
 def prove_schema(plan: Plan, engine: Engine) -> dict[str, str]:
     """Create the planned schema (no data) in the target engine and prepare every view and trigger there.
 
-    Returns the objects that failed, with the engine's error. Each trigger is created and proved inside its
-    own transaction, rolled back afterwards, so a broken trigger cannot make its neighbours fail."""
+    Returns the objects that failed, with the engine's error. The schema is created in one transaction (one
+    journal, not one per statement). Each trigger is created and proved inside its own transaction, rolled back
+    afterwards, so a broken trigger cannot make its neighbours fail: the action after it ends whatever transaction
+    a failure left open ("SAVEPOINT …; ROLLBACK" ends one or none without an error)."""
     creates = [sql for sql in plan.virtual_tables if sql.lstrip().upper().startswith("CREATE")]
     schema_sql = ";\n".join([*plan.create_tables, *creates, *plan.views])
-    actions: list[dict[str, object]] = [{"op": "exec", "sql": schema_sql}] if schema_sql else []
+    actions: list[dict[str, object]] = [{"op": "exec", "sql": f"BEGIN;\n{schema_sql};\nCOMMIT"}] if schema_sql else []
     tags: list[str | None] = [None] if schema_sql else []
     by_name = {p.name: p for p in plan.proofs}
     for sql in plan.triggers:
         proof = by_name.get(created_name(sql))
         actions += [
             {"op": "exec", "sql": f"BEGIN; {sql}; {proof.sql if proof else ''}; ROLLBACK"},
-            {"op": "exec", "sql": "ROLLBACK"},
+            {"op": "exec", "sql": "SAVEPOINT failback_end; ROLLBACK"},
         ]
         tags += [proof.name if proof else None, None]
     for proof in plan.proofs:

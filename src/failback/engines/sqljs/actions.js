@@ -1,12 +1,15 @@
 // failback engine actions: the action protocol run inside real sql.js, by Node (runner.js) and by a browser
 // page (browser.html, web/failback.js) alike. A UMD module: require()d in Node; in a page a <script> or an
 // imported module, which defines globalThis.failbackActions.
-// runJob({SQL, hasher, bytes, job, sample, share}) opens `bytes` (a Uint8Array, or null: an empty database) with the
-// job's stand-ins and returns {"ok": true, "version", "results": [...]} or {"ok": false, "kind": "database",
-// "error"}; `sample` (optional) is called after each action (the page samples its memory there); `share`
-// (optional, Node): a helper thread that runs some of the digests (see runJob below).
+// runJob({SQL, hasher, memory, bytes, job, sample, share}) opens `bytes` (a Uint8Array, or null: an empty database)
+// with the job's stand-ins and returns {"ok": true, "version", "results": [...], "raw"} or {"ok": false, "kind":
+// "database", "error"} ("raw": whether the digests read values in place, RawColumns); `sample` (optional) is
+// called after each action (the page samples its memory there); `share` (optional, Node): a helper thread that
+// runs some of the digests (see runJob below).
 // job: {"database": its name in messages, "actions": [...], "legacy_functions": bool, "stand_ins": [...]};
-// SQL: what initSqlJs resolved to (see loadOptions); hasher: hash-wasm's createXXHash128().
+// SQL: what initSqlJs resolved to (see loadOptions); hasher: hash-wasm's createXXHash128() (or one called the same:
+// init(), update(bytes), digest("binary"), whose bytes are read before the next hash); memory (optional, Node):
+// SQL's WebAssembly.Memory, from which the digests read values directly (RawColumns).
 // "legacy_functions": true loads sql.js 1.x's default deprecated extension functions (46 more functions;
 // they also replace some native ones: log(x) becomes ln(x)); false (default): SQLite's native functions.
 // "stand_ins": app functions registered as the app registers them (db.create_function: non-deterministic;
@@ -161,6 +164,7 @@ class Digester {
     this.limbs = [0, 0, 0, 0]; // most significant first; each < 2**53 between normalisations
     this.count = 0;
   }
+  // The hash of a row read by readRow.
   hashRow(row) {
     let pos = 0;
     for (const v of row) {
@@ -182,12 +186,24 @@ class Digester {
         pos += 5 + bytes.length;
       }
     }
+    return this.hashBytes(pos);
+  }
+  // The hash of the current row of `stmts` (their columns joined), read by `raw` (a RawColumns).
+  hashRaw(raw, stmts) {
+    let pos = 0;
+    for (const stmt of stmts) pos = raw.encode(stmt, pos);
+    return this.hashBytes(pos);
+  }
+  // The hash of the first `used` bytes of rowBytes.
+  hashBytes(used) {
     this.hasher.init();
-    this.hasher.update(rowBytes.subarray(0, pos));
+    this.hasher.update(rowBytes.subarray(0, used));
     return this.hasher.digest("binary"); // canonical big-endian, as Python's xxh3_128_digest
   }
   add(row) {
-    const d = this.hashRow(row);
+    this.addHash(this.hashRow(row));
+  }
+  addHash(d) {
     for (let i = 0; i < 4; i++) this.limbs[i] += ((d[4 * i] << 24) | (d[4 * i + 1] << 16) | (d[4 * i + 2] << 8) | d[4 * i + 3]) >>> 0;
     if (++this.count % 0x100000 === 0) this.normalise();
   }
@@ -205,6 +221,94 @@ class Digester {
   }
 }
 
+// A statement's current row encoded for the digest straight from the SQL module's WebAssembly memory (`memory`:
+// runner.js instantiates the module, so it knows it), by SQLite's C API: no JS string, array or bytes per value
+// (get() decodes every TEXT into a string, which the digest does not need, getBlob() copies bytes one by one).
+// The same bytes as hashRow(readRow()): the storage class from sqlite3_column_type (before any conversion); an
+// INTEGER from sqlite3_column_double where that is exact (|x| < 2**53), else from its decimal text; TEXT as
+// sqlite3_column_text's UTF-8 (converted by SQLite in a UTF-16 database, as getBlob's). rawColumns() gives one, or
+// null where the module does not give what it needs (a page's sql.js, another build): rows are then read by readRow.
+const RAW_EXPORTS = ["_sqlite3_data_count", "_sqlite3_sql"].concat(
+  ["type", "double", "text", "blob", "bytes"].map((f) => `_sqlite3_column_${f}`),
+);
+const stmtPointers = new WeakMap(); // SQL module -> the name of its Statement's property holding sqlite3_stmt*
+
+class RawColumns {
+  constructor(SQL, memory, pointer) {
+    this.SQL = SQL;
+    this.memory = memory;
+    this.pointer = pointer;
+    this.heap = new Uint8Array(memory.buffer);
+  }
+  // rowBytes from `pos` on filled with the row's values; returns the position after them.
+  encode(stmt, pos) {
+    const S = this.SQL;
+    const p = stmt[this.pointer];
+    const n = S._sqlite3_data_count(p);
+    for (let i = 0; i < n; i++) {
+      const type = S._sqlite3_column_type(p, i); // 1 INTEGER, 2 REAL, 3 TEXT, 4 BLOB, 5 NULL
+      if (type === 5) {
+        roomFor(pos, 1);
+        rowBytes[pos++] = 0;
+      } else if (type < 3) {
+        roomFor(pos, 9);
+        rowBytes[pos] = type;
+        const x = S._sqlite3_column_double(p, i);
+        if (type === 2) rowView.setFloat64(pos + 1, x);
+        else if (Number.isSafeInteger(x)) {
+          const high = Math.floor(x / 0x100000000);
+          rowView.setInt32(pos + 1, high);
+          rowView.setUint32(pos + 5, x - high * 0x100000000);
+        } else rowView.setBigInt64(pos + 1, BigInt(S.UTF8ToString(S._sqlite3_column_text(p, i))));
+        pos += 9;
+      } else {
+        const at = type === 3 ? S._sqlite3_column_text(p, i) : S._sqlite3_column_blob(p, i);
+        const length = S._sqlite3_column_bytes(p, i);
+        roomFor(pos, 5 + length);
+        rowBytes[pos] = type;
+        rowView.setUint32(pos + 1, length);
+        if (length) rowBytes.set(this.bytes(at, length), pos + 5);
+        pos += 5 + length;
+      }
+    }
+    return pos;
+  }
+  // getBlob(i)'s bytes (read as it reads them: sqlite3_column_bytes, then _blob), in place: valid until the next read.
+  columnBytes(stmt, i) {
+    const p = stmt[this.pointer];
+    const length = this.SQL._sqlite3_column_bytes(p, i);
+    const at = this.SQL._sqlite3_column_blob(p, i);
+    return length ? this.bytes(at, length) : new Uint8Array(0);
+  }
+  // A view of `length` (> 0) bytes of the memory at `at`.
+  bytes(at, length) {
+    if (at + length > this.heap.length) this.heap = new Uint8Array(this.memory.buffer); // grown (or detached)
+    return this.heap.subarray(at, at + length);
+  }
+}
+
+function rawColumns(SQL, memory, db) {
+  if (!memory || !bigints || !RAW_EXPORTS.every((f) => typeof SQL[f] === "function")) return null;
+  if (!stmtPointers.has(SQL)) {
+    // the Statement's property whose value is a statement SQLite knows as this one (names are minified)
+    const sql = "SELECT 'failback raw columns'";
+    const stmt = db.prepare(sql);
+    try {
+      stmtPointers.set(SQL, Object.keys(stmt).find((k) => {
+        try {
+          return Number.isInteger(stmt[k]) && stmt[k] > 1 && SQL.UTF8ToString(SQL._sqlite3_sql(stmt[k])) === sql;
+        } catch {
+          return false;
+        }
+      }));
+    } finally {
+      stmt.free();
+    }
+  }
+  const pointer = stmtPointers.get(SQL);
+  return pointer === undefined ? null : new RawColumns(SQL, memory, pointer);
+}
+
 const MAX_COLUMNS = 2000; // SQLITE_MAX_COLUMN: the most columns a table has and a SELECT returns
 const ROWID_NAMES = ["_rowid_", "rowid", "oid"];
 
@@ -216,7 +320,7 @@ function rowidName(columns) {
 
 // Rows of `parts` (SQL expressions) of a spec's table; a table too wide for one SELECT is read by one per
 // group of columns, in the same row order (`order`, else by rowid, else a scan of the table's own b-tree),
-// and each row joined (as digest.py's DigestSpec.read).
+// and each row joined (as digest.py's DigestSpec.read): fn(stmts) for each row, on it (readRows reads it).
 function scanTable(db, parts, spec, order, fn) {
   if (!bigints) parts = typed(parts); // pairs: MAX_COLUMNS is even, a pair is never cut
   const groups = [];
@@ -234,12 +338,14 @@ function scanTable(db, parts, spec, order, fn) {
         if (stmts[g].step() !== more) throw new Error(`column groups of ${spec.table} differ in rows`);
       }
       if (!more) break;
-      fn(stmts.length === 1 ? readRow(stmts[0]) : stmts.flatMap(readRow));
+      fn(stmts);
     }
   } finally {
     for (const stmt of stmts) stmt.free();
   }
 }
+
+const readRows = (stmts) => (stmts.length === 1 ? readRow(stmts[0]) : stmts.flatMap(readRow));
 
 function specParts(spec) {
   const parts = spec.columns.map(quote);
@@ -249,14 +355,14 @@ function specParts(spec) {
 
 // The row filter of a query's "keep" option ({column, prefix}) on a statement giving `width` columns per column (2:
 // read in pairs, the value second). skips(stmt) tells from the column's bytes alone (getBlob gives every storage
-// class's) a row that cannot be kept, unread; kept(row) whether a row read (readRow's form) is: that value TEXT
-// starting with the prefix.
-function rowFilter(keep, width) {
+// class's; `raw`, a RawColumns or null, reads them in place) a row that cannot be kept, unread; kept(row) whether a
+// row read (readRow's form) is: that value TEXT starting with the prefix.
+function rowFilter(keep, width, raw) {
   const at = width * keep.column + width - 1;
   const prefix = new TextEncoder().encode(keep.prefix);
   const starts = (bytes) => bytes.length >= prefix.length && prefix.every((b, i) => bytes[i] === b);
   return {
-    skips: (stmt) => !starts(stmt.getBlob(at)),
+    skips: (stmt) => !starts(raw ? raw.columnBytes(stmt, at) : stmt.getBlob(at)),
     kept: (row) => row[keep.column] !== null && row[keep.column].text !== undefined && starts(row[keep.column].text),
   };
 }
@@ -266,7 +372,7 @@ const ACTIONS = {
     db.run(action.sql);
     return {};
   },
-  query(db, action, hasher) {
+  query(db, action, { hasher, raw }) {
     const it = db.iterateStatements(action.sql);
     const first = it.next();
     const out = { columns: [], rows: [], count: 0, digest: "0".repeat(32) };
@@ -281,9 +387,14 @@ const ACTIONS = {
         stmt = typedQuery(db, action.sql, out.columns.length) || stmt;
         if (stmt === first.value) read = guessedRow;
       }
-      const keep = action.keep && rowFilter(action.keep, stmt === first.value ? 1 : 2);
+      const keep = action.keep && rowFilter(action.keep, stmt === first.value ? 1 : 2, raw);
       if (action.params && action.params.length) stmt.bind(action.params.map(decodeTyped));
+      const stmts = [stmt];
       while (stmt.step()) {
+        if (raw && !keep && out.rows.length >= limit) {
+          d.addHash(d.hashRaw(raw, stmts)); // a row only digested: not read into JS values
+          continue;
+        }
         if (keep && keep.skips(stmt)) continue;
         const row = read(stmt);
         if (keep && !keep.kept(row)) continue;
@@ -298,10 +409,11 @@ const ACTIONS = {
     }
     return { ...out, count: d.count, digest: d.hex() };
   },
-  digest(db, action, hasher) {
+  digest(db, action, { hasher, raw }) {
     const tables = action.tables.map((spec) => {
       const d = new Digester(hasher);
-      scanTable(db, specParts(spec), spec, "", (row) => d.add(row));
+      const hash = raw ? (stmts) => d.hashRaw(raw, stmts) : (stmts) => d.hashRow(readRows(stmts));
+      scanTable(db, specParts(spec), spec, "", (stmts) => d.addHash(hash(stmts)));
       return { table: spec.table, rows: d.count, digest: d.hex() };
     });
     return { tables };
@@ -323,14 +435,15 @@ const ACTIONS = {
     }
     return { ms, rows };
   },
-  row_hashes(db, action, hasher) {
+  row_hashes(db, action, { hasher }) {
     const spec = action.table;
     const keys = spec.rowid ? [rowidName(spec.columns)] : (action.order_by || []).map(quote);
     if (!keys.length) throw new Error("row_hashes needs a rowid table or order_by columns");
     const parts = spec.rowid ? specParts(spec) : keys.concat(specParts(spec));
     const d = new Digester(hasher);
     const rows = [];
-    scanTable(db, parts, spec, ` ORDER BY ${keys.join(", ")}`, (row) => {
+    scanTable(db, parts, spec, ` ORDER BY ${keys.join(", ")}`, (stmts) => {
+      const row = readRows(stmts);
       const values = spec.rowid ? row : row.slice(keys.length);
       const key = spec.rowid ? encodeTyped(row[0]) : row.slice(0, keys.length).map((v) => encodeTyped(v));
       rows.push([key, hex(d.hashRow(values))]);
@@ -372,11 +485,15 @@ function openDatabase(SQL, bytes, job) {
   }
 }
 
-// One action's result: {"ok": true, ...} or {"ok": false, "error"}.
-function runAction(db, action, hasher) {
+// What the actions on `db` (opened by openDatabase) run with: the hasher and, given the SQL module's `memory`, its
+// RawColumns (or null).
+const actionTools = (SQL, hasher, memory, db) => ({ hasher, raw: rawColumns(SQL, memory, db) });
+
+// One action's result: {"ok": true, ...} or {"ok": false, "error"}; `tools`: actionTools().
+function runAction(db, action, tools) {
   try {
     if (!Object.hasOwn(ACTIONS, action.op)) throw new Error(`unknown op: ${action.op}`);
-    return { ok: true, ...ACTIONS[action.op](db, action, hasher) };
+    return { ok: true, ...ACTIONS[action.op](db, action, tools) };
   } catch (e) {
     return { ok: false, error: e instanceof Error ? e.message : String(e) };
   }
@@ -386,13 +503,14 @@ function runAction(db, action, hasher) {
 // actions (reads only) is shared with it: share.start(from, end) lets it claim actions of that run, share.claim()
 // gives this thread its next one (-1: none left), share.finish() waits for the helper and gives {index: result} of
 // those it ran; an action it did not answer is run here.
-function runJob({ SQL, hasher, bytes, job, sample, share }) {
+function runJob({ SQL, hasher, memory, bytes, job, sample, share }) {
   let db;
   try {
     db = openDatabase(SQL, bytes, job);
   } catch (e) {
     return { ok: false, kind: "database", error: `${job.database}: ${e.message}` };
   }
+  const tools = actionTools(SQL, hasher, memory, db);
   const actions = job.actions;
   const results = [];
   for (let i = 0; i < actions.length; i++) {
@@ -400,19 +518,19 @@ function runJob({ SQL, hasher, bytes, job, sample, share }) {
     while (share && end < actions.length && actions[end].op === "digest") end++;
     if (end - i > 1) {
       share.start(i, end);
-      for (let k = share.claim(); k >= 0; k = share.claim()) results[k] = runAction(db, actions[k], hasher);
+      for (let k = share.claim(); k >= 0; k = share.claim()) results[k] = runAction(db, actions[k], tools);
       Object.assign(results, share.finish());
-      for (let k = i; k < end; k++) results[k] = results[k] || runAction(db, actions[k], hasher);
+      for (let k = i; k < end; k++) results[k] = results[k] || runAction(db, actions[k], tools);
       i = end - 1;
     } else {
-      results[i] = runAction(db, actions[i], hasher);
+      results[i] = runAction(db, actions[i], tools);
     }
     if (sample) sample();
   }
   const version = db.exec("SELECT sqlite_version()")[0].values[0][0];
   db.close();
-  return { ok: true, version, results };
+  return { ok: true, version, results, raw: tools.raw !== null };
 }
 
-return { loadOptions, openDatabase, runAction, runJob };
+return { actionTools, loadOptions, openDatabase, runAction, runJob };
 });
