@@ -161,7 +161,8 @@ def _copy_pages(
     bumps ``data_version`` — so a changed ``data_version`` before a step is a restart. The guard is taken in
     the read transaction of the final step(s), so it describes exactly the state copied."""
     os.close(os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE))  # owner-only before SQLite opens it
-    step = max(1, step_bytes // pragma(src, "page_size"))
+    page_size = pragma(src, "page_size")
+    step = max(1, step_bytes // page_size)
     dst = connect(dest)
     try:
         # one fsync, by publish(), instead of one per step; no journal file (a failed copy is deleted whole) and no
@@ -179,13 +180,29 @@ def _copy_pages(
                     restarts += seen is not None and guard.data_version != seen
                 b.step(-1 if pinned and not wal else step)
                 progress("snapshot", b.page_count - b.remaining, b.page_count)
+            pages = b.page_count  # read before the backup ends (it is 0 afterwards)
         if src.in_transaction:
             src.execute("COMMIT")
-        try:
-            run_script(dst, "PRAGMA journal_mode = MEMORY")  # the copy says WAL in its header: one file instead
-        except apsw.Error as err:  # only the copy is touched here: its disk, not the source, failed
-            raise EnvironmentFailure(f"cannot write the snapshot in {dest.parent}: {err}") from err
         assert guard is not None  # the loop ran: a database has at least one page
-        return restarts, guard, pragma(dst, "page_size"), pragma(dst, "page_count")
     finally:
-        dst.close()
+        dst.close()  # a WAL the copy opened on the way (its header says WAL) is checkpointed into it and deleted
+    _legacy_header(dest)
+    return restarts, guard, page_size, pages
+
+
+def _legacy_header(path: Path) -> None:
+    """Make the copy one self-contained file: a WAL source's header, copied with its pages, says WAL (file format
+    bytes 18–19 = 2); the copy's WAL is gone (checkpointed at close), so the header is set to the rollback journal
+    (1), as ``PRAGMA journal_mode = DELETE`` would set it without creating and deleting a -wal file first."""
+    wal = Path(f"{path}-wal")
+    try:
+        with path.open("r+b") as fh:
+            fh.seek(18)
+            if fh.read(2) != b"\x02\x02":
+                return
+            if wal.exists():  # the close could not checkpoint it: its pages are not in the copy
+                raise EnvironmentFailure(f"cannot write the snapshot in {path.parent}: its {wal.name} stayed behind")
+            fh.seek(18)
+            fh.write(b"\x01\x01")
+    except OSError as err:  # only the copy is touched here: its disk, not the source, failed
+        raise EnvironmentFailure(f"cannot write the snapshot in {path.parent}: {err}") from err
