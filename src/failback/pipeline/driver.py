@@ -42,7 +42,7 @@ from ..mode import mode_policy
 from ..plan.down import load_down
 from ..plan.model import load_plan
 from ..profiles import target_engine
-from ..report import write_reports
+from ..report import report_set, write_reports
 from ..snapshot import Snapshot, SnapshotGuard
 from .downconvert import CARRY_OVER
 from .steps import STEPS, Options, Progress, RunContext, make_backup
@@ -64,6 +64,7 @@ class Outcome:
     status: str
     results: dict[str, Any] = field(default_factory=dict)
     error: FailbackError | None = None
+    reports: str = "all"  # the reports the run writes (REPORT_SETS): all, or json (report.json only)
 
     @property
     def exit_code(self) -> int:
@@ -72,8 +73,8 @@ class Outcome:
 
     @property
     def report_path(self) -> Path:
-        """The run's Markdown report (written whatever the outcome)."""
-        return self.run_dir / "report.md"
+        """The run's report (written whatever the outcome): report.md, or report.json when it wrote only that."""
+        return self.run_dir / ("report.json" if self.reports == "json" else "report.md")
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -100,6 +101,7 @@ class Rollback:
     ) -> None:
         self.cfg, self.opts = cfg, options or Options()
         self.mode = mode_policy(self.opts.mode)  # an unknown mode is refused before anything is written
+        report_set(self.opts.reports)  # so is an unknown report set
         self.confirm = confirm  # asks a person at high risk (the CLI, on a terminal); None: refuse
         self.config_path = config_path
         self._progress: Progress = progress or (lambda *_: None)
@@ -139,7 +141,7 @@ class Rollback:
         ctx = RunContext(
             self.cfg, self.opts, self.mode, rd, state, self.audit, guard, self.engine, self.progress, self.confirm
         )
-        outcome = Outcome(rd.id, rd.path, "running")
+        outcome = Outcome(rd.id, rd.path, "running", reports=self.opts.reports)
         try:
             lock.acquire(rd.id)
             if not resuming and not self.opts.dry_run:
@@ -214,12 +216,14 @@ class Rollback:
     def _step(self, ctx: RunContext, name: str, fn: Callable[[RunContext], dict[str, Any]]) -> dict[str, Any]:
         """Run one step, checkpointing its status and result in the run folder and the audit log. state.json is
         saved as the next step starts when a step whose result a resume reuses finished (TRUSTED; the switch's
-        start so follows the verification's save), or any step finished at least SAVE_INTERVAL ago (what `status`
-        shows of a long run); when a step fails; at the run's end. A crash before a step's result is saved leaves
-        it unfinished: resume redoes it, as after a crash inside it."""
+        start so follows the verification's save) — but not as the backup is joined: a resume trusts the
+        conversion only with the backup, so the save after the join holds both —, or any step finished at least
+        SAVE_INTERVAL ago (what `status` shows of a long run); when a step fails; at the run's end. A crash before
+        a step's result is saved leaves it unfinished: resume redoes it, as after a crash inside it."""
         st = ctx.state.step(name)
         st.status, st.started, st.error = "running", time.time(), ""
-        if self._unsaved & TRUSTED or (self._unsaved and time.monotonic() - self._saved_at >= SAVE_INTERVAL):
+        reusable = self._unsaved & TRUSTED and name != "backup"
+        if reusable or (self._unsaved and time.monotonic() - self._saved_at >= SAVE_INTERVAL):
             ctx.rd.save(ctx.state)
             self._unsaved, self._saved_at = set(), time.monotonic()
         self.on_step(name, "start", {})
@@ -250,7 +254,7 @@ class Rollback:
         ctx.event("run.end", {"status": status, "exit_code": outcome.exit_code, "error": state.error}, sync=True)
         report = state.step("report")
         report.status, t0 = "done", time.perf_counter()
-        files = write_reports(ctx.rd, state, _report_data(ctx))
+        files = write_reports(ctx.rd, state, _report_data(ctx), report_set(self.opts.reports))
         report.seconds = time.perf_counter() - t0
         report.result = outcome.results["report"] = {"files": [str(p) for p in files]}
         ctx.rd.save(state)
