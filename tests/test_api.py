@@ -162,6 +162,18 @@ def test_rollback_dry_run_returns_a_run_result_and_changes_nothing(demo_dir: Pat
     assert json.loads(failback.report(config, run.run_id[:15], format="json"))["run"]["status"] == "dry-run"
 
 
+def test_reports_json_writes_report_json_alone_and_an_unknown_set_is_refused(demo_dir: Path) -> None:
+    config = demo_dir / "failback.toml"
+    with pytest.raises(failback.ConfigError) as e:
+        failback.rollback(config, dry_run=True, reports="pdf")  # type: ignore[arg-type]
+    assert e.value.exit_code == 2 and "unknown report set 'pdf'" in e.value.message
+    assert not failback.status(config).runs  # refused before any run was created
+    run = failback.rollback(config, dry_run=True, reports="json")
+    assert run.report_path == run.run_dir / "report.json" and run.report_path.is_file()
+    assert sorted(p.name for p in run.run_dir.glob("report.*")) == ["report.json"]
+    assert run.run_id in failback.report(config, format="md")  # rendered from report.json on demand
+
+
 def test_a_refused_run_is_a_result_with_its_exit_code(demo_dir: Path) -> None:
     """Not raised: the run ended, its status, exit code, error and report say how."""
     (demo_dir / "app.env").write_text("DATABASE_PROVIDER=sqljs\nSQLJS_DATABASE_PATH=app-sqljs.sqlite\n")

@@ -13,10 +13,14 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 from distributed import Client
 from prometheus_client.parser import text_string_to_metric_families
 
+import failback
+from failback.config import load_config
+from failback.engines.sqljs.session import EAGER_WASM, SERVE
 from failback.fleet.demo import create_fleet, damaged_tenants
 from failback.fleet.journal import FleetJournal
 from failback.fleet.manifest import load_manifest
@@ -121,6 +125,8 @@ def assert_end_state(manifest: Path, state: Path, corrupt: set[str], before: dic
             assert [r.status for r in runs] == ["done"], (t.id, [(r.id, r.status) for r in runs])
             assert runs[0].step("verify").status == "done" and runs[0].step("switch").status == "done"
             assert "DATABASE_PROVIDER=sqljs" in app_env
+            reports = sorted(p.name for p in (folder / ".failback" / "runs" / runs[0].id).glob("report.*"))
+            assert reports == ["report.json"], (t.id, reports)  # `failback report` renders the others on demand
 
 
 def fleet_metrics(state: Path) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -274,3 +280,11 @@ def test_one_template_config_rolls_every_tenant_back(cluster: Cluster, tmp_path:
         runs = [rd.load() for rd in list_runs(folder / ".failback")]
         assert [r.status for r in runs] == ["done"] and runs[0].config.endswith("failback.template.toml")
         assert "DATABASE_PROVIDER=sqljs" in (folder / "app.env").read_text()
+    cfg = load_config(manifest.parent / "failback.template.toml", folder.name)  # the last tenant's run, on demand
+    html = failback.report(cfg, format="html")
+    assert html.startswith("<!doctype html>") and runs[0].id in html and "sqljs" in html
+    assert not list(folder.glob(".failback/runs/*/report.html"))  # rendered, not written
+    with Client(cluster.address, timeout="10s") as client:  # the workers' kept Node compiled sql.js up front
+        workers = [psutil.Process(pid) for pid in client.run(os.getpid).values()]
+    nodes = [p.cmdline() for w in workers for p in w.children(recursive=True) if p.name() == "node"]
+    assert nodes and all(EAGER_WASM in c and SERVE in c for c in nodes), nodes

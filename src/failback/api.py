@@ -66,6 +66,7 @@ StepListener = Callable[[str, str, dict[str, Any]], None]
 Mode = Literal["standard", "emergency"]
 Level = Literal["quick", "standard", "deep"]
 ReportFormat = Literal["md", "html", "json"]
+ReportSet = Literal["all", "json"]
 RunResult = Outcome
 Verification = VerifyReport
 
@@ -177,6 +178,7 @@ def rollback(
     force: bool = False,
     reason: str = "",
     repair_fts: bool = False,
+    reports: ReportSet = "all",
     progress: Progress | None = None,
     on_step: StepListener | None = None,
     confirm: Callable[[Assessment], bool] | None = None,
@@ -186,10 +188,14 @@ def rollback(
     ``mode="emergency"``: one backup layer and a quick verification, the rest recorded as debt
     (``pay_debt``). ``dry_run``: snapshot, assess and plan; change nothing. The risk gate proceeds at high
     risk with ``yes`` (or when ``confirm(assessment)`` returns True), at critical risk only with ``force`` and a
-    ``reason`` (written to the audit log). Raises only when the run cannot start (e.g. the config does not
-    load); once started, how it ended is in the result, and its report is written."""
+    ``reason`` (written to the audit log). ``reports="json"`` writes report.json alone (a fleet's tenants do;
+    ``failback report`` renders it as Markdown or HTML on demand), ``"all"`` report.md and report.html too.
+    Raises only when the run cannot start (e.g. the config does not load); once started, how it ended is in
+    the result, and its report is written."""
     cfg = _load(config)
-    options = Options(mode=mode, dry_run=dry_run, yes=yes, force=force, reason=reason, repair_fts=repair_fts)
+    options = Options(
+        mode=mode, dry_run=dry_run, yes=yes, force=force, reason=reason, repair_fts=repair_fts, reports=reports
+    )
     return Rollback(cfg, cfg.file, options, progress, on_step, confirm=confirm).run()
 
 

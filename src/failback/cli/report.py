@@ -26,7 +26,7 @@ def report(run: str | None, fmt: str, output: Path | None, config_path: Path, as
     conversion of each schema object, the verification matrix (snapshot / target / sql.js per table), search and
     query parity, the benchmark before and after, and the run's audit events. --format html gives one
     self-contained page with charts (no network needed); each run also leaves report.md, report.html and
-    report.json in its directory.
+    report.json in its directory (a fleet's tenants report.json only: this command renders the others from it).
     """
     from .. import api
 

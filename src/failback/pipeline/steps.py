@@ -65,6 +65,7 @@ class Options:
     reason: str = ""
     break_lock: bool = False  # ignored: the OS lock is free once its holder died (kept for scripts, saved runs)
     repair_fts: bool = False  # accept a source whose only damage is in FTS indexes the target rebuilds
+    reports: str = "all"  # the reports written (report.REPORT_SETS): all, or json (`failback report` renders the rest)
 
 
 @dataclass
