@@ -306,3 +306,19 @@ def test_a_second_rollback_is_refused(demo_dir: Path, cli: Cli) -> None:
     assert again.returncode == 3
     assert "not on the native provider" in again.stderr
     assert (demo_dir / "app-sqljs.sqlite").read_bytes() == target
+
+
+def test_plan_json_holds_the_plan_the_conversion_proved(tmp_path: Path) -> None:
+    """plan.json, written at the snapshot, is written again when the convert step's proofs change the plan (a
+    view proved in sql.js says so), and only then: a resume and a report read the proved plan."""
+    directory = tmp_path / "demo"
+    create_demo(directory, notes=DEMO_NOTES)
+    conn = connect(directory / "native.sqlite")
+    conn.execute("CREATE VIEW recent_notes AS SELECT id FROM note")
+    conn.close()
+    cfg = load_config(directory / "failback.toml")
+    outcome = Rollback(cfg, cfg.file, Options(yes=True)).run()
+    assert outcome.status == "done", outcome.error
+    plan = json.loads((outcome.run_dir / "plan.json").read_text(encoding="utf-8"))
+    view = next(d for d in plan["decisions"] if d["name"] == "recent_notes")
+    assert view["reason"].startswith("prepares in sqljs"), view

@@ -88,6 +88,7 @@ class RunContext:
     liveness: Future[Liveness] | None = None  # the source's liveness watch, run beside the snapshot
     schema: Schema | None = None
     plan: Plan | None = None
+    plan_written: str = ""  # what this process last wrote to plan.json (save_plan)
     down: DownPlan | None = None  # convert.schema = "previous": the down-conversion's plan
     backup: BackupResult | None = None
     assessment: Assessment | None = None
@@ -105,6 +106,15 @@ class RunContext:
         """Append an audit event of this run: written now, made durable with the run's other records before its
         next destructive act (the guard syncs) and at its end (``sync``: now)."""
         self.audit.append(name, data, self.rd.id, sync=sync)
+
+    def save_plan(self) -> None:
+        """Write the plan to plan.json (what a resume and a report read), unless this process already wrote that
+        very plan there (the convert step's proofs seldom change the snapshot step's plan)."""
+        assert self.plan is not None
+        text = json.dumps(self.plan.dump(), indent=2) + "\n"
+        if text != self.plan_written:
+            write_text(self.rd.file("plan.json"), text)
+            self.plan_written = text
 
     @property
     def layers(self) -> list[Path]:
@@ -155,8 +165,7 @@ def step_snapshot(ctx: RunContext) -> dict[str, Any]:
     warm(ctx.engine)  # the target engine's start (Node, sql.js) beside the snapshot, not in the convert step
     ctx.snapshot = take_snapshot(ctx.cfg.source_path, ctx.rd.file("snapshot.sqlite"), ctx.progress)
     ctx.read_plan(ctx.snapshot.path)
-    assert ctx.plan is not None
-    write_text(ctx.rd.file("plan.json"), json.dumps(ctx.plan.dump(), indent=2) + "\n")
+    ctx.save_plan()
     return {
         "pages": ctx.snapshot.pages,
         "page_size": ctx.snapshot.page_size,
@@ -264,7 +273,7 @@ def step_convert(ctx: RunContext) -> dict[str, Any]:
     if ctx.cfg.convert.down_to == "previous":
         return convert_down(ctx)
     ctx.plan = proved_plan(ctx.plan, ctx.target_engine, ctx.snapshot.path, ctx.cfg.convert)
-    write_text(ctx.rd.file("plan.json"), json.dumps(ctx.plan.dump(), indent=2) + "\n")
+    ctx.save_plan()
     ctx.tmp_target = ctx.converted = temp_target(ctx.cfg.target_path, ctx.rd.id)
     merges = ctx.merges[1] if ctx.merges and ctx.merges[0] == ctx.plan.collation_map else None  # same snapshot
     built = build_target(ctx.snapshot.path, ctx.tmp_target, ctx.plan, ctx.progress, merges=merges)
