@@ -13,6 +13,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import dask
 import psutil
 import pytest
 from distributed import Client
@@ -24,6 +25,7 @@ from failback.engines.sqljs.session import EAGER_WASM, SERVE
 from failback.fleet.demo import create_fleet, damaged_tenants
 from failback.fleet.journal import FleetJournal
 from failback.fleet.manifest import load_manifest
+from failback.fleet.runner import open_client
 from failback.journal import list_runs
 
 from .conftest import file_hashes
@@ -216,6 +218,14 @@ def test_a_scheduler_that_does_not_answer_is_one_line_and_writes_nothing(tmp_pat
     assert len(run.stderr.splitlines()) == 2  # the error and its hint
     assert not (tmp_path / ".failback-fleet" / "fleet.json").exists()
     assert "DATABASE_PROVIDER=native" in (manifest.parent / "tenants" / "tenant-00000" / "app.env").read_text()
+
+
+def test_the_embedded_cluster_runs_without_dasks_profiler() -> None:
+    """Its workers do not sample their task threads' stacks every 10 ms for a dashboard it does not serve (~9 ms
+    of a tenant's ~90 ms of worker CPU)."""
+    with open_client(1, None, 1) as client:
+        assert list(client.run(dask.config.get, "distributed.worker.profile.enabled").values()) == [False]
+    assert dask.config.get("distributed.worker.profile.enabled")  # this process's own config left as it was
 
 
 @pytest.mark.soak
