@@ -14,6 +14,7 @@ exit 4, artifacts kept for ``resume``; ``abort_run`` puts everything back as it 
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import signal
 import threading
@@ -48,7 +49,8 @@ from .downconvert import CARRY_OVER
 from .steps import STEPS, Options, Progress, RunContext, make_backup
 from .switch import AppSwitch, holds, temp_target, undo_switch
 
-TRUSTED = frozenset({"backup", "convert", "verify"})  # steps whose saved result a resume reuses (_trusted_steps)
+TRUSTED = ("backup", "convert", "verify")  # steps whose saved result a resume reuses, each only with those before it
+# (_trusted_steps)
 SAVE_INTERVAL = 1.0  # seconds: a step finished this long ago is saved as the next starts, trusted by resume or not
 STATUS_OF_EXIT = {1: "failed", 3: "refused", 4: "interrupted", 5: "source-changed", 6: "failed"}
 StepHook = Callable[[str, str, dict[str, Any]], None]
@@ -73,8 +75,9 @@ class Outcome:
 
     @property
     def report_path(self) -> Path:
-        """The run's report (written whatever the outcome): report.md, or report.json when it wrote only that."""
-        return self.run_dir / ("report.json" if self.reports == "json" else "report.md")
+        """The run's report (written whatever the outcome): the first of its report set, report.md or (a run that
+        wrote only that) report.json."""
+        return self.run_dir / f"report.{report_set(self.reports)[0]}"
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -101,7 +104,7 @@ class Rollback:
     ) -> None:
         self.cfg, self.opts = cfg, options or Options()
         self.mode = mode_policy(self.opts.mode)  # an unknown mode is refused before anything is written
-        report_set(self.opts.reports)  # so is an unknown report set
+        self.report_formats = report_set(self.opts.reports)  # so is an unknown report set
         self.confirm = confirm  # asks a person at high risk (the CLI, on a terminal); None: refuse
         self.config_path = config_path
         self._progress: Progress = progress or (lambda *_: None)
@@ -216,13 +219,15 @@ class Rollback:
     def _step(self, ctx: RunContext, name: str, fn: Callable[[RunContext], dict[str, Any]]) -> dict[str, Any]:
         """Run one step, checkpointing its status and result in the run folder and the audit log. state.json is
         saved as the next step starts when a step whose result a resume reuses finished (TRUSTED; the switch's
-        start so follows the verification's save) — but not as the backup is joined: a resume trusts the
-        conversion only with the backup, so the save after the join holds both —, or any step finished at least
-        SAVE_INTERVAL ago (what `status` shows of a long run); when a step fails; at the run's end. A crash before
-        a step's result is saved leaves it unfinished: resume redoes it, as after a crash inside it."""
+        start so follows the verification's save) and the steps before it in TRUSTED are done too (a resume trusts
+        the conversion only with the backup, joined after it: the save after the join holds both), or any step
+        finished at least SAVE_INTERVAL ago (what `status` shows of a long run); when a step fails; at the run's
+        end. A crash before a step's result is saved leaves it unfinished: resume redoes it, as after a crash
+        inside it."""
         st = ctx.state.step(name)
         st.status, st.started, st.error = "running", time.time(), ""
-        reusable = self._unsaved & TRUSTED and name != "backup"
+        done = {s.name for s in ctx.state.steps if s.status == "done"}
+        reusable = self._unsaved.intersection(itertools.takewhile(done.__contains__, TRUSTED))
         if reusable or (self._unsaved and time.monotonic() - self._saved_at >= SAVE_INTERVAL):
             ctx.rd.save(ctx.state)
             self._unsaved, self._saved_at = set(), time.monotonic()
@@ -254,7 +259,7 @@ class Rollback:
         ctx.event("run.end", {"status": status, "exit_code": outcome.exit_code, "error": state.error}, sync=True)
         report = state.step("report")
         report.status, t0 = "done", time.perf_counter()
-        files = write_reports(ctx.rd, state, _report_data(ctx), report_set(self.opts.reports))
+        files = write_reports(ctx.rd, state, _report_data(ctx), self.report_formats)
         report.seconds = time.perf_counter() - t0
         report.result = outcome.results["report"] = {"files": [str(p) for p in files]}
         ctx.rd.save(state)
