@@ -1,7 +1,8 @@
 """Fleet throughput: N demo tenants of about 0.5 MB rolled back on an embedded Dask LocalCluster, full standard
 verification. Prints tenants/s, p50/p95 seconds per tenant, where a tenant's time goes (mean seconds per step)
 and the CPU seconds per tenant of each kind of process (the coordinator with its embedded scheduler, the Dask
-workers, their Node processes), and saves them to bench/results/<date>-fleet-<N>.json (--no-save: print only).
+workers, their Node processes), overall and for each tenth of the run (does a tenant cost more late in a big
+fleet?), and saves them to bench/results/<date>-fleet-<N>.json (--no-save: print only).
 The tenants are generated in a temporary folder removed at the end (about 2.3 MB per tenant); with --dir they are
 kept there.
 Usage: python bench/fleet.py [--tenants 200] [--workers 2] [--threads 2] [--dir DIR] [--no-save]"""
@@ -23,21 +24,46 @@ from pathlib import Path
 import psutil
 
 from failback.fleet.demo import create_fleet
-from failback.fleet.journal import FleetJournal, new_fleet
+from failback.fleet.journal import FleetJournal, FleetState, new_fleet
 from failback.fleet.report import percentile
-from failback.fleet.runner import THREADS, open_client, run_fleet
+from failback.fleet.runner import THREADS, TenantResult, open_client, run_fleet
 from failback.journal import list_runs
 
 
-def cpu_seconds(client: object) -> dict[str, float]:
-    """CPU seconds (user + system) so far of this process, the cluster's workers and their Node processes."""
-    workers = [psutil.Process(pid) for pid in client.run(os.getpid).values()]  # type: ignore[attr-defined]
+def cpu_seconds(workers: list[psutil.Process]) -> dict[str, float]:
+    """CPU seconds (user + system) so far of this process, the cluster's ``workers`` and their Node processes."""
     nodes = [child for w in workers for child in w.children(recursive=True) if child.name() == "node"]
 
     def used(procs: list[psutil.Process]) -> float:
         return sum(sum(p.cpu_times()[:2]) for p in procs)
 
     return {"coordinator": used([psutil.Process()]), "workers": used(workers), "node": used(nodes)}
+
+
+def per_tenant(before: dict[str, float], after: dict[str, float], tenants: int) -> dict[str, float]:
+    """CPU ms per tenant of each kind of process between two ``cpu_seconds``."""
+    return {kind: round((after[kind] - before[kind]) * 1000 / tenants, 1) for kind in after}
+
+
+class Timeline:
+    """Tenants/s and CPU ms per tenant of each kind of process, over each tenth of the run: a listener of
+    ``run_fleet`` sampling the processes' CPU every ``len // 10`` results."""
+
+    def __init__(self, workers: list[psutil.Process], tenants: int) -> None:
+        self.workers, self.step, self.done, self.rows = workers, max(1, tenants // 10), 0, []
+        self.last = (0, time.perf_counter(), cpu_seconds(workers))
+
+    def __call__(self, wave: int, result: TenantResult | None, state: FleetState) -> None:
+        if result is None:
+            return
+        self.done += 1
+        if self.done % self.step and self.done != len(state.tenants):
+            return
+        done, at, cpu = self.done, time.perf_counter(), cpu_seconds(self.workers)
+        n = done - self.last[0]
+        rate = round(n / (at - self.last[1]), 2)
+        self.rows.append({"done": done, "tenants_per_s": rate, "cpu_ms_per_tenant": per_tenant(self.last[2], cpu, n)})
+        self.last = (done, at, cpu)
 
 
 def main() -> None:
@@ -64,12 +90,14 @@ def measure(root: Path, args: argparse.Namespace, load_before: float) -> dict:
     journal = FleetJournal(root / "state")
     fleet = new_fleet(journal, manifest, ["100%"], "100%", False, True)
     with open_client(args.workers, None, args.threads) as client:
+        workers = [psutil.Process(pid) for pid in client.run(os.getpid).values()]
         journal.start(fleet)
-        cpu_before = cpu_seconds(client)
+        timeline = Timeline(workers, args.tenants)
+        cpu_before = cpu_seconds(workers)
         start = time.perf_counter()
-        state = run_fleet(journal, client)
+        state = run_fleet(journal, client, timeline)
         elapsed = time.perf_counter() - start
-        cpu_after = cpu_seconds(client)
+        cpu_after = cpu_seconds(workers)
     seconds = [e.seconds for e in state.tenants.values() if e.seconds is not None]
     steps: dict[str, list[float]] = defaultdict(list)
     for e in state.tenants.values():
@@ -90,7 +118,8 @@ def measure(root: Path, args: argparse.Namespace, load_before: float) -> dict:
         "p50_s": round(percentile(seconds, 0.5), 4),
         "p95_s": round(percentile(seconds, 0.95), 4),
         "step_mean_s": {name: round(statistics.fmean(values), 4) for name, values in steps.items()},
-        "cpu_ms_per_tenant": {k: round((cpu_after[k] - cpu_before[k]) * 1000 / args.tenants, 1) for k in cpu_after},
+        "cpu_ms_per_tenant": per_tenant(cpu_before, cpu_after, args.tenants),
+        "timeline": timeline.rows,
     }
     return result
 
@@ -107,6 +136,10 @@ def report(result: dict, args: argparse.Namespace) -> None:
         print(f"{'  ' + name + ' (mean s)':<22}{mean:10.3f}")
     for kind, ms in result["cpu_ms_per_tenant"].items():
         print(f"{'CPU ms/tenant ' + kind:<22}{ms:10.1f}")
+    print(f"\n{'done':>8}{'tenants/s':>11}" + "".join(f"{kind:>13}" for kind in result["cpu_ms_per_tenant"]))
+    for row in result["timeline"]:
+        cpu = "".join(f"{ms:13.1f}" for ms in row["cpu_ms_per_tenant"].values())
+        print(f"{row['done']:8d}{row['tenants_per_s']:11.2f}{cpu}")
     if not args.no_save:
         out = Path(__file__).parent / "results" / f"{result['date']}-fleet-{args.tenants}.json"
         out.write_text(json.dumps(result, indent=2) + "\n")

@@ -23,9 +23,9 @@ import failback
 from failback.config import load_config
 from failback.engines.sqljs.session import EAGER_WASM, SERVE
 from failback.fleet.demo import create_fleet, damaged_tenants
-from failback.fleet.journal import FleetJournal
+from failback.fleet.journal import FleetJournal, FleetState, new_fleet
 from failback.fleet.manifest import load_manifest
-from failback.fleet.runner import open_client
+from failback.fleet.runner import TenantResult, open_client, run_fleet
 from failback.journal import list_runs
 
 from .conftest import file_hashes
@@ -218,6 +218,27 @@ def test_a_scheduler_that_does_not_answer_is_one_line_and_writes_nothing(tmp_pat
     assert len(run.stderr.splitlines()) == 2  # the error and its hint
     assert not (tmp_path / ".failback-fleet" / "fleet.json").exists()
     assert "DATABASE_PROVIDER=native" in (manifest.parent / "tenants" / "tenant-00000" / "app.env").read_text()
+
+
+def test_the_coordinator_releases_each_task_once_its_result_is_recorded(cluster: Cluster, tmp_path: Path) -> None:
+    """A big wave does not keep every finished tenant's task and result on the scheduler and workers until it
+    ends: when the last result arrives, the cluster has forgotten the others."""
+    journal = FleetJournal(tmp_path / "state")
+    journal.start(new_fleet(journal, create_fleet(tmp_path / "f", 5), ["100%"], "100%", False, True))
+    held: list[int] = []
+
+    def on_result(wave: int, result: TenantResult | None, state: FleetState) -> None:
+        if result is not None and len(held) == 0 and all(e.state != "dispatched" for e in state.tenants.values()):
+            deadline = time.monotonic() + 30
+            while (n := client.run_on_scheduler(lambda dask_scheduler: len(dask_scheduler.tasks))) > 1:
+                if time.monotonic() > deadline:
+                    break
+                time.sleep(0.1)
+            held.append(n)
+
+    with open_client(0, cluster.address) as client:
+        assert run_fleet(journal, client, on_result).counts()["switched"] == 5
+    assert held == [1]  # the last tenant's task, still in the coordinator's hands
 
 
 def test_the_embedded_cluster_runs_without_dasks_profiler() -> None:

@@ -88,7 +88,7 @@ class RunContext:
     liveness: Future[Liveness] | None = None  # the source's liveness watch, run beside the snapshot
     schema: Schema | None = None
     plan: Plan | None = None
-    plan_written: str = ""  # what this process last wrote to plan.json (save_plan)
+    plan_written: str = ""  # the plan this process last wrote to plan.json, compact (save_plan)
     down: DownPlan | None = None  # convert.schema = "previous": the down-conversion's plan
     backup: BackupResult | None = None
     assessment: Assessment | None = None
@@ -111,10 +111,10 @@ class RunContext:
         """Write the plan to plan.json (what a resume and a report read), unless this process already wrote that
         very plan there (the convert step's proofs seldom change the snapshot step's plan)."""
         assert self.plan is not None
-        text = json.dumps(self.plan.dump(), indent=2) + "\n"
-        if text != self.plan_written:
-            write_text(self.rd.file("plan.json"), text)
-            self.plan_written = text
+        dump = self.plan.dump()
+        if (compact := json.dumps(dump)) != self.plan_written:  # C-encoded: ~10x cheaper than the indented text
+            write_text(self.rd.file("plan.json"), json.dumps(dump, indent=2) + "\n")
+            self.plan_written = compact
 
     @property
     def layers(self) -> list[Path]:
