@@ -188,16 +188,17 @@ def test_the_first_record_of_a_log_is_synced_even_when_asked_not_to(tmp_path: Pa
     assert read_head(log) == AuditHead(1, first["hash"]) and verify_chain(log).notes == []
 
 
-def test_an_unsynced_record_edited_is_tampering_and_stays_visible(tmp_path: Path) -> None:
+@pytest.mark.parametrize("step", [1, 2])  # one of the object's unsynced records, or its last: same size, same file
+def test_an_unsynced_record_edited_is_tampering_and_stays_visible(tmp_path: Path, step: int) -> None:
     log = tmp_path / "audit.jsonl"
     filled(log, 3)
     run = AuditLog(log)
     for i in range(3):
         run.append(f"step.{i}", {"i": i}, "run-x", sync=False)
     edited = lines(log)
-    edited[4] = edited[4].replace(b'"step.1"', b'"step.X"')
+    edited[3 + step] = edited[3 + step].replace(f'"step.{step}"'.encode(), b'"step.X"')
     log.write_bytes(b"".join(edited))
-    assert verify_chain(log).problem == "line 5: content does not match its hash (edited)"
+    assert verify_chain(log).problem == f"line {4 + step}: content does not match its hash (edited)"
     record = run.append("next")  # the records after the head no longer chain from it: the next one follows the head
     assert (record["seq"], record["prev"]) == (4, read_head_hash(log, seq=3))
     assert not verify_chain(log).ok

@@ -12,7 +12,11 @@ last records (seeking to the tail, never reading the whole file), writes one lin
 replaces the head — so processes appending at once (a rollback, ``failback hold``/``release``) never lose a
 record. A rollback's own records are appended with ``sync=False`` (written, not yet fsynced nor in the head) and
 made durable together by :meth:`AuditLog.sync` before each destructive act (``guard.Guard``) and at the run's end:
-three syncs a run instead of one per record. What a crash can leave, and how it is read:
+three syncs a run instead of one per record. Between syncs an :class:`AuditLog` object remembers the bytes it
+appended after the head's record: while the log still ends with exactly them (same file, same size, same bytes,
+same head), the next append chains onto its own last record without parsing and re-hashing them again; anything
+else (another appender, an edit, a torn line) takes the full check above. What a crash can leave, and how it is
+read:
 
 * killed mid-write: the log ends in a torn line (no newline) while the head still names the last whole record.
   ``verify_chain`` notes it as torn, not tampered; the next append cuts the torn bytes off and records them
@@ -159,6 +163,36 @@ def _parse(line: bytes | None) -> dict[str, Any] | None:
     return rec if isinstance(rec, dict) else None
 
 
+@dataclass(frozen=True)
+class _Tail:
+    """What an :class:`AuditLog` object last left at the log's end: ``end``, the record the next one follows, and
+    the lines ``data`` it wrote from byte ``start`` of the file ``inode`` after ``base``, the head's record then
+    (None: other records came between, so the log must be read)."""
+
+    inode: int
+    start: int
+    data: bytes
+    base: AuditHead | None
+    end: AuditHead
+
+    @property
+    def size(self) -> int:
+        """Where these lines end: the log's size, or where a torn line begins."""
+        return self.start + len(self.data)
+
+    def holds(self, fd: int, stat: os.stat_result, head: AuditHead | None) -> bool:
+        """The log still ends with exactly these lines, right after the record the head still names."""
+        return (
+            self.base is not None
+            and (stat.st_ino, stat.st_size, head) == (self.inode, self.size, self.base)
+            and os.pread(fd, len(self.data), self.start) == self.data
+        )
+
+    def grown(self, line: bytes, record: dict[str, Any]) -> _Tail:
+        """This tail with ``record`` (written as ``line``) appended."""
+        return _Tail(self.inode, self.start, self.data + line, self.base, AuditHead(record["seq"], record["hash"]))
+
+
 @contextlib.contextmanager
 def _exclusive(path: Path) -> Iterator[None]:
     """Hold an exclusive flock on ``path`` (created if missing); the kernel drops it if the process dies."""
@@ -177,6 +211,7 @@ class AuditLog:
         self.path = path
         self.on_record: Callable[[dict[str, Any]], None] | None = None  # told of each record once it is written
         self.unsynced = False  # this object appended records with sync=False that no sync has made durable yet
+        self._tail: _Tail | None = None  # what this object last left at the log's end, while it can tell
 
     def head(self) -> AuditHead | None:
         """The newest record as the head file records it."""
@@ -188,19 +223,19 @@ class AuditLog:
         """Add one event (serialized with every other process appending); returns the record written. With
         ``sync=False`` the record is written but not fsynced, and the head does not name it until the next
         :meth:`sync` or synced append (a crash before then may lose it, never the records before it)."""
-        with self._locked() as (fd, size):
+        self._tail, tail = None, self._tail  # forgotten unless this append completes
+        with self._locked() as (fd, stat):
             head = self.head()
             sync = sync or head is None  # a log's first record names itself in the head: a headless log is suspect
-            end, whole = _log_end(fd, size, head)
-            if whole < size:  # a torn line: an append killed mid-write
-                torn = os.pread(fd, size - whole, whole)
-                os.ftruncate(fd, whole)
-                note = self._write(fd, end, "audit.torn", _torn_data(torn), None)
-                self._name_in_head(fd, note)
-                end = AuditHead(note["seq"], note["hash"])
-            record = self._write(fd, end, event, data or {}, run)
-            if sync:
-                self._name_in_head(fd, record)
+            tail = self._end(fd, stat, head, tail)
+            if tail.size < stat.st_size:  # a torn line: an append killed mid-write
+                torn = os.pread(fd, stat.st_size - tail.size, tail.size)
+                os.ftruncate(fd, tail.size)
+                note, line = self._write(fd, tail.end, "audit.torn", _torn_data(torn), None)
+                tail = self._name_in_head(fd, tail.grown(line, note))
+            record, line = self._write(fd, tail.end, event, data or {}, run)
+            tail = tail.grown(line, record)
+            self._tail = self._name_in_head(fd, tail) if sync else tail
             self.unsynced = not sync
         if self.on_record is not None:
             self.on_record(record)
@@ -212,18 +247,30 @@ class AuditLog:
         when this object appended none since the last sync."""
         if not self.unsynced:
             return
-        with self._locked() as (fd, size):
+        self._tail, tail = None, self._tail
+        with self._locked() as (fd, stat):
             head = self.head()
-            end, _ = _log_end(fd, size, head)
-            if head is None or end.seq > head.seq:
-                self._name_in_head(fd, end.to_json())
+            tail = self._end(fd, stat, head, tail)
+            if head is None or tail.end.seq > head.seq:
+                tail = self._name_in_head(fd, tail)
             else:
                 os.fsync(fd)
+            self._tail = tail
             self.unsynced = False
 
+    @staticmethod
+    def _end(fd: int, stat: os.stat_result, head: AuditHead | None, tail: _Tail | None) -> _Tail:
+        """What the next record follows: ``tail`` when the log still ends with it, else read from the log
+        (:func:`_log_end`; ``start`` is where whole lines end, any bytes after it a torn line), a tail that holds
+        only when no record follows the head (else the records are read and checked again next time)."""
+        if tail is not None and tail.holds(fd, stat, head):
+            return tail
+        end, whole = _log_end(fd, stat.st_size, head)
+        return _Tail(stat.st_ino, whole, b"", head if end == head else None, end)
+
     @contextlib.contextmanager
-    def _locked(self) -> Iterator[tuple[int, int]]:
-        """The log open for appending (created if missing) and its size, under the exclusive lock; an OSError
+    def _locked(self) -> Iterator[tuple[int, os.stat_result]]:
+        """The log open for appending (created if missing) and its status, under the exclusive lock; an OSError
         becomes a clean error."""
         try:
             ensure_dir(self.path.parent)
@@ -233,14 +280,16 @@ class AuditLog:
                 try:
                     if created:
                         fsync_dir(self.path.parent)
-                    yield fd, os.fstat(fd).st_size
+                    yield fd, os.fstat(fd)
                 finally:
                     os.close(fd)
         except OSError as err:
             raise from_os_error(err, f"cannot append to the audit log {self.path}") from err
 
-    def _write(self, fd: int, end: AuditHead, event: str, data: dict[str, Any], run: str | None) -> dict[str, Any]:
-        """Write the record following ``end`` as one line (not yet fsynced)."""
+    def _write(
+        self, fd: int, end: AuditHead, event: str, data: dict[str, Any], run: str | None
+    ) -> tuple[dict[str, Any], bytes]:
+        """Write the record following ``end`` as one line (not yet fsynced); the record and its line."""
         record: dict[str, Any] = {
             "seq": end.seq + 1,
             "time": datetime.now(UTC).isoformat(timespec="milliseconds"),
@@ -250,15 +299,18 @@ class AuditLog:
             "prev": end.hash,
         }
         record["hash"] = record_hash(record)
-        line = memoryview(_canonical(record) + b"\n")
-        while line:
-            line = line[os.write(fd, line) :]
-        return record
+        line = _canonical(record) + b"\n"
+        left = memoryview(line)
+        while left:
+            left = left[os.write(fd, left) :]
+        return record, line
 
-    def _name_in_head(self, fd: int, record: dict[str, Any]) -> None:
-        """fsync the log (every record written so far), then replace the head with ``record``'s seq and hash."""
+    def _name_in_head(self, fd: int, tail: _Tail) -> _Tail:
+        """fsync the log (every record written so far), then replace the head with ``tail.end``; the tail that
+        follows it."""
         os.fsync(fd)
-        write_text(head_path(self.path), json.dumps(AuditHead(record["seq"], record["hash"]).to_json()) + "\n")
+        write_text(head_path(self.path), json.dumps(tail.end.to_json()) + "\n")
+        return _Tail(tail.inode, tail.size, b"", tail.end, tail.end)
 
     def records(self, run: str | None = None) -> list[dict[str, Any]]:
         """All whole records (of one run when ``run`` is given); a torn last line is left out."""
