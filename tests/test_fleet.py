@@ -3,6 +3,7 @@ databases, the real `failback fleet` command; a worker and the coordinator SIGKI
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -10,6 +11,9 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -258,6 +262,28 @@ def test_the_embedded_cluster_paces_dasks_housekeeping() -> None:
         assert client.run_on_scheduler(lambda dask_scheduler: paces(dask_scheduler)) == {"tick": 1000, "monitor": 5000}
     assert dask.config.get("distributed.worker.profile.enabled")  # this process's own config left as it was
     assert dask.config.get("distributed.admin.tick.interval") == "20ms"
+
+
+def test_the_embedded_cluster_leaves_the_dask_dashboard_port_alone() -> None:
+    """Port 8787 taken (a Dask dashboard of the operator's own): no warning about it, and the embedded scheduler's
+    HTTP server answers its health check on another port of 127.0.0.1, with no dashboard page."""
+    with contextlib.ExitStack() as stack:
+        held = stack.enter_context(socket.socket())
+        with contextlib.suppress(OSError):  # already taken (the module's `dask scheduler`): as good
+            held.bind(("127.0.0.1", 8787))
+            held.listen()
+        seen = stack.enter_context(warnings.catch_warnings(record=True))
+        warnings.simplefilter("always")
+        client = stack.enter_context(open_client(1, None, 1))
+        host, port = client.run_on_scheduler(
+            lambda dask_scheduler: (dask_scheduler.http_server.address, dask_scheduler.http_server.port)
+        )
+        with urllib.request.urlopen(f"http://{host}:{port}/health", timeout=10) as health:
+            assert health.read() == b"ok"
+        with pytest.raises(urllib.error.HTTPError) as status:
+            urllib.request.urlopen(f"http://{host}:{port}/status", timeout=10)
+    assert (host, status.value.code) == ("127.0.0.1", 404) and port != 8787
+    assert not [w for w in seen if "8787" in str(w.message)]
 
 
 @pytest.mark.soak

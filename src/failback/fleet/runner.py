@@ -161,8 +161,12 @@ def open_client(workers: int, scheduler: str | None, threads: int = THREADS) -> 
         cluster = None
     else:
         with dask.config.set(EMBEDDED):
-            cluster = LocalCluster(
-                n_workers=workers, threads_per_worker=threads, processes=True, dashboard_address=None
+            cluster = LocalCluster(  # the scheduler's HTTP server (health, metrics) on a free loopback port, no
+                n_workers=workers,  # dashboard: the port a Dask dashboard of yours may hold (8787) is left alone
+                threads_per_worker=threads,
+                processes=True,
+                dashboard_address="127.0.0.1:0",
+                scheduler_kwargs={"dashboard": False},
             )
         client = Client(cluster)
     try:
