@@ -264,6 +264,24 @@ def test_the_embedded_cluster_paces_dasks_housekeeping() -> None:
     assert dask.config.get("distributed.admin.tick.interval") == "20ms"
 
 
+def test_a_halt_on_the_embedded_cluster_is_one_line_and_resume_finishes_it(tmp_path: Path) -> None:
+    """The first refusal halts the wave while the other tenant's task still runs: the cluster closes under it (its
+    worker stops its Node), and the operator reads the halt and nothing else — no worker warning about the
+    cancelled task, no traceback from a pipe closed under a read. Approved and resumed, every tenant ends once."""
+    manifest = create_fleet(tmp_path / "f", 8, corrupt=4)
+    before = sources(manifest)
+    run = fleet("run", str(manifest), "--waves", "100%", "--max-failures", "1", "--workers", "1", "--yes",
+                cwd=tmp_path)  # fmt: skip
+    assert run.returncode == 2, run.stderr
+    lines = run.stderr.strip().splitlines()
+    assert lines[0].startswith("error: fleet halted: wave 1") and lines[1].startswith("hint: "), run.stderr
+    assert len(lines) == 2, run.stderr
+    assert fleet("approve", "--wave", "1", cwd=tmp_path).returncode == 0
+    resumed = fleet("resume", "--workers", "1", cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    assert_end_state(manifest, tmp_path / ".failback-fleet", damaged_tenants(8, 4), before)
+
+
 def test_the_embedded_cluster_leaves_the_dask_dashboard_port_alone() -> None:
     """Port 8787 taken (a Dask dashboard of the operator's own): no warning about it, and the embedded scheduler's
     HTTP server answers its health check on another port of 127.0.0.1, with no dashboard page."""

@@ -167,6 +167,7 @@ def open_client(workers: int, scheduler: str | None, threads: int = THREADS) -> 
                 processes=True,
                 dashboard_address="127.0.0.1:0",
                 scheduler_kwargs={"dashboard": False},
+                silence_logs=logging.ERROR,  # its workers, as this process: a task a halt cancelled is no warning
             )
         client = Client(cluster)
     try:

@@ -41,6 +41,7 @@ class RunnerSession:
         self._proc: subprocess.Popen[bytes] | None = None
         self._drainer: threading.Thread | None = None
         self._stderr = bytearray()
+        self._busy = threading.RLock()  # held while a job uses the pipes: they are closed only when none does
 
     @property
     def pid(self) -> int | None:
@@ -52,6 +53,10 @@ class RunnerSession:
 
         Starts the process if it is not running. EngineError when the process dies, answers what is not a
         document or runs out of time; the process is then stopped, the next job starts a new one."""
+        with self._busy:
+            return self._run(job, timeout)
+
+    def _run(self, job: dict[str, Any], timeout: float | None) -> dict[str, Any]:
         deadline = None if timeout is None else time.monotonic() + timeout
         proc = self._proc
         if proc is None or proc.poll() is not None:
@@ -82,17 +87,24 @@ class RunnerSession:
 
     def close(self) -> None:
         """Stop the process (it holds nothing to save: the engine never writes a file); its stderr is read to
-        the end first."""
-        proc, self._proc = self._proc, None
+        the end first. Called from another thread while a job runs (a worker leaving, the interpreter exiting),
+        the job ends with an EngineError (the process died) and the pipes are closed after it, never under it: a
+        descriptor closed while another thread reads it fails that read, or reads a file opened next with its
+        number."""
+        proc = self._proc
         if proc is None:
             return
-        proc.kill()
-        proc.wait()
-        if self._drainer:
-            self._drainer.join()
-        for pipe in (proc.stdin, proc.stdout, proc.stderr):
-            if pipe:
-                pipe.close()
+        proc.kill()  # a job waiting for its answer sees the pipe end
+        with self._busy:
+            if self._proc is not proc:  # the job closed it on its way out
+                return
+            self._proc = None
+            proc.wait()
+            if self._drainer:
+                self._drainer.join()
+            for pipe in (proc.stdin, proc.stdout, proc.stderr):
+                if pipe:
+                    pipe.close()
 
     def _start(self) -> subprocess.Popen[bytes]:
         self.close()
